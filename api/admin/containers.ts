@@ -1,0 +1,125 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { ContainerContext } from '../../containers/context.js';
+import { fail } from '../../containers/errors.js';
+import {
+  getContainer,
+  listContainers,
+  restartContainer,
+  startContainer,
+  stopContainer,
+} from '../../containers/lifecycle.js';
+import { cloneContainer, createContainer, removeContainer, snapshotContainer } from '../../containers/provision.js';
+import { issueToken, OWNER_USER, rotateTokens } from '../../containers/token-service.js';
+import { parseScopes } from '../../containers/tokens.js';
+import { parseBytes } from '../../host/pool.js';
+import {
+  CloneBody,
+  Container,
+  CreatedContainer,
+  Deleted,
+  NameParam,
+  NewContainer,
+  NewSnapshot,
+  NewToken,
+  Snapshot,
+  Token,
+} from './schemas.js';
+
+function bytes(value: string | number | undefined | null): number | undefined | null {
+  if (value === undefined || value === null) return value;
+  if (typeof value === 'number') return value;
+  try {
+    return parseBytes(value);
+  } catch {
+    throw fail('SIZE_INVALID', value);
+  }
+}
+
+function nanoCpus(value: string | number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw fail('LIMIT_INVALID', `cpus must be a positive number, got ${value}`);
+  return Math.round(n * 1e9);
+}
+
+/** Admin routes for containers: thin, each one call into containers/. */
+export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext }> = async (plain, { ctx }) => {
+  const app = plain.withTypeProvider<TypeBoxTypeProvider>();
+  const tags = ['containers'];
+
+  app.get('/v1/containers', { schema: { tags, response: { 200: { type: 'array', items: Container } } } }, async () =>
+    listContainers(ctx),
+  );
+
+  app.post(
+    '/v1/containers',
+    { schema: { tags, body: NewContainer, response: { 201: CreatedContainer } } },
+    async (req, reply) => {
+      const b = req.body;
+      const { row, token } = await createContainer(ctx, {
+        name: b.name,
+        image: b.image,
+        memoryBytes: bytes(b.memory) ?? undefined,
+        nanoCpus: nanoCpus(b.cpus),
+        diskBytes: b.disk === undefined ? undefined : bytes(b.disk),
+        pidsLimit: b.pids,
+      });
+      return reply.code(201).send({ name: row.name, id: row.id, state: 'running', token });
+    },
+  );
+
+  app.get('/v1/containers/:name', { schema: { tags, params: NameParam, response: { 200: Container } } }, async (req) =>
+    getContainer(ctx, req.params.name),
+  );
+
+  app.delete('/v1/containers/:name', { schema: { tags, params: NameParam, response: { 200: Deleted } } }, async (req) => {
+    await removeContainer(ctx, req.params.name);
+    return { name: req.params.name, deleted: true };
+  });
+
+  const actions = { start: startContainer, stop: stopContainer, restart: restartContainer } as const;
+  for (const [action, fn] of Object.entries(actions)) {
+    app.post(
+      `/v1/containers/:name/${action}`,
+      { schema: { tags, params: NameParam, response: { 200: Container } } },
+      async (req) => fn(ctx, req.params.name),
+    );
+  }
+
+  app.post(
+    '/v1/containers/:name/snapshots',
+    { schema: { tags, params: NameParam, body: NewSnapshot, response: { 201: Snapshot } } },
+    async (req, reply) => reply.code(201).send(await snapshotContainer(ctx, req.params.name, req.body.name)),
+  );
+
+  app.post(
+    '/v1/containers/:name/clone',
+    { schema: { tags, params: NameParam, body: CloneBody, response: { 201: CreatedContainer } } },
+    async (req, reply) => {
+      const { row, token } = await cloneContainer(ctx, req.params.name, req.body.name);
+      return reply.code(201).send({ name: row.name, id: row.id, state: 'running', token });
+    },
+  );
+
+  app.post(
+    '/v1/containers/:name/tokens',
+    { schema: { tags, params: NameParam, body: NewToken, response: { 201: Token } } },
+    async (req, reply) => {
+      const scopes = parseScopes(req.body?.scopes ?? ['cron', 'exec', 'proxy', 'files']);
+      return reply.code(201).send(issueToken(ctx.store, req.params.name, req.body?.user ?? OWNER_USER, scopes));
+    },
+  );
+
+  app.post(
+    '/v1/containers/:name/tokens/rotate',
+    { schema: { tags, params: NameParam, body: NewToken, response: { 200: Token } } },
+    async (req) =>
+      rotateTokens(
+        ctx.store,
+        req.params.name,
+        req.body?.user ?? OWNER_USER,
+        req.body?.scopes ? parseScopes(req.body.scopes) : undefined,
+      ),
+  );
+};

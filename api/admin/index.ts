@@ -1,0 +1,38 @@
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { ContainerContext } from '../../containers/context.js';
+import { installErrorHandling } from '../errors.js';
+import { containerRoutes } from './containers.js';
+import { type HostRouteDeps, hostRoutes } from './host.js';
+import { ErrorBody } from './schemas.js';
+
+export interface AdminApiDeps extends HostRouteDeps {
+  ctx: ContainerContext;
+  log: Logger;
+}
+
+/** The admin API (served on the unix socket): containers, host, metrics and its own OpenAPI document. */
+export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.log.child({ api: 'admin' }) as FastifyBaseLogger,
+    bodyLimit: 1024 * 1024,
+    disableRequestLogging: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+  });
+  installErrorHandling(app);
+  app.addSchema(ErrorBody);
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'hoody admin API', version: deps.version, description: 'Served on the daemon unix socket.' },
+      tags: [{ name: 'containers' }, { name: 'host' }],
+    },
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'admin request');
+  });
+  await app.register(hostRoutes, { deps });
+  await app.register(containerRoutes, { ctx: deps.ctx });
+  app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}

@@ -1,0 +1,73 @@
+import { type Static, Type } from '@sinclair/typebox';
+
+export const ErrorBody = Type.Object(
+  { error: Type.Object({ code: Type.String(), message: Type.String() }) },
+  { $id: 'Error' },
+);
+
+export const NameParam = Type.Object({ name: Type.String({ maxLength: 256 }) });
+
+const Size = Type.Union([Type.String({ maxLength: 32 }), Type.Integer({ minimum: 0 })], {
+  description: 'bytes, or a size like 256m / 2g',
+});
+
+export const NewContainer = Type.Object(
+  {
+    name: Type.String({ maxLength: 256 }),
+    image: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    memory: Type.Optional(Size),
+    cpus: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0 }), Type.String({ maxLength: 16 })])),
+    disk: Type.Optional(Type.Union([Size, Type.Null()])),
+    pids: Type.Optional(Type.Integer({ minimum: 8, maximum: 1_000_000 })),
+  },
+  { additionalProperties: false },
+);
+export type NewContainer = Static<typeof NewContainer>;
+
+export const Container = Type.Object(
+  {
+    name: Type.String(),
+    id: Type.String(),
+    state: Type.String(),
+    image: Type.String(),
+    memoryBytes: Type.Integer(),
+    cpus: Type.Number(),
+    diskBytes: Type.Union([Type.Integer(), Type.Null()]),
+    pidsLimit: Type.Integer(),
+    engineId: Type.Union([Type.String(), Type.Null()]),
+    clonedFrom: Type.Union([Type.String(), Type.Null()]),
+    createdAt: Type.String(),
+    snapshots: Type.Array(Type.String()),
+  },
+  { $id: 'Container' },
+);
+
+export const CreatedContainer = Type.Object({
+  name: Type.String(),
+  id: Type.String(),
+  state: Type.String(),
+  token: Type.String({ description: 'shown once; only its hash is kept' }),
+});
+
+export const NewSnapshot = Type.Object({ name: Type.String({ maxLength: 256 }) }, { additionalProperties: false });
+export const Snapshot = Type.Object({ name: Type.String(), path: Type.String(), createdAt: Type.String() });
+export const CloneBody = Type.Object({ name: Type.String({ maxLength: 256 }) }, { additionalProperties: false });
+
+export const NewToken = Type.Object(
+  {
+    user: Type.Optional(Type.String({ maxLength: 64 })),
+    scopes: Type.Optional(Type.Array(Type.String({ maxLength: 16 }), { maxItems: 8 })),
+  },
+  { additionalProperties: false },
+);
+export type NewToken = Static<typeof NewToken>;
+
+export const Token = Type.Object({
+  token: Type.String(),
+  id: Type.String(),
+  container: Type.String(),
+  user: Type.String(),
+  scopes: Type.Array(Type.String()),
+});
+
+export const Deleted = Type.Object({ name: Type.String(), deleted: Type.Boolean() });

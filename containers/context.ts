@@ -1,0 +1,47 @@
+import type { Logger } from 'pino';
+import type { ContainerEngine } from '../host/engine.js';
+import type { PoolPaths } from '../host/pool.js';
+import type { StorageDriver } from '../host/storage/index.js';
+import type { ContainerRow } from './store.js';
+import type { ContainerStore } from './store.js';
+
+export interface ContainerDefaults {
+  image: string;
+  memoryBytes: number;
+  nanoCpus: number;
+  diskBytes: number | null;
+  pidsLimit: number;
+}
+
+/** Per-container namespaces (cron, exec, proxy) plug in here: opened after create, closed before delete. */
+export interface NamespaceHooks {
+  open(row: ContainerRow): Promise<void>;
+  close(row: ContainerRow): Promise<void>;
+  /** Called when the container (re)started, e.g. for @reboot cron entries. */
+  started?(row: ContainerRow): Promise<void>;
+}
+
+/** Everything the container layer needs, passed explicitly (no singletons). */
+export interface ContainerContext {
+  store: ContainerStore;
+  storage: StorageDriver;
+  engine: ContainerEngine;
+  pool: PoolPaths;
+  /** Label value that tells this daemon's containers from other daemons' on a shared engine. */
+  instance: string;
+  defaults: ContainerDefaults;
+  /** Extra docker create bits the daemon decides (e.g. /etc/hosts entries for the service hostnames). */
+  extraHosts: () => string[];
+  hooks: NamespaceHooks[];
+  /** Names being created or deleted right now: a second request for one gets a clear 409. */
+  busy: Set<string>;
+  log: Logger;
+}
+
+export const LABEL_INSTANCE = 'io.hoody.instance';
+export const LABEL_NAME = 'io.hoody.name';
+export const LABEL_ID = 'io.hoody.id';
+
+export function engineName(ctx: Pick<ContainerContext, 'instance'>, name: string): string {
+  return `hoody-${ctx.instance}-${name}`;
+}

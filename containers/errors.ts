@@ -1,0 +1,62 @@
+/**
+ * The one error catalogue: every code hoody can answer with, its HTTP status and message.
+ * Codes are stable (scripts match on them); add new ones, never rename.
+ */
+export const errors = {
+  NAME_INVALID: {
+    status: 400,
+    message: (n: string) =>
+      `invalid container name ${JSON.stringify(n)}: use 1-63 of a-z, 0-9 and '-', starting with a letter or digit`,
+  },
+  NAME_TAKEN: { status: 409, message: (n: string) => `container ${n} already exists` },
+  CONTAINER_UNKNOWN: { status: 404, message: (n: string) => `no container ${n}` },
+  CONTAINER_BUSY: { status: 409, message: (n: string) => `container ${n} is being created or deleted; try again` },
+  CONTAINER_MISSING: {
+    status: 409,
+    message: (n: string) => `container ${n} is missing from the engine (removed behind hoody's back); rm it`,
+  },
+  IMAGE_UNKNOWN: { status: 400, message: (i: string) => `no image ${i} in the engine (build or import it first)` },
+  SIZE_INVALID: { status: 400, message: (s: string) => `invalid size ${JSON.stringify(s)}` },
+  LIMIT_INVALID: { status: 400, message: (s: string) => s },
+  SNAPSHOT_NAME_INVALID: { status: 400, message: (n: string) => `invalid snapshot name ${JSON.stringify(n)}` },
+  SNAPSHOT_TAKEN: { status: 409, message: (n: string) => `snapshot ${n} already exists` },
+  SCOPE_INVALID: { status: 400, message: (s: string) => `unknown scope ${s} (cron, exec, proxy, files, admin)` },
+  USER_INVALID: { status: 400, message: (u: string) => `invalid user ${JSON.stringify(u)}` },
+  POOL_FULL: { status: 507, message: (d: string) => `the storage pool is full: ${d}` },
+  ENGINE_UNAVAILABLE: { status: 503, message: (d: string) => `the container engine does not answer: ${d}` },
+  ENGINE_FAILED: { status: 502, message: (d: string) => `the container engine refused: ${d}` },
+  STORAGE_FAILED: { status: 500, message: (d: string) => `storage operation failed: ${d}` },
+  BAD_REQUEST: { status: 400, message: (d: string) => d },
+  BODY_INVALID: { status: 400, message: (d: string) => `invalid request body: ${d}` },
+  BODY_TOO_LARGE: { status: 413, message: () => 'request body too large' },
+  NOT_FOUND: { status: 404, message: (p: string) => `no route ${p}` },
+  METHOD_NOT_ALLOWED: { status: 405, message: (m: string) => `method ${m} not allowed here` },
+  UNAUTHORIZED: { status: 401, message: () => 'missing or invalid token' },
+  FORBIDDEN: { status: 403, message: (d: string) => d },
+  INTERNAL: { status: 500, message: () => 'internal error (see the daemon log)' },
+} as const;
+
+export type ErrorName = keyof typeof errors;
+export type ErrorCode = `HOODY_${ErrorName}`;
+
+export class HoodyError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'HoodyError';
+  }
+}
+
+/** Builds the catalogued error: fail('NAME_TAKEN', name). */
+export function fail<K extends ErrorName>(name: K, ...args: Parameters<(typeof errors)[K]['message']>): HoodyError {
+  const e = errors[name];
+  const msg = (e.message as (...a: unknown[]) => string)(...args);
+  return new HoodyError(`HOODY_${name}`, e.status, msg);
+}
+
+export function isHoodyError(err: unknown): err is HoodyError {
+  return err instanceof HoodyError;
+}

@@ -1,0 +1,216 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ContainerSpec } from '../host/engine.js';
+import { type ContainerContext, engineName, LABEL_ID, LABEL_INSTANCE, LABEL_NAME } from './context.js';
+import { fail } from './errors.js';
+import { engineFailure, storageFailure } from './failures.js';
+import { checkName, checkSnapshotName } from './names.js';
+import type { ContainerRow } from './store.js';
+import { issueOwnerToken } from './token-service.js';
+import { Undo } from './undo.js';
+
+export interface CreateRequest {
+  name: string;
+  image?: string;
+  memoryBytes?: number;
+  nanoCpus?: number;
+  diskBytes?: number | null;
+  pidsLimit?: number;
+}
+
+export interface Created {
+  row: ContainerRow;
+  token: string;
+}
+
+const MIN_MEMORY = 6 * 1024 * 1024; // the engine refuses less
+const MIN_DISK = 16 * 1024 * 1024;
+
+export function templatePath(ctx: ContainerContext): string {
+  return join(ctx.pool.templates, 'default');
+}
+
+/** The template every data volume is snapshotted from: a files area and a scripts area. */
+export async function ensureTemplate(ctx: ContainerContext): Promise<void> {
+  const path = templatePath(ctx);
+  if (!(await ctx.storage.isVolume(path))) await ctx.storage.createVolume(path);
+  await mkdir(join(path, 'files'), { recursive: true });
+  await mkdir(join(path, 'scripts'), { recursive: true });
+}
+
+function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
+  return {
+    name: engineName(ctx, row.name),
+    image: row.image,
+    hostname: row.name,
+    labels: { [LABEL_INSTANCE]: ctx.instance, [LABEL_NAME]: row.name, [LABEL_ID]: row.id },
+    memoryBytes: row.memoryBytes,
+    nanoCpus: row.nanoCpus,
+    pidsLimit: row.pidsLimit,
+    binds: [`${join(row.volume, 'files')}:/files`, `${join(row.volume, 'scripts')}:/scripts`],
+    extraHosts: ctx.extraHosts(),
+    env: [`HOODY_CONTAINER=${row.name}`],
+  };
+}
+
+function validateLimits(req: CreateRequest, ctx: ContainerContext): Omit<ContainerRow, 'phase' | 'createdAt'> {
+  const name = checkName(req.name);
+  const memoryBytes = req.memoryBytes ?? ctx.defaults.memoryBytes;
+  const nanoCpus = req.nanoCpus ?? ctx.defaults.nanoCpus;
+  const diskBytes = req.diskBytes === undefined ? ctx.defaults.diskBytes : req.diskBytes;
+  const pidsLimit = req.pidsLimit ?? ctx.defaults.pidsLimit;
+  if (!Number.isInteger(memoryBytes) || memoryBytes < MIN_MEMORY)
+    throw fail('LIMIT_INVALID', `memory must be at least ${MIN_MEMORY / 1024 / 1024} MiB`);
+  if (!Number.isInteger(nanoCpus) || nanoCpus < 10_000_000 || nanoCpus > 1024e9)
+    throw fail('LIMIT_INVALID', 'cpus must be between 0.01 and 1024');
+  if (diskBytes !== null && (!Number.isInteger(diskBytes) || diskBytes < MIN_DISK))
+    throw fail('LIMIT_INVALID', `disk must be at least ${MIN_DISK / 1024 / 1024} MiB`);
+  if (!Number.isInteger(pidsLimit) || pidsLimit < 8) throw fail('LIMIT_INVALID', 'pids limit must be at least 8');
+  return {
+    name,
+    id: randomUUID(),
+    engineId: null,
+    image: req.image ?? ctx.defaults.image,
+    memoryBytes,
+    nanoCpus,
+    diskBytes,
+    pidsLimit,
+    volume: join(ctx.pool.containers, name),
+    desired: 'running',
+    clonedFrom: null,
+  };
+}
+
+/**
+ * Row (phase creating) -> data volume -> quota -> engine container -> start -> token -> namespaces.
+ * Any failure undoes the finished steps in reverse; a crash mid-way is finished by reconcile().
+ */
+async function provision(ctx: ContainerContext, base: Omit<ContainerRow, 'phase' | 'createdAt'>, source: string): Promise<Created> {
+  const busy = ctx.busy;
+  if (busy.has(base.name)) throw fail('CONTAINER_BUSY', base.name);
+  if (ctx.store.get(base.name)) throw fail('NAME_TAKEN', base.name);
+  busy.add(base.name);
+  try {
+    await using undo = new Undo((label, error) => ctx.log.error({ err: error, step: label, container: base.name }, 'undo step failed'));
+    const row: ContainerRow = { ...base, phase: 'creating', createdAt: new Date().toISOString() };
+    ctx.store.insert(row);
+    undo.push('row', () => ctx.store.delete(row.name));
+
+    try {
+      await ctx.storage.snapshot(source, row.volume);
+    } catch (err) {
+      throw storageFailure(err);
+    }
+    undo.push('volume', () => ctx.storage.deleteVolume(row.volume));
+    try {
+      if (row.diskBytes !== null) await ctx.storage.setQuota(row.volume, row.diskBytes);
+    } catch (err) {
+      throw storageFailure(err);
+    }
+
+    let engineId: string;
+    try {
+      engineId = await ctx.engine.create(specFor(ctx, row));
+    } catch (err) {
+      throw engineFailure(err, row.image);
+    }
+    undo.push('engine container', () => ctx.engine.remove(engineId));
+    ctx.store.setEngineId(row.name, engineId);
+    try {
+      await ctx.engine.start(engineId);
+    } catch (err) {
+      throw engineFailure(err, row.image);
+    }
+
+    const token = issueOwnerToken(ctx.store, row.name);
+    const ready: ContainerRow = { ...row, engineId };
+    for (const hook of ctx.hooks) {
+      await hook.open(ready);
+      undo.push('namespace', () => hook.close(ready));
+    }
+    ctx.store.setPhase(row.name, 'ready');
+    undo.done();
+    ctx.log.info({ container: row.name, engineId, image: row.image, clonedFrom: row.clonedFrom }, 'container created');
+    return { row: { ...ready, phase: 'ready' }, token };
+  } finally {
+    busy.delete(base.name);
+  }
+}
+
+export async function createContainer(ctx: ContainerContext, req: CreateRequest): Promise<Created> {
+  const base = validateLimits(req, ctx);
+  return provision(ctx, base, templatePath(ctx));
+}
+
+/** A new container whose data volume is a writable snapshot of the source's (files and scripts carried over). */
+export async function cloneContainer(ctx: ContainerContext, sourceName: string, newName: string): Promise<Created> {
+  const src = readyRow(ctx, sourceName);
+  checkName(newName);
+  const base = validateLimits(
+    { name: newName, image: src.image, memoryBytes: src.memoryBytes, nanoCpus: src.nanoCpus, diskBytes: src.diskBytes, pidsLimit: src.pidsLimit },
+    ctx,
+  );
+  return provision(ctx, { ...base, clonedFrom: src.name }, src.volume);
+}
+
+export function readyRow(ctx: ContainerContext, name: string): ContainerRow {
+  const row = ctx.store.get(name);
+  if (!row) throw fail('CONTAINER_UNKNOWN', name);
+  if (row.phase !== 'ready') throw fail('CONTAINER_BUSY', name);
+  return row;
+}
+
+export async function snapshotContainer(ctx: ContainerContext, name: string, snap: string): Promise<{ name: string; path: string; createdAt: string }> {
+  const row = readyRow(ctx, name);
+  checkSnapshotName(snap);
+  if (ctx.store.snapshots(name).some((s) => s.name === snap)) throw fail('SNAPSHOT_TAKEN', snap);
+  const path = join(ctx.pool.snapshots, name, snap);
+  await using undo = new Undo();
+  try {
+    await ctx.storage.snapshot(row.volume, path, { readonly: true });
+  } catch (err) {
+    throw storageFailure(err);
+  }
+  undo.push('snapshot volume', () => ctx.storage.deleteVolume(path));
+  const createdAt = new Date().toISOString();
+  ctx.store.insertSnapshot({ container: name, name: snap, path, createdAt });
+  undo.done();
+  return { name: snap, path, createdAt };
+}
+
+/** Namespaces -> engine container -> snapshots -> volume (and its qgroup) -> rows: reverse of create. */
+export async function removeContainer(ctx: ContainerContext, name: string): Promise<void> {
+  const row = ctx.store.get(name);
+  if (!row) throw fail('CONTAINER_UNKNOWN', name);
+  const busy = ctx.busy;
+  if (busy.has(name)) throw fail('CONTAINER_BUSY', name);
+  busy.add(name);
+  try {
+    ctx.store.setPhase(name, 'deleting'); // a crash from here on is finished by reconcile()
+    await finishDelete(ctx, row);
+  } finally {
+    busy.delete(name);
+  }
+}
+
+export async function finishDelete(ctx: ContainerContext, row: ContainerRow): Promise<void> {
+  for (const hook of [...ctx.hooks].reverse()) await hook.close(row);
+  try {
+    if (row.engineId) await ctx.engine.remove(row.engineId);
+    for (const c of await ctx.engine.list({ [LABEL_INSTANCE]: ctx.instance, [LABEL_NAME]: row.name })) await ctx.engine.remove(c.id);
+  } catch (err) {
+    throw engineFailure(err);
+  }
+  try {
+    for (const s of ctx.store.snapshots(row.name)) {
+      await ctx.storage.deleteVolume(s.path);
+      ctx.store.deleteSnapshot(row.name, s.name);
+    }
+    await ctx.storage.deleteVolume(row.volume);
+  } catch (err) {
+    throw storageFailure(err);
+  }
+  ctx.store.delete(row.name);
+  ctx.log.info({ container: row.name }, 'container removed');
+}

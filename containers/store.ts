@@ -1,0 +1,162 @@
+import type { Database } from 'better-sqlite3';
+import type { Scope } from './tokens.js';
+
+export interface ContainerRow {
+  name: string;
+  id: string;
+  engineId: string | null;
+  image: string;
+  memoryBytes: number;
+  nanoCpus: number;
+  diskBytes: number | null;
+  pidsLimit: number;
+  volume: string;
+  phase: 'creating' | 'ready' | 'deleting';
+  desired: 'running' | 'stopped';
+  clonedFrom: string | null;
+  createdAt: string;
+}
+
+export interface TokenRow {
+  id: string;
+  container: string;
+  user: string;
+  scopes: Scope[];
+  hash: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+export interface SnapshotRow {
+  container: string;
+  name: string;
+  path: string;
+  createdAt: string;
+}
+
+type Raw = Record<string, unknown>;
+
+function toContainer(r: Raw): ContainerRow {
+  return {
+    name: r.name as string,
+    id: r.id as string,
+    engineId: (r.engine_id as string | null) ?? null,
+    image: r.image as string,
+    memoryBytes: r.memory_bytes as number,
+    nanoCpus: r.nano_cpus as number,
+    diskBytes: (r.disk_bytes as number | null) ?? null,
+    pidsLimit: r.pids_limit as number,
+    volume: r.volume as string,
+    phase: r.phase as ContainerRow['phase'],
+    desired: r.desired as ContainerRow['desired'],
+    clonedFrom: (r.cloned_from as string | null) ?? null,
+    createdAt: r.created_at as string,
+  };
+}
+
+function toToken(r: Raw): TokenRow {
+  return {
+    id: r.id as string,
+    container: r.container as string,
+    user: r.user as string,
+    scopes: (r.scopes as string).split(',').filter(Boolean) as Scope[],
+    hash: r.hash as string,
+    createdAt: r.created_at as string,
+    revokedAt: (r.revoked_at as string | null) ?? null,
+  };
+}
+
+/** Containers, tokens and snapshots in the state database. Every write is one committed transaction. */
+export class ContainerStore {
+  constructor(readonly db: Database) {}
+
+  insert(row: ContainerRow): void {
+    this.db
+      .prepare(
+        `INSERT INTO containers (name, id, engine_id, image, memory_bytes, nano_cpus, disk_bytes, pids_limit, volume,
+           phase, desired, cloned_from, created_at)
+         VALUES (@name, @id, @engineId, @image, @memoryBytes, @nanoCpus, @diskBytes, @pidsLimit, @volume,
+           @phase, @desired, @clonedFrom, @createdAt)`,
+      )
+      .run(row);
+  }
+
+  get(name: string): ContainerRow | undefined {
+    const r = this.db.prepare('SELECT * FROM containers WHERE name = ?').get(name) as Raw | undefined;
+    return r && toContainer(r);
+  }
+
+  list(): ContainerRow[] {
+    return (this.db.prepare('SELECT * FROM containers ORDER BY name').all() as Raw[]).map(toContainer);
+  }
+
+  setEngineId(name: string, engineId: string): void {
+    this.db.prepare('UPDATE containers SET engine_id = ? WHERE name = ?').run(engineId, name);
+  }
+
+  setPhase(name: string, phase: ContainerRow['phase']): void {
+    this.db.prepare('UPDATE containers SET phase = ? WHERE name = ?').run(phase, name);
+  }
+
+  setDesired(name: string, desired: ContainerRow['desired']): void {
+    this.db.prepare('UPDATE containers SET desired = ? WHERE name = ?').run(desired, name);
+  }
+
+  /** Removes the row and, by cascade, its tokens and snapshot rows. */
+  delete(name: string): void {
+    this.db.prepare('DELETE FROM containers WHERE name = ?').run(name);
+  }
+
+  insertToken(t: Omit<TokenRow, 'revokedAt'>): void {
+    this.db
+      .prepare(
+        'INSERT INTO tokens (id, container, user, scopes, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+      )
+      .run(t.id, t.container, t.user, t.scopes.join(','), t.hash, t.createdAt);
+  }
+
+  /** Revokes the given tokens and inserts the replacement in one transaction: no moment with neither or both. */
+  replaceTokens(revokeIds: readonly string[], next: Omit<TokenRow, 'revokedAt'>): void {
+    const now = new Date().toISOString();
+    this.db.transaction(() => {
+      const revoke = this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL');
+      for (const id of revokeIds) revoke.run(now, id);
+      this.insertToken(next);
+    })();
+  }
+
+  activeTokens(container: string, user?: string): TokenRow[] {
+    const rows = (
+      user === undefined
+        ? this.db.prepare('SELECT * FROM tokens WHERE container = ? AND revoked_at IS NULL').all(container)
+        : this.db.prepare('SELECT * FROM tokens WHERE container = ? AND user = ? AND revoked_at IS NULL').all(container, user)
+    ) as Raw[];
+    return rows.map(toToken);
+  }
+
+  tokenByHash(hash: string): TokenRow | undefined {
+    const r = this.db.prepare('SELECT * FROM tokens WHERE hash = ?').get(hash) as Raw | undefined;
+    return r && toToken(r);
+  }
+
+  insertSnapshot(s: SnapshotRow): void {
+    this.db
+      .prepare('INSERT INTO snapshots (container, name, path, created_at) VALUES (?, ?, ?, ?)')
+      .run(s.container, s.name, s.path, s.createdAt);
+  }
+
+  snapshots(container: string): SnapshotRow[] {
+    return (this.db.prepare('SELECT * FROM snapshots WHERE container = ? ORDER BY name').all(container) as Raw[]).map(
+      (r) => ({
+        container: r.container as string,
+        name: r.name as string,
+        path: r.path as string,
+        createdAt: r.created_at as string,
+      }),
+    );
+  }
+
+  deleteSnapshot(container: string, name: string): void {
+    this.db.prepare('DELETE FROM snapshots WHERE container = ? AND name = ?').run(container, name);
+  }
+}

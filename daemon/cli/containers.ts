@@ -1,0 +1,194 @@
+import { SingleBar } from 'cli-progress';
+import type { Command } from 'commander';
+import type { AdminClient } from '../client.js';
+import { mib, printJson, table } from './format.js';
+
+interface View {
+  name: string;
+  state: string;
+  image: string;
+  memoryBytes: number;
+  cpus: number;
+  diskBytes: number | null;
+  createdAt: string;
+  snapshots: string[];
+}
+interface Created {
+  name: string;
+  id: string;
+  state: string;
+  token: string;
+}
+
+type ClientOf = (cmd: Command) => AdminClient;
+
+async function runPool<T>(items: T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+}
+
+/** create, ls, inspect, start/stop/restart, rm, snapshot, clone, token, stats. */
+export function containerCommands(program: Command, client: ClientOf): void {
+  program
+    .command('create')
+    .description('create and start a container (or N of them with --count: NAME-1..NAME-N)')
+    .argument('<name>', 'container name: a-z, 0-9, -, at most 63')
+    .option('--image <image>', 'image (default: the daemon\'s HOODY_IMAGE)')
+    .option('--memory <size>', 'memory limit, e.g. 256m')
+    .option('--cpus <n>', 'CPU limit, e.g. 0.5')
+    .option('--disk <size>', 'disk quota of the data volume, e.g. 2g')
+    .option('--count <n>', 'create N containers named NAME-1..NAME-N, with a progress bar')
+    .option('--parallel <n>', 'creates in flight with --count', '4')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
+      const body = (n: string) => ({
+        name: n,
+        ...(o.image ? { image: o.image } : {}),
+        ...(o.memory ? { memory: o.memory } : {}),
+        ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
+        ...(o.disk ? { disk: o.disk } : {}),
+      });
+      const api = client(cmd);
+      if (o.count === undefined) {
+        const c = await api.call<Created>('POST', '/v1/containers', body(name));
+        if (o.json) return printJson(c);
+        process.stdout.write(`created ${c.name} (${c.state})\ntoken: ${c.token}  (shown once)\n`);
+        return;
+      }
+      const count = Number(o.count);
+      if (!Number.isInteger(count) || count < 1) throw Object.assign(new Error('--count must be a positive integer'), { usage: true });
+      const names = Array.from({ length: count }, (_, i) => `${name}-${i + 1}`);
+      const bar = new SingleBar({ format: 'creating [{bar}] {value}/{total} {rate}/s {last}', stream: process.stderr, hideCursor: true, noTTYOutput: true, notTTYSchedule: 1000 });
+      const started = Date.now();
+      bar.start(count, 0, { rate: '0.0', last: '' });
+      const created: Created[] = [];
+      const failed: { name: string; error: string }[] = [];
+      await runPool(names, Number(o.parallel) || 4, async (n) => {
+        try {
+          created.push(await api.call<Created>('POST', '/v1/containers', body(n)));
+        } catch (err) {
+          failed.push({ name: n, error: (err as Error).message });
+        }
+        const done = created.length + failed.length;
+        bar.update(done, { rate: (done / ((Date.now() - started) / 1000)).toFixed(1), last: n });
+      });
+      bar.stop();
+      const seconds = (Date.now() - started) / 1000;
+      const rate = created.length / seconds;
+      if (o.json) printJson({ created, failed, seconds, ratePerSecond: rate });
+      else {
+        for (const c of created) process.stdout.write(`${c.name}\t${c.token}\n`);
+        process.stdout.write(`created ${created.length} containers in ${seconds.toFixed(1)} s (${rate.toFixed(2)} containers/s)\n`);
+      }
+      for (const f of failed) process.stderr.write(`failed ${f.name}: ${f.error}\n`);
+      if (failed.length) process.exitCode = 1;
+    });
+
+  program
+    .command('ls')
+    .description('list containers')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const list = await client(cmd).call<View[]>('GET', '/v1/containers');
+      if (o.json) return printJson(list);
+      process.stdout.write(
+        `${table(
+          ['NAME', 'STATE', 'IMAGE', 'MEMORY', 'CPUS', 'DISK', 'CREATED'],
+          list.map((c) => [c.name, c.state, c.image, mib(c.memoryBytes), c.cpus, mib(c.diskBytes), c.createdAt]),
+        )}\n`,
+      );
+    });
+
+  program
+    .command('inspect')
+    .description('show one container as JSON')
+    .argument('<name>')
+    .action(async (name: string, _o: unknown, cmd: Command) => printJson(await client(cmd).call('GET', `/v1/containers/${encodeURIComponent(name)}`)));
+
+  for (const action of ['start', 'stop', 'restart'] as const) {
+    program
+      .command(action)
+      .description(`${action} a container`)
+      .argument('<name>')
+      .option('--json', 'print JSON')
+      .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+        const v = await client(cmd).call<View>('POST', `/v1/containers/${encodeURIComponent(name)}/${action}`, {});
+        if (o.json) printJson(v);
+        else process.stdout.write(`${v.name}: ${v.state}\n`);
+      });
+  }
+
+  program
+    .command('rm')
+    .description('delete a container: engine container, data volume, snapshots, quota group and rows')
+    .argument('<names...>')
+    .option('--json', 'print JSON')
+    .action(async (names: string[], o: { json?: boolean }, cmd: Command) => {
+      const out = [];
+      for (const name of names) out.push(await client(cmd).call('DELETE', `/v1/containers/${encodeURIComponent(name)}`));
+      if (o.json) printJson(out);
+      else for (const n of names) process.stdout.write(`removed ${n}\n`);
+    });
+
+  program
+    .command('snapshot')
+    .description('read-only snapshot of a container\'s data volume')
+    .argument('<name>')
+    .argument('<snapshot>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, snap: string, o: { json?: boolean }, cmd: Command) => {
+      const s = await client(cmd).call<{ name: string; path: string }>('POST', `/v1/containers/${encodeURIComponent(name)}/snapshots`, { name: snap });
+      if (o.json) printJson(s);
+      else process.stdout.write(`snapshot ${name}@${s.name} at ${s.path}\n`);
+    });
+
+  program
+    .command('clone')
+    .description('new container whose data volume is a snapshot of NAME\'s (files and scripts carried over)')
+    .argument('<name>')
+    .argument('<new>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, next: string, o: { json?: boolean }, cmd: Command) => {
+      const c = await client(cmd).call<Created>('POST', `/v1/containers/${encodeURIComponent(name)}/clone`, { name: next });
+      if (o.json) printJson(c);
+      else process.stdout.write(`cloned ${name} -> ${c.name} (${c.state})\ntoken: ${c.token}  (shown once)\n`);
+    });
+
+  program
+    .command('token')
+    .description('issue a token for a container (or --rotate: replace the user\'s tokens, old ones fail at once)')
+    .argument('<name>')
+    .option('--rotate', 'revoke the user\'s tokens and issue one new one')
+    .option('--user <user>', 'token user', 'me')
+    .option('--scope <scopes>', 'comma list of cron,exec,proxy,files,admin')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o: { rotate?: boolean; user: string; scope?: string; json?: boolean }, cmd: Command) => {
+      const body = { user: o.user, ...(o.scope ? { scopes: o.scope.split(',') } : {}) };
+      const path = `/v1/containers/${encodeURIComponent(name)}/tokens${o.rotate ? '/rotate' : ''}`;
+      const t = await client(cmd).call<{ token: string; user: string; scopes: string[] }>('POST', path, body);
+      if (o.json) printJson(t);
+      else process.stdout.write(`${t.token}\n`);
+    });
+
+  program
+    .command('stats')
+    .description('per-container memory (RSS/PSS), KSM sharing and disk, with totals')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      type S = { name: string; state: string; rssBytes: number; pssBytes: number; ksmProfitBytes: number; diskExclusiveBytes: number; diskLimitBytes: number | null; mergeAny: boolean };
+      const s = await client(cmd).call<{ containers: S[]; totals: Record<string, number>; ksm: { pagesSharing: number; generalProfitBytes: number; savedBytes: number } }>('GET', '/v1/stats');
+      if (o.json) return printJson(s);
+      process.stdout.write(
+        `${table(
+          ['NAME', 'STATE', 'RSS', 'PSS', 'KSM SAVED', 'MERGE', 'DISK EXCL', 'DISK LIMIT'],
+          s.containers.map((c) => [c.name, c.state, mib(c.rssBytes), mib(c.pssBytes), mib(c.ksmProfitBytes), c.mergeAny ? 'yes' : 'no', mib(c.diskExclusiveBytes), mib(c.diskLimitBytes)]),
+        )}\n`,
+      );
+      process.stdout.write(
+        `total: RSS ${mib(s.totals.rssBytes)}, PSS ${mib(s.totals.pssBytes)}, disk ${mib(s.totals.diskExclusiveBytes)}; KSM: ${s.ksm.pagesSharing} pages sharing (${mib(s.ksm.savedBytes)} saved), general_profit ${mib(s.ksm.generalProfitBytes)}\n`,
+      );
+    });
+}

@@ -1,0 +1,126 @@
+import { spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { AdminClient } from '../client.js';
+import { type Config, type ConfigFlags, loadConfig } from '../config.js';
+import { daemonFlags, runDaemon } from '../run-daemon.js';
+import { setupHost } from '../setup.js';
+import { mib, printJson } from './format.js';
+
+function configFrom(cmd: Command): Config {
+  const o = cmd.optsWithGlobals() as ConfigFlags & { socket?: string };
+  return loadConfig({ ...o, adminSocket: o.adminSocket ?? o.socket });
+}
+
+const quietLog = () => pino({ level: 'warn' });
+
+interface HostInfoView {
+  listeners: { http: number | null; https: number | null; domain: string };
+  pool: { path: string; image: string | null; filesystem: { fstype: string; source: string }; usage: { sizeBytes: number; usedBytes: number; freeBytes: number } };
+  engine: { available: boolean; serverVersion?: string; storageDriver?: string; backingFilesystem?: string; dockerRootDir?: string; dataRootOnPool?: boolean; error?: string };
+  ksm: { available: boolean; knobs: Record<string, string>; pagesSharing: number; generalProfitBytes: number };
+  host: { kernel: string; cpus: number; memory: { totalBytes: number; usedBytes: number } };
+}
+
+/** Starts hoodyd in the background (logs in the state dir) and waits until its admin socket answers. */
+async function startBackgroundDaemon(config: Config, flags: ConfigFlags): Promise<void> {
+  const entry = fileURLToPath(new URL('../hoodyd.js', import.meta.url));
+  await mkdir(config.stateDir, { recursive: true });
+  const logFile = join(config.stateDir, 'hoodyd.log');
+  const out = openSync(logFile, 'a');
+  const args = [entry];
+  for (const [k, v] of Object.entries(flags)) if (v !== undefined && typeof v === 'string') args.push(`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, v);
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
+  child.unref();
+  const client = new AdminClient(config.adminSocket);
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (await client.alive()) return;
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`hoodyd did not come up; see ${logFile}`);
+}
+
+export function hostCommands(program: Command): void {
+  const host = program.command('host').description('the box: pool, engine, KSM');
+  daemonFlags(
+    host
+      .command('setup')
+      .description('idempotent: BTRFS pool (loop file if needed), Docker engine under memory-merge, KSM on, local images')
+      .option('--images <which>', 'none | busybox | all', 'all')
+      .option('--json', 'print JSON'),
+  ).action(async (o: { images: 'none' | 'busybox' | 'all'; json?: boolean }, cmd: Command) => {
+    const config = configFrom(cmd);
+    const r = await setupHost(config, quietLog(), { images: o.images, onStep: (s) => !o.json && process.stderr.write(`${s}\n`) });
+    if (o.json) printJson(r);
+    else process.stdout.write(`pool ${r.pool.paths.root} (${r.pool.kind}${r.pool.created ? ', new' : ''}); engine ${r.engineStarted ? 'started' : 'already running'}; KSM ${r.ksm ? 'on' : 'unavailable'}${r.imagesBuilt.length ? `; built ${r.imagesBuilt.join(', ')}` : ''}\n`);
+  });
+  host
+    .command('info')
+    .description('pool filesystem and usage, engine storage driver and data root, KSM, listeners')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const client = new AdminClient(configFrom(cmd).adminSocket);
+      const i = await client.call<HostInfoView>('GET', '/v1/host');
+      if (o.json) return printJson(i);
+      const e = i.engine;
+      process.stdout.write(
+        [
+          `pool:    ${i.pool.path} on ${i.pool.filesystem.fstype} (${i.pool.filesystem.source}), ${mib(i.pool.usage.usedBytes)} used of ${mib(i.pool.usage.sizeBytes)}`,
+          e.available
+            ? `engine:  docker ${e.serverVersion}, storage driver ${e.storageDriver} on ${e.backingFilesystem || '-'}, data root ${e.dockerRootDir}${e.dataRootOnPool ? ' (on the pool)' : ''}`
+            : `engine:  unavailable: ${e.error}`,
+          `ksm:     run=${i.ksm.knobs.run ?? '-'} pages_sharing=${i.ksm.pagesSharing} general_profit=${mib(i.ksm.generalProfitBytes)}`,
+          `host:    ${i.host.kernel}, ${i.host.cpus} cpus, ${mib(i.host.memory.usedBytes)} used of ${mib(i.host.memory.totalBytes)}`,
+          `listen:  http ${i.listeners.http ?? '-'} https ${i.listeners.https ?? '-'} domain ${i.listeners.domain}`,
+        ].join('\n') + '\n',
+      );
+    });
+
+  daemonFlags(program.command('daemon').description('run hoodyd in the foreground')).action(async (_o: unknown, cmd: Command) => {
+    await runDaemon(cmd.optsWithGlobals());
+    await new Promise(() => undefined); // runs until a signal ends the process
+  });
+
+  daemonFlags(
+    program
+      .command('up')
+      .description('set up the host if needed, start the daemon in the background, and create a demo container on an empty host')
+      .option('--no-demo', 'do not create the demo container')
+      .option('--images <which>', 'none | busybox | all', 'all'),
+  ).action(async (o: { demo: boolean; images: 'none' | 'busybox' | 'all' }, cmd: Command) => {
+    const flags = cmd.optsWithGlobals() as ConfigFlags & { demo?: boolean; images?: string; socket?: string };
+    const { demo: _d, images: _i, socket: _s, ...daemonOnly } = flags;
+    const config = loadConfig(daemonOnly);
+    await setupHost(config, quietLog(), { images: o.images, onStep: (s) => process.stderr.write(`${s}\n`) });
+    const client = new AdminClient(config.adminSocket);
+    if (await client.alive()) process.stderr.write(`hoodyd already running on ${config.adminSocket}\n`);
+    else {
+      process.stderr.write('starting hoodyd\n');
+      await startBackgroundDaemon(config, daemonOnly);
+    }
+    const list = await client.call<{ name: string }[]>('GET', '/v1/containers');
+    process.stdout.write(`hoodyd is up: admin socket ${config.adminSocket}, state ${config.stateDir}, log ${join(config.stateDir, 'hoodyd.log')}\n`);
+    if (list.length || !o.demo) return;
+    const demo = await client.call<{ name: string; token: string }>('POST', '/v1/containers', { name: 'demo' });
+    const info = await client.call<HostInfoView>('GET', '/v1/host');
+    const httpsPort = info.listeners.https && info.listeners.https !== 443 ? `:${info.listeners.https}` : '';
+    const d = info.listeners.domain;
+    process.stdout.write(
+      [
+        `created container demo; its token (shown once): ${demo.token}`,
+        `  cron:  https://cron.demo.${d}${httpsPort}/users/me/entries?token=${demo.token}`,
+        `  exec:  https://exec.demo.${d}${httpsPort}/scripts/hello?token=${demo.token}`,
+        `  api:   https://api.demo.${d}${httpsPort}/api/v1/files/?token=${demo.token}`,
+        'try:',
+        `  hoody ls && hoody stats`,
+        `  curl -s --unix-socket ${config.adminSocket} http://hoody/v1/containers/demo`,
+      ].join('\n') + '\n',
+    );
+  });
+}

@@ -1,0 +1,22 @@
+import { Command } from 'commander';
+import { AdminClient } from '../client.js';
+import { VERSION } from '../version.js';
+import { containerCommands } from './containers.js';
+import { hostCommands } from './host.js';
+
+export function buildProgram(): Command {
+  const program = new Command('hoody')
+    .description('hoody: containers on BTRFS with KSM, each with its own cron, exec and proxy namespace')
+    .version(VERSION)
+    .option('--socket <path>', 'admin socket of hoodyd (env HOODY_ADMIN_SOCKET)')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  const client = (cmd: Command) => {
+    const o = cmd.optsWithGlobals() as { socket?: string; adminSocket?: string };
+    return new AdminClient(o.socket ?? o.adminSocket ?? process.env.HOODY_ADMIN_SOCKET ?? '/run/hoody/hoodyd.sock');
+  };
+  hostCommands(program);
+  containerCommands(program, client);
+  for (const c of program.commands) c.exitOverride();
+  return program;
+}

@@ -1,0 +1,75 @@
+import { createHash } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { parseBytes } from '../host/pool.js';
+
+export interface Config {
+  stateDir: string;
+  poolSizeBytes: number;
+  dockerSocket: string;
+  adminSocket: string;
+  domain: string;
+  httpPort: number;
+  httpsPort: number;
+  acmeDirectory: string;
+  acmeCaFile: string | null;
+  image: string;
+  storageDriver: 'btrfs' | 'dir';
+  engineStorageDriver: 'overlay2' | 'btrfs';
+  logLevel: string;
+  /** Short id of this daemon (from its state dir); labels its containers on a shared engine. */
+  instance: string;
+  dbPath: string;
+  defaults: { memoryBytes: number; nanoCpus: number; diskBytes: number | null; pidsLimit: number };
+}
+
+export const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
+
+/** Settings a flag may give; undefined means "not given" and falls through to env, then defaults. */
+export type ConfigFlags = Partial<{
+  stateDir: string;
+  poolSize: string;
+  dockerSocket: string;
+  adminSocket: string;
+  domain: string;
+  httpPort: string | number;
+  httpsPort: string | number;
+  image: string;
+  logLevel: string;
+}>;
+
+function port(value: string | number, name: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${name} must be a port number 0-65535, got ${value}`);
+  return n;
+}
+
+/** Flags override env; env overrides defaults (DESIGN.md, Configuration). */
+export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const pick = (flag: string | number | undefined, envName: string, def: string): string =>
+    flag !== undefined ? String(flag) : (env[envName] ?? def);
+  const stateDir = resolve(pick(flags.stateDir, 'HOODY_STATE_DIR', '/var/lib/hoody'));
+  const instance = createHash('sha256').update(stateDir).digest('hex').slice(0, 6);
+  return {
+    stateDir,
+    poolSizeBytes: parseBytes(pick(flags.poolSize, 'HOODY_POOL_SIZE', '20G')),
+    dockerSocket: pick(flags.dockerSocket, 'HOODY_DOCKER_SOCKET', '/var/run/docker.sock'),
+    adminSocket: pick(flags.adminSocket, 'HOODY_ADMIN_SOCKET', '/run/hoody/hoodyd.sock'),
+    domain: pick(flags.domain, 'HOODY_DOMAIN', 'hoody.localhost').toLowerCase(),
+    httpPort: port(pick(flags.httpPort, 'HOODY_HTTP_PORT', '80'), 'HOODY_HTTP_PORT'),
+    httpsPort: port(pick(flags.httpsPort, 'HOODY_HTTPS_PORT', '443'), 'HOODY_HTTPS_PORT'),
+    acmeDirectory: env.HOODY_ACME_DIRECTORY ?? LETS_ENCRYPT,
+    acmeCaFile: env.HOODY_ACME_CA_FILE ?? null,
+    image: pick(flags.image, 'HOODY_IMAGE', 'hoody/base'),
+    storageDriver: (env.HOODY_STORAGE_DRIVER as 'btrfs' | 'dir' | undefined) ?? 'btrfs',
+    engineStorageDriver: (env.HOODY_ENGINE_STORAGE_DRIVER as 'overlay2' | 'btrfs' | undefined) ?? 'overlay2',
+    logLevel: pick(flags.logLevel, 'HOODY_LOG_LEVEL', 'info'),
+    instance,
+    dbPath: join(stateDir, 'hoody.db'),
+    defaults: {
+      memoryBytes: parseBytes(env.HOODY_DEFAULT_MEMORY ?? '256m'),
+      nanoCpus: Math.round(Number(env.HOODY_DEFAULT_CPUS ?? '1') * 1e9),
+      diskBytes: parseBytes(env.HOODY_DEFAULT_DISK ?? '2g'),
+      pidsLimit: Number(env.HOODY_DEFAULT_PIDS ?? '512'),
+    },
+  };
+}

@@ -1,0 +1,91 @@
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import { buildAdminApi } from '../api/admin/index.js';
+import type { ContainerContext } from '../containers/context.js';
+import { reconcile } from '../containers/lifecycle.js';
+import { ensureTemplate } from '../containers/provision.js';
+import { collectStats } from '../containers/stats.js';
+import { ContainerStore } from '../containers/store.js';
+import { DockerEngine } from '../host/engine.js';
+import { hostInfo } from '../host/info.js';
+import { KsmController } from '../host/ksm.js';
+import { poolPaths } from '../host/pool.js';
+import { defaultStorageRegistry } from '../host/storage/index.js';
+import type { Config } from './config.js';
+import { openDatabase } from './db.js';
+import { buildMetrics } from './metrics.js';
+import { setupHost } from './setup.js';
+import { VERSION } from './version.js';
+
+export interface Daemon {
+  config: Config;
+  ctx: ContainerContext;
+  log: Logger;
+  admin: FastifyInstance;
+  close(): Promise<void>;
+}
+
+export function makeLogger(level: string): Logger {
+  return pino({ level, base: { pid: process.pid, svc: 'hoodyd' }, timestamp: pino.stdTimeFunctions.isoTime });
+}
+
+/**
+ * Wires the process: host set-up (idempotent), state database, container context, startup reconciliation,
+ * then the admin API on its unix socket. Containers keep running when the daemon stops.
+ */
+export async function startDaemon(config: Config, log: Logger = makeLogger(config.logLevel)): Promise<Daemon> {
+  const setup = await setupHost(config, log);
+  const db = openDatabase(config.dbPath);
+  const engine = new DockerEngine(config.dockerSocket);
+  const storage = defaultStorageRegistry().create(config.storageDriver);
+  const ksm = new KsmController();
+  const ctx: ContainerContext = {
+    store: new ContainerStore(db),
+    storage,
+    engine,
+    pool: poolPaths(config.stateDir),
+    instance: config.instance,
+    defaults: { image: config.image, ...config.defaults },
+    extraHosts: () => [],
+    hooks: [],
+    busy: new Set(),
+    log,
+  };
+  await ensureTemplate(ctx);
+  const report = await reconcile(ctx);
+  log.info(report, 'reconciled with the engine');
+
+  const admin = await buildAdminApi({
+    ctx,
+    log,
+    version: VERSION,
+    instance: config.instance,
+    metrics: buildMetrics(ctx, ksm),
+    hostInfo: () => hostInfo(ctx.pool, storage, engine, ksm, setup.pool.kind === 'loop'),
+    stats: () => collectStats(ctx, ksm),
+    listeners: () => ({ http: null, https: null, domain: config.domain }),
+  });
+  await mkdir(dirname(config.adminSocket), { recursive: true });
+  if (existsSync(config.adminSocket)) await rm(config.adminSocket); // stale from a killed daemon
+  await admin.listen({ path: config.adminSocket });
+  await chmod(config.adminSocket, 0o660);
+  log.info({ socket: config.adminSocket, stateDir: config.stateDir, instance: config.instance }, 'hoodyd ready');
+
+  let closed = false;
+  return {
+    config,
+    ctx,
+    log,
+    admin,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await admin.close();
+      db.close();
+      log.info('hoodyd stopped');
+    },
+  };
+}

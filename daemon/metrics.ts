@@ -1,0 +1,45 @@
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import type { ContainerContext } from '../containers/context.js';
+import { listContainers } from '../containers/lifecycle.js';
+import type { KsmController } from '../host/ksm.js';
+
+/** The daemon's Prometheus registry (one per daemon, never the global default). */
+export function buildMetrics(ctx: ContainerContext, ksm: KsmController): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'hoody_daemon_' });
+  new Gauge({
+    name: 'hoody_containers',
+    help: 'Containers by state',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const views = await listContainers(ctx).catch(() => []);
+      const counts = new Map<string, number>();
+      for (const v of views) counts.set(v.state, (counts.get(v.state) ?? 0) + 1);
+      for (const [state, n] of counts) this.set({ state }, n);
+    },
+  });
+  const ksmGauge = (name: string, help: string, pick: (s: Awaited<ReturnType<KsmController['stats']>>) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        this.set(pick(await ksm.stats()));
+      },
+    });
+  ksmGauge('hoody_ksm_pages_sharing', 'KSM pages_sharing (pages saved)', (s) => s.pagesSharing);
+  ksmGauge('hoody_ksm_pages_shared', 'KSM pages_shared', (s) => s.pagesShared);
+  ksmGauge('hoody_ksm_general_profit_bytes', 'KSM general_profit', (s) => s.generalProfitBytes);
+  new Gauge({
+    name: 'hoody_pool_free_bytes',
+    help: 'Free bytes in the storage pool',
+    registers: [registry],
+    async collect() {
+      const u = await ctx.storage.poolUsage(ctx.pool.root).catch(() => null);
+      if (u) this.set(u.freeBytes);
+    },
+  });
+  return registry;
+}

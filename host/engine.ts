@@ -1,0 +1,237 @@
+import { spawn } from 'node:child_process';
+import { existsSync, openSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import Docker from 'dockerode';
+import { enableMemoryMerge } from './memory-merge.js';
+
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  labels: Record<string, string>;
+  hostname: string;
+  memoryBytes: number;
+  nanoCpus: number;
+  pidsLimit: number;
+  binds: string[];
+  extraHosts?: string[];
+  env?: string[];
+}
+
+export interface EngineContainer {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  running: boolean;
+  status: string;
+  pid: number;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  output: string;
+}
+
+/** The container runtime behind hoody; DockerEngine is the real one. */
+export interface ContainerEngine {
+  readonly name: string;
+  ping(): Promise<boolean>;
+  create(spec: ContainerSpec): Promise<string>;
+  start(id: string): Promise<void>;
+  stop(id: string, timeoutS?: number): Promise<void>;
+  restart(id: string, timeoutS?: number): Promise<void>;
+  remove(id: string): Promise<void>;
+  inspect(id: string): Promise<EngineContainer | null>;
+  list(labels: Record<string, string>): Promise<EngineContainer[]>;
+  imageExists(ref: string): Promise<boolean>;
+  info(): Promise<EngineInfo>;
+}
+
+export interface EngineInfo {
+  serverVersion: string;
+  storageDriver: string;
+  backingFilesystem: string;
+  dockerRootDir: string;
+  containers: number;
+  images: number;
+}
+
+/** Containers we create drop every capability but the few ordinary programs need. */
+const CAP_ADD = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'NET_BIND_SERVICE'];
+
+function statusCode(err: unknown): number | undefined {
+  return (err as { statusCode?: number }).statusCode;
+}
+
+export class DockerEngine implements ContainerEngine {
+  readonly name = 'docker';
+  readonly docker: Docker;
+
+  constructor(readonly socketPath: string) {
+    this.docker = new Docker({ socketPath });
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      await this.docker.ping();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async create(spec: ContainerSpec): Promise<string> {
+    const c = await this.docker.createContainer({
+      name: spec.name,
+      Image: spec.image,
+      Hostname: spec.hostname,
+      Labels: spec.labels,
+      Env: spec.env ?? [],
+      HostConfig: {
+        Memory: spec.memoryBytes,
+        MemorySwap: spec.memoryBytes,
+        NanoCpus: spec.nanoCpus,
+        PidsLimit: spec.pidsLimit,
+        SecurityOpt: ['no-new-privileges'],
+        CapDrop: ['ALL'],
+        CapAdd: CAP_ADD,
+        RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
+        Binds: spec.binds,
+        ExtraHosts: spec.extraHosts ?? [],
+        LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
+      },
+    });
+    return c.id;
+  }
+
+  async start(id: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).start();
+    } catch (err) {
+      if (statusCode(err) !== 304) throw err; // already running
+    }
+  }
+
+  async stop(id: string, timeoutS = 5): Promise<void> {
+    try {
+      await this.docker.getContainer(id).stop({ t: timeoutS });
+    } catch (err) {
+      if (statusCode(err) !== 304) throw err; // already stopped
+    }
+  }
+
+  async restart(id: string, timeoutS = 5): Promise<void> {
+    await this.docker.getContainer(id).restart({ t: timeoutS });
+  }
+
+  async remove(id: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).remove({ force: true, v: true });
+    } catch (err) {
+      if (statusCode(err) !== 404) throw err;
+    }
+  }
+
+  async inspect(id: string): Promise<EngineContainer | null> {
+    try {
+      const i = await this.docker.getContainer(id).inspect();
+      return {
+        id: i.Id,
+        name: i.Name.replace(/^\//, ''),
+        labels: i.Config.Labels ?? {},
+        running: i.State.Running,
+        status: i.State.Status,
+        pid: i.State.Pid,
+      };
+    } catch (err) {
+      if (statusCode(err) === 404) return null;
+      throw err;
+    }
+  }
+
+  async list(labels: Record<string, string>): Promise<EngineContainer[]> {
+    const filters = { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) };
+    const rows = await this.docker.listContainers({ all: true, filters: JSON.stringify(filters) });
+    return rows.map((r) => ({
+      id: r.Id,
+      name: (r.Names[0] ?? '').replace(/^\//, ''),
+      labels: r.Labels,
+      running: r.State === 'running',
+      status: r.State,
+      pid: 0,
+    }));
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(ref).inspect();
+      return true;
+    } catch (err) {
+      if (statusCode(err) === 404) return false;
+      throw err;
+    }
+  }
+
+  async info(): Promise<EngineInfo> {
+    const i = (await this.docker.info()) as {
+      ServerVersion: string;
+      Driver: string;
+      DriverStatus: [string, string][];
+      DockerRootDir: string;
+      Containers: number;
+      Images: number;
+    };
+    const backing = i.DriverStatus?.find(([k]) => k === 'Backing Filesystem')?.[1] ?? '';
+    return {
+      serverVersion: i.ServerVersion,
+      storageDriver: i.Driver,
+      backingFilesystem: backing,
+      dockerRootDir: i.DockerRootDir,
+      containers: i.Containers,
+      images: i.Images,
+    };
+  }
+}
+
+export interface StartEngineOptions {
+  socketPath: string;
+  dataRoot: string;
+  storageDriver: 'overlay2' | 'btrfs';
+  logFile: string;
+  timeoutMs?: number;
+}
+
+/**
+ * Starts dockerd detached when no engine answers on the socket. The spawning process turns memory-merge
+ * on first, so dockerd, containerd, every shim and every container inherit KSM eligibility.
+ */
+export async function ensureEngine(opts: StartEngineOptions): Promise<{ started: boolean; mergeInherited: boolean }> {
+  const engine = new DockerEngine(opts.socketPath);
+  if (await engine.ping()) return { started: false, mergeInherited: false };
+  const merge = enableMemoryMerge();
+  await mkdir(opts.dataRoot, { recursive: true });
+  await mkdir(dirname(opts.logFile), { recursive: true });
+  await mkdir(dirname(opts.socketPath), { recursive: true });
+  const dockerd = ['/usr/sbin/dockerd', '/usr/bin/dockerd'].find((p) => existsSync(p)) ?? 'dockerd';
+  const out = openSync(opts.logFile, 'a');
+  const child = spawn(
+    dockerd,
+    [
+      '--data-root',
+      opts.dataRoot,
+      '--storage-driver',
+      opts.storageDriver,
+      '-H',
+      `unix://${opts.socketPath}`,
+    ],
+    { detached: true, stdio: ['ignore', out, out] },
+  );
+  child.unref();
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  while (Date.now() < deadline) {
+    if (await engine.ping()) return { started: true, mergeInherited: merge };
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`dockerd did not answer on ${opts.socketPath}; see ${opts.logFile}`);
+}

@@ -1,0 +1,145 @@
+import { mkdir, stat, statfs, readdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { run } from '../command.js';
+import type { PoolUsage, StorageDriver, VolumeUsage } from './driver.js';
+
+export const BTRFS_MAGIC = 0x9123683e;
+// A subvolume root is always inode 256 on BTRFS.
+const SUBVOLUME_ROOT_INODE = 256;
+
+export async function isBtrfs(path: string): Promise<boolean> {
+  try {
+    return (await statfs(path)).type === BTRFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/** mkfs.btrfs on a file or device (the pool set-up calls this; nothing else formats). */
+export async function formatBtrfs(target: string, label = 'hoody'): Promise<void> {
+  await run('mkfs.btrfs', ['-q', '-L', label, target]);
+}
+
+/** Turns qgroup accounting on; a no-op when it already is. */
+export async function enableQuota(mountPoint: string): Promise<void> {
+  await run('btrfs', ['quota', 'enable', mountPoint]);
+}
+
+export async function quotaEnabled(mountPoint: string): Promise<boolean> {
+  try {
+    await run('btrfs', ['qgroup', 'show', mountPoint]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function parseSize(field: string): number | null {
+  if (field === 'none' || field === '-') return null;
+  const n = Number(field);
+  return Number.isFinite(n) ? n : null;
+}
+
+/** The real storage driver: every container volume is a BTRFS subvolume with a qgroup. */
+export class BtrfsDriver implements StorageDriver {
+  readonly name = 'btrfs' as const;
+
+  async createVolume(path: string): Promise<void> {
+    await mkdir(dirname(path), { recursive: true });
+    await run('btrfs', ['subvolume', 'create', path]);
+  }
+
+  async snapshot(source: string, target: string, opts: { readonly?: boolean } = {}): Promise<void> {
+    await mkdir(dirname(target), { recursive: true });
+    await run('btrfs', ['subvolume', 'snapshot', ...(opts.readonly ? ['-r'] : []), source, target]);
+  }
+
+  async subvolumeId(path: string): Promise<number> {
+    const { stdout } = await run('btrfs', ['inspect-internal', 'rootid', path]);
+    return Number(stdout.trim());
+  }
+
+  async deleteVolume(path: string): Promise<void> {
+    if (!(await this.isVolume(path))) return;
+    const id = await this.subvolumeId(path);
+    // Snapshots are read-only; deleting works on them too, nested subvolumes would not: there are none by design.
+    await run('btrfs', ['subvolume', 'delete', '--commit-after', path]);
+    await this.destroyQgroup(dirname(path), id);
+  }
+
+  /** Removes the level-0 qgroup a deleted subvolume leaves behind, so no orphan remains. */
+  private async destroyQgroup(mountPath: string, id: number): Promise<void> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const groups = await this.qgroupIds(mountPath);
+      if (!groups.has(`0/${id}`)) return;
+      try {
+        await run('btrfs', ['qgroup', 'destroy', `0/${id}`, mountPath]);
+        return;
+      } catch {
+        // Busy until the cleaner has dropped the subvolume; wait for it and retry.
+        await run('btrfs', ['subvolume', 'sync', mountPath, String(id)]).catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  async qgroupIds(path: string): Promise<Set<string>> {
+    const { stdout } = await run('btrfs', ['qgroup', 'show', '--raw', path]);
+    const ids = new Set<string>();
+    for (const line of stdout.split('\n')) {
+      const id = line.trim().split(/\s+/)[0];
+      if (id && /^\d+\/\d+$/.test(id)) ids.add(id);
+    }
+    return ids;
+  }
+
+  async isVolume(path: string): Promise<boolean> {
+    try {
+      const st = await stat(path);
+      return st.isDirectory() && st.ino === SUBVOLUME_ROOT_INODE && (await isBtrfs(path));
+    } catch {
+      return false;
+    }
+  }
+
+  async listVolumes(parent: string): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(parent);
+    } catch {
+      return [];
+    }
+    const out: string[] = [];
+    for (const n of names) if (await this.isVolume(join(parent, n))) out.push(join(parent, n));
+    return out.sort();
+  }
+
+  async setQuota(path: string, bytes: number | null): Promise<void> {
+    await run('btrfs', ['qgroup', 'limit', bytes === null ? 'none' : String(bytes), path]);
+  }
+
+  async usage(path: string): Promise<VolumeUsage> {
+    const id = await this.subvolumeId(path);
+    // -f: only the qgroups that affect this path; --sync: numbers as of now, not the last commit.
+    const { stdout } = await run('btrfs', ['qgroup', 'show', '-re', '-f', '--raw', '--sync', path]);
+    for (const line of stdout.split('\n')) {
+      const cols = line.trim().split(/\s+/);
+      if (cols[0] !== `0/${id}`) continue;
+      return {
+        referencedBytes: Number(cols[1]),
+        exclusiveBytes: Number(cols[2]),
+        limitBytes: parseSize(cols[3] ?? 'none'),
+      };
+    }
+    throw new Error(`no qgroup 0/${id} for ${path}; are quotas enabled?`);
+  }
+
+  async poolUsage(path: string): Promise<PoolUsage> {
+    const s = await statfs(path);
+    return {
+      sizeBytes: s.blocks * s.bsize,
+      usedBytes: (s.blocks - s.bfree) * s.bsize,
+      freeBytes: s.bavail * s.bsize,
+    };
+  }
+}

@@ -1,0 +1,60 @@
+import { cp, mkdir, readdir, rm, stat, statfs, writeFile, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { PoolUsage, StorageDriver, VolumeUsage } from './driver.js';
+
+const MARKER = '.hoody-volume';
+
+async function duBytes(path: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(path, { withFileTypes: true })) {
+    const p = join(path, e.name);
+    if (e.isDirectory()) total += await duBytes(p);
+    else if (e.isFile()) total += (await stat(p)).size;
+  }
+  return total;
+}
+
+/**
+ * Plain-directory driver: a fake beside the real BtrfsDriver (for hosts without BTRFS and for the
+ * shared driver test suite). Snapshots are full copies and quotas are recorded but not enforced.
+ */
+export class DirDriver implements StorageDriver {
+  readonly name = 'dir' as const;
+
+  async createVolume(path: string): Promise<void> {
+    await mkdir(dirname(path), { recursive: true });
+    await mkdir(path);
+    await writeFile(join(path, MARKER), JSON.stringify({ limit: null }));
+  }
+  async snapshot(source: string, target: string): Promise<void> {
+    await mkdir(dirname(target), { recursive: true });
+    await cp(source, target, { recursive: true, errorOnExist: true, force: false });
+  }
+  async deleteVolume(path: string): Promise<void> {
+    await rm(path, { recursive: true, force: true });
+  }
+  async isVolume(path: string): Promise<boolean> {
+    return stat(join(path, MARKER)).then(
+      () => true,
+      () => false,
+    );
+  }
+  async listVolumes(parent: string): Promise<string[]> {
+    const names = await readdir(parent).catch(() => [] as string[]);
+    const out: string[] = [];
+    for (const n of names) if (await this.isVolume(join(parent, n))) out.push(join(parent, n));
+    return out.sort();
+  }
+  async setQuota(path: string, bytes: number | null): Promise<void> {
+    await writeFile(join(path, MARKER), JSON.stringify({ limit: bytes }));
+  }
+  async usage(path: string): Promise<VolumeUsage> {
+    const meta = JSON.parse(await readFile(join(path, MARKER), 'utf8')) as { limit: number | null };
+    const bytes = await duBytes(path);
+    return { exclusiveBytes: bytes, referencedBytes: bytes, limitBytes: meta.limit };
+  }
+  async poolUsage(path: string): Promise<PoolUsage> {
+    const s = await statfs(path);
+    return { sizeBytes: s.blocks * s.bsize, usedBytes: (s.blocks - s.bfree) * s.bsize, freeBytes: s.bavail * s.bsize };
+  }
+}

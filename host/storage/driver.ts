@@ -1,0 +1,44 @@
+/** Disk usage of one volume, as the quota accounting sees it. */
+export interface VolumeUsage {
+  exclusiveBytes: number;
+  referencedBytes: number;
+  limitBytes: number | null;
+}
+
+export interface PoolUsage {
+  sizeBytes: number;
+  usedBytes: number;
+  freeBytes: number;
+}
+
+/** One backend for container data volumes (Incus-style): the real one is BtrfsDriver. */
+export interface StorageDriver {
+  readonly name: 'btrfs' | 'dir';
+  createVolume(path: string): Promise<void>;
+  snapshot(source: string, target: string, opts?: { readonly?: boolean }): Promise<void>;
+  deleteVolume(path: string): Promise<void>;
+  isVolume(path: string): Promise<boolean>;
+  listVolumes(parent: string): Promise<string[]>;
+  setQuota(path: string, bytes: number | null): Promise<void>;
+  usage(path: string): Promise<VolumeUsage>;
+  poolUsage(path: string): Promise<PoolUsage>;
+}
+
+export type StorageDriverFactory = () => StorageDriver;
+
+/** Registry of drivers by name; the daemon picks one from config. */
+export class StorageRegistry {
+  readonly #factories = new Map<string, StorageDriverFactory>();
+  register(name: StorageDriver['name'], factory: StorageDriverFactory): this {
+    this.#factories.set(name, factory);
+    return this;
+  }
+  create(name: string): StorageDriver {
+    const f = this.#factories.get(name);
+    if (!f) throw new Error(`unknown storage driver ${name} (have: ${[...this.#factories.keys()].join(', ')})`);
+    return f();
+  }
+  names(): string[] {
+    return [...this.#factories.keys()];
+  }
+}
