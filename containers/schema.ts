@@ -1,35 +1,44 @@
-/** Versioned migrations of the state database; index + 1 is the schema version (PRAGMA user_version). */
-export const migrations: readonly string[] = [
-  `CREATE TABLE containers (
-     name TEXT PRIMARY KEY,
-     id TEXT NOT NULL UNIQUE,
-     engine_id TEXT,
-     image TEXT NOT NULL,
-     memory_bytes INTEGER NOT NULL,
-     nano_cpus INTEGER NOT NULL,
-     disk_bytes INTEGER,
-     pids_limit INTEGER NOT NULL,
-     volume TEXT NOT NULL,
-     phase TEXT NOT NULL CHECK (phase IN ('creating', 'ready', 'deleting')),
-     desired TEXT NOT NULL DEFAULT 'running' CHECK (desired IN ('running', 'stopped')),
-     cloned_from TEXT,
-     created_at TEXT NOT NULL
-   ) STRICT;
-   CREATE TABLE tokens (
-     id TEXT PRIMARY KEY,
-     container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
-     user TEXT NOT NULL,
-     scopes TEXT NOT NULL,
-     hash TEXT NOT NULL UNIQUE,
-     created_at TEXT NOT NULL,
-     revoked_at TEXT
-   ) STRICT;
-   CREATE INDEX tokens_container ON tokens(container, user);
-   CREATE TABLE snapshots (
-     container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
-     name TEXT NOT NULL,
-     path TEXT NOT NULL,
-     created_at TEXT NOT NULL,
-     PRIMARY KEY (container, name)
-   ) STRICT;`,
-];
+/** A named, versioned list of migrations; each module that keeps state owns one set. */
+export interface MigrationSet {
+  name: string;
+  /** index + 1 is the version; never edit a shipped step, append a new one. */
+  steps: readonly string[];
+}
+
+export const containerMigrations: MigrationSet = {
+  name: 'containers',
+  steps: [
+    `CREATE TABLE containers (
+       name TEXT PRIMARY KEY,
+       id TEXT NOT NULL UNIQUE,
+       engine_id TEXT,
+       image TEXT NOT NULL,
+       memory_bytes INTEGER NOT NULL,
+       nano_cpus INTEGER NOT NULL,
+       disk_bytes INTEGER,
+       pids_limit INTEGER NOT NULL,
+       volume TEXT NOT NULL,
+       phase TEXT NOT NULL CHECK (phase IN ('creating', 'ready', 'deleting')),
+       desired TEXT NOT NULL DEFAULT 'running' CHECK (desired IN ('running', 'stopped')),
+       cloned_from TEXT,
+       created_at TEXT NOT NULL
+     ) STRICT;
+     CREATE TABLE tokens (
+       id TEXT PRIMARY KEY,
+       container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
+       user TEXT NOT NULL,
+       scopes TEXT NOT NULL,
+       hash TEXT NOT NULL UNIQUE,
+       created_at TEXT NOT NULL,
+       revoked_at TEXT
+     ) STRICT;
+     CREATE INDEX tokens_container ON tokens(container, user);
+     CREATE TABLE snapshots (
+       container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
+       name TEXT NOT NULL,
+       path TEXT NOT NULL,
+       created_at TEXT NOT NULL,
+       PRIMARY KEY (container, name)
+     ) STRICT;`,
+  ],
+};

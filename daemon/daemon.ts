@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { buildAdminApi } from '../api/admin/index.js';
@@ -32,20 +33,12 @@ export function makeLogger(level: string): Logger {
   return pino({ level, base: { pid: process.pid, svc: 'hoodyd' }, timestamp: pino.stdTimeFunctions.isoTime });
 }
 
-/**
- * Wires the process: host set-up (idempotent), state database, container context, startup reconciliation,
- * then the admin API on its unix socket. Containers keep running when the daemon stops.
- */
-export async function startDaemon(config: Config, log: Logger = makeLogger(config.logLevel)): Promise<Daemon> {
-  const setup = await setupHost(config, log);
-  const db = openDatabase(config.dbPath);
-  const engine = new DockerEngine(config.dockerSocket);
-  const storage = defaultStorageRegistry().create(config.storageDriver);
-  const ksm = new KsmController();
-  const ctx: ContainerContext = {
+/** The container layer's state object, built from config (tests build it the same way). */
+export function buildContainerContext(config: Config, db: Database.Database, log: Logger): ContainerContext {
+  return {
     store: new ContainerStore(db),
-    storage,
-    engine,
+    storage: defaultStorageRegistry().create(config.storageDriver),
+    engine: new DockerEngine(config.dockerSocket),
     pool: poolPaths(config.stateDir),
     instance: config.instance,
     defaults: { image: config.image, ...config.defaults },
@@ -54,6 +47,18 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     busy: new Set(),
     log,
   };
+}
+
+/**
+ * Wires the process: host set-up (idempotent), state database, container context, startup reconciliation,
+ * then the admin API on its unix socket. Containers keep running when the daemon stops.
+ */
+export async function startDaemon(config: Config, log: Logger = makeLogger(config.logLevel)): Promise<Daemon> {
+  const setup = await setupHost(config, log);
+  const db = openDatabase(config.dbPath);
+  const ctx = buildContainerContext(config, db, log);
+  const { engine, storage } = ctx;
+  const ksm = new KsmController();
   await ensureTemplate(ctx);
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');

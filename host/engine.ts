@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync, openSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { Writable } from 'node:stream';
 import Docker from 'dockerode';
 import { enableMemoryMerge } from './memory-merge.js';
 
@@ -27,9 +28,22 @@ export interface EngineContainer {
   pid: number;
 }
 
+export interface ExecOptions {
+  cmd: string[];
+  user?: string;
+  env?: string[];
+  workingDir?: string;
+  /** Wall-time cap: past it the process is killed from the host and timedOut is set. */
+  timeoutMs?: number;
+  /** Output (stdout and stderr interleaved) beyond this is dropped and truncated is set. */
+  maxOutputBytes?: number;
+}
+
 export interface ExecResult {
-  exitCode: number;
+  exitCode: number | null;
   output: string;
+  truncated: boolean;
+  timedOut: boolean;
 }
 
 /** The container runtime behind hoody; DockerEngine is the real one. */
@@ -45,6 +59,8 @@ export interface ContainerEngine {
   list(labels: Record<string, string>): Promise<EngineContainer[]>;
   imageExists(ref: string): Promise<boolean>;
   info(): Promise<EngineInfo>;
+  /** Runs a command inside a running container (docker exec), capped in time and output. */
+  exec(id: string, opts: ExecOptions): Promise<ExecResult>;
 }
 
 export interface EngineInfo {
@@ -172,6 +188,57 @@ export class DockerEngine implements ContainerEngine {
     }
   }
 
+  async exec(id: string, opts: ExecOptions): Promise<ExecResult> {
+    const max = opts.maxOutputBytes ?? 64 * 1024;
+    const exec = await this.docker.getContainer(id).exec({
+      Cmd: opts.cmd,
+      User: opts.user ?? '',
+      Env: opts.env ?? [],
+      WorkingDir: opts.workingDir,
+      AttachStdout: true,
+      AttachStderr: true,
+      Tty: false,
+    });
+    const stream = await exec.start({ hijack: true, stdin: false });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let truncated = false;
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        if (size < max) chunks.push(chunk.subarray(0, max - size));
+        if (size + chunk.length > max) truncated = true;
+        size += chunk.length;
+        cb();
+      },
+    });
+    this.docker.modem.demuxStream(stream, sink, sink);
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
+    const ended = new Promise<void>((resolve) => {
+      stream.on('end', resolve);
+      stream.on('close', resolve);
+      stream.on('error', () => resolve());
+    });
+    if (opts.timeoutMs) {
+      timer = setTimeout(async () => {
+        timedOut = true;
+        // docker exec has no kill; the exec's process is visible from the host, so kill it there.
+        const info = await exec.inspect().catch(() => null);
+        if (info?.Pid) await killTree(info.Pid);
+        setTimeout(() => stream.destroy(), 2000).unref();
+      }, opts.timeoutMs);
+    }
+    await ended;
+    if (timer) clearTimeout(timer);
+    const info = await exec.inspect().catch(() => null);
+    return {
+      exitCode: timedOut ? null : (info?.ExitCode ?? null),
+      output: Buffer.concat(chunks).toString('utf8'),
+      truncated,
+      timedOut,
+    };
+  }
+
   async info(): Promise<EngineInfo> {
     const i = (await this.docker.info()) as {
       ServerVersion: string;
@@ -190,6 +257,30 @@ export class DockerEngine implements ContainerEngine {
       containers: i.Containers,
       images: i.Images,
     };
+  }
+}
+
+/** Kills a process and all its descendants (a shell's children would keep the exec stream open). */
+export async function killTree(pid: number): Promise<void> {
+  const children = new Map<number, number[]>();
+  for (const d of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(d)) continue;
+    const stat = await readFile(`/proc/${d}/stat`, 'utf8').catch(() => '');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid) children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
+  }
+  const all: number[] = [];
+  const walk = (p: number) => {
+    all.push(p);
+    for (const c of children.get(p) ?? []) walk(c);
+  };
+  walk(pid);
+  for (const p of all) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // already gone
+    }
   }
 }
 
