@@ -3,7 +3,8 @@ import { checkUser } from './names.js';
 import type { ContainerStore, TokenRow } from './store.js';
 import { newToken, OWNER_SCOPES, type Scope } from './tokens.js';
 
-export const OWNER_USER = 'me';
+// The owner's tokens act as the container's root user; `me` in a path always means the token's own user.
+export const OWNER_USER = 'root';
 
 /** The container's first token: user `me`, every scope. Returned once; only its hash is kept. */
 export function issueOwnerToken(store: ContainerStore, container: string): string {

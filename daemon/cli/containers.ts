@@ -162,7 +162,7 @@ export function containerCommands(program: Command, client: ClientOf): void {
     .description('issue a token for a container (or --rotate: replace the user\'s tokens, old ones fail at once)')
     .argument('<name>')
     .option('--rotate', 'revoke the user\'s tokens and issue one new one')
-    .option('--user <user>', 'token user', 'me')
+    .option('--user <user>', 'token user (root is the owner)', 'root')
     .option('--scope <scopes>', 'comma list of cron,exec,proxy,files,admin')
     .option('--json', 'print JSON')
     .action(async (name: string, o: { rotate?: boolean; user: string; scope?: string; json?: boolean }, cmd: Command) => {
