@@ -34,6 +34,23 @@ export const errors = {
   UNAUTHORIZED: { status: 401, message: () => 'missing or invalid token' },
   FORBIDDEN: { status: 403, message: (d: string) => d },
   INTERNAL: { status: 500, message: () => 'internal error (see the daemon log)' },
+  CRON_SCHEDULE_INVALID: { status: 400, message: (d: string) => `invalid cron schedule: ${d}` },
+  CRON_FIELD_COUNT: {
+    status: 400,
+    message: (s: string) => `cron schedule ${JSON.stringify(s)} must have exactly 5 fields (minute hour day month weekday)`,
+  },
+  CRON_MACRO_UNKNOWN: {
+    status: 400,
+    message: (m: string) =>
+      `unknown cron macro ${JSON.stringify(m)} (use @hourly @daily @weekly @monthly @yearly @annually @midnight @reboot)`,
+  },
+  CRON_TIMEZONE_UNKNOWN: { status: 400, message: (tz: string) => `unknown time zone ${JSON.stringify(tz)} (use an IANA name)` },
+  CRON_EXPIRES_INVALID: { status: 400, message: (v: string) => `expires_at ${JSON.stringify(v)} is not an ISO 8601 date-time` },
+  CRON_EXPIRES_PAST: { status: 400, message: (v: string) => `expires_at ${v} is in the past` },
+  CRON_COMMAND_TOO_LONG: { status: 400, message: (max: number) => `command longer than ${max} bytes` },
+  CRON_COMMENT_TOO_LONG: { status: 400, message: (max: number) => `comment longer than ${max} bytes` },
+  CRON_PROPERTY_UNKNOWN: { status: 400, message: (p: string) => `unknown property ${JSON.stringify(p)} in a cron entry` },
+  CRON_ENTRY_UNKNOWN: { status: 404, message: (id: string) => `no cron entry ${id}` },
 } as const;
 
 export type ErrorName = keyof typeof errors;

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
@@ -77,6 +77,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   if (existsSync(config.adminSocket)) await rm(config.adminSocket); // stale from a killed daemon
   await admin.listen({ path: config.adminSocket });
   await chmod(config.adminSocket, 0o660);
+  await writeFile(join(config.stateDir, 'hoodyd.pid'), `${process.pid}\n`);
   log.info({ socket: config.adminSocket, stateDir: config.stateDir, instance: config.instance }, 'hoodyd ready');
 
   let closed = false;

@@ -130,7 +130,7 @@ export class KsmController {
     const kv = new Map<string, string>();
     for (const line of text.split('\n')) {
       const [k, v] = line.split(/\s+/);
-      if (k) kv.set(k, v ?? '');
+      if (k) kv.set(k.replace(/:$/, ''), v ?? '');
     }
     return {
       pid,

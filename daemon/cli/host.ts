@@ -32,7 +32,7 @@ async function startBackgroundDaemon(config: Config, flags: ConfigFlags): Promis
   await mkdir(config.stateDir, { recursive: true });
   const logFile = join(config.stateDir, 'hoodyd.log');
   const out = openSync(logFile, 'a');
-  const args = [entry];
+  const args = ['--no-node-snapshot', entry];
   for (const [k, v] of Object.entries(flags)) if (v !== undefined && typeof v === 'string') args.push(`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, v);
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
   child.unref();

@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { CommandError } from '../host/command.js';
+import { BtrfsDriver } from '../host/storage/btrfs.js';
+import { DirDriver } from '../host/storage/dir.js';
+import type { StorageDriver } from '../host/storage/index.js';
+import { tempStateDir } from './support/host.js';
+
+interface Made {
+  driver: StorageDriver;
+  root: string;
+}
+
+async function realBtrfsOnLoopPool(): Promise<Made> {
+  return { driver: new BtrfsDriver(), root: await tempStateDir() };
+}
+async function dirDriverInTmp(): Promise<Made> {
+  return { driver: new DirDriver(), root: await mkdtemp(join(tmpdir(), 'hoody-dir-')) };
+}
+
+// One suite, every driver (the fake must behave like the real one where it claims to).
+for (const [label, make] of [
+  ['btrfs', realBtrfsOnLoopPool],
+  ['dir', dirDriverInTmp],
+] as const) {
+  describe(`storage driver: ${label}`, async () => {
+    const { driver, root } = await make();
+    after(async () => {
+      for (const v of await driver.listVolumes(root)) await driver.deleteVolume(v);
+      await rm(root, { recursive: true, force: true });
+    });
+
+    test('a created volume is listed and a snapshot carries its files', async () => {
+      await driver.createVolume(join(root, 'v1'));
+      await writeFile(join(root, 'v1', 'hello.txt'), 'hi');
+      await driver.snapshot(join(root, 'v1'), join(root, 'v2'));
+      assert.deepEqual(await driver.listVolumes(root), [join(root, 'v1'), join(root, 'v2')]);
+      assert.equal(await readFile(join(root, 'v2', 'hello.txt'), 'utf8'), 'hi');
+    });
+
+    test('a snapshot does not see writes made after it', async () => {
+      await writeFile(join(root, 'v1', 'later.txt'), 'later');
+      await writeFile(join(root, 'v2', 'hello.txt'), 'changed');
+      await assert.rejects(readFile(join(root, 'v2', 'later.txt')));
+      assert.equal(await readFile(join(root, 'v1', 'hello.txt'), 'utf8'), 'hi');
+    });
+
+    test('a quota limit is recorded and reported in usage', async () => {
+      await driver.setQuota(join(root, 'v2'), 64 * 1024 * 1024);
+      const u = await driver.usage(join(root, 'v2'));
+      assert.equal(u.limitBytes, 64 * 1024 * 1024);
+      assert.ok(u.referencedBytes > 0);
+    });
+
+    test('deleting a volume removes it; deleting again is a no-op', async () => {
+      await driver.deleteVolume(join(root, 'v2'));
+      assert.deepEqual(await driver.listVolumes(root), [join(root, 'v1')]);
+      await driver.deleteVolume(join(root, 'v2'));
+    });
+  });
+}
+
+describe('btrfs driver specifics', async () => {
+  const driver = new BtrfsDriver();
+  const root = await tempStateDir();
+  after(() => rm(root, { recursive: true, force: true }));
+
+  test('a deleted subvolume leaves no qgroup behind', async () => {
+    const path = join(root, 'q');
+    await driver.createVolume(path);
+    await driver.setQuota(path, 32 * 1024 * 1024);
+    const id = await driver.subvolumeId(path);
+    assert.ok((await driver.qgroupIds(root)).has(`0/${id}`));
+    await driver.deleteVolume(path);
+    assert.ok(!(await driver.qgroupIds(root)).has(`0/${id}`));
+  });
+
+  test('exclusive bytes grow with data written into the volume', async () => {
+    const path = join(root, 'x');
+    await driver.createVolume(path);
+    const before = await driver.usage(path);
+    await writeFile(join(path, 'blob'), Buffer.alloc(4 * 1024 * 1024, 7));
+    const afterWrite = await driver.usage(path);
+    assert.ok(afterWrite.exclusiveBytes - before.exclusiveBytes >= 4 * 1024 * 1024);
+    await driver.deleteVolume(path);
+  });
+
+  test('a failing btrfs command throws CommandError with command, args and stderr', async () => {
+    const err = await driver.snapshot(join(root, 'nope'), join(root, 'nope2')).catch((e: unknown) => e);
+    assert.ok(err instanceof CommandError, `expected CommandError, got ${String(err)}`);
+    assert.equal(err.command, 'btrfs');
+    assert.deepEqual(err.args, ['subvolume', 'snapshot', join(root, 'nope'), join(root, 'nope2')]);
+    assert.ok(err.stderr.length > 0);
+  });
+});
