@@ -13,6 +13,14 @@ export interface ContainerDefaults {
   pidsLimit: number;
 }
 
+export interface SpecExtras {
+  extraHosts: string[];
+  binds: string[];
+  env: string[];
+}
+
+export const NO_EXTRAS = (): SpecExtras => ({ extraHosts: [], binds: [], env: [] });
+
 /** Per-container namespaces (cron, exec, proxy) plug in here: opened after create, closed before delete. */
 export interface NamespaceHooks {
   open(row: ContainerRow): Promise<void>;
@@ -30,8 +38,8 @@ export interface ContainerContext {
   /** Label value that tells this daemon's containers from other daemons' on a shared engine. */
   instance: string;
   defaults: ContainerDefaults;
-  /** Extra docker create bits the daemon decides (e.g. /etc/hosts entries for the service hostnames). */
-  extraHosts: () => string[];
+  /** Extra engine settings the daemon decides per container: service hostnames, the host CA bundle. */
+  specExtras: (name: string) => SpecExtras;
   hooks: NamespaceHooks[];
   /** Names being created or deleted right now: a second request for one gets a clear 409. */
   busy: Set<string>;

@@ -88,8 +88,7 @@ export async function startContainer(ctx: ContainerContext, name: string): Promi
   const row = await liveRow(ctx, name);
   await ctx.engine.start(row.engineId).catch((e) => Promise.reject(engineFailure(e)));
   ctx.store.setDesired(name, 'running');
-  for (const hook of ctx.hooks) await hook.started?.(row);
-  return getContainer(ctx, name);
+  return getContainer(ctx, name); // hooks' started() run from the engine's start event (daemon/events.ts)
 }
 
 export async function stopContainer(ctx: ContainerContext, name: string): Promise<ContainerView> {
@@ -103,8 +102,7 @@ export async function restartContainer(ctx: ContainerContext, name: string): Pro
   const row = await liveRow(ctx, name);
   await ctx.engine.restart(row.engineId).catch((e) => Promise.reject(engineFailure(e)));
   ctx.store.setDesired(name, 'running');
-  for (const hook of ctx.hooks) await hook.started?.(row);
-  return getContainer(ctx, name);
+  return getContainer(ctx, name); // hooks' started() run from the engine's start event (daemon/events.ts)
 }
 
 export interface ReconcileReport {

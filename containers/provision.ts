@@ -40,6 +40,7 @@ export async function ensureTemplate(ctx: ContainerContext): Promise<void> {
 }
 
 function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
+  const extras = ctx.specExtras(row.name);
   return {
     name: engineName(ctx, row.name),
     image: row.image,
@@ -48,9 +49,9 @@ function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
     memoryBytes: row.memoryBytes,
     nanoCpus: row.nanoCpus,
     pidsLimit: row.pidsLimit,
-    binds: [`${join(row.volume, 'files')}:/files`, `${join(row.volume, 'scripts')}:/scripts`],
-    extraHosts: ctx.extraHosts(),
-    env: [`HOODY_CONTAINER=${row.name}`],
+    binds: [`${join(row.volume, 'files')}:/files`, `${join(row.volume, 'scripts')}:/scripts`, ...extras.binds],
+    extraHosts: extras.extraHosts,
+    env: [`HOODY_CONTAINER=${row.name}`, ...extras.env],
   };
 }
 

@@ -5,7 +5,7 @@ import type Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { buildAdminApi } from '../api/admin/index.js';
-import type { ContainerContext } from '../containers/context.js';
+import { type ContainerContext, NO_EXTRAS } from '../containers/context.js';
 import { reconcile } from '../containers/lifecycle.js';
 import { ensureTemplate } from '../containers/provision.js';
 import { collectStats } from '../containers/stats.js';
@@ -19,6 +19,11 @@ import type { Config } from './config.js';
 import { openDatabase } from './db.js';
 import { buildMetrics } from './metrics.js';
 import { setupHost } from './setup.js';
+import { watchStarts } from './events.js';
+import { loadHostTrust } from './tls.js';
+import { buildPublicServer } from '../api/public/server.js';
+import { ServiceNetwork } from '../containers/network.js';
+import { ServiceCertificates } from '../containers/tls/sni.js';
 import { VERSION } from './version.js';
 
 export interface Daemon {
@@ -42,7 +47,7 @@ export function buildContainerContext(config: Config, db: Database.Database, log
     pool: poolPaths(config.stateDir),
     instance: config.instance,
     defaults: { image: config.image, ...config.defaults },
-    extraHosts: () => [],
+    specExtras: NO_EXTRAS,
     hooks: [],
     busy: new Set(),
     log,
@@ -60,8 +65,31 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const { engine, storage } = ctx;
   const ksm = new KsmController();
   await ensureTemplate(ctx);
+  const trust = await loadHostTrust(config.stateDir);
+  const certs = new ServiceCertificates(trust.ca, config.domain);
+  let ports = { http: config.httpPort, https: config.httpsPort };
+  const network = new ServiceNetwork(() => ctx, config.domain, () => ports, trust.bundlePath, trust.caPath);
+  ctx.specExtras = (name) => network.extras(name);
+  ctx.hooks.push(network);
+
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
+
+  const pub = await buildPublicServer({
+    ctx,
+    domain: config.domain,
+    log,
+    namespaces: [],
+    sni: (name) => certs.contextFor(name),
+    defaultContext: () => certs.defaultContext(),
+  });
+  ports = await pub.listen(config.httpPort, config.httpsPort);
+  log.info({ http: ports.http, https: ports.https, domain: config.domain }, 'public listeners up');
+  // Network namespaces keep their redirects while running, but the ports may have changed since.
+  for (const row of ctx.store.list()) {
+    if (row.phase === 'ready') await network.apply(row).catch((err: unknown) => log.warn({ err, container: row.name }, 'network set-up failed'));
+  }
+  const stopEvents = watchStarts(ctx);
 
   const admin = await buildAdminApi({
     ctx,
@@ -71,7 +99,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     metrics: buildMetrics(ctx, ksm),
     hostInfo: () => hostInfo(ctx.pool, storage, engine, ksm, setup.pool.kind === 'loop'),
     stats: () => collectStats(ctx, ksm),
-    listeners: () => ({ http: null, https: null, domain: config.domain }),
+    listeners: () => ({ http: ports.http, https: ports.https, domain: config.domain }),
   });
   await mkdir(dirname(config.adminSocket), { recursive: true });
   if (existsSync(config.adminSocket)) await rm(config.adminSocket); // stale from a killed daemon
@@ -89,7 +117,9 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     async close() {
       if (closed) return;
       closed = true;
+      stopEvents();
       await admin.close();
+      await pub.close();
       db.close();
       log.info('hoodyd stopped');
     },

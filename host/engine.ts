@@ -26,6 +26,14 @@ export interface EngineContainer {
   running: boolean;
   status: string;
   pid: number;
+  /** The container's default gateway on its network: the host as the container sees it. */
+  gateway: string;
+}
+
+export interface EngineEvent {
+  action: string;
+  id: string;
+  labels: Record<string, string>;
 }
 
 export interface ExecOptions {
@@ -61,6 +69,8 @@ export interface ContainerEngine {
   info(): Promise<EngineInfo>;
   /** Runs a command inside a running container (docker exec), capped in time and output. */
   exec(id: string, opts: ExecOptions): Promise<ExecResult>;
+  /** Container events with these labels, reconnecting after an engine restart; returns an unsubscribe. */
+  events(labels: Record<string, string>, onEvent: (e: EngineEvent) => void, onError?: (err: Error) => void): () => void;
 }
 
 export interface EngineInfo {
@@ -158,6 +168,7 @@ export class DockerEngine implements ContainerEngine {
         running: i.State.Running,
         status: i.State.Status,
         pid: i.State.Pid,
+        gateway: Object.values(i.NetworkSettings?.Networks ?? {})[0]?.Gateway ?? '',
       };
     } catch (err) {
       if (statusCode(err) === 404) return null;
@@ -175,6 +186,7 @@ export class DockerEngine implements ContainerEngine {
       running: r.State === 'running',
       status: r.State,
       pid: 0,
+      gateway: '',
     }));
   }
 
@@ -236,6 +248,50 @@ export class DockerEngine implements ContainerEngine {
       output: Buffer.concat(chunks).toString('utf8'),
       truncated,
       timedOut,
+    };
+  }
+
+  events(labels: Record<string, string>, onEvent: (e: EngineEvent) => void, onError?: (err: Error) => void): () => void {
+    let stopped = false;
+    let current: NodeJS.ReadableStream | null = null;
+    const connect = async () => {
+      while (!stopped) {
+        try {
+          const filters = { type: ['container'], label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) };
+          const stream = (await this.docker.getEvents({ filters: JSON.stringify(filters) })) as NodeJS.ReadableStream;
+          current = stream;
+          let buf = '';
+          await new Promise<void>((resolve) => {
+            stream.on('data', (chunk: Buffer) => {
+              buf += chunk.toString('utf8');
+              let nl = buf.indexOf('\n');
+              while (nl >= 0) {
+                const line = buf.slice(0, nl).trim();
+                buf = buf.slice(nl + 1);
+                nl = buf.indexOf('\n');
+                if (!line) continue;
+                try {
+                  const e = JSON.parse(line) as { Action?: string; status?: string; id?: string; Actor?: { ID?: string; Attributes?: Record<string, string> } };
+                  onEvent({ action: e.Action ?? e.status ?? '', id: e.Actor?.ID ?? e.id ?? '', labels: e.Actor?.Attributes ?? {} });
+                } catch (err) {
+                  onError?.(err as Error);
+                }
+              }
+            });
+            stream.on('end', resolve);
+            stream.on('close', resolve);
+            stream.on('error', () => resolve());
+          });
+        } catch (err) {
+          onError?.(err as Error);
+        }
+        if (!stopped) await new Promise((r) => setTimeout(r, 1000)); // engine gone: retry
+      }
+    };
+    void connect();
+    return () => {
+      stopped = true;
+      (current as unknown as { destroy?: () => void } | null)?.destroy?.();
     };
   }
 

@@ -1,0 +1,55 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { ContainerContext } from '../../containers/context.js';
+import { fail } from '../../containers/errors.js';
+import type { TokenRow } from '../../containers/store.js';
+import { parseHost } from '../../containers/tls/sni.js';
+import { hashToken } from '../../containers/tokens.js';
+import type { CallerContext } from '../container/context.js';
+
+/** The presented token: `?token=` (the URL token) or `Authorization: Bearer`. */
+export function presentedToken(req: FastifyRequest): string | null {
+  const q = (req.query as Record<string, unknown> | undefined)?.token;
+  if (typeof q === 'string' && q) return q;
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('Bearer ')) return auth.slice(7).trim() || null;
+  return null;
+}
+
+function lookupToken(ctx: ContainerContext, token: string): TokenRow {
+  // The hash is the lookup key: timing reveals nothing about the token itself.
+  const row = ctx.store.tokenByHash(hashToken(token));
+  if (!row || row.revokedAt) throw fail('UNAUTHORIZED');
+  return row;
+}
+
+/**
+ * Resolves which container a request is for (service host, `/c/<ctr>/` path, or the token alone) and who
+ * is calling. A bad token is 401; a valid token of another container is 404 (existence is not revealed).
+ */
+export function resolveCaller(ctx: ContainerContext, domain: string) {
+  return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
+    const params = req.params as { ctr?: string };
+    const target = parseHost(req.headers.host, domain);
+    const raw = presentedToken(req);
+    const token = raw ? lookupToken(ctx, raw) : null;
+    let name: string | undefined;
+    let service: CallerContext['service'] = null;
+    if (params.ctr !== undefined) {
+      name = params.ctr;
+      if (target.kind === 'container-service' && target.container !== name) throw fail('NOT_FOUND', req.url.split('?')[0]!);
+    } else if (target.kind === 'container-service') {
+      name = target.container;
+      service = target.service;
+    } else if (target.kind === 'token-service') {
+      if (!token) throw fail('UNAUTHORIZED');
+      name = token.container;
+      service = target.service;
+    } else {
+      throw fail('NOT_FOUND', `${req.method} ${req.url.split('?')[0]}`);
+    }
+    const container = ctx.store.get(name);
+    if (!container || container.phase !== 'ready') throw fail('CONTAINER_UNKNOWN', name);
+    if (token && token.container !== container.name) throw fail('CONTAINER_UNKNOWN', name);
+    req.hoody = { container, token, service };
+  };
+}

@@ -1,0 +1,104 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { SecureContext } from 'node:tls';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { ContainerContext } from '../../containers/context.js';
+import { containerApi, type NamespaceRoutes } from '../container/index.js';
+import { installErrorHandling } from '../errors.js';
+
+export interface PublicServerOptions {
+  ctx: ContainerContext;
+  domain: string;
+  log: Logger;
+  namespaces: NamespaceRoutes[];
+  /** SNI: the secure context for a server name (null: use the default). */
+  sni(servername: string): Promise<SecureContext | null>;
+  defaultContext(): Promise<SecureContext>;
+  host?: string;
+}
+
+export interface PublicServer {
+  app: FastifyInstance;
+  http: Server;
+  https: HttpsServer;
+  listen(httpPort: number, httpsPort: number): Promise<{ http: number; https: number }>;
+  close(): Promise<void>;
+}
+
+/**
+ * The public listeners: one fastify app behind an HTTP and an HTTPS server (SNI picks the certificate).
+ * Every container's API is the same encapsulated plugin, reached by host or by `/c/<ctr>/` prefix.
+ */
+export async function buildPublicServer(opts: PublicServerOptions): Promise<PublicServer> {
+  let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
+  const app = Fastify({
+    loggerInstance: opts.log.child({ api: 'public' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 1024 * 1024,
+    requestTimeout: 120_000,
+    connectionTimeout: 0,
+    keepAliveTimeout: 65_000,
+    routerOptions: { maxParamLength: 512 },
+    trustProxy: false,
+    serverFactory: (h) => {
+      handler = h;
+      return createHttpServer({ maxHeaderSize: 16 * 1024 }, h);
+    },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+  });
+  installErrorHandling(app);
+  app.addHook('onResponse', async (req, reply) => {
+    // The path only: URL tokens must never reach the logs.
+    req.log.info(
+      { method: req.method, host: req.headers.host, path: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime), container: req.hoody?.container.name },
+      'request',
+    );
+  });
+  const api = { ctx: opts.ctx, domain: opts.domain, namespaces: opts.namespaces };
+  await app.register(containerApi, api);
+  await app.register(containerApi, { ...api, prefix: '/c/:ctr' });
+  await app.ready();
+
+  const fallback = await opts.defaultContext();
+  const https = createHttpsServer(
+    {
+      maxHeaderSize: 16 * 1024,
+      SNICallback: (servername, cb) => {
+        opts.sni(servername).then(
+          (ctx) => cb(null, ctx ?? fallback),
+          (err: Error) => cb(err),
+        );
+      },
+      secureContext: fallback,
+    } as Parameters<typeof createHttpsServer>[0],
+    handler,
+  );
+  https.keepAliveTimeout = 65_000;
+
+  const listenOne = (server: Server | HttpsServer, port: number) =>
+    new Promise<number>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port, host: opts.host ?? '0.0.0.0' }, () => {
+        server.off('error', reject);
+        resolve((server.address() as AddressInfo).port);
+      });
+    });
+
+  return {
+    app,
+    http: app.server,
+    https,
+    async listen(httpPort, httpsPort) {
+      const http = await listenOne(app.server, httpPort);
+      const tls = await listenOne(https, httpsPort);
+      return { http, https: tls };
+    },
+    async close() {
+      https.closeAllConnections?.();
+      await new Promise<void>((r) => https.close(() => r()));
+      await app.close();
+    },
+  };
+}
