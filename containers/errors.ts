@@ -33,7 +33,36 @@ export const errors = {
   METHOD_NOT_ALLOWED: { status: 405, message: (m: string) => `method ${m} not allowed here` },
   UNAUTHORIZED: { status: 401, message: () => 'missing or invalid token' },
   FORBIDDEN: { status: 403, message: (d: string) => d },
+  CERT_DOMAIN_INVALID: { status: 400, message: (d: string) => `invalid certificate domain ${JSON.stringify(d)}` },
+  CERT_UNPARSABLE: { status: 400, message: (d: string) => `bundle does not parse: ${d}` },
+  CERT_KEY_MISMATCH: { status: 400, message: (d: string) => `the private key does not match the certificate for ${d}` },
+  CERT_EXPIRED: { status: 400, message: (d: string) => `certificate not valid now: ${d}` },
+  CERT_NAME_MISMATCH: { status: 400, message: (d: string) => `the certificate's names do not cover ${d}` },
+  CERT_NOT_SERVED: { status: 500, message: (d: string) => `the new certificate for ${d} was not served by a fresh handshake` },
+  CERT_UNKNOWN: { status: 404, message: (d: string) => `no certificate for ${d}` },
+  PROXY_HOSTNAME_INVALID: { status: 400, message: (h: string) => `invalid hostname ${JSON.stringify(h)}` },
+  PROXY_HOSTNAME_TAKEN: { status: 409, message: (h: string) => `hostname ${h} is routed by another container` },
+  PROXY_ROUTE_UNKNOWN: { status: 404, message: (h: string) => `no route for ${h}` },
+  PROXY_PORT_INVALID: { status: 400, message: (p: string) => `invalid port ${p}` },
+  PROXY_UPSTREAM_FAILED: { status: 502, message: (d: string) => `the container did not answer: ${d}` },
   INTERNAL: { status: 500, message: () => 'internal error (see the daemon log)' },
+  // files and exec
+  PATH_INVALID: { status: 400, message: (d: string) => `invalid path: ${d}` },
+  PATH_CONFLICT: { status: 409, message: (d: string) => d },
+  FILE_UNKNOWN: { status: 404, message: (p: string) => `no file ${p}` },
+  SCRIPT_UNKNOWN: { status: 404, message: (p: string) => `no script ${p} (.ts or .js)` },
+  SCRIPT_DIRECTIVE_INVALID: { status: 400, message: (d: string) => `invalid magic comment: ${d}` },
+  SCRIPT_SYNTAX: { status: 400, message: (d: string) => `script does not compile: ${d}` },
+  SCRIPT_ERROR: { status: 500, message: (d: string) => `script failed: ${d}` },
+  SCRIPT_TIMEOUT: { status: 504, message: (ms: number) => `script ran longer than its ${ms} ms limit` },
+  SCRIPT_MEMORY: { status: 503, message: (mb: number) => `script exceeded its ${mb} MB memory limit` },
+  SCRIPT_ABORTED: {
+    status: 503,
+    message: () => 'the isolate running this request was disposed by another request of the same script; retry',
+  },
+  SCRIPT_RESPONSE_INVALID: { status: 502, message: (d: string) => `script answered with an invalid response: ${d}` },
+  SCRIPT_LOOP: { status: 508, message: (n: number) => `scripts called scripts ${n} levels deep; refusing` },
+  EXEC_WORKER_FAILED: { status: 502, message: (d: string) => `the exec worker failed (${d}); it restarts on the next request` },
   CRON_SCHEDULE_INVALID: { status: 400, message: (d: string) => `invalid cron schedule: ${d}` },
   CRON_FIELD_COUNT: {
     status: 400,
@@ -51,6 +80,14 @@ export const errors = {
   CRON_COMMENT_TOO_LONG: { status: 400, message: (max: number) => `comment longer than ${max} bytes` },
   CRON_PROPERTY_UNKNOWN: { status: 400, message: (p: string) => `unknown property ${JSON.stringify(p)} in a cron entry` },
   CRON_ENTRY_UNKNOWN: { status: 404, message: (id: string) => `no cron entry ${id}` },
+  // acme
+  ACME_DOMAIN_INVALID: { status: 400, message: (d: string) => `invalid ACME domains: ${d}` },
+  ACME_DOMAIN_NOT_ROUTED: {
+    status: 403,
+    message: (d: string) => `${d} is not routed to this container (add a proxy route for it before ordering)`,
+  },
+  ACME_FAILED: { status: 502, message: (d: string) => `ACME order failed: ${d}` },
+  ACME_CHALLENGE_UNKNOWN: { status: 404, message: (t: string) => `no pending ACME http-01 challenge ${t}` },
 } as const;
 
 export type ErrorName = keyof typeof errors;

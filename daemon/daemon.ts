@@ -25,6 +25,9 @@ import { buildPublicServer } from '../api/public/server.js';
 import { ServiceNetwork } from '../containers/network.js';
 import { ServiceCertificates } from '../containers/tls/sni.js';
 import { VERSION } from './version.js';
+import { ProxyNamespace } from '../containers/proxy/namespace.js';
+import { proxyRoutes } from '../api/container/proxy.js';
+import { NAMESPACE_MIGRATIONS } from './migrations.js';
 
 export interface Daemon {
   config: Config;
@@ -60,7 +63,7 @@ export function buildContainerContext(config: Config, db: Database.Database, log
  */
 export async function startDaemon(config: Config, log: Logger = makeLogger(config.logLevel)): Promise<Daemon> {
   const setup = await setupHost(config, log);
-  const db = openDatabase(config.dbPath);
+  const db = openDatabase(config.dbPath, NAMESPACE_MIGRATIONS);
   const ctx = buildContainerContext(config, db, log);
   const { engine, storage } = ctx;
   const ksm = new KsmController();
@@ -71,6 +74,8 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const network = new ServiceNetwork(() => ctx, config.domain, () => ports, trust.bundlePath, trust.caPath);
   ctx.specExtras = (name) => network.extras(name);
   ctx.hooks.push(network);
+  const proxy = new ProxyNamespace(db, ctx, config.domain, () => ports.https);
+  ctx.hooks.push(proxy);
 
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
@@ -79,8 +84,10 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     ctx,
     domain: config.domain,
     log,
-    namespaces: [],
-    sni: (name) => certs.contextFor(name),
+    namespaces: [async (app) => void (await app.register(proxyRoutes, { proxy: proxy.service }))],
+    intercept: (req, res) => proxy.forwarder.handle(req, res),
+    upgrade: (req, socket, head) => proxy.forwarder.upgrade(req, socket, head),
+    sni: async (name) => proxy.service.context(name) ?? certs.contextFor(name),
     defaultContext: () => certs.defaultContext(),
   });
   ports = await pub.listen(config.httpPort, config.httpsPort);
@@ -120,6 +127,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
       stopEvents();
       await admin.close();
       await pub.close();
+      proxy.forwarder.close();
       db.close();
       log.info('hoodyd stopped');
     },

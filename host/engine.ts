@@ -28,6 +28,8 @@ export interface EngineContainer {
   pid: number;
   /** The container's default gateway on its network: the host as the container sees it. */
   gateway: string;
+  /** The container's address on its network (where the proxy forwards to). */
+  ip: string;
 }
 
 export interface EngineEvent {
@@ -169,6 +171,7 @@ export class DockerEngine implements ContainerEngine {
         status: i.State.Status,
         pid: i.State.Pid,
         gateway: Object.values(i.NetworkSettings?.Networks ?? {})[0]?.Gateway ?? '',
+        ip: Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPAddress ?? '',
       };
     } catch (err) {
       if (statusCode(err) === 404) return null;
@@ -187,6 +190,7 @@ export class DockerEngine implements ContainerEngine {
       status: r.State,
       pid: 0,
       gateway: '',
+      ip: '',
     }));
   }
 

@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -16,6 +17,11 @@ export interface PublicServerOptions {
   /** SNI: the secure context for a server name (null: use the default). */
   sni(servername: string): Promise<SecureContext | null>;
   defaultContext(): Promise<SecureContext>;
+  /** Traffic for routed hostnames (the proxy) is taken before the API; return true when handled. */
+  intercept?(req: IncomingMessage, res: ServerResponse): boolean;
+  upgrade?(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
+  /** Routes registered at the root, outside every container's plugin (e.g. ACME http-01 answers). */
+  rootRoutes?: ((app: FastifyInstance) => Promise<void>)[];
   host?: string;
 }
 
@@ -43,8 +49,12 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     routerOptions: { maxParamLength: 512 },
     trustProxy: false,
     serverFactory: (h) => {
-      handler = h;
-      return createHttpServer({ maxHeaderSize: 16 * 1024 }, h);
+      // Proxied hostnames skip fastify entirely (speed); http-01 answers always reach fastify first.
+      handler = (req, res) => {
+        if (opts.intercept && !req.url?.startsWith('/.well-known/acme-challenge/') && opts.intercept(req, res)) return;
+        h(req, res);
+      };
+      return createHttpServer({ maxHeaderSize: 16 * 1024 }, handler);
     },
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   });
@@ -56,6 +66,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
       'request',
     );
   });
+  for (const routes of opts.rootRoutes ?? []) await routes(app);
   const api = { ctx: opts.ctx, domain: opts.domain, namespaces: opts.namespaces };
   await app.register(containerApi, api);
   await app.register(containerApi, { ...api, prefix: '/c/:ctr' });
@@ -76,6 +87,11 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     handler,
   );
   https.keepAliveTimeout = 65_000;
+  for (const server of [app.server, https]) {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (!opts.upgrade?.(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    });
+  }
 
   const listenOne = (server: Server | HttpsServer, port: number) =>
     new Promise<number>((resolve, reject) => {

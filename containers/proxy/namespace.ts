@@ -1,0 +1,52 @@
+import { connect } from 'node:tls';
+import type Database from 'better-sqlite3';
+import type { ContainerContext, NamespaceHooks } from '../context.js';
+import type { ContainerRow } from '../store.js';
+import { ProxyForwarder } from './forward.js';
+import { ProxyService } from './service.js';
+import { ProxyStore } from './store.js';
+
+/** The fingerprint a fresh TLS handshake with our own listener returns for an SNI name. */
+export function probeFingerprint(port: number, servername: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false }, () => {
+      const fp = s.getPeerCertificate().fingerprint256;
+      s.end();
+      resolve(fp);
+    });
+    s.setTimeout(2000, () => s.destroy(new Error('handshake timed out')));
+    s.on('error', reject);
+  });
+}
+
+/** The proxy namespace of every container: service + forwarder + lifecycle hooks. */
+export class ProxyNamespace implements NamespaceHooks {
+  readonly service: ProxyService;
+  readonly forwarder: ProxyForwarder;
+
+  constructor(db: Database.Database, ctx: ContainerContext, domain: string, httpsPort: () => number) {
+    this.service = new ProxyService({
+      store: new ProxyStore(db),
+      containers: ctx,
+      domain,
+      log: ctx.log.child({ ns: 'proxy' }),
+      probe: (name) => probeFingerprint(httpsPort(), name),
+    });
+    this.forwarder = new ProxyForwarder(this.service, async (container) => {
+      const row = ctx.store.get(container);
+      if (!row?.engineId) return null;
+      const live = await ctx.engine.inspect(row.engineId);
+      return live?.running && live.ip ? live.ip : null;
+    });
+    this.service.load();
+  }
+
+  async open(): Promise<void> {}
+  async close(row: ContainerRow): Promise<void> {
+    this.service.forget(row.name);
+    this.forwarder.invalidate(row.name);
+  }
+  async started(row: ContainerRow): Promise<void> {
+    this.forwarder.invalidate(row.name);
+  }
+}

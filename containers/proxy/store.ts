@@ -1,0 +1,80 @@
+import type { Database } from 'better-sqlite3';
+
+export interface RouteRow {
+  hostname: string;
+  container: string;
+  port: number;
+  httpsRedirect: boolean;
+  createdAt: string;
+}
+
+export interface CertRow {
+  domain: string;
+  container: string;
+  cert: string;
+  key: string;
+  chain: string;
+  fingerprint: string;
+  notAfter: string;
+  updatedAt: string;
+}
+
+type Raw = Record<string, unknown>;
+const route = (r: Raw): RouteRow => ({
+  hostname: r.hostname as string,
+  container: r.container as string,
+  port: r.port as number,
+  httpsRedirect: r.https_redirect === 1,
+  createdAt: r.created_at as string,
+});
+const cert = (r: Raw): CertRow => ({
+  domain: r.domain as string,
+  container: r.container as string,
+  cert: r.cert as string,
+  key: r.key as string,
+  chain: r.chain as string,
+  fingerprint: r.fingerprint as string,
+  notAfter: r.not_after as string,
+  updatedAt: r.updated_at as string,
+});
+
+/** Proxy routes and certificates in the state database. */
+export class ProxyStore {
+  constructor(readonly db: Database) {}
+
+  routes(): RouteRow[] {
+    return (this.db.prepare('SELECT * FROM proxy_routes ORDER BY hostname').all() as Raw[]).map(route);
+  }
+  route(hostname: string): RouteRow | undefined {
+    const r = this.db.prepare('SELECT * FROM proxy_routes WHERE hostname = ?').get(hostname) as Raw | undefined;
+    return r && route(r);
+  }
+  upsertRoute(r: RouteRow): void {
+    this.db
+      .prepare(
+        `INSERT INTO proxy_routes (hostname, container, port, https_redirect, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(hostname) DO UPDATE SET port = excluded.port, https_redirect = excluded.https_redirect`,
+      )
+      .run(r.hostname, r.container, r.port, r.httpsRedirect ? 1 : 0, r.createdAt);
+  }
+  deleteRoute(hostname: string): void {
+    this.db.prepare('DELETE FROM proxy_routes WHERE hostname = ?').run(hostname);
+  }
+  certs(): CertRow[] {
+    return (this.db.prepare('SELECT * FROM proxy_certs ORDER BY domain').all() as Raw[]).map(cert);
+  }
+  cert(domain: string): CertRow | undefined {
+    const r = this.db.prepare('SELECT * FROM proxy_certs WHERE domain = ?').get(domain) as Raw | undefined;
+    return r && cert(r);
+  }
+  upsertCert(c: CertRow): void {
+    this.db
+      .prepare(
+        `INSERT INTO proxy_certs (domain, container, cert, key, chain, fingerprint, not_after, updated_at)
+         VALUES (@domain, @container, @cert, @key, @chain, @fingerprint, @notAfter, @updatedAt)
+         ON CONFLICT(domain) DO UPDATE SET cert = excluded.cert, key = excluded.key, chain = excluded.chain,
+           fingerprint = excluded.fingerprint, not_after = excluded.not_after, updated_at = excluded.updated_at`,
+      )
+      .run(c);
+  }
+}

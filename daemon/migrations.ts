@@ -1,0 +1,5 @@
+import { proxyMigrations } from '../containers/proxy/schema.js';
+import type { MigrationSet } from '../containers/schema.js';
+
+/** Every namespace's migration set, applied after the containers set at daemon start. */
+export const NAMESPACE_MIGRATIONS: readonly MigrationSet[] = [proxyMigrations];

@@ -1,0 +1,177 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { Agent, request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { HostCa } from '../containers/tls/ca.js';
+import { call, servedCertificate } from './support/http.js';
+import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
+
+interface Ports {
+  http: number;
+  https: number;
+}
+
+describe('proxy namespace: routes, live certificate swaps, isolation', () => {
+  let d: TestDaemon;
+  let ports: Ports;
+  let tokA = '';
+  let tokB = '';
+  let ca: HostCa;
+  let caDir = '';
+  const api = (token: string, method: string, path: string, body?: unknown) =>
+    call({ port: ports.http, host: 'api.a.hoody.localhost', path: `${path}?token=${token}`, method, body });
+  const apiB = (token: string, method: string, path: string, body?: unknown) =>
+    call({ port: ports.http, host: 'api.b.hoody.localhost', path: `${path}?token=${token}`, method, body });
+
+  before(async () => {
+    d = await startTestDaemon();
+    ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
+    tokA = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'a' })).token;
+    tokB = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'b' })).token;
+    const a = await d.client.call<{ engineId: string }>('GET', '/v1/containers/a');
+    await dockerExec(a.engineId, ['sh', '-c', 'mkdir -p /files/www && echo hello-from-a > /files/www/index.html']);
+    await dockerExec(a.engineId, ['busybox', 'httpd', '-p', '8080', '-h', '/files/www']);
+    caDir = await mkdtemp(join(tmpdir(), 'hoody-test-ca-'));
+    ca = await HostCa.loadOrCreate(caDir, 'test issuer');
+  });
+  after(async () => {
+    await d.destroy();
+    await rm(caDir, { recursive: true, force: true });
+  });
+
+  test('PUT a route: HTTP and HTTPS for the hostname reach the container port, with X-Forwarded-*', async () => {
+    const put = await api(tokA, 'PUT', '/api/v1/proxy/routes/app.a.test', { port: 8080 });
+    assert.equal(put.status, 200, put.text);
+    assert.deepEqual((await api(tokA, 'GET', '/api/v1/proxy/routes')).json<unknown[]>().length, 1);
+    const viaHttp = await call({ port: ports.http, host: 'app.a.test', path: '/index.html' });
+    assert.equal(viaHttp.status, 200);
+    assert.equal(viaHttp.text.trim(), 'hello-from-a');
+    const viaHttps = await call({ port: ports.https, host: 'app.a.test', path: '/index.html', tls: { insecure: true } });
+    assert.equal(viaHttps.text.trim(), 'hello-from-a');
+  });
+
+  test('a hostname routed by a cannot be claimed by b (409), and b cannot delete it', async () => {
+    const r = await apiB(tokB, 'PUT', '/api/v1/proxy/routes/app.a.test', { port: 80 });
+    assert.equal(r.status, 409);
+    assert.equal(r.json<{ error: { code: string } }>().error.code, 'HOODY_PROXY_HOSTNAME_TAKEN');
+    assert.equal((await apiB(tokB, 'DELETE', '/api/v1/proxy/routes/app.a.test')).status, 404);
+    for (const bad of ['cron.a.hoody.localhost', 'not a host', 'x']) {
+      const res = await api(tokA, 'PUT', `/api/v1/proxy/routes/${encodeURIComponent(bad)}`, { port: 80 });
+      assert.equal(res.status, 400, bad);
+    }
+  });
+
+  test('PATCH a bundle: 200 with the fingerprint only once a fresh handshake serves it; GET lists it', async () => {
+    const pem = await ca.issue(['app.a.test']);
+    const r = await api(tokA, 'PATCH', '/api/v1/proxy/cert/bundle', { domain: 'app.a.test', cert: pem.cert, key: pem.key, chain: ca.certPem });
+    assert.equal(r.status, 200, r.text);
+    const fp = new X509Certificate(pem.cert).fingerprint256;
+    assert.equal(r.json<{ fingerprint: string }>().fingerprint, fp);
+    assert.equal((await servedCertificate(ports.https, 'app.a.test')).fingerprint256, fp);
+    const list = (await api(tokA, 'GET', '/api/v1/proxy/cert/bundle')).json<{ domain: string; fingerprint: string; expires: string }[]>();
+    assert.deepEqual(list.map((c) => [c.domain, c.fingerprint]), [['app.a.test', fp]]);
+    // The proxied app verifies against the issuing CA over HTTPS.
+    const viaHttps = await call({ port: ports.https, host: 'app.a.test', path: '/index.html', tls: { ca: ca.certPem } });
+    assert.equal(viaHttps.text.trim(), 'hello-from-a');
+  });
+
+  test("the seed's {d, cert} shape (key and chain inside cert) is accepted", async () => {
+    const pem = await ca.issue(['app.a.test']);
+    const r = await api(tokA, 'PATCH', '/api/v1/proxy/cert/bundle', { d: 'app.a.test', cert: `${pem.cert}${ca.certPem}${pem.key}` });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((await servedCertificate(ports.https, 'app.a.test')).fingerprint256, new X509Certificate(pem.cert).fingerprint256);
+  });
+
+  test('bad bundles are each a 400 with their own code and the previous certificate keeps serving', async () => {
+    const before = (await servedCertificate(ports.https, 'app.a.test')).fingerprint256;
+    const good = await ca.issue(['app.a.test']);
+    const other = await ca.issue(['app.a.test']);
+    const expired = await ca.issue(['app.a.test'], -0.5);
+    const wrongName = await ca.issue(['elsewhere.test']);
+    const cases: [string, Record<string, string>][] = [
+      ['HOODY_CERT_KEY_MISMATCH', { domain: 'app.a.test', cert: good.cert, key: other.key }],
+      ['HOODY_CERT_EXPIRED', { domain: 'app.a.test', cert: expired.cert, key: expired.key }],
+      ['HOODY_CERT_NAME_MISMATCH', { domain: 'app.a.test', cert: wrongName.cert, key: wrongName.key }],
+      ['HOODY_CERT_UNPARSABLE', { domain: 'app.a.test', cert: '-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----', key: good.key }],
+      ['HOODY_CERT_UNPARSABLE', { domain: 'app.a.test', cert: 'garbage', key: 'garbage' }],
+    ];
+    for (const [code, body] of cases) {
+      const r = await api(tokA, 'PATCH', '/api/v1/proxy/cert/bundle', body);
+      assert.equal(r.status, 400, `${code}: ${r.text}`);
+      assert.equal(r.json<{ error: { code: string } }>().error.code, code);
+      assert.equal((await servedCertificate(ports.https, 'app.a.test')).fingerprint256, before);
+    }
+  });
+
+  test("b's token cannot PATCH a's bundle (404)", async () => {
+    const pem = await ca.issue(['app.a.test']);
+    const r = await apiB(tokB, 'PATCH', '/api/v1/proxy/cert/bundle', { domain: 'app.a.test', cert: pem.cert, key: pem.key });
+    assert.equal(r.status, 404);
+    const viaA = await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/proxy/cert/bundle?token=${tokB}`, method: 'PATCH', body: { domain: 'app.a.test', cert: pem.cert, key: pem.key } });
+    assert.equal(viaA.status, 404);
+  });
+
+  test('during bundle swaps under steady HTTPS load, no request fails', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 16, ca: ca.certPem });
+    let ok = 0;
+    let failed = 0;
+    const errors = new Set<string>();
+    let running = true;
+    const one = () =>
+      new Promise<void>((resolve) => {
+        const req = request({ host: '127.0.0.1', port: ports.https, servername: 'app.a.test', path: '/index.html', headers: { host: 'app.a.test' }, agent: Math.random() < 0.3 ? false : agent, ca: ca.certPem }, (res) => {
+          res.resume();
+          res.on('end', () => {
+            if (res.statusCode === 200) ok++;
+            else {
+              failed++;
+              errors.add(String(res.statusCode));
+            }
+            resolve();
+          });
+        });
+        req.on('error', (e) => {
+          failed++;
+          errors.add(e.message);
+          resolve();
+        });
+        req.end();
+      });
+    const workers = Array.from({ length: 8 }, async () => {
+      while (running) await one();
+    });
+    const started = Date.now();
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 300));
+      const pem = await ca.issue(['app.a.test']);
+      const r = await api(tokA, 'PATCH', '/api/v1/proxy/cert/bundle', { domain: 'app.a.test', cert: pem.cert, key: pem.key });
+      assert.equal(r.status, 200);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    running = false;
+    await Promise.all(workers);
+    agent.destroy();
+    const rps = Math.round(ok / ((Date.now() - started) / 1000));
+    process.stdout.write(`# swap under load: ${ok} ok, ${failed} failed, ${rps} req/s\n`);
+    assert.equal(failed, 0, [...errors].join(', '));
+    assert.ok(rps >= 100, `steady load of ${rps} req/s`);
+  });
+
+  test('after a daemon restart the same certificate is served and routes still forward', async () => {
+    const before = (await servedCertificate(ports.https, 'app.a.test')).fingerprint256;
+    await d.restart('SIGKILL');
+    ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
+    assert.equal((await servedCertificate(ports.https, 'app.a.test')).fingerprint256, before);
+    assert.equal((await call({ port: ports.http, host: 'app.a.test', path: '/index.html' })).text.trim(), 'hello-from-a');
+  });
+
+  test('deleting the route stops forwarding; the hostname then falls through to a 404', async () => {
+    assert.equal((await api(tokA, 'DELETE', '/api/v1/proxy/routes/app.a.test')).status, 200);
+    const r = await call({ port: ports.http, host: 'app.a.test', path: '/index.html' });
+    assert.equal(r.status, 404);
+    assert.equal(r.json<{ error: { code: string } }>().error.code, 'HOODY_NOT_FOUND');
+  });
+});
