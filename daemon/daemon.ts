@@ -28,6 +28,7 @@ import { VERSION } from './version.js';
 import { ProxyNamespace } from '../containers/proxy/namespace.js';
 import { proxyRoutes } from '../api/container/proxy.js';
 import { NAMESPACE_MIGRATIONS } from './migrations.js';
+import type { LogSource } from '../containers/logs.js';
 
 export interface Daemon {
   config: Config;
@@ -75,6 +76,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   ctx.specExtras = (name) => network.extras(name);
   ctx.hooks.push(network);
   const proxy = new ProxyNamespace(db, ctx, config.domain, () => ports.https);
+  const logSources: LogSource[] = [];
   ctx.hooks.push(proxy);
 
   const report = await reconcile(ctx);
@@ -107,6 +109,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     hostInfo: () => hostInfo(ctx.pool, storage, engine, ksm, setup.pool.kind === 'loop'),
     stats: () => collectStats(ctx, ksm),
     listeners: () => ({ http: ports.http, https: ports.https, domain: config.domain }),
+    logSources,
   });
   await mkdir(dirname(config.adminSocket), { recursive: true });
   if (existsSync(config.adminSocket)) await rm(config.adminSocket); // stale from a killed daemon

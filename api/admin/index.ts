@@ -4,12 +4,15 @@ import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
 import { installErrorHandling } from '../errors.js';
 import { containerRoutes } from './containers.js';
+import { adminLogRoutes } from './logs.js';
+import type { LogSource } from '../../containers/logs.js';
 import { type HostRouteDeps, hostRoutes } from './host.js';
 import { ErrorBody } from './schemas.js';
 
 export interface AdminApiDeps extends HostRouteDeps {
   ctx: ContainerContext;
   log: Logger;
+  logSources: LogSource[];
 }
 
 /** The admin API (served on the unix socket): containers, host, metrics and its own OpenAPI document. */
@@ -33,6 +36,7 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
   });
   await app.register(hostRoutes, { deps });
   await app.register(containerRoutes, { ctx: deps.ctx });
+  await app.register(adminLogRoutes, { sources: deps.logSources, store: deps.ctx.store });
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

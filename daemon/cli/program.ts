@@ -3,6 +3,7 @@ import { AdminClient } from '../client.js';
 import { VERSION } from '../version.js';
 import { containerCommands } from './containers.js';
 import { hostCommands } from './host.js';
+import { logCommands } from './logs.js';
 
 export function buildProgram(): Command {
   const program = new Command('hoody')
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   };
   hostCommands(program);
   containerCommands(program, client);
+  logCommands(program, client);
   for (const c of program.commands) c.exitOverride();
   return program;
 }
