@@ -11,6 +11,8 @@ export interface Config {
   httpPort: number;
   httpsPort: number;
   acmeDirectory: string;
+  /** Where dry runs order from; Let's Encrypt's staging when the directory is Let's Encrypt's production. */
+  acmeStagingDirectory: string | null;
   acmeCaFile: string | null;
   image: string;
   storageDriver: 'btrfs' | 'dir';
@@ -23,6 +25,7 @@ export interface Config {
 }
 
 export const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
+export const LETS_ENCRYPT_STAGING = 'https://acme-staging-v02.api.letsencrypt.org/directory';
 
 /** Settings a flag may give; undefined means "not given" and falls through to env, then defaults. */
 export type ConfigFlags = Partial<{
@@ -58,6 +61,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     httpPort: port(pick(flags.httpPort, 'HOODY_HTTP_PORT', '80'), 'HOODY_HTTP_PORT'),
     httpsPort: port(pick(flags.httpsPort, 'HOODY_HTTPS_PORT', '443'), 'HOODY_HTTPS_PORT'),
     acmeDirectory: env.HOODY_ACME_DIRECTORY ?? LETS_ENCRYPT,
+    acmeStagingDirectory:
+      env.HOODY_ACME_STAGING_DIRECTORY ?? ((env.HOODY_ACME_DIRECTORY ?? LETS_ENCRYPT) === LETS_ENCRYPT ? LETS_ENCRYPT_STAGING : null),
     acmeCaFile: env.HOODY_ACME_CA_FILE ?? null,
     image: pick(flags.image, 'HOODY_IMAGE', 'hoody/base'),
     storageDriver: (env.HOODY_STORAGE_DRIVER as 'btrfs' | 'dir' | undefined) ?? 'btrfs',

@@ -28,6 +28,9 @@ import { VERSION } from './version.js';
 import { ProxyNamespace } from '../containers/proxy/namespace.js';
 import { proxyRoutes } from '../api/container/proxy.js';
 import { NAMESPACE_MIGRATIONS } from './migrations.js';
+import { Http01Challenges } from '../containers/acme/challenges.js';
+import { acmeChallengeRoute } from '../containers/acme/route.js';
+import { AcmeService } from '../containers/acme/service.js';
 import type { LogSource } from '../containers/logs.js';
 
 export interface Daemon {
@@ -77,6 +80,18 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   ctx.hooks.push(network);
   const proxy = new ProxyNamespace(db, ctx, config.domain, () => ports.https);
   const logSources: LogSource[] = [];
+  const challenges = new Http01Challenges();
+  const acme = new AcmeService({
+    db,
+    log: log.child({ ns: 'acme' }),
+    directoryUrl: config.acmeDirectory,
+    stagingDirectoryUrl: config.acmeStagingDirectory,
+    caFile: config.acmeCaFile,
+    challenges,
+    ownsHostname: (container, hostname) => proxy.service.ownsHostname(container, hostname),
+    // Poll fast first: a CA that validates at once (pebble) finishes a whole order in well under a second.
+    poll: { attempts: 30, minMs: 100, maxMs: 5000 },
+  });
   ctx.hooks.push(proxy);
 
   const report = await reconcile(ctx);
@@ -87,6 +102,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     domain: config.domain,
     log,
     namespaces: [async (app) => void (await app.register(proxyRoutes, { proxy: proxy.service }))],
+    rootRoutes: [async (app) => void app.route(acmeChallengeRoute(challenges))],
     intercept: (req, res) => proxy.forwarder.handle(req, res),
     upgrade: (req, socket, head) => proxy.forwarder.upgrade(req, socket, head),
     sni: async (name) => proxy.service.context(name) ?? certs.contextFor(name),
@@ -131,6 +147,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
       await admin.close();
       await pub.close();
       proxy.forwarder.close();
+      acme.close();
       db.close();
       log.info('hoodyd stopped');
     },

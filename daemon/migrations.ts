@@ -1,5 +1,6 @@
+import { acmeMigrations } from '../containers/acme/schema.js';
 import { proxyMigrations } from '../containers/proxy/schema.js';
 import type { MigrationSet } from '../containers/schema.js';
 
 /** Every namespace's migration set, applied after the containers set at daemon start. */
-export const NAMESPACE_MIGRATIONS: readonly MigrationSet[] = [proxyMigrations];
+export const NAMESPACE_MIGRATIONS: readonly MigrationSet[] = [proxyMigrations, acmeMigrations];
