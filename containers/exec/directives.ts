@@ -1,0 +1,99 @@
+import { fail } from '../errors.js';
+
+/** What a script's magic comments say, with the defaults filled in. */
+export interface Directives {
+  mode: 'serverless';
+  timeoutMs: number;
+  memoryMb: number;
+  /** `*` or one origin (`https://app.example`); null: no CORS headers. */
+  cors: string | null;
+  auth: 'token' | 'none';
+}
+
+export const DEFAULT_DIRECTIVES: Readonly<Directives> = Object.freeze({
+  mode: 'serverless',
+  timeoutMs: 10_000,
+  memoryMb: 64,
+  cors: null,
+  auth: 'token',
+});
+
+/**
+ * The wall-time ceiling of `@timeout`. The seed's flagship renew.ts says `@timeout 120000` (an ACME order
+ * per domain takes seconds each), so the ceiling is 5 minutes rather than 60 s.
+ */
+export const MAX_TIMEOUT_MS = 300_000;
+export const MIN_TIMEOUT_MS = 10;
+/** isolated-vm refuses less than 8 MB. */
+export const MIN_MEMORY_MB = 8;
+export const MAX_MEMORY_MB = 1024;
+
+const DIRECTIVE = /^\/\/\s*@(\S+)(?:\s+(.*?))?\s*$/;
+
+function invalid(line: number, text: string, why: string): never {
+  throw fail('SCRIPT_DIRECTIVE_INVALID', `line ${line}: ${JSON.stringify(text.trim())}: ${why}`);
+}
+
+function integer(value: string | undefined, line: number, text: string, min: number, max: number, unit: string): number {
+  if (value === undefined || !/^\d+$/.test(value)) invalid(line, text, `expected a whole number of ${unit}`);
+  const n = Number(value);
+  if (n < min || n > max) invalid(line, text, `must be between ${min} and ${max} ${unit}`);
+  return n;
+}
+
+function origin(value: string | undefined, line: number, text: string): string {
+  if (value === '*') return '*';
+  if (value === undefined || /\s/.test(value)) invalid(line, text, 'expected * or one origin such as https://app.example');
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    invalid(line, text, 'expected * or one origin such as https://app.example');
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.origin !== value)
+    invalid(line, text, `expected an origin (scheme://host[:port], no path), e.g. ${url.origin}`);
+  return value;
+}
+
+/**
+ * Reads the magic comments at the top of a script: the leading run of `//` comment lines and blank lines.
+ * `// @name value` lines are directives; other comments are ignored; the first line of code ends the header.
+ * An unknown, repeated or malformed directive throws HOODY_SCRIPT_DIRECTIVE_INVALID naming the line.
+ */
+export function parseDirectives(source: string): Directives {
+  const d: Directives = { ...DEFAULT_DIRECTIVES };
+  const seen = new Set<string>();
+  const lines = source.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const text = lines[i]!.trim();
+    if (text === '' || (i === 0 && text.startsWith('#!'))) continue;
+    if (!text.startsWith('//')) break;
+    const m = DIRECTIVE.exec(text);
+    if (!m) continue; // a plain comment
+    const [, name = '', value] = m;
+    const line = i + 1;
+    if (seen.has(name)) invalid(line, text, `@${name} is given twice`);
+    seen.add(name);
+    switch (name) {
+      case 'mode':
+        if (value !== 'serverless') invalid(line, text, 'the only mode is serverless (a fresh context per request)');
+        break;
+      case 'timeout':
+        d.timeoutMs = integer(value, line, text, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, 'ms');
+        break;
+      case 'memory':
+        d.memoryMb = integer(value, line, text, MIN_MEMORY_MB, MAX_MEMORY_MB, 'MB');
+        break;
+      case 'cors':
+        d.cors = origin(value, line, text);
+        break;
+      case 'auth':
+        if (value !== 'token' && value !== 'none') invalid(line, text, 'expected token or none');
+        d.auth = value;
+        break;
+      default:
+        invalid(line, text, `unknown directive @${name} (known: @mode, @timeout, @memory, @cors, @auth)`);
+    }
+  }
+  return d;
+}

@@ -1,0 +1,69 @@
+/** Messages between ExecService (daemon) and the exec worker process, over the fork IPC channel. */
+
+/** `request` inside a script. */
+export interface ScriptRequest {
+  method: string;
+  path: string;
+  query: Record<string, string | string[]>;
+  headers: Record<string, string>;
+  /** Parsed JSON for a JSON body, the text otherwise, null without a body. */
+  body: unknown;
+  dry_run: boolean;
+}
+
+export interface RunLimits {
+  timeoutMs: number;
+  memoryMb: number;
+  /** Bytes of console output kept per run. */
+  consoleCap: number;
+}
+
+/** Host functions a script can reach; each one is served by the daemon (never by the worker). */
+export type HostOp = 'fetch' | 'files.read' | 'files.write' | 'files.list' | 'files.delete' | 'acme.order';
+
+/** What a script's returned value became, inside the isolate. */
+export type RunOutcome =
+  | { kind: 'json'; body: string }
+  | { kind: 'empty' }
+  | { kind: 'bytes'; body: Uint8Array }
+  | { kind: 'response'; status: number; headers: Record<string, string>; body: string | Uint8Array | null };
+
+/** thrown: the script threw; aborted: another run disposed the shared isolate; internal: the worker's fault. */
+export type RunFailure = 'thrown' | 'timeout' | 'memory' | 'aborted' | 'internal';
+
+export type ToWorker =
+  | {
+      type: 'run';
+      id: number;
+      /** Isolates are pooled per key: container id + script file. */
+      key: string;
+      container: string;
+      hash: string;
+      code: string;
+      limits: RunLimits;
+      request: ScriptRequest;
+    }
+  | { type: 'reply'; id: number; call: number; ok: true; value: unknown }
+  | { type: 'reply'; id: number; call: number; ok: false; error: string }
+  | { type: 'dispose'; container: string }
+  | { type: 'stats'; id: number };
+
+/** Passed to the worker as its one argv entry (JSON). */
+export interface WorkerConfig {
+  maxLiveIsolates: number;
+  idleMs: number;
+}
+
+export type FromWorker =
+  | { type: 'done'; id: number; cpuMs: number; console: string; outcome: RunOutcome }
+  | { type: 'failed'; id: number; cpuMs: number; console: string; failure: RunFailure; message: string }
+  | { type: 'call'; id: number; call: number; op: HostOp; args: unknown }
+  | { type: 'fatal'; message: string }
+  | { type: 'stats'; id: number; stats: WorkerStats };
+
+export interface WorkerStats {
+  /** Isolates alive in the worker (idle or busy). */
+  liveIsolates: number;
+  /** Runs executing in the worker. */
+  runs: number;
+}

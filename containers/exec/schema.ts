@@ -1,0 +1,139 @@
+import type { Database } from 'better-sqlite3';
+import type { MigrationSet } from '../schema.js';
+
+/** The exec log: one row per run request. */
+export const execMigrations: MigrationSet = {
+  name: 'exec',
+  steps: [
+    `CREATE TABLE exec_runs (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
+       script TEXT NOT NULL,
+       method TEXT NOT NULL,
+       started_at TEXT NOT NULL,
+       status INTEGER NOT NULL,
+       duration_ms INTEGER NOT NULL,
+       cpu_ms REAL NOT NULL,
+       token_id TEXT,
+       dry_run INTEGER NOT NULL,
+       console TEXT NOT NULL,
+       error TEXT
+     ) STRICT;
+     CREATE INDEX exec_runs_container ON exec_runs(container, id);
+     CREATE INDEX exec_runs_time ON exec_runs(container, started_at);`,
+  ],
+};
+
+export type ExecLogEntry = {
+  id: number;
+  container: string;
+  /** The script file that ran (e.g. certs/renew.ts). */
+  script: string;
+  method: string;
+  /** ISO time the request started. */
+  time: string;
+  status: number;
+  durationMs: number;
+  cpuMs: number;
+  /** Caller's token id; null for an `@auth none` script called without one. */
+  tokenId: string | null;
+  dryRun: boolean;
+  console: string;
+  /** "HOODY_…: message" of a failed run. */
+  error: string | null;
+};
+
+export interface ExecLogQuery {
+  /** ISO time: the rows that started at or after it, oldest first (as the cron log pages). */
+  since?: string;
+  /** At most this many rows (default 100, at most EXEC_LOG_KEEP): from `since` on, or else the latest ones. */
+  limit?: number;
+}
+
+/** Rows kept per container; older ones are dropped as new ones come. */
+export const EXEC_LOG_KEEP = 5000;
+
+type Raw = Record<string, unknown>;
+
+function toEntry(r: Raw): ExecLogEntry {
+  return {
+    id: r.id as number,
+    container: r.container as string,
+    script: r.script as string,
+    method: r.method as string,
+    time: r.started_at as string,
+    status: r.status as number,
+    durationMs: r.duration_ms as number,
+    cpuMs: r.cpu_ms as number,
+    tokenId: (r.token_id as string | null) ?? null,
+    dryRun: r.dry_run === 1,
+    console: r.console as string,
+    error: (r.error as string | null) ?? null,
+  };
+}
+
+/**
+ * The exec log table. Rows of one event-loop turn are written together in one transaction (a burst of runs
+ * costs one commit, not one each), and each written container is trimmed to its last EXEC_LOG_KEEP rows.
+ */
+export class ExecLog {
+  private queue: Omit<ExecLogEntry, 'id'>[] = [];
+  private scheduled = false;
+
+  constructor(
+    private readonly db: Database,
+    private readonly onError: (err: unknown) => void,
+    private readonly keep = EXEC_LOG_KEEP,
+  ) {}
+
+  add(entry: Omit<ExecLogEntry, 'id'>): void {
+    this.queue.push(entry);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    const rows = this.queue;
+    if (rows.length === 0) return;
+    this.queue = [];
+    const insert = this.db.prepare(
+      `INSERT INTO exec_runs (container, script, method, started_at, status, duration_ms, cpu_ms, token_id, dry_run, console, error)
+       SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM containers WHERE name = ?)`,
+    );
+    const trim = this.db.prepare(
+      `DELETE FROM exec_runs WHERE container = ? AND id <
+         (SELECT id FROM exec_runs WHERE container = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
+    );
+    try {
+      this.db.transaction(() => {
+        for (const e of rows)
+          insert.run(e.container, e.script, e.method, e.time, e.status, Math.round(e.durationMs), e.cpuMs, e.tokenId, e.dryRun ? 1 : 0, e.console, e.error, e.container);
+        for (const c of new Set(rows.map((e) => e.container))) trim.run(c, c, this.keep - 1);
+      })();
+    } catch (err) {
+      this.onError(err);
+    }
+  }
+
+  /** Oldest first (by start time): from `since` on, or else the latest `limit` rows. */
+  query(container: string, q: ExecLogQuery = {}): ExecLogEntry[] {
+    this.flush();
+    const limit = Math.max(1, Math.min(q.limit ?? 100, this.keep));
+    const rows = (
+      q.since === undefined
+        ? this.db
+            .prepare(
+              `SELECT * FROM (SELECT * FROM exec_runs WHERE container = ? ORDER BY started_at DESC, id DESC LIMIT ?)
+               ORDER BY started_at, id`,
+            )
+            .all(container, limit)
+        : this.db
+            .prepare('SELECT * FROM exec_runs WHERE container = ? AND started_at >= ? ORDER BY started_at, id LIMIT ?')
+            .all(container, q.since, limit)
+    ) as Raw[];
+    return rows.map(toEntry);
+  }
+}

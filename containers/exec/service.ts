@@ -1,0 +1,474 @@
+import { isUtf8 } from 'node:buffer';
+import type { Database } from 'better-sqlite3';
+import type { Logger } from 'pino';
+import type { NamespaceHooks } from '../context.js';
+import { fail, type HoodyError, isHoodyError } from '../errors.js';
+import { FileArea } from '../files.js';
+import type { LogSource } from '../logs.js';
+import type { ContainerRow } from '../store.js';
+import { type Directives, parseDirectives } from './directives.js';
+import { type OutboundResponse, outboundFetch } from './outbound.js';
+import type { HostOp, RunOutcome, ScriptRequest } from './protocol.js';
+import { ExecLog, type ExecLogEntry, type ExecLogQuery } from './schema.js';
+import { loaderFor, Transpiler } from './transpile.js';
+import { type RunReport, WorkerHost } from './worker-host.js';
+
+/** A request into the container's own API on behalf of a script (the daemon injects it into the public app). */
+export interface SelfRequest {
+  method: string;
+  /** Path and query, e.g. /api/v1/files/x?y=1 */
+  path: string;
+  headers: Record<string, string>;
+  body: Buffer | null;
+}
+
+export interface SelfResponse {
+  status: number;
+  headers: Record<string, string | string[] | number | undefined>;
+  body: Buffer;
+}
+
+export type SelfFetch = (container: string, callerTokenId: string | null, req: SelfRequest) => Promise<SelfResponse>;
+
+/**
+ * The ACME side of `acme.order()` inside scripts (the daemon passes its AcmeService). `container` is the
+ * container's name; the result goes back to the script as JSON (cert, key, chain… or a dry run's report).
+ */
+export interface AcmeHook {
+  order(container: string, domains: readonly string[], opts: { dryRun: boolean }): Promise<object>;
+}
+
+export interface ExecDeps {
+  db: Database;
+  log: Logger;
+  /** Base domain of the service hosts; scripts may not fetch anything under it. Default hoody.localhost. */
+  domain?: string;
+  selfFetch: SelfFetch;
+  acme?: AcmeHook;
+  /** Live isolates across all containers (default 64); idle ones beyond it are disposed least recently used first. */
+  maxLiveIsolates?: number;
+  /** An isolate unused this long is disposed (default 60 s). */
+  idleMs?: number;
+}
+
+export interface RunInput {
+  method: string;
+  /** The request path as called (without the query). */
+  path: string;
+  query: Record<string, string | string[] | undefined>;
+  headers: Record<string, string | string[] | undefined>;
+  /** The raw body (parsed here: JSON when the content type says so, text otherwise). */
+  body: Buffer | string | null;
+  dryRun: boolean;
+  callerTokenId: string | null;
+  /** How many scripts up the call chain (scripts calling scripts through fetch); see EXEC_DEPTH_HEADER. */
+  depth?: number;
+}
+
+export interface RunResult {
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+/** A script found, checked and compiled: what run() needs, and what the route needs to decide auth and CORS. */
+export interface PreparedScript {
+  /** The file that runs, relative to the scripts area (e.g. certs/renew.ts). */
+  file: string;
+  directives: Directives;
+  hash: string;
+  code: string;
+}
+
+export interface ScriptInfo {
+  path: string;
+  size: number;
+  mtime: string;
+  /** .ts and .js files run; other files in the area (shell scripts for cron) are only stored. */
+  runnable: boolean;
+  directives: Directives | null;
+  /** Why a runnable file's magic comments do not parse (edited behind the API's back). */
+  error: string | null;
+}
+
+/** The header a script's self-fetch carries so that scripts calling scripts cannot recurse without end. */
+export const EXEC_DEPTH_HEADER = 'x-hoody-exec-depth';
+export const MAX_EXEC_DEPTH = 4;
+const CONSOLE_CAP = 16 * 1024;
+const RUNNABLE = /\.(ts|js)$/;
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Headers a script may not set on a self-fetch: the authority and the routing are the daemon's to decide. */
+const SELF_DROP_HEADERS = ['authorization', 'host', 'connection', 'content-length', 'transfer-encoding', 'cookie'];
+const HOP_BY_HOP = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer']);
+
+interface ActiveRun {
+  row: ContainerRow;
+  input: RunInput;
+  abort: AbortController;
+}
+
+function flatHeaders(h: Record<string, string | string[] | number | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h)) if (v !== undefined) out[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : String(v);
+  return out;
+}
+
+function isJsonType(type: string | undefined): boolean {
+  return !!type && /^application\/([\w.+-]*\+)?json\b/i.test(type.trim());
+}
+
+function looksLikeJson(text: string): boolean {
+  if (!/^\s*[[{]/.test(text)) return false;
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function errorText(err: unknown): string {
+  if (isHoodyError(err)) return `${err.code}: ${err.message}`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** `request` inside the script. The caller's token is not handed to the script (its fetches carry it anyway). */
+function scriptRequest(input: RunInput): ScriptRequest {
+  const headers = flatHeaders(input.headers);
+  delete headers.authorization;
+  delete headers[EXEC_DEPTH_HEADER];
+  const query: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(input.query)) if (v !== undefined && k !== 'token') query[k] = v;
+  let body: unknown = null;
+  const raw = input.body;
+  if (raw !== null && raw.length > 0) {
+    const text = typeof raw === 'string' ? raw : raw.toString('utf8');
+    if (isJsonType(headers['content-type'])) {
+      try {
+        body = JSON.parse(text);
+      } catch (err) {
+        throw fail('BODY_INVALID', `not JSON: ${(err as Error).message}`);
+      }
+    } else body = text;
+  }
+  return { method: input.method.toUpperCase(), path: input.path, query, headers, body, dry_run: input.dryRun };
+}
+
+function httpResult(outcome: RunOutcome): RunResult {
+  switch (outcome.kind) {
+    case 'empty':
+      return { status: 204, headers: {}, body: Buffer.alloc(0) };
+    case 'json':
+      return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8' }, body: Buffer.from(outcome.body) };
+    case 'bytes':
+      return { status: 200, headers: { 'content-type': 'application/octet-stream' }, body: Buffer.from(outcome.body) };
+    case 'response': {
+      if (!Number.isInteger(outcome.status) || outcome.status < 200 || outcome.status > 599)
+        throw fail('SCRIPT_RESPONSE_INVALID', `status ${outcome.status} (200-599)`);
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(outcome.headers)) {
+        const name = k.toLowerCase();
+        if (HOP_BY_HOP.has(name)) continue;
+        if (!HEADER_NAME.test(name) || /[\r\n\0]/.test(v)) throw fail('SCRIPT_RESPONSE_INVALID', `header ${JSON.stringify(k)}`);
+        headers[name] = v;
+      }
+      const body = outcome.body === null ? Buffer.alloc(0) : Buffer.from(outcome.body);
+      if (typeof outcome.body === 'string' && !headers['content-type']) headers['content-type'] = 'text/plain; charset=utf-8';
+      return { status: outcome.status, headers, body };
+    }
+  }
+}
+
+function failure(report: Extract<RunReport, { type: 'failed' }>, d: Directives): HoodyError {
+  switch (report.failure) {
+    case 'thrown':
+      return fail('SCRIPT_ERROR', report.message);
+    case 'timeout':
+      return fail('SCRIPT_TIMEOUT', d.timeoutMs);
+    case 'memory':
+      return fail('SCRIPT_MEMORY', d.memoryMb);
+    case 'aborted':
+      return fail('SCRIPT_ABORTED');
+    case 'internal':
+      return fail('EXEC_WORKER_FAILED', report.message);
+  }
+}
+
+/**
+ * Exec: scripts on each container's scripts area, run in V8 isolates in a separate worker process.
+ * The daemon owns one; it is also a NamespaceHooks (close() of a container disposes its isolates).
+ */
+export class ExecService implements NamespaceHooks {
+  private readonly worker: WorkerHost;
+  private readonly transpiler = new Transpiler();
+  private readonly directives = new Map<string, Directives>();
+  private readonly active = new Map<number, ActiveRun>();
+  private readonly execLog: ExecLog;
+  private readonly domain: string;
+  private seq = 0;
+
+  constructor(private readonly deps: ExecDeps) {
+    this.domain = deps.domain ?? 'hoody.localhost';
+    this.execLog = new ExecLog(deps.db, (err) => deps.log.error({ err }, 'exec log write failed'));
+    this.worker = new WorkerHost({
+      log: deps.log.child({ ns: 'exec' }),
+      config: { maxLiveIsolates: deps.maxLiveIsolates ?? 64, idleMs: deps.idleMs ?? 60_000 },
+      onCall: (id, call, op, args) => this.serveCall(id, call, op, args),
+    });
+  }
+
+  /** Live isolates and runs in flight (for metrics). */
+  async stats(): Promise<{ liveIsolates: number; runsInFlight: number; workerPid: number | null }> {
+    const s = await this.worker.stats();
+    return { liveIsolates: s.liveIsolates, runsInFlight: this.active.size, workerPid: this.worker.pid };
+  }
+
+  /** The exec worker's pid, null while none runs. */
+  get workerPid(): number | null {
+    return this.worker.pid;
+  }
+
+  // ---- NamespaceHooks
+
+  async open(row: ContainerRow): Promise<void> {
+    await FileArea.of(row, 'scripts').resolve('');
+  }
+
+  /**
+   * With a row (the NamespaceHooks call, before a container is deleted): disposes that container's isolates.
+   * Without: shuts the service down (stops the worker, writes what is left of the log).
+   */
+  async close(row?: ContainerRow): Promise<void> {
+    if (row) this.worker.dispose(row.id);
+    else await this.worker.close();
+    this.execLog.flush();
+  }
+
+  // ---- running
+
+  /** Finds `<path>.ts` (or `.js`, or the path itself when it names one), reads its magic comments, compiles it. */
+  async prepare(row: ContainerRow, scriptPath: string): Promise<PreparedScript | null> {
+    const rel = FileArea.normalize(scriptPath);
+    if (rel === '') return null;
+    const area = FileArea.of(row, 'scripts');
+    const candidates = RUNNABLE.test(rel) ? [rel] : [`${rel}.ts`, `${rel}.js`];
+    for (const file of candidates) {
+      let source: Buffer;
+      try {
+        source = await area.read(file);
+      } catch (err) {
+        if (isHoodyError(err) && (err.code === 'HOODY_FILE_UNKNOWN' || err.code === 'HOODY_PATH_CONFLICT')) continue;
+        throw err;
+      }
+      const text = source.toString('utf8');
+      const compiled = await this.transpiler.compile(text, loaderFor(file));
+      let directives = this.directives.get(compiled.hash);
+      if (!directives) {
+        directives = parseDirectives(text);
+        this.directives.set(compiled.hash, directives);
+        if (this.directives.size > 1024) this.directives.delete(this.directives.keys().next().value!);
+      }
+      return { file, directives, hash: compiled.hash, code: compiled.code };
+    }
+    return null;
+  }
+
+  /**
+   * Runs a script for one request and logs the run. Resolves with the HTTP answer; a script that throws,
+   * times out or exceeds its memory rejects with the catalogued HoodyError (5xx).
+   */
+  async run(row: ContainerRow, script: string | PreparedScript, input: RunInput): Promise<RunResult> {
+    const prepared = typeof script === 'string' ? await this.prepare(row, script) : script;
+    if (!prepared) throw fail('SCRIPT_UNKNOWN', typeof script === 'string' ? script : '');
+    const depth = input.depth ?? 0;
+    if (depth > MAX_EXEC_DEPTH) throw fail('SCRIPT_LOOP', depth);
+    const request = scriptRequest(input);
+    const id = ++this.seq;
+    const started = new Date();
+    const active: ActiveRun = { row, input, abort: new AbortController() };
+    this.active.set(id, active);
+    let report: RunReport;
+    try {
+      const d = prepared.directives;
+      report = await this.worker.run({
+        id,
+        key: `${row.id}:${prepared.file}`,
+        container: row.id,
+        hash: prepared.hash,
+        code: prepared.code,
+        limits: { timeoutMs: d.timeoutMs, memoryMb: d.memoryMb, consoleCap: CONSOLE_CAP },
+        request,
+      });
+    } finally {
+      this.active.delete(id);
+      active.abort.abort();
+    }
+    let result: RunResult | null = null;
+    let error: HoodyError | null = null;
+    if (report.type === 'done') {
+      try {
+        result = httpResult(report.outcome);
+      } catch (err) {
+        error = err as HoodyError;
+      }
+    } else error = failure(report, prepared.directives);
+    this.execLog.add({
+      container: row.name,
+      script: prepared.file,
+      method: request.method,
+      time: started.toISOString(),
+      status: error ? error.status : result!.status,
+      durationMs: Date.now() - started.getTime(),
+      cpuMs: Math.round(report.cpuMs * 1000) / 1000,
+      tokenId: input.callerTokenId,
+      dryRun: input.dryRun,
+      console: report.console,
+      error: error ? `${error.code}: ${error.message}` : null,
+    });
+    if (error) throw error;
+    return result!;
+  }
+
+  /** The exec log of a container: oldest first, from `since` (inclusive) or else the latest `limit` rows. */
+  logs(container: string, q: ExecLogQuery = {}): ExecLogEntry[] {
+    return this.execLog.query(container, q);
+  }
+
+  /** The exec log as a `GET /api/v1/logs?source=exec` source. */
+  logSource(): LogSource {
+    return { name: 'exec', read: (container, q) => this.logs(container, q) };
+  }
+
+  // ---- scripts area (the write API)
+
+  async listScripts(row: ContainerRow): Promise<ScriptInfo[]> {
+    const area = FileArea.of(row, 'scripts');
+    const out: ScriptInfo[] = [];
+    for (const f of await area.walk('')) {
+      const runnable = RUNNABLE.test(f.path);
+      let directives: Directives | null = null;
+      let error: string | null = null;
+      if (runnable) {
+        try {
+          directives = parseDirectives((await area.read(f.path)).toString('utf8'));
+        } catch (err) {
+          error = errorText(err);
+        }
+      }
+      out.push({ ...f, runnable, directives, error });
+    }
+    return out;
+  }
+
+  async readScript(row: ContainerRow, path: string): Promise<Buffer> {
+    try {
+      return await FileArea.of(row, 'scripts').read(path);
+    } catch (err) {
+      if (isHoodyError(err) && err.code === 'HOODY_FILE_UNKNOWN') throw fail('SCRIPT_UNKNOWN', path);
+      throw err;
+    }
+  }
+
+  /** Writes a script after checking it: magic comments parse and the code compiles (runnable files only). */
+  async writeScript(row: ContainerRow, path: string, source: Buffer): Promise<ScriptInfo & { created: boolean }> {
+    const rel = FileArea.normalize(path);
+    if (rel === '') throw fail('PATH_INVALID', 'name a script file, e.g. certs/renew.ts');
+    const runnable = RUNNABLE.test(rel);
+    let directives: Directives | null = null;
+    if (runnable) {
+      if (!isUtf8(source)) throw fail('BODY_INVALID', 'a script must be UTF-8 text');
+      const text = source.toString('utf8');
+      directives = parseDirectives(text);
+      await this.transpiler.compile(text, loaderFor(rel));
+    }
+    const w = await FileArea.of(row, 'scripts').write(rel, source);
+    return { path: w.path, size: w.size, mtime: w.mtime, created: w.created, runnable, directives, error: null };
+  }
+
+  async deleteScript(row: ContainerRow, path: string): Promise<void> {
+    try {
+      await FileArea.of(row, 'scripts').remove(path);
+    } catch (err) {
+      if (isHoodyError(err) && err.code === 'HOODY_FILE_UNKNOWN') throw fail('SCRIPT_UNKNOWN', path);
+      throw err;
+    }
+  }
+
+  // ---- host functions of scripts (served here, in the daemon, for the worker)
+
+  private serveCall(id: number, call: number, op: HostOp, args: unknown): void {
+    const run = this.active.get(id);
+    if (!run) return;
+    this.hostCall(run, op, (args ?? {}) as Record<string, unknown>).then(
+      (value) => this.worker.reply(id, call, { ok: true, value }),
+      (err: unknown) => this.worker.reply(id, call, { ok: false, error: errorText(err) }),
+    );
+  }
+
+  private async hostCall(run: ActiveRun, op: HostOp, args: Record<string, unknown>): Promise<unknown> {
+    const files = FileArea.of(run.row, 'files');
+    switch (op) {
+      case 'fetch':
+        return this.fetch(run, args);
+      case 'files.read':
+        return (await files.read(String(args.path))).toString('utf8');
+      case 'files.write': {
+        const data = args.data instanceof Uint8Array ? Buffer.from(args.data) : String(args.data ?? '');
+        const w = await files.write(String(args.path), data);
+        return { path: w.path, size: w.size, created: w.created };
+      }
+      case 'files.list':
+        return files.list(String(args.path ?? ''));
+      case 'files.delete':
+        await files.remove(String(args.path));
+        return null;
+      case 'acme.order': {
+        if (!this.deps.acme) throw new Error('acme is not available: this host has no ACME client configured for exec');
+        const domains = Array.isArray(args.domains) ? args.domains.map(String) : [];
+        if (domains.length === 0) throw new Error('acme.order needs a domain or a list of domains');
+        const r = await this.deps.acme.order(run.row.name, domains, { dryRun: run.input.dryRun });
+        return JSON.parse(JSON.stringify(r)) as unknown;
+      }
+    }
+  }
+
+  private async fetch(run: ActiveRun, args: Record<string, unknown>): Promise<unknown> {
+    const url = String(args.url ?? '');
+    const method = String(args.method ?? 'GET').toUpperCase();
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries((args.headers ?? {}) as Record<string, unknown>)) headers[k.toLowerCase()] = String(v);
+    const text = typeof args.body === 'string' ? args.body : null;
+    const body = args.body instanceof Uint8Array ? Buffer.from(args.body) : text !== null ? Buffer.from(text) : null;
+    const res =
+      url.startsWith('/') && !url.startsWith('//')
+        ? await this.fetchSelf(run, url, method, headers, body, text)
+        : await outboundFetch({ url, method, headers, body }, { domain: this.domain, signal: run.abort.signal });
+    return {
+      status: res.status,
+      statusText: res.statusText,
+      headers: res.headers,
+      url: res.url,
+      ...(isUtf8(res.body) ? { text: res.body.toString('utf8') } : { bytes: new Uint8Array(res.body) }),
+    };
+  }
+
+  /** A relative URL: this container's own API, with the caller's authority (never a token the script adds). */
+  private async fetchSelf(
+    run: ActiveRun,
+    url: string,
+    method: string,
+    headers: Record<string, string>,
+    body: Buffer | null,
+    text: string | null,
+  ): Promise<OutboundResponse> {
+    const target = new URL(url, 'http://self'); // dot segments resolved: the path cannot climb out
+    target.searchParams.delete('token');
+    const path = target.pathname + target.search;
+    for (const h of SELF_DROP_HEADERS) delete headers[h];
+    // A string body without a content type goes as JSON when it is JSON (the seed's bare JSON.stringify body).
+    if (text !== null && !headers['content-type']) headers['content-type'] = looksLikeJson(text) ? 'application/json' : 'text/plain; charset=utf-8';
+    headers[EXEC_DEPTH_HEADER] = String((run.input.depth ?? 0) + 1);
+    const r = await this.deps.selfFetch(run.row.name, run.input.callerTokenId, { method, path, headers, body });
+    return { status: r.status, statusText: '', headers: flatHeaders(r.headers), body: r.body, url: path };
+  }
+}

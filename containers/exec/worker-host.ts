@@ -1,0 +1,172 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { dirname, extname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import type { FromWorker, HostOp, ToWorker, WorkerConfig, WorkerStats } from './protocol.js';
+
+export type RunMessage = Omit<Extract<ToWorker, { type: 'run' }>, 'type'>;
+export type RunReport = Extract<FromWorker, { type: 'done' | 'failed' }>;
+
+/** Extra wall time the daemon grants the worker beyond a run's own limit before it declares the worker stuck. */
+const BACKSTOP_GRACE_MS = 10_000;
+
+interface Pending {
+  resolve(report: RunReport): void;
+  timer: NodeJS.Timeout;
+  /** The worker the run was sent to: when it exits, only its runs fail. */
+  child: ChildProcess;
+}
+
+export interface WorkerHostOptions {
+  log: Logger;
+  config: WorkerConfig;
+  /** A script asked for a host function; answer with reply(). */
+  onCall(id: number, call: number, op: HostOp, args: unknown): void;
+}
+
+function workerEntry(): { file: string; execArgv: string[] } {
+  const self = fileURLToPath(import.meta.url);
+  const ext = extname(self);
+  // Compiled: dist/containers/exec/worker.js. Under tsx (npm test): the .ts source, loaded through tsx too.
+  return { file: join(dirname(self), `worker${ext}`), execArgv: ['--no-node-snapshot', ...(ext === '.ts' ? ['--import', 'tsx'] : [])] };
+}
+
+/**
+ * The daemon's side of the exec worker process. One worker: isolated-vm already runs every isolate on its own
+ * thread pool (one thread per core), so a second process would add ~40 MB and a second set of caches while
+ * running no more scripts at once; what a process boundary buys (a crash or a v8 fatal error cannot take the
+ * daemon down) one process gives. The worker starts on the first run and again on the first run after it died,
+ * so a worker that keeps crashing costs nothing between requests.
+ */
+export class WorkerHost {
+  private child: ChildProcess | null = null;
+  private readonly pending = new Map<number, Pending>();
+  private closed = false;
+  private statsSeq = 0;
+  private readonly statsWaiting = new Map<number, (s: WorkerStats) => void>();
+
+  constructor(private readonly opts: WorkerHostOptions) {}
+
+  /** Sends a run to the worker; resolves with its report (never rejects). */
+  run(msg: RunMessage): Promise<RunReport> {
+    return new Promise((resolve) => {
+      if (this.closed) {
+        resolve({ type: 'failed', id: msg.id, cpuMs: 0, console: '', failure: 'internal', message: 'exec service closed' });
+        return;
+      }
+      const child = this.ensure();
+      const timer = setTimeout(() => {
+        this.opts.log.error({ run: msg.id, key: msg.key }, 'exec worker did not end a run past its limit; restarting it');
+        this.settle(msg.id, { type: 'failed', id: msg.id, cpuMs: 0, console: '', failure: 'timeout', message: 'the worker did not end the run' });
+        child.kill('SIGKILL');
+      }, msg.limits.timeoutMs + BACKSTOP_GRACE_MS);
+      this.pending.set(msg.id, { resolve, timer, child });
+      this.post(child, { type: 'run', ...msg });
+    });
+  }
+
+  reply(id: number, call: number, result: { ok: true; value: unknown } | { ok: false; error: string }): void {
+    const p = this.pending.get(id);
+    if (p) this.post(p.child, { type: 'reply', id, call, ...result });
+  }
+
+  /** Disposes a container's isolates (no-op without a worker). */
+  dispose(container: string): void {
+    if (this.child) this.post(this.child, { type: 'dispose', container });
+  }
+
+  /** What the worker holds right now (zeros when no worker runs). */
+  stats(): Promise<WorkerStats> {
+    const child = this.child;
+    const none = { liveIsolates: 0, runs: 0 };
+    if (!child) return Promise.resolve(none);
+    return new Promise((resolve) => {
+      const id = ++this.statsSeq;
+      const timer = setTimeout(() => {
+        this.statsWaiting.delete(id);
+        resolve(none);
+      }, 2000);
+      this.statsWaiting.set(id, (s) => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      this.post(child, { type: 'stats', id });
+    });
+  }
+
+  /** The worker's pid, or null when none runs (tests use it to kill the worker). */
+  get pid(): number | null {
+    return this.child?.pid ?? null;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const child = this.child;
+    if (!child) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.disconnect?.();
+    const force = setTimeout(() => child.kill('SIGKILL'), 2000);
+    await exited;
+    clearTimeout(force);
+  }
+
+  private post(child: ChildProcess, msg: ToWorker): void {
+    try {
+      child.send(msg, (err) => {
+        if (err) this.opts.log.warn({ err }, 'exec worker message not delivered');
+      });
+    } catch (err) {
+      this.opts.log.warn({ err }, 'exec worker channel closed');
+    }
+  }
+
+  private settle(id: number, report: RunReport): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    p.resolve(report);
+  }
+
+  private ensure(): ChildProcess {
+    if (this.child?.connected) return this.child;
+    const { file, execArgv } = workerEntry();
+    const child = fork(file, [JSON.stringify(this.opts.config)], {
+      execArgv,
+      serialization: 'advanced',
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    this.child = child;
+    const log = this.opts.log.child({ worker: child.pid });
+    if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => log.warn({ line }, 'exec worker stderr'));
+    child.on('message', (msg: FromWorker) => {
+      switch (msg.type) {
+        case 'done':
+        case 'failed':
+          this.settle(msg.id, msg);
+          break;
+        case 'call':
+          if (this.pending.has(msg.id)) this.opts.onCall(msg.id, msg.call, msg.op, msg.args);
+          break;
+        case 'stats':
+          this.statsWaiting.get(msg.id)?.(msg.stats);
+          this.statsWaiting.delete(msg.id);
+          break;
+        case 'fatal':
+          log.error({ message: msg.message }, 'catastrophic isolate failure; the exec worker restarts');
+          break;
+      }
+    });
+    child.on('error', (err) => log.error({ err }, 'exec worker error'));
+    child.on('exit', (code, signal) => {
+      if (this.child === child) this.child = null;
+      const why = signal ? `killed by ${signal}` : `exit code ${code}`;
+      if (!this.closed) log.warn({ code, signal, inFlight: this.pending.size }, 'exec worker exited');
+      for (const [id, p] of [...this.pending])
+        if (p.child === child)
+          this.settle(id, { type: 'failed', id, cpuMs: 0, console: '', failure: 'internal', message: `the exec worker died (${why})` });
+    });
+    return child;
+  }
+}

@@ -1,0 +1,315 @@
+/**
+ * The exec worker: a child process of the daemon (fork, `--no-node-snapshot`) that owns every V8 isolate.
+ * It compiles and runs scripts and enforces their limits; everything a script may reach outside its isolate
+ * (fetch, files, acme) is a `call` message answered by the daemon. A catastrophic isolate failure or a
+ * crash kills only this process: the daemon fails the runs in flight and starts a new worker.
+ */
+import ivm from 'isolated-vm';
+import { PRELUDE } from './prelude.js';
+import type { FromWorker, HostOp, RunFailure, RunOutcome, ToWorker, WorkerConfig } from './protocol.js';
+
+type RunMessage = Extract<ToWorker, { type: 'run' }>;
+
+/** At most this many host calls (fetch, files, acme) of one run in flight at once. */
+const MAX_PENDING_CALLS = 32;
+/** CPU an idle isolate may use (GC) before the watchdog disposes it. */
+const IDLE_CPU_LIMIT_NS = 200_000_000n;
+/** Compiled scripts kept per isolate (a script's few recent versions). */
+const SCRIPTS_PER_ISOLATE = 4;
+
+const HOST_OPS: readonly string[] = ['fetch', 'files.read', 'files.write', 'files.list', 'files.delete', 'acme.order'];
+
+function send(msg: FromWorker): void {
+  process.send?.(msg);
+}
+
+interface Slot {
+  key: string;
+  container: string;
+  memoryMb: number;
+  isolate: ivm.Isolate;
+  prelude: ivm.Script | null;
+  scripts: Map<string, ivm.Script>;
+  /** Runs using this isolate right now. */
+  active: number;
+  lastUsed: number;
+  dead: boolean;
+  /** Last cpuTime read (ns), so a run whose isolate was disposed still reports what it used. */
+  cpuNs: bigint;
+  /** cpuTime when the isolate last became idle: an idle isolate must not use CPU. */
+  idleCpuNs: bigint;
+}
+
+function cpuOf(slot: Slot): bigint {
+  if (!slot.dead && !slot.isolate.isDisposed) {
+    try {
+      slot.cpuNs = slot.isolate.cpuTime;
+    } catch {
+      // disposed between the check and the read
+    }
+  }
+  return slot.cpuNs;
+}
+
+/**
+ * Isolates pooled per (container, script). A run takes an idle isolate of its key, or a new one, so one
+ * run's timeout or memory blow-up (which disposes the isolate) never takes down a concurrent run. Past the
+ * cap of live isolates, the least recently used idle ones (any key) are disposed first; only when every
+ * isolate is busy do concurrent runs of one script share an isolate (each still in its own context).
+ */
+class IsolatePool {
+  private readonly byKey = new Map<string, Slot[]>();
+  private live = 0;
+
+  constructor(private readonly config: WorkerConfig) {}
+
+  get size(): number {
+    return this.live;
+  }
+
+  acquire(key: string, container: string, memoryMb: number): Slot {
+    const list = this.byKey.get(key) ?? [];
+    for (const s of [...list]) if (s.active === 0 && s.memoryMb !== memoryMb) this.discard(s); // @memory changed
+    const matching = (this.byKey.get(key) ?? []).filter((s) => s.memoryMb === memoryMb);
+    let slot = matching.find((s) => s.active === 0);
+    if (!slot) {
+      if (this.live >= this.config.maxLiveIsolates) this.evictIdle(this.live - this.config.maxLiveIsolates + 1);
+      if (this.live < this.config.maxLiveIsolates || matching.length === 0) slot = this.create(key, container, memoryMb);
+      else slot = matching.reduce((a, b) => (b.active < a.active ? b : a));
+    }
+    slot.active++;
+    slot.lastUsed = Date.now();
+    return slot;
+  }
+
+  release(slot: Slot): void {
+    slot.active--;
+    slot.lastUsed = Date.now();
+    if (slot.active === 0) slot.idleCpuNs = cpuOf(slot);
+  }
+
+  private create(key: string, container: string, memoryMb: number): Slot {
+    const isolate = new ivm.Isolate({
+      memoryLimit: memoryMb,
+      onCatastrophicError: (message) => {
+        // v8 lost control of this isolate: nothing in this process can be trusted any more
+        send({ type: 'fatal', message });
+        setTimeout(() => process.exit(70), 50);
+      },
+    });
+    const slot: Slot = { key, container, memoryMb, isolate, prelude: null, scripts: new Map(), active: 0, lastUsed: Date.now(), dead: false, cpuNs: 0n, idleCpuNs: 0n };
+    const list = this.byKey.get(key);
+    if (list) list.push(slot);
+    else this.byKey.set(key, [slot]);
+    this.live++;
+    return slot;
+  }
+
+  discard(slot: Slot): void {
+    if (slot.dead) return;
+    cpuOf(slot);
+    slot.dead = true;
+    const list = this.byKey.get(slot.key) ?? [];
+    const i = list.indexOf(slot);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.byKey.delete(slot.key);
+    this.live--;
+    try {
+      slot.isolate.dispose();
+    } catch {
+      // already disposed (memory limit)
+    }
+  }
+
+  private evictIdle(n: number): void {
+    const idle = [...this.byKey.values()].flat().filter((s) => s.active === 0);
+    idle.sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const s of idle.slice(0, n)) this.discard(s);
+  }
+
+  sweep(): void {
+    const now = Date.now();
+    for (const s of [...this.byKey.values()].flat()) if (s.active === 0 && now - s.lastUsed >= this.config.idleMs) this.discard(s);
+  }
+
+  /** Disposes idle isolates that still burn CPU (code that escaped its run's wall time somehow). */
+  watchdog(): void {
+    for (const s of [...this.byKey.values()].flat())
+      if (s.active === 0 && cpuOf(s) - s.idleCpuNs > IDLE_CPU_LIMIT_NS) {
+        process.stderr.write(`exec worker: idle isolate ${s.key} kept using CPU; disposed\n`);
+        this.discard(s);
+      }
+  }
+
+  disposeContainer(container: string): void {
+    for (const s of [...this.byKey.values()].flat()) if (s.container === container) this.discard(s);
+  }
+
+  async script(slot: Slot, hash: string, code: string): Promise<ivm.Script> {
+    const hit = slot.scripts.get(hash);
+    if (hit) return hit;
+    const compiled = await slot.isolate.compileScript(code, { filename: 'script' });
+    slot.scripts.set(hash, compiled);
+    if (slot.scripts.size > SCRIPTS_PER_ISOLATE) {
+      const [oldest, old] = slot.scripts.entries().next().value!;
+      slot.scripts.delete(oldest);
+      old.release();
+    }
+    return compiled;
+  }
+}
+
+interface Run {
+  msg: RunMessage;
+  slot: Slot;
+  finished: boolean;
+  timedOut: boolean;
+  settle: ivm.Reference<(id: number, ok: boolean, value: unknown) => void> | null;
+  console: string[];
+  consoleBytes: number;
+  consoleCut: boolean;
+  pending: Set<number>;
+  timers: Set<NodeJS.Timeout>;
+}
+
+type Encoded = RunOutcome | { kind: 'error'; message: string; stack: string };
+
+const config: WorkerConfig = { maxLiveIsolates: 64, idleMs: 60_000, ...(JSON.parse(process.argv[2] ?? '{}') as Partial<WorkerConfig>) };
+const pool = new IsolatePool(config);
+const runs = new Map<number, Run>();
+
+function answer(run: Run, call: number, ok: boolean, value: unknown): void {
+  if (run.finished || !run.settle) return;
+  run.settle.apply(undefined, [call, ok, value], { arguments: { copy: true } }).catch(() => undefined);
+}
+
+function onLog(run: Run, level: string, text: string): void {
+  if (run.finished || run.consoleCut) return;
+  const line = level === 'log' ? String(text) : `[${level}] ${String(text)}`;
+  const room = run.msg.limits.consoleCap - run.consoleBytes;
+  if (line.length + 1 > room) {
+    if (room > 0) run.console.push(line.slice(0, room));
+    run.console.push('[console output truncated]');
+    run.consoleCut = true;
+    run.consoleBytes = run.msg.limits.consoleCap;
+    return;
+  }
+  run.console.push(line);
+  run.consoleBytes += line.length + 1;
+}
+
+function onCall(run: Run, call: number, op: string, args: unknown): void {
+  if (run.finished) return;
+  if (op === 'sleep') {
+    const ms = Math.min(Math.max(0, Number((args as { ms?: unknown } | null)?.ms) || 0), run.msg.limits.timeoutMs);
+    const t = setTimeout(() => {
+      run.timers.delete(t);
+      answer(run, call, true, null);
+    }, ms);
+    run.timers.add(t);
+    return;
+  }
+  if (!HOST_OPS.includes(op)) answer(run, call, false, `unknown host function ${op}`);
+  else if (run.pending.size >= MAX_PENDING_CALLS)
+    answer(run, call, false, `too many fetch/files/acme calls at once (at most ${MAX_PENDING_CALLS})`);
+  else {
+    run.pending.add(call);
+    send({ type: 'call', id: run.msg.id, call, op: op as HostOp, args });
+  }
+}
+
+function classify(run: Run, err: unknown): { failure: RunFailure; message: string } {
+  const message = err instanceof Error ? err.message : String(err);
+  if (run.timedOut || /execution timed out/i.test(message)) return { failure: 'timeout', message };
+  if (/memory limit/i.test(message)) return { failure: 'memory', message };
+  if (run.slot.dead || run.slot.isolate.isDisposed) return { failure: 'aborted', message };
+  return { failure: 'thrown', message };
+}
+
+async function execute(msg: RunMessage): Promise<void> {
+  const { limits } = msg;
+  const slot = pool.acquire(msg.key, msg.container, limits.memoryMb);
+  const run: Run = {
+    msg,
+    slot,
+    finished: false,
+    timedOut: false,
+    settle: null,
+    console: [],
+    consoleBytes: 0,
+    consoleCut: false,
+    pending: new Set(),
+    timers: new Set(),
+  };
+  runs.set(msg.id, run);
+  const cpu0 = cpuOf(slot);
+  // isolated-vm's own timeout covers synchronous execution only; this covers the whole run, awaits included
+  const wall = setTimeout(() => {
+    run.timedOut = true;
+    pool.discard(slot);
+  }, limits.timeoutMs);
+  let context: ivm.Context | null = null;
+  let result: FromWorker;
+  try {
+    context = await slot.isolate.createContext();
+    const global = context.global;
+    await global.set('__hoody_call', new ivm.Callback((call: number, op: string, args: unknown) => onCall(run, call, op, args), { ignored: true }));
+    await global.set('__hoody_log', new ivm.Callback((level: string, text: string) => onLog(run, level, text), { ignored: true }));
+    await global.set('__hoody_request', new ivm.ExternalCopy(msg.request).copyInto({ release: true }));
+    await global.set('__hoody_console_cap', limits.consoleCap);
+    slot.prelude ??= await slot.isolate.compileScript(PRELUDE, { filename: 'hoody:prelude' });
+    run.settle = (await slot.prelude.run(context, { reference: true, timeout: limits.timeoutMs })) as Run['settle'];
+    const script = await pool.script(slot, msg.hash, msg.code);
+    const out = (await script.run(context, { timeout: limits.timeoutMs, promise: true, copy: true })) as Encoded;
+    result =
+      out.kind === 'error'
+        ? { type: 'failed', id: msg.id, cpuMs: 0, console: '', failure: 'thrown', message: out.message }
+        : { type: 'done', id: msg.id, cpuMs: 0, console: '', outcome: out };
+  } catch (err) {
+    const c = classify(run, err);
+    result = { type: 'failed', id: msg.id, cpuMs: 0, console: '', ...c };
+  }
+  clearTimeout(wall);
+  run.finished = true;
+  runs.delete(msg.id);
+  for (const t of run.timers) clearTimeout(t);
+  if (result.type === 'failed' && result.failure !== 'thrown') pool.discard(slot);
+  try {
+    run.settle?.release();
+    context?.release();
+  } catch {
+    // the isolate is gone already
+  }
+  result.cpuMs = Number(cpuOf(slot) - cpu0) / 1e6;
+  result.console = run.console.join('\n');
+  pool.release(slot);
+  send(result);
+}
+
+process.on('message', (msg: ToWorker) => {
+  switch (msg.type) {
+    case 'run':
+      execute(msg).catch((err: unknown) =>
+        send({ type: 'failed', id: msg.id, cpuMs: 0, console: '', failure: 'internal', message: String(err) }),
+      );
+      break;
+    case 'reply': {
+      const run = runs.get(msg.id);
+      if (!run) break;
+      run.pending.delete(msg.call);
+      answer(run, msg.call, msg.ok, msg.ok ? msg.value : msg.error);
+      break;
+    }
+    case 'dispose':
+      pool.disposeContainer(msg.container);
+      break;
+    case 'stats':
+      send({ type: 'stats', id: msg.id, stats: { liveIsolates: pool.size, runs: runs.size } });
+      break;
+  }
+});
+
+// The daemon is gone (or closed the channel): so is this worker.
+process.on('disconnect', () => process.exit(0));
+setInterval(() => pool.sweep(), Math.max(1000, Math.min(config.idleMs / 2, 10_000))).unref();
+setInterval(() => pool.watchdog(), 1000).unref();
