@@ -134,6 +134,11 @@ export class ContainerStore {
     return rows.map(toToken);
   }
 
+  tokenById(id: string): TokenRow | undefined {
+    const r = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as Raw | undefined;
+    return r && toToken(r);
+  }
+
   tokenByHash(hash: string): TokenRow | undefined {
     const r = this.db.prepare('SELECT * FROM tokens WHERE hash = ?').get(hash) as Raw | undefined;
     return r && toToken(r);

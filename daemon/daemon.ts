@@ -21,17 +21,12 @@ import { buildMetrics } from './metrics.js';
 import { setupHost } from './setup.js';
 import { watchStarts } from './events.js';
 import { loadHostTrust } from './tls.js';
-import { buildPublicServer } from '../api/public/server.js';
+import { buildPublicServer, type PublicServer } from '../api/public/server.js';
+import { buildNamespaces } from './namespaces.js';
 import { ServiceNetwork } from '../containers/network.js';
 import { ServiceCertificates } from '../containers/tls/sni.js';
 import { VERSION } from './version.js';
-import { ProxyNamespace } from '../containers/proxy/namespace.js';
-import { proxyRoutes } from '../api/container/proxy.js';
 import { NAMESPACE_MIGRATIONS } from './migrations.js';
-import { Http01Challenges } from '../containers/acme/challenges.js';
-import { acmeChallengeRoute } from '../containers/acme/route.js';
-import { AcmeService } from '../containers/acme/service.js';
-import type { LogSource } from '../containers/logs.js';
 
 export interface Daemon {
   config: Config;
@@ -78,34 +73,22 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const network = new ServiceNetwork(() => ctx, config.domain, () => ports, trust.bundlePath, trust.caPath);
   ctx.specExtras = (name) => network.extras(name);
   ctx.hooks.push(network);
-  const proxy = new ProxyNamespace(db, ctx, config.domain, () => ports.https);
-  const logSources: LogSource[] = [];
-  const challenges = new Http01Challenges();
-  const acme = new AcmeService({
-    db,
-    log: log.child({ ns: 'acme' }),
-    directoryUrl: config.acmeDirectory,
-    stagingDirectoryUrl: config.acmeStagingDirectory,
-    caFile: config.acmeCaFile,
-    challenges,
-    ownsHostname: (container, hostname) => proxy.service.ownsHostname(container, hostname),
-    // Poll fast first: a CA that validates at once (pebble) finishes a whole order in well under a second.
-    poll: { attempts: 30, minMs: 100, maxMs: 5000 },
-  });
-  ctx.hooks.push(proxy);
+  let pub: PublicServer | undefined;
+  const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app);
 
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
 
-  const pub = await buildPublicServer({
+  pub = await buildPublicServer({
     ctx,
     domain: config.domain,
     log,
-    namespaces: [async (app) => void (await app.register(proxyRoutes, { proxy: proxy.service }))],
-    rootRoutes: [async (app) => void app.route(acmeChallengeRoute(challenges))],
-    intercept: (req, res) => proxy.forwarder.handle(req, res),
-    upgrade: (req, socket, head) => proxy.forwarder.upgrade(req, socket, head),
-    sni: async (name) => proxy.service.context(name) ?? certs.contextFor(name),
+    namespaces: ns.routes,
+    rootRoutes: ns.rootRoutes,
+    internal: ns.internal,
+    intercept: (req, res) => ns.proxy.forwarder.handle(req, res),
+    upgrade: (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
+    sni: async (name) => ns.proxy.service.context(name) ?? certs.contextFor(name),
     defaultContext: () => certs.defaultContext(),
   });
   ports = await pub.listen(config.httpPort, config.httpsPort);
@@ -125,7 +108,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     hostInfo: () => hostInfo(ctx.pool, storage, engine, ksm, setup.pool.kind === 'loop'),
     stats: () => collectStats(ctx, ksm),
     listeners: () => ({ http: ports.http, https: ports.https, domain: config.domain }),
-    logSources,
+    logSources: ns.logSources,
   });
   await mkdir(dirname(config.adminSocket), { recursive: true });
   if (existsSync(config.adminSocket)) await rm(config.adminSocket); // stale from a killed daemon
@@ -145,9 +128,8 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
       closed = true;
       stopEvents();
       await admin.close();
-      await pub.close();
-      proxy.forwarder.close();
-      acme.close();
+      await pub?.close();
+      await ns.close();
       db.close();
       log.info('hoodyd stopped');
     },

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { ContainerContext } from '../../containers/context.js';
-import { resolveCaller } from '../public/resolve.js';
+import { type InternalAuthority, resolveCaller } from '../public/resolve.js';
 import { tokenRoutes } from './tokens.js';
 
 /** A namespace's routes (cron, exec, files, logs…), registered inside the container plugin. */
@@ -10,6 +10,7 @@ export interface ContainerApiOptions {
   ctx: ContainerContext;
   domain: string;
   namespaces: NamespaceRoutes[];
+  internal?: InternalAuthority;
 }
 
 /**
@@ -18,7 +19,7 @@ export interface ContainerApiOptions {
  */
 export const containerApi: FastifyPluginAsync<ContainerApiOptions> = async (app, opts) => {
   app.decorateRequest('hoody', null as never);
-  app.addHook('onRequest', resolveCaller(opts.ctx, opts.domain));
+  app.addHook('onRequest', resolveCaller(opts.ctx, opts.domain, opts.internal));
   await app.register(tokenRoutes, { store: opts.ctx.store });
   for (const ns of opts.namespaces) await ns(app);
 };

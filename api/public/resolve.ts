@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ContainerContext } from '../../containers/context.js';
 import { fail } from '../../containers/errors.js';
@@ -22,16 +23,42 @@ function lookupToken(ctx: ContainerContext, token: string): TokenRow {
   return row;
 }
 
+/** In-process calls (a script's relative fetch) carry the caller's token id, vouched for by a per-daemon secret. */
+export interface InternalAuthority {
+  secret: string;
+}
+
+export const INTERNAL_SECRET_HEADER = 'x-hoody-internal';
+export const INTERNAL_TOKEN_HEADER = 'x-hoody-token-id';
+
+function internalToken(ctx: ContainerContext, req: FastifyRequest, internal: InternalAuthority | undefined): TokenRow | null | undefined {
+  const presented = req.headers[INTERNAL_SECRET_HEADER];
+  if (presented === undefined) return undefined;
+  if (!internal || typeof presented !== 'string' || !timingSafeEqualString(presented, internal.secret)) throw fail('UNAUTHORIZED');
+  const id = req.headers[INTERNAL_TOKEN_HEADER];
+  if (typeof id !== 'string' || !id) return null;
+  const row = ctx.store.tokenById(id);
+  if (!row || row.revokedAt) throw fail('UNAUTHORIZED');
+  return row;
+}
+
+function timingSafeEqualString(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
 /**
  * Resolves which container a request is for (service host, `/c/<ctr>/` path, or the token alone) and who
  * is calling. A bad token is 401; a valid token of another container is 404 (existence is not revealed).
  */
-export function resolveCaller(ctx: ContainerContext, domain: string) {
+export function resolveCaller(ctx: ContainerContext, domain: string, internal?: InternalAuthority) {
   return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
     const params = req.params as { ctr?: string };
     const target = parseHost(req.headers.host, domain);
-    const raw = presentedToken(req);
-    const token = raw ? lookupToken(ctx, raw) : null;
+    const vouched = internalToken(ctx, req, internal);
+    const raw = vouched === undefined ? presentedToken(req) : null;
+    const token = vouched !== undefined ? vouched : raw ? lookupToken(ctx, raw) : null;
     let name: string | undefined;
     let service: CallerContext['service'] = null;
     if (params.ctr !== undefined) {

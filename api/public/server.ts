@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
 import { containerApi, type NamespaceRoutes } from '../container/index.js';
 import { installErrorHandling } from '../errors.js';
+import type { InternalAuthority } from './resolve.js';
 
 export interface PublicServerOptions {
   ctx: ContainerContext;
@@ -22,6 +23,7 @@ export interface PublicServerOptions {
   upgrade?(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
   /** Routes registered at the root, outside every container's plugin (e.g. ACME http-01 answers). */
   rootRoutes?: ((app: FastifyInstance) => Promise<void>)[];
+  internal?: InternalAuthority;
   host?: string;
 }
 
@@ -67,7 +69,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     );
   });
   for (const routes of opts.rootRoutes ?? []) await routes(app);
-  const api = { ctx: opts.ctx, domain: opts.domain, namespaces: opts.namespaces };
+  const api = { ctx: opts.ctx, domain: opts.domain, namespaces: opts.namespaces, internal: opts.internal };
   await app.register(containerApi, api);
   await app.register(containerApi, { ...api, prefix: '/c/:ctr' });
   await app.ready();

@@ -9,7 +9,7 @@ function line(source: string, r: Row): string {
     return `${r.time} cron ${r.entry_id} ${r.trigger} ${r.status} exit=${r.exit_code ?? '-'} by=${r.triggered_by}${out ? `\n  ${out.replace(/\n/g, '\n  ')}` : ''}`;
   }
   const con = String(r.console ?? '').trimEnd();
-  return `${r.time} exec ${r.script} ${r.status} ${r.duration_ms}ms cpu=${r.cpu_ms ?? '-'}ms${r.dry_run ? ' dry-run' : ''}${r.error ? ` error=${JSON.stringify(r.error)}` : ''}${con ? `\n  ${con.replace(/\n/g, '\n  ')}` : ''}`;
+  return `${r.time} exec ${r.method ?? ''} ${r.script} ${r.status} ${r.durationMs}ms cpu=${r.cpuMs ?? '-'}ms${r.dryRun ? ' dry-run' : ''}${r.error ? ` error=${JSON.stringify(r.error)}` : ''}${con ? `\n  ${con.replace(/\n/g, '\n  ')}` : ''}`;
 }
 
 /** `hoody logs NAME --cron|--exec [--follow] [--since T] [--json]`. */

@@ -1,0 +1,100 @@
+import { randomBytes } from 'node:crypto';
+import type Database from 'better-sqlite3';
+import type { FastifyInstance } from 'fastify';
+import type { NamespaceRoutes } from '../api/container/index.js';
+import { execRoutes } from '../api/container/exec.js';
+import { filesRoutes } from '../api/container/files.js';
+import { logRoutes } from '../api/container/logs.js';
+import { proxyRoutes } from '../api/container/proxy.js';
+import { INTERNAL_SECRET_HEADER, INTERNAL_TOKEN_HEADER, type InternalAuthority } from '../api/public/resolve.js';
+import { Http01Challenges } from '../containers/acme/challenges.js';
+import { acmeChallengeRoute } from '../containers/acme/route.js';
+import { AcmeService } from '../containers/acme/service.js';
+import type { ContainerContext } from '../containers/context.js';
+import { ExecService } from '../containers/exec/service.js';
+import type { LogSource } from '../containers/logs.js';
+import { ProxyNamespace } from '../containers/proxy/namespace.js';
+import type { Config } from './config.js';
+
+export interface Namespaces {
+  proxy: ProxyNamespace;
+  acme: AcmeService;
+  exec: ExecService;
+  logSources: LogSource[];
+  /** Each container's routes (inside the container plugin) and the root ones (ACME http-01). */
+  routes: NamespaceRoutes[];
+  rootRoutes: ((app: FastifyInstance) => Promise<void>)[];
+  internal: InternalAuthority;
+  close(): Promise<void>;
+}
+
+/**
+ * Builds every namespace of every container (proxy, ACME, exec, files; cron is added beside them) and
+ * registers their lifecycle hooks on the container context. `inject` reaches the public app once it exists.
+ */
+export function buildNamespaces(
+  config: Config,
+  db: Database.Database,
+  ctx: ContainerContext,
+  httpsPort: () => number,
+  publicApp: () => FastifyInstance,
+): Namespaces {
+  const log = ctx.log;
+  const internal: InternalAuthority = { secret: randomBytes(32).toString('hex') };
+  const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort);
+  const challenges = new Http01Challenges();
+  const acme = new AcmeService({
+    db,
+    log: log.child({ ns: 'acme' }),
+    directoryUrl: config.acmeDirectory,
+    stagingDirectoryUrl: config.acmeStagingDirectory,
+    caFile: config.acmeCaFile,
+    challenges,
+    ownsHostname: (container, hostname) => proxy.service.ownsHostname(container, hostname),
+    // Poll fast first: a CA that validates at once (pebble) finishes a whole order in well under a second.
+    poll: { attempts: 30, minMs: 100, maxMs: 5000 },
+  });
+  const exec = new ExecService({
+    db,
+    log: log.child({ ns: 'exec' }),
+    domain: config.domain,
+    acme,
+    // A script's relative fetch: this container's own API, in process, with the caller's own authority.
+    selfFetch: async (container, tokenId, req) => {
+      const res = await publicApp().inject({
+        method: req.method as 'GET',
+        url: `/c/${container}${req.path.startsWith('/') ? '' : '/'}${req.path}`,
+        headers: {
+          ...req.headers,
+          host: `api.${container}.${config.domain}`,
+          [INTERNAL_SECRET_HEADER]: internal.secret,
+          ...(tokenId ? { [INTERNAL_TOKEN_HEADER]: tokenId } : {}),
+        },
+        payload: req.body ?? undefined,
+      });
+      return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
+    },
+  });
+  ctx.hooks.push(proxy, exec);
+  const logSources: LogSource[] = [exec.logSource()];
+  const routes: NamespaceRoutes[] = [
+    async (app) => void (await app.register(proxyRoutes, { proxy: proxy.service })),
+    async (app) => void (await app.register(filesRoutes, {})),
+    async (app) => void (await app.register(execRoutes, { exec })),
+    async (app) => void (await app.register(logRoutes, { sources: logSources })),
+  ];
+  return {
+    proxy,
+    acme,
+    exec,
+    logSources,
+    routes,
+    rootRoutes: [async (app) => void app.route(acmeChallengeRoute(challenges))],
+    internal,
+    async close() {
+      proxy.forwarder.close();
+      acme.close();
+      await exec.close();
+    },
+  };
+}
