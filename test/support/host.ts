@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import { pino } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
 import { ensureTemplate, removeContainer } from '../../containers/provision.js';
+import type { MigrationSet } from '../../containers/schema.js';
 import { AdminClient } from '../../daemon/client.js';
 import { type Config, loadConfig } from '../../daemon/config.js';
 import { buildContainerContext } from '../../daemon/daemon.js';
@@ -48,11 +49,14 @@ export interface TestContext {
   cleanup(): Promise<void>;
 }
 
-/** A container context in-process (no HTTP), on a temp state dir, with busybox as the default image. */
-export async function testContext(env: NodeJS.ProcessEnv = {}): Promise<TestContext> {
+/**
+ * A container context in-process (no HTTP), on a temp state dir, with busybox as the default image.
+ * `sets`: extra migration sets (e.g. a namespace's) applied after the containers one.
+ */
+export async function testContext(env: NodeJS.ProcessEnv = {}, sets: readonly MigrationSet[] = []): Promise<TestContext> {
   const stateDir = await tempStateDir();
   const config = loadConfig({ stateDir, image: BUSYBOX_IMAGE }, { ...process.env, ...env });
-  const db = openDatabase(config.dbPath);
+  const db = openDatabase(config.dbPath, sets);
   const ctx = buildContainerContext(config, db, pino({ level: process.env.HOODY_TEST_LOG ?? 'warn' }));
   await ensureTemplate(ctx);
   return {

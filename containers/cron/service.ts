@@ -1,0 +1,292 @@
+import { randomUUID } from 'node:crypto';
+import type { Database } from 'better-sqlite3';
+import type { Logger } from 'pino';
+import type { ContainerEngine } from '../../host/engine.js';
+import type { NamespaceHooks } from '../context.js';
+import { fail } from '../errors.js';
+import type { LogSource } from '../logs.js';
+import { checkUser } from '../names.js';
+import type { ContainerRow, ContainerStore } from '../store.js';
+import { type EntryPatch, type NewEntry, validateNew, validatePatch } from './input.js';
+import { CronRunner } from './runner.js';
+import { isExpired, type Plan, planNext } from './plan.js';
+import { PatternCache, REBOOT } from './schedule.js';
+import { CronStore, type EntryRow, MAX_STORED_OUTPUT, type NewRun, newRun, type RunRow, type RunTrigger } from './store.js';
+import { type CronEntryView, type CronLogRow, type CronRunView, entryView, type RunQueryInput, runQuery, runView } from './views.js';
+import { TimerWheel } from './wheel.js';
+
+export interface CronServiceDeps {
+  db: Database;
+  engine: ContainerEngine;
+  store: ContainerStore;
+  log: Logger;
+  now?: () => Date;
+  /** Output kept per run (at most 64 KiB). */
+  maxOutputBytes?: number;
+  /** A run still going after this is killed and logged `timeout` (default 1 h). */
+  runTimeoutMs?: number;
+  /** Runs kept per entry, older ones pruned on insert (default 1000). */
+  maxRunsPerEntry?: number;
+  /** How long stop() waits for runs in flight before giving up on them (default 5 s). */
+  stopGraceMs?: number;
+}
+
+interface InFlight {
+  runId: number;
+  done: Promise<RunRow | undefined>;
+}
+
+const SCHEDULER = 'scheduler';
+
+/** The cron namespace of every container: entries, their schedules, their runs and the run log. */
+export class CronService implements NamespaceHooks {
+  readonly entries: CronStore;
+  readonly #deps: CronServiceDeps;
+  readonly #now: () => Date;
+  readonly #log: Logger;
+  readonly #runner: CronRunner;
+  readonly #patterns = new PatternCache();
+  readonly #plans = new Map<string, Plan>();
+  readonly #inflight = new Map<string, InFlight>();
+  // One timer wheel (a heap + one setTimeout) rather than a croner job per entry: 10,000 entries then cost one
+  // timer and a heap slot each, not 10,000 timers each waking every 30 s with an ~80 KB pattern table apiece.
+  #wheel: TimerWheel<string> | null = null;
+  #stopped = false;
+
+  constructor(deps: CronServiceDeps) {
+    this.#deps = deps;
+    this.#now = deps.now ?? (() => new Date());
+    this.#log = deps.log.child({ ns: 'cron' });
+    this.entries = new CronStore(deps.db, deps.maxRunsPerEntry ?? 1000);
+    this.#runner = new CronRunner({
+      engine: deps.engine,
+      store: deps.store,
+      log: this.#log,
+      runTimeoutMs: deps.runTimeoutMs ?? 3_600_000,
+      maxOutputBytes: Math.min(deps.maxOutputBytes ?? MAX_STORED_OUTPUT, MAX_STORED_OUTPUT),
+      now: this.#now,
+    });
+  }
+
+  add(container: string, user: string, input: NewEntry, callerTokenId: string): CronEntryView {
+    checkUser(user);
+    if (!this.#deps.store.get(container)) throw fail('CONTAINER_UNKNOWN', container);
+    const now = this.#now();
+    const fields = validateNew(input, now, this.#patterns);
+    const iso = now.toISOString();
+    const row: EntryRow = { ...fields, id: randomUUID(), container, user, createdAt: iso, updatedAt: iso, lastSlot: null };
+    this.entries.insertEntry(row);
+    this.#schedule(row, now);
+    this.#log.info({ container, user, entry: row.id, schedule: row.schedule, by: callerTokenId }, 'cron entry added');
+    return this.#view(row);
+  }
+
+  list(container: string, user: string): CronEntryView[] {
+    return this.entries.entriesOf(container, user).map((e) => this.#view(e));
+  }
+
+  get(container: string, user: string, id: string): CronEntryView {
+    return this.#view(this.#own(container, user, id));
+  }
+
+  patch(container: string, user: string, id: string, input: EntryPatch): CronEntryView {
+    const current = this.#own(container, user, id);
+    const now = this.#now();
+    const fields = validatePatch(current, input, now, this.#patterns);
+    this.entries.updateEntry(id, fields, now.toISOString());
+    const row = this.#own(container, user, id);
+    this.#schedule(row, now);
+    return this.#view(row);
+  }
+
+  remove(container: string, user: string, id: string): void {
+    if (!this.entries.deleteEntry(container, user, id)) throw fail('CRON_ENTRY_UNKNOWN', id);
+    this.#unschedule(id);
+    this.#log.info({ container, user, entry: id }, 'cron entry removed');
+  }
+
+  /** Runs the entry now (trigger `manual`); with wait, answers once the run finished, else at once. */
+  async runNow(container: string, user: string, id: string, callerTokenId: string, opts: { wait?: boolean } = {}): Promise<CronRunView> {
+    const entry = this.#own(container, user, id);
+    const run = this.entries.insertRun(this.#newRun(entry, 'manual', callerTokenId, null));
+    if (run.status !== 'running') return runView(run);
+    const done = this.#launch(entry, run);
+    if (!opts.wait) return runView(run);
+    const finished = (await done) ?? this.entries.getRun(run.id);
+    if (!finished) throw fail('CRON_ENTRY_UNKNOWN', id);
+    return runView(finished);
+  }
+
+  runsOf(container: string, user: string, id: string, q?: RunQueryInput): CronRunView[] {
+    this.#own(container, user, id);
+    return this.entries.runsOfEntry(id, runQuery(q)).map(runView);
+  }
+
+  runsOfUser(container: string, user: string, q?: RunQueryInput): CronRunView[] {
+    return this.entries.runsOfUser(container, user, runQuery(q)).map(runView);
+  }
+
+  /** Every run of the container, oldest first, from `since` (inclusive) or else the latest `limit`; `time` = started_at. */
+  logs(container: string, q?: RunQueryInput): CronLogRow[] {
+    return this.entries.runsOfContainer(container, runQuery(q)).map((r) => ({ time: r.startedAt, ...runView(r) }));
+  }
+
+  /** The cron log as a `GET /api/v1/logs?source=cron` source. */
+  logSource(): LogSource {
+    return { name: 'cron', read: (container, q) => this.logs(container, q) };
+  }
+
+  /** Schedules every enabled entry from now on (missed slots are not replayed). */
+  async start(): Promise<void> {
+    if (this.#wheel) return;
+    this.#stopped = false;
+    const now = this.#now();
+    const wheel = new TimerWheel<string>((id, at) => this.#fire(id, at), () => this.#now().getTime());
+    this.#wheel = wheel;
+    const interrupted = this.entries.runningRuns().filter((r) => !this.#inflight.has(r.entryId));
+    for (const r of interrupted)
+      this.entries.abandon(r, 'hoody: the daemon stopped during this run; its outcome is unknown', now.toISOString());
+    for (const e of this.entries.enabledEntries()) this.#schedule(e, now);
+    this.#log.info({ scheduled: wheel.size, interrupted: interrupted.length }, 'cron scheduler started');
+  }
+
+  /** Stops the timers, waits a little for runs in flight, and logs the rest as cut short. */
+  async stop(): Promise<void> {
+    this.#wheel?.stop();
+    this.#wheel = null;
+    this.#plans.clear();
+    const pending = [...this.#inflight.values()];
+    if (pending.length) {
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise((r) => {
+        timer = setTimeout(r, this.#deps.stopGraceMs ?? 5000);
+      });
+      await Promise.race([Promise.allSettled(pending.map((p) => p.done)), grace]);
+      clearTimeout(timer);
+    }
+    const note = 'hoody: the daemon stopped before this run finished; the command may still be running';
+    for (const f of this.#inflight.values()) this.entries.abandon(this.entries.getRun(f.runId), note, this.#now().toISOString());
+    this.#inflight.clear();
+    this.#stopped = true;
+  }
+
+  async open(row: ContainerRow): Promise<void> {
+    const now = this.#now();
+    for (const e of this.entries.entriesOfContainer(row.name)) this.#schedule(e, now);
+  }
+
+  /** Stops the container's timers; its rows go with the container row (cascade). */
+  async close(row: ContainerRow): Promise<void> {
+    for (const e of this.entries.entriesOfContainer(row.name)) this.#unschedule(e.id);
+    if (row.engineId) this.#runner.forget(row.engineId);
+  }
+
+  /** The container (re)started: run its enabled, unexpired `@reboot` entries (not waited for). */
+  async started(row: ContainerRow): Promise<void> {
+    try {
+      const now = this.#now();
+      for (const e of this.entries.entriesOfContainer(row.name)) {
+        if (e.schedule !== REBOOT || !e.enabled || isExpired(e, now)) continue;
+        const run = this.entries.insertRun(this.#newRun(e, 'reboot', SCHEDULER, null));
+        if (run.status === 'running') this.#launch(e, run);
+      }
+    } catch (err) {
+      this.#log.error({ err, container: row.name }, 'could not run @reboot entries');
+    }
+  }
+
+  #own(container: string, user: string, id: string): EntryRow {
+    const e = this.entries.entryOf(container, user, id);
+    if (!e) throw fail('CRON_ENTRY_UNKNOWN', id);
+    return e;
+  }
+
+  #view(e: EntryRow): CronEntryView {
+    const now = this.#now();
+    const plan = this.#plan(e, now);
+    return entryView(e, isExpired(e, now), plan?.kind === 'slot' ? plan.at : null);
+  }
+
+  #plan(e: EntryRow, after: Date): Plan {
+    try {
+      return planNext(e, after, this.#now(), this.#patterns);
+    } catch (err) {
+      this.#log.warn({ err, entry: e.id }, 'cron entry has a schedule that no longer parses; not scheduled');
+      return null;
+    }
+  }
+
+  #schedule(e: EntryRow, after: Date): void {
+    if (!this.#wheel) return;
+    const plan = this.#plan(e, after);
+    if (!plan) {
+      this.#unschedule(e.id);
+      return;
+    }
+    this.#plans.set(e.id, plan);
+    this.#wheel.set(e.id, plan.at.getTime());
+  }
+
+  #unschedule(id: string): void {
+    this.#plans.delete(id);
+    this.#wheel?.delete(id);
+  }
+
+  /** A due timer. Never throws: whatever goes wrong is logged and the wheel goes on. */
+  #fire(id: string, at: number): void {
+    try {
+      const plan = this.#plans.get(id);
+      this.#plans.delete(id);
+      if (!plan) return;
+      if (plan.kind === 'expire') {
+        this.#logExpiry(id, plan.at);
+        return;
+      }
+      const slot = plan.at.toISOString();
+      let entry: EntryRow | undefined;
+      const run = this.entries.claimSlot(id, slot, (e) => {
+        entry = e;
+        if (!e.enabled || e.schedule === REBOOT || (e.expiresAt !== null && e.expiresAt <= slot)) return null;
+        return this.#newRun(e, 'schedule', SCHEDULER, slot);
+      });
+      if (run?.status === 'running' && entry) this.#launch(entry, run);
+      const fresh = this.entries.getEntry(id);
+      if (fresh) this.#schedule(fresh, new Date(Math.max(at, this.#now().getTime())));
+    } catch (err) {
+      this.#log.error({ err, entry: id }, 'cron slot could not be handled');
+    }
+  }
+
+  #logExpiry(id: string, at: Date): void {
+    const e = this.entries.getEntry(id);
+    if (!e || e.expiresAt !== at.toISOString()) return;
+    const iso = at.toISOString();
+    const output = `hoody: the entry expired at ${iso}; it no longer runs\n`;
+    this.entries.insertRun({ ...this.#newRun(e, 'schedule', SCHEDULER, null), status: 'expired', startedAt: iso, finishedAt: iso, output });
+    this.#log.info({ container: e.container, entry: id }, 'cron entry expired');
+  }
+
+  #newRun(e: EntryRow, trigger: RunTrigger, by: string, scheduledFor: string | null): NewRun {
+    return newRun(e, trigger, by, scheduledFor, this.#now().toISOString(), this.#inflight.get(e.id)?.runId);
+  }
+
+  #launch(e: EntryRow, run: RunRow): Promise<RunRow | undefined> {
+    const job = { entryId: e.id, container: e.container, user: e.user, command: e.command, trigger: run.trigger };
+    const done = this.#runner
+      .run(job)
+      .then((end) => {
+        if (this.#stopped || this.#inflight.get(e.id)?.runId !== run.id) return undefined;
+        this.#log.debug({ container: e.container, entry: e.id, run: run.id, status: end.status }, 'cron run finished');
+        return this.entries.finishRun(run.id, end);
+      })
+      .catch((err: unknown) => {
+        this.#log.error({ err, entry: e.id, run: run.id }, 'cron run could not be recorded');
+        return undefined;
+      })
+      .finally(() => {
+        if (this.#inflight.get(e.id)?.runId === run.id) this.#inflight.delete(e.id);
+      });
+    this.#inflight.set(e.id, { runId: run.id, done });
+    return done;
+  }
+}

@@ -1,0 +1,255 @@
+import type { Database, Statement } from 'better-sqlite3';
+import type { EntryFields } from './input.js';
+
+export interface EntryRow extends EntryFields {
+  id: string;
+  container: string;
+  user: string;
+  createdAt: string;
+  updatedAt: string;
+  /** The last scheduled slot claimed (ISO), or null. */
+  lastSlot: string | null;
+}
+
+export type RunTrigger = 'schedule' | 'manual' | 'reboot';
+export type RunStatus = 'running' | 'ok' | 'failed' | 'skipped' | 'expired' | 'timeout';
+
+export interface RunRow {
+  id: number;
+  entryId: string;
+  container: string;
+  user: string;
+  trigger: RunTrigger;
+  status: RunStatus;
+  startedAt: string;
+  finishedAt: string | null;
+  exitCode: number | null;
+  output: string;
+  truncated: boolean;
+  triggeredBy: string;
+  scheduledFor: string | null;
+}
+
+export type NewRun = Omit<RunRow, 'id'>;
+export type RunEnd = Pick<RunRow, 'status' | 'finishedAt' | 'exitCode' | 'output' | 'truncated'>;
+export interface RunQuery {
+  limit: number;
+  since?: string;
+}
+
+/** The hard cap of stored output per run (the schema checks it too). */
+export const MAX_STORED_OUTPUT = 64 * 1024;
+
+type Raw = Record<string, unknown>;
+
+function toEntry(r: Raw): EntryRow {
+  return {
+    id: r.id as string,
+    container: r.container as string,
+    user: r.user as string,
+    schedule: r.schedule as string,
+    command: r.command as string,
+    comment: (r.comment as string | null) ?? null,
+    enabled: r.enabled === 1,
+    timezone: r.timezone as string,
+    expiresAt: (r.expires_at as string | null) ?? null,
+    createdAt: r.created_at as string,
+    updatedAt: r.updated_at as string,
+    lastSlot: (r.last_slot as string | null) ?? null,
+  };
+}
+
+function toRun(r: Raw): RunRow {
+  return {
+    id: r.id as number,
+    entryId: r.entry_id as string,
+    container: r.container as string,
+    user: r.user as string,
+    trigger: r.trigger as RunTrigger,
+    status: r.status as RunStatus,
+    startedAt: r.started_at as string,
+    finishedAt: (r.finished_at as string | null) ?? null,
+    exitCode: (r.exit_code as number | null) ?? null,
+    output: r.output as string,
+    truncated: r.truncated === 1,
+    triggeredBy: r.triggered_by as string,
+    scheduledFor: (r.scheduled_for as string | null) ?? null,
+  };
+}
+
+/** A run row as it starts: `running`, or `skipped` (finished at once) when run `going` of the entry is still going. */
+export function newRun(
+  e: Pick<EntryRow, 'id' | 'container' | 'user'>,
+  trigger: RunTrigger,
+  by: string,
+  scheduledFor: string | null,
+  now: string,
+  going: number | undefined,
+): NewRun {
+  const skip = going !== undefined;
+  return {
+    entryId: e.id,
+    container: e.container,
+    user: e.user,
+    trigger,
+    status: skip ? 'skipped' : 'running',
+    startedAt: now,
+    finishedAt: skip ? now : null,
+    exitCode: null,
+    output: skip ? `hoody: skipped: run ${going} of this entry is still going\n` : '',
+    truncated: false,
+    triggeredBy: by,
+    scheduledFor,
+  };
+}
+
+/** Cuts a string to at most `max` UTF-8 bytes without splitting a character. */
+export function cutUtf8(s: string, max: number): { text: string; cut: boolean } {
+  if (s.length * 3 <= max || Buffer.byteLength(s) <= max) return { text: s, cut: false };
+  const buf = Buffer.from(s, 'utf8');
+  let end = max;
+  while (end > 0 && ((buf[end] ?? 0) & 0xc0) === 0x80) end--;
+  return { text: buf.subarray(0, end).toString('utf8'), cut: true };
+}
+
+/** Cron entries and runs; prepared once, every write one transaction. */
+export class CronStore {
+  readonly #s: Record<string, Statement>;
+
+  constructor(
+    readonly db: Database,
+    /** Runs kept per entry; older ones are pruned when a new one is inserted. */
+    readonly maxRunsPerEntry = 1000,
+  ) {
+    const p = (sql: string) => db.prepare(sql);
+    this.#s = {
+      insertEntry: p(`INSERT INTO cron_entries (id, container, user, schedule, command, comment, enabled, timezone,
+          expires_at, created_at, updated_at, last_slot)
+        VALUES (@id, @container, @user, @schedule, @command, @comment, @enabled, @timezone, @expiresAt, @createdAt,
+          @updatedAt, @lastSlot)`),
+      getEntry: p('SELECT * FROM cron_entries WHERE id = ?'),
+      entryOf: p('SELECT * FROM cron_entries WHERE id = ? AND container = ? AND user = ?'),
+      entriesOf: p('SELECT * FROM cron_entries WHERE container = ? AND user = ? ORDER BY created_at, id'),
+      entriesOfContainer: p('SELECT * FROM cron_entries WHERE container = ? ORDER BY created_at, id'),
+      enabled: p('SELECT * FROM cron_entries WHERE enabled = 1'),
+      updateEntry: p(`UPDATE cron_entries SET schedule = @schedule, command = @command, comment = @comment,
+          enabled = @enabled, timezone = @timezone, expires_at = @expiresAt, updated_at = @updatedAt WHERE id = @id`),
+      deleteEntry: p('DELETE FROM cron_entries WHERE id = ? AND container = ? AND user = ?'),
+      setSlot: p('UPDATE cron_entries SET last_slot = ? WHERE id = ?'),
+      insertRun: p(`INSERT INTO cron_runs (entry_id, container, user, trigger, status, started_at, finished_at, exit_code,
+          output, truncated, triggered_by, scheduled_for)
+        VALUES (@entryId, @container, @user, @trigger, @status, @startedAt, @finishedAt, @exitCode, @output, @truncated,
+          @triggeredBy, @scheduledFor)`),
+      prune: p(`DELETE FROM cron_runs WHERE entry_id = @entryId AND status != 'running' AND id <= (
+          SELECT id FROM cron_runs WHERE entry_id = @entryId ORDER BY id DESC LIMIT 1 OFFSET @keep)`),
+      finishRun: p(`UPDATE cron_runs SET status = @status, finished_at = @finishedAt, exit_code = @exitCode,
+          output = @output, truncated = @truncated WHERE id = @id`),
+      getRun: p('SELECT * FROM cron_runs WHERE id = ?'),
+      runsOfEntry: p(`SELECT * FROM cron_runs WHERE entry_id = ? AND +started_at >= ? ORDER BY id DESC LIMIT ?`),
+      runsOfUser: p(`SELECT * FROM cron_runs WHERE container = ? AND user = ? AND +started_at >= ?
+          ORDER BY id DESC LIMIT ?`),
+      logSince: p('SELECT * FROM cron_runs WHERE container = ? AND started_at >= ? ORDER BY started_at, id LIMIT ?'),
+      logTail: p('SELECT * FROM (SELECT * FROM cron_runs WHERE container = ? ORDER BY id DESC LIMIT ?) ORDER BY id'),
+      running: p(`SELECT * FROM cron_runs WHERE status = 'running'`),
+    };
+  }
+
+  insertEntry(e: EntryRow): void {
+    this.#s.insertEntry!.run({ ...e, enabled: e.enabled ? 1 : 0 });
+  }
+
+  getEntry(id: string): EntryRow | undefined {
+    const r = this.#s.getEntry!.get(id) as Raw | undefined;
+    return r && toEntry(r);
+  }
+
+  /** The entry if it belongs to (container, user): other users' entries do not exist for the caller. */
+  entryOf(container: string, user: string, id: string): EntryRow | undefined {
+    const r = this.#s.entryOf!.get(id, container, user) as Raw | undefined;
+    return r && toEntry(r);
+  }
+
+  entriesOf(container: string, user: string): EntryRow[] {
+    return (this.#s.entriesOf!.all(container, user) as Raw[]).map(toEntry);
+  }
+
+  entriesOfContainer(container: string): EntryRow[] {
+    return (this.#s.entriesOfContainer!.all(container) as Raw[]).map(toEntry);
+  }
+
+  enabledEntries(): EntryRow[] {
+    return (this.#s.enabled!.all() as Raw[]).map(toEntry);
+  }
+
+  updateEntry(id: string, f: EntryFields, updatedAt: string): void {
+    this.#s.updateEntry!.run({ ...f, id, enabled: f.enabled ? 1 : 0, updatedAt });
+  }
+
+  deleteEntry(container: string, user: string, id: string): boolean {
+    return this.#s.deleteEntry!.run(id, container, user).changes > 0;
+  }
+
+  /**
+   * Claims a scheduled slot: in one transaction reads the entry, lets `decide` choose the run row (or none),
+   * records `last_slot` and inserts the row. A slot at or before `last_slot` is never claimed again.
+   */
+  claimSlot(entryId: string, slot: string, decide: (e: EntryRow) => NewRun | null): RunRow | null {
+    return this.db.transaction((): RunRow | null => {
+      const entry = this.getEntry(entryId);
+      if (!entry || (entry.lastSlot !== null && entry.lastSlot >= slot)) return null;
+      const run = decide(entry);
+      if (!run) return null;
+      this.#s.setSlot!.run(slot, entryId);
+      return this.#insert(run);
+    })();
+  }
+
+  insertRun(run: NewRun): RunRow {
+    return this.db.transaction(() => this.#insert(run))();
+  }
+
+  #insert(run: NewRun): RunRow {
+    const output = cutUtf8(run.output, MAX_STORED_OUTPUT);
+    const row = { ...run, output: output.text, truncated: run.truncated || output.cut };
+    const id = Number(this.#s.insertRun!.run({ ...row, truncated: row.truncated ? 1 : 0 }).lastInsertRowid);
+    this.#s.prune!.run({ entryId: run.entryId, keep: this.maxRunsPerEntry - 1 });
+    return { ...row, id };
+  }
+
+  finishRun(id: number, end: RunEnd): RunRow | undefined {
+    const output = cutUtf8(end.output, MAX_STORED_OUTPUT);
+    this.#s.finishRun!.run({ ...end, id, output: output.text, truncated: end.truncated || output.cut ? 1 : 0 });
+    return this.getRun(id);
+  }
+
+  /** Ends a run the daemon lost track of (stopped or killed mid-run) as failed, with a note why. */
+  abandon(r: RunRow | undefined, note: string, finishedAt: string): void {
+    if (r?.status !== 'running') return;
+    this.finishRun(r.id, { status: 'failed', finishedAt, exitCode: null, output: `${r.output}${note}\n`, truncated: r.truncated });
+  }
+
+  getRun(id: number): RunRow | undefined {
+    const r = this.#s.getRun!.get(id) as Raw | undefined;
+    return r && toRun(r);
+  }
+
+  runningRuns(): RunRow[] {
+    return (this.#s.running!.all() as Raw[]).map(toRun);
+  }
+
+  /** Newest first. */
+  runsOfEntry(entryId: string, q: RunQuery): RunRow[] {
+    return (this.#s.runsOfEntry!.all(entryId, q.since ?? '', q.limit) as Raw[]).map(toRun);
+  }
+
+  /** Newest first. */
+  runsOfUser(container: string, user: string, q: RunQuery): RunRow[] {
+    return (this.#s.runsOfUser!.all(container, user, q.since ?? '', q.limit) as Raw[]).map(toRun);
+  }
+
+  /** Oldest first: from `since` on, or else the latest `limit` runs. */
+  runsOfContainer(container: string, q: RunQuery): RunRow[] {
+    const rows = q.since === undefined ? this.#s.logTail!.all(container, q.limit) : this.#s.logSince!.all(container, q.since, q.limit);
+    return (rows as Raw[]).map(toRun);
+  }
+}

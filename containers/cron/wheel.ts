@@ -1,0 +1,123 @@
+interface Slot<K> {
+  at: number;
+  key: K;
+  gen: number;
+}
+
+/** Longest sleep: wakes at least this often, so a wall-clock jump (NTP, suspend) is noticed within it. */
+const MAX_SLEEP_MS = 30_000;
+
+/**
+ * One timer for every scheduled key: a min-heap of due times and a single setTimeout armed for the earliest.
+ * Re-setting or deleting a key leaves a stale heap item behind (skipped by generation, compacted when many).
+ */
+export class TimerWheel<K> {
+  readonly #heap: Slot<K>[] = [];
+  readonly #due = new Map<K, Slot<K>>();
+  #gen = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #armedFor = Number.POSITIVE_INFINITY;
+  #stopped = false;
+
+  constructor(
+    private readonly fire: (key: K, at: number) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    return this.#due.size;
+  }
+
+  dueOf(key: K): number | undefined {
+    return this.#due.get(key)?.at;
+  }
+
+  set(key: K, at: number): void {
+    if (this.#stopped) return;
+    const slot = { at, key, gen: ++this.#gen };
+    this.#due.set(key, slot);
+    this.#push(slot);
+    if (this.#heap.length > 2 * this.#due.size + 64) this.#compact();
+    if (at < this.#armedFor) this.#arm();
+  }
+
+  delete(key: K): void {
+    this.#due.delete(key);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#heap.length = 0;
+    this.#due.clear();
+  }
+
+  #live(s: Slot<K>): boolean {
+    return this.#due.get(s.key) === s;
+  }
+
+  #arm(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#armedFor = Number.POSITIVE_INFINITY;
+    while (this.#heap.length && !this.#live(this.#heap[0]!)) this.#pop();
+    const top = this.#heap[0];
+    if (!top || this.#stopped) return;
+    const delay = Math.min(Math.max(0, top.at - this.now()), MAX_SLEEP_MS);
+    this.#armedFor = top.at;
+    this.#timer = setTimeout(() => this.#tick(), delay);
+    this.#timer.unref(); // the daemon's listeners keep the process alive, not the scheduler
+  }
+
+  #tick(): void {
+    this.#timer = undefined;
+    const now = this.now();
+    while (this.#heap.length && this.#heap[0]!.at <= now) {
+      const s = this.#pop();
+      if (!this.#live(s)) continue;
+      this.#due.delete(s.key);
+      this.fire(s.key, s.at); // the caller catches its own errors; it may set() the key again
+    }
+    this.#arm();
+  }
+
+  #compact(): void {
+    const live = this.#heap.filter((s) => this.#live(s));
+    this.#heap.length = 0;
+    for (const s of live) this.#push(s);
+  }
+
+  #push(s: Slot<K>): void {
+    const h = this.#heap;
+    h.push(s);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (h[p]!.at <= h[i]!.at) break;
+      [h[p], h[i]] = [h[i]!, h[p]!];
+      i = p;
+    }
+  }
+
+  #pop(): Slot<K> {
+    const h = this.#heap;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && h[l]!.at < h[m]!.at) m = l;
+        if (r < h.length && h[r]!.at < h[m]!.at) m = r;
+        if (m === i) break;
+        [h[m], h[i]] = [h[i]!, h[m]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+}

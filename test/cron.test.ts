@@ -1,0 +1,350 @@
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import type { ContainerContext } from '../containers/context.js';
+import type { EntryPatch, NewEntry } from '../containers/cron/input.js';
+import { planNext } from '../containers/cron/plan.js';
+import { compileSchedule } from '../containers/cron/schedule.js';
+import { cronMigrations } from '../containers/cron/schema.js';
+import { newRun } from '../containers/cron/store.js';
+import { CronService } from '../containers/cron/service.js';
+import type { CronRunView } from '../containers/cron/views.js';
+import { isHoodyError } from '../containers/errors.js';
+import { startContainer, stopContainer } from '../containers/lifecycle.js';
+import { createContainer } from '../containers/provision.js';
+import type { ContainerRow } from '../containers/store.js';
+import { type TestContext, testContext } from './support/host.js';
+
+const log = pino({ level: process.env.HOODY_TEST_LOG ?? 'warn' });
+
+function service(t: TestContext, extra: Partial<ConstructorParameters<typeof CronService>[0]> = {}): CronService {
+  return new CronService({ db: t.db, engine: t.ctx.engine, store: t.ctx.store, log, ...extra });
+}
+
+/** The catalogued code a call throws (or 'no error'). */
+function codeOf(fn: () => unknown): string {
+  try {
+    fn();
+    return 'no error';
+  } catch (err) {
+    if (isHoodyError(err)) return err.code;
+    throw err;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | false): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(250);
+  }
+}
+
+function minuteBoundariesBetween(from: number, to: number): number {
+  let n = 0;
+  for (let m = Math.floor(from / 60_000) * 60_000 + 60_000; m < to; m += 60_000) n++;
+  return n;
+}
+
+describe('cron schedules (pure, injected time)', () => {
+  const at = (iso: string) => new Date(iso);
+  const base = { enabled: true, timezone: 'UTC', expiresAt: null, lastSlot: null };
+
+  test('Vixie day matching: both day fields restricted means either; a `*` one means both', () => {
+    const next = (schedule: string, from: string, n = 4) => {
+      const out: string[] = [];
+      let d: Date | null = at(from);
+      for (let i = 0; i < n && d; i++) {
+        d = planNext({ ...base, schedule }, d, at(from))?.at ?? null;
+        if (d) out.push(d.toISOString().slice(0, 10));
+      }
+      return out;
+    };
+    // 13th of the month OR a Friday (2025-03-07 and 03-14 are Fridays)
+    assert.deepEqual(next('0 0 13 * 5', '2025-03-01T00:00:00Z'), ['2025-03-07', '2025-03-13', '2025-03-14', '2025-03-21']);
+    // day-of-month starting with `*`: odd days AND Mondays
+    assert.deepEqual(next('0 0 */2 * 1', '2025-03-01T00:00:00Z', 3), ['2025-03-03', '2025-03-17', '2025-03-31']);
+    assert.deepEqual(next('@weekly', '2025-03-01T00:00:00Z', 2), ['2025-03-02', '2025-03-09']);
+    assert.deepEqual(next('@monthly', '2025-03-01T00:00:00Z', 2), ['2025-04-01', '2025-05-01']);
+  });
+
+  test('next run is strictly after now and after the last claimed slot, in the entry time zone', () => {
+    const now = at('2025-03-01T10:00:30Z');
+    assert.equal(planNext({ ...base, schedule: '* * * * *' }, now, now)?.at.toISOString(), '2025-03-01T10:01:00.000Z');
+    const claimed = { ...base, schedule: '* * * * *', lastSlot: '2025-03-01T10:05:00.000Z' };
+    assert.equal(planNext(claimed, now, now)?.at.toISOString(), '2025-03-01T10:06:00.000Z');
+    // slots missed while the daemon was down are not replayed: the next one comes after now
+    const stale = { ...base, schedule: '* * * * *', lastSlot: '2025-03-01T08:00:00.000Z' };
+    assert.equal(planNext(stale, now, now)?.at.toISOString(), '2025-03-01T10:01:00.000Z');
+    const berlin = { ...base, schedule: '0 4 * * *', timezone: 'Europe/Berlin' };
+    assert.equal(planNext(berlin, now, now)?.at.toISOString(), '2025-03-02T03:00:00.000Z');
+  });
+
+  test('expiry before the next slot becomes the timer; disabled, expired and @reboot have none', () => {
+    const now = at('2025-03-01T10:00:30Z');
+    const soon = { ...base, schedule: '@hourly', expiresAt: '2025-03-01T10:30:00.000Z' };
+    assert.deepEqual(planNext(soon, now, now), { kind: 'expire', at: at('2025-03-01T10:30:00.000Z') });
+    assert.equal(planNext({ ...soon, expiresAt: '2025-03-01T10:00:00.000Z' }, now, now), null);
+    assert.equal(planNext({ ...base, schedule: '* * * * *', enabled: false }, now, now), null);
+    assert.equal(planNext({ ...base, schedule: '@reboot' }, now, now), null);
+    assert.equal(compileSchedule('@ReBoot', 'UTC').kind, 'reboot');
+  });
+});
+
+describe('cron service against real containers', () => {
+  let t: TestContext;
+  let ctx: ContainerContext;
+  let cron: CronService;
+  let a: ContainerRow;
+  let b: ContainerRow;
+  // The restart case gets its own state (database, container): a restart cuts short runs in flight.
+  let r: TestContext;
+  let c: ContainerRow;
+  const restarts: CronService[] = [];
+
+  before(async () => {
+    [t, r] = await Promise.all([testContext({}, [cronMigrations]), testContext({}, [cronMigrations])]);
+    ctx = t.ctx;
+    cron = service(t);
+    ctx.hooks.push(cron);
+    await cron.start();
+    restarts.push(service(r));
+    r.ctx.hooks.push(restarts[0]!);
+    await restarts[0]!.start();
+    [a, b, c] = await Promise.all([
+      createContainer(ctx, { name: 'cron-a' }).then((x) => x.row),
+      createContainer(ctx, { name: 'cron-b' }).then((x) => x.row),
+      createContainer(r.ctx, { name: 'cron-r' }).then((x) => x.row),
+    ]);
+  });
+  after(async () => {
+    await cron?.stop();
+    for (const s of restarts) await s.stop();
+    await Promise.all([t?.cleanup(), r?.cleanup()]);
+  });
+
+  test('each invalid input is refused with its own code and nothing is stored', () => {
+    const ok: NewEntry = { schedule: '* * * * *', command: 'true' };
+    const cases: [string, Record<string, unknown>][] = [
+      ['HOODY_CRON_SCHEDULE_INVALID', { ...ok, schedule: '61 * * * *' }],
+      ['HOODY_CRON_FIELD_COUNT', { ...ok, schedule: '* * *' }],
+      ['HOODY_CRON_MACRO_UNKNOWN', { ...ok, schedule: '@every_minute' }],
+      ['HOODY_CRON_TIMEZONE_UNKNOWN', { ...ok, timezone: 'Mars/Olympus_Mons' }],
+      ['HOODY_CRON_EXPIRES_PAST', { ...ok, expires_at: '2001-01-01T00:00:00Z' }],
+      ['HOODY_CRON_EXPIRES_INVALID', { ...ok, expires_at: 'next tuesday' }],
+      ['HOODY_CRON_COMMAND_TOO_LONG', { ...ok, command: 'x'.repeat(2 * 1024 * 1024) }],
+      ['HOODY_CRON_COMMENT_TOO_LONG', { ...ok, comment: 'c'.repeat(1025) }],
+      ['HOODY_CRON_PROPERTY_UNKNOWN', { ...ok, owner: 'someone' }],
+      ['HOODY_BODY_INVALID', { ...ok, enabled: 'yes' }],
+    ];
+    for (const [code, input] of cases)
+      assert.equal(codeOf(() => cron.add(a.name, 'root', input as unknown as NewEntry, 'tok')), code, JSON.stringify(input).slice(0, 80));
+    assert.equal(new Set(cases.map(([c]) => c)).size, cases.length);
+    assert.deepEqual(cron.list(a.name, 'root'), []);
+    assert.equal((t.db.prepare('SELECT count(*) AS n FROM cron_entries').get() as { n: number }).n, 0);
+
+    const e = cron.add(a.name, 'root', { schedule: '@daily', command: 'true', comment: 'kept' }, 'tok');
+    assert.equal(codeOf(() => cron.patch(a.name, 'root', e.id, { schedule: '* * * * * *' })), 'HOODY_CRON_FIELD_COUNT');
+    assert.equal(codeOf(() => cron.patch(a.name, 'root', e.id, { color: 'red' } as unknown as EntryPatch)), 'HOODY_CRON_PROPERTY_UNKNOWN');
+    assert.deepEqual(cron.get(a.name, 'root', e.id), e);
+    cron.remove(a.name, 'root', e.id);
+    assert.equal(codeOf(() => cron.get(a.name, 'root', e.id)), 'HOODY_CRON_ENTRY_UNKNOWN');
+  });
+
+  test('an entry reads back in the API shape, with next_run from its schedule', () => {
+    const e = cron.add(a.name, 'root', { schedule: '0 4 * * 0', command: 'echo renew', timezone: 'Europe/Berlin' }, 'tok');
+    assert.deepEqual(Object.keys(e).sort(), [
+      'command', 'comment', 'created_at', 'enabled', 'expired', 'expires_at', 'id', 'next_run', 'schedule', 'timezone', 'updated_at', 'user',
+    ]);
+    assert.equal(e.user, 'root');
+    assert.equal(e.enabled, true);
+    assert.equal(e.expired, false);
+    assert.ok(e.next_run && Date.parse(e.next_run) > Date.now());
+    const off = cron.patch(a.name, 'root', e.id, { enabled: false, comment: 'paused' });
+    assert.equal(off.next_run, null);
+    assert.equal(off.comment, 'paused');
+    assert.equal(cron.add(a.name, 'root', { schedule: '@reboot', command: 'true' }, 'tok').next_run, null);
+    for (const x of cron.list(a.name, 'root')) cron.remove(a.name, 'root', x.id);
+  });
+
+  test('run now: runs inside the container, trigger manual, records who asked', async () => {
+    const e = cron.add(a.name, 'root', { schedule: '@yearly', command: 'cat /etc/hostname; id -un; exit 3' }, 'tok');
+    const run = await cron.runNow(a.name, 'root', e.id, 'token-123', { wait: true });
+    assert.equal(run.trigger, 'manual');
+    assert.equal(run.triggered_by, 'token-123');
+    assert.equal(run.status, 'failed');
+    assert.equal(run.exit_code, 3);
+    assert.equal(run.output, 'cron-a\nroot\n');
+    assert.ok(run.finished_at && run.finished_at >= run.started_at);
+    assert.deepEqual(cron.runsOf(a.name, 'root', e.id), [run]);
+    assert.deepEqual(cron.logs(a.name, { since: run.started_at }), [{ time: run.started_at, ...run }]);
+    cron.remove(a.name, 'root', e.id);
+  });
+
+  test('output is capped at 64 KiB and marked truncated', async () => {
+    const e = cron.add(a.name, 'root', { schedule: '@yearly', command: "head -c 200000 /dev/zero | tr '\\0' a" }, 'tok');
+    const run = await cron.runNow(a.name, 'root', e.id, 'tok', { wait: true });
+    assert.equal(run.status, 'ok');
+    assert.equal(run.output.length, 64 * 1024);
+    assert.equal(run.truncated, true);
+    cron.remove(a.name, 'root', e.id);
+  });
+
+  test("entries belong to (container, user): another user's entries do not exist for them", async () => {
+    const mine = cron.add(b.name, 'alice', { schedule: '@daily', command: 'id -un; echo $HOME' }, 'tok-alice');
+    cron.add(b.name, 'bob', { schedule: '@daily', command: 'true' }, 'tok-bob');
+    assert.deepEqual(cron.list(b.name, 'alice').map((e) => e.id), [mine.id]);
+    assert.equal(cron.list(a.name, 'alice').length, 0);
+    for (const call of [
+      () => cron.get(b.name, 'bob', mine.id),
+      () => cron.patch(b.name, 'bob', mine.id, { enabled: false }),
+      () => cron.remove(b.name, 'bob', mine.id),
+      () => cron.runsOf(b.name, 'bob', mine.id),
+      () => cron.get(a.name, 'alice', mine.id),
+    ])
+      assert.equal(codeOf(call), 'HOODY_CRON_ENTRY_UNKNOWN');
+    await assert.rejects(cron.runNow(b.name, 'bob', mine.id, 'tok-bob'), { code: 'HOODY_CRON_ENTRY_UNKNOWN' });
+    // alice's command runs as alice, created in the container on first use
+    const run = await cron.runNow(b.name, 'alice', mine.id, 'tok-alice', { wait: true });
+    assert.equal(run.status, 'ok', run.output);
+    assert.equal(run.output, 'alice\n/home/alice\n');
+    assert.deepEqual(cron.runsOfUser(b.name, 'alice').map((r) => r.id), [run.id]);
+    assert.deepEqual(cron.runsOfUser(b.name, 'bob'), []);
+    for (const u of ['alice', 'bob']) for (const x of cron.list(b.name, u)) cron.remove(b.name, u, x.id);
+  });
+
+  test('a run past the run timeout is killed and logged timeout', async () => {
+    const quick = service(t, { runTimeoutMs: 1500 });
+    const e = quick.add(b.name, 'root', { schedule: '@yearly', command: 'echo started; sleep 30; echo never' }, 'tok');
+    const began = Date.now();
+    const run = await quick.runNow(b.name, 'root', e.id, 'tok', { wait: true });
+    assert.ok(Date.now() - began < 10_000);
+    assert.equal(run.status, 'timeout');
+    assert.equal(run.exit_code, null);
+    assert.match(run.output, /^started\n/);
+    quick.remove(b.name, 'root', e.id);
+  });
+
+  test('a stopped container gives a failed run with a clear message; @reboot entries run on start', async () => {
+    const e = cron.add(b.name, 'root', { schedule: '@yearly', command: 'true' }, 'tok');
+    const boot = cron.add(b.name, 'root', { schedule: '@reboot', command: 'echo booted >> /files/boot' }, 'tok');
+    await stopContainer(ctx, b.name);
+    const run = await cron.runNow(b.name, 'root', e.id, 'tok', { wait: true });
+    assert.equal(run.status, 'failed');
+    assert.match(run.output, /container cron-b is not running/);
+    assert.deepEqual(cron.runsOf(b.name, 'root', boot.id), []);
+
+    await startContainer(ctx, b.name);
+    await cron.started(ctx.store.get(b.name)!); // the daemon calls it on the engine's start event
+    const booted = await until('the @reboot run', 20_000, () => cron.runsOf(b.name, 'root', boot.id).find((r) => r.status !== 'running'));
+    assert.equal(booted.trigger, 'reboot');
+    assert.equal(booted.status, 'ok', booted.output);
+    assert.equal(booted.triggered_by, 'scheduler');
+    assert.equal(await readFile(join(b.volume, 'files', 'boot'), 'utf8'), 'booted\n');
+    assert.equal(cron.runsOf(b.name, 'root', boot.id).length, 1);
+  });
+
+  test('a claimed slot (last_slot) is never planned again, also by a new service on the same database', async () => {
+    const e = cron.add(b.name, 'root', { schedule: '* * * * *', command: 'true', enabled: false }, 'tok');
+    const ahead = new Date(Math.ceil(Date.now() / 60_000) * 60_000 + 60_000).toISOString();
+    t.db.prepare('UPDATE cron_entries SET last_slot = ? WHERE id = ?').run(ahead, e.id);
+    const on = cron.patch(b.name, 'root', e.id, { enabled: true });
+    assert.equal(on.next_run, new Date(Date.parse(ahead) + 60_000).toISOString());
+    assert.equal(service(t).get(b.name, 'root', e.id).next_run, on.next_run);
+    cron.remove(b.name, 'root', e.id);
+  });
+
+  test('runs a killed daemon left running are closed as failed when the scheduler starts', async () => {
+    const e = cron.add(b.name, 'root', { schedule: '@yearly', command: 'true' }, 'tok');
+    const left = cron.entries.insertRun(newRun({ ...e, container: b.name }, 'schedule', 'scheduler', null, new Date().toISOString(), undefined));
+    const next = service(t);
+    await next.start();
+    await next.stop();
+    const run = cron.runsOf(b.name, 'root', e.id).find((x) => x.id === left.id);
+    assert.equal(run?.status, 'failed');
+    assert.match(run?.output ?? '', /daemon stopped during this run/);
+    cron.remove(b.name, 'root', e.id);
+  });
+
+  test('scheduled runs fire each minute, skip on overlap, stop at expiry, and survive a service restart', async () => {
+    // Every case's entries are added at once, so they all share the same two minute boundaries.
+    while (Date.now() % 60_000 > 58_000) await sleep(100); // not astride a boundary
+    const created = Date.now();
+    const expiresAt = new Date(created + 70_000).toISOString();
+    const dated = cron.add(a.name, 'root', { schedule: '* * * * *', command: 'date >> /files/x' }, 'tok');
+    const slow = cron.add(a.name, 'root', { schedule: '* * * * *', command: 'sleep 90' }, 'tok');
+    const expiring = cron.add(a.name, 'root', { schedule: '* * * * *', command: 'echo once', expires_at: expiresAt }, 'tok');
+    const tick = restarts[0]!.add(c.name, 'root', { schedule: '* * * * *', command: 'echo tick' }, 'tok');
+    const done = (runs: CronRunView[]) => runs.filter((x) => x.status !== 'running');
+
+    const restartCase = (async () => {
+      await until('the first tick', 65_000, () => done(restarts[0]!.runsOf(c.name, 'root', tick.id)).length === 1);
+      // Right after the slot fired: stop, a new service on the same database, start.
+      await restarts[0]!.stop();
+      const next = service(r);
+      restarts.push(next);
+      r.ctx.hooks[0] = next;
+      await next.start();
+      assert.deepEqual(next.list(c.name, 'root').map((e) => e.id), [tick.id]);
+      await until('the second tick', 65_000, () => done(next.runsOf(c.name, 'root', tick.id)).length >= 2);
+      await sleep(1500); // a second firing of the same slot would show by now
+      const runs = next.runsOf(c.name, 'root', tick.id);
+      assert.equal(runs.length, 2, JSON.stringify(runs));
+      assert.notEqual(runs[0]!.scheduled_for, runs[1]!.scheduled_for);
+      assert.ok(runs.every((x) => x.status === 'ok' && x.output === 'tick\n' && x.trigger === 'schedule'), JSON.stringify(runs));
+    })();
+
+    const datedCase = (async () => {
+      const runs = await until('two dated runs', 130_000, () => {
+        const d = done(cron.runsOf(a.name, 'root', dated.id));
+        return d.length >= 2 && d;
+      });
+      const lines = (await readFile(join(a.volume, 'files', 'x'), 'utf8')).trim().split('\n');
+      assert.equal(runs.length, 2);
+      assert.equal(lines.length, 2);
+      for (const run of runs) {
+        assert.equal(run.status, 'ok', run.output);
+        assert.equal(run.exit_code, 0);
+        assert.equal(run.trigger, 'schedule');
+        assert.equal(run.triggered_by, 'scheduler');
+        const slot = Date.parse(run.scheduled_for ?? '');
+        assert.equal(slot % 60_000, 0);
+        assert.ok(Date.parse(run.started_at) - slot < 1000, `fired late: ${JSON.stringify(run)}`);
+      }
+      // meanwhile the slow entry's second slot found its first run still going
+      const slowRuns = cron.runsOf(a.name, 'root', slow.id);
+      const skipped = slowRuns.find((x) => x.status === 'skipped');
+      assert.ok(skipped, `no skipped run: ${JSON.stringify(slowRuns)}`);
+      assert.match(skipped.output, /still going/);
+      assert.equal(skipped.scheduled_for, runs[0]!.scheduled_for); // newest first
+      assert.equal(slowRuns.filter((x) => x.status === 'running').length, 1);
+    })();
+
+    const expiryCase = (async () => {
+      await until('expiry', 75_000, () => Date.now() > Date.parse(expiresAt) + 1000);
+      const e = cron.get(a.name, 'root', expiring.id);
+      assert.equal(e.expired, true);
+      assert.equal(e.next_run, null);
+      const runs = cron.runsOf(a.name, 'root', expiring.id);
+      const fired = runs.filter((x) => x.status === 'ok');
+      assert.equal(fired.length, minuteBoundariesBetween(Date.parse(expiring.created_at), Date.parse(expiresAt)), JSON.stringify(runs));
+      assert.ok(fired.every((x) => (x.scheduled_for ?? '') < expiresAt));
+      assert.equal(runs.filter((x) => x.status === 'expired').length, 1);
+      assert.ok(runs.every((x) => x.status === 'ok' || x.status === 'expired'), JSON.stringify(runs));
+    })();
+
+    await Promise.all([restartCase, datedCase, expiryCase]);
+    assert.deepEqual(
+      cron.logs(a.name, { since: new Date(created).toISOString() }).map((x) => x.entry_id).sort(),
+      [...cron.runsOf(a.name, 'root', dated.id), ...cron.runsOf(a.name, 'root', slow.id), ...cron.runsOf(a.name, 'root', expiring.id)]
+        .map((x) => x.entry_id)
+        .sort(),
+    );
+  });
+});
