@@ -7,7 +7,11 @@ export function sendError(reply: FastifyReply, err: HoodyError): FastifyReply {
 
 /** fastify's own errors (bad JSON, validation, size limits) mapped onto the catalogue. */
 function fromFastify(err: FastifyError): HoodyError | null {
-  if (err.validation) return fail('BODY_INVALID', err.message);
+  if (err.validation) {
+    // Only the body is "the body": a bad query string or path parameter is a plain bad request.
+    const where = (err as FastifyError & { validationContext?: string }).validationContext;
+    return where && where !== 'body' ? fail('BAD_REQUEST', err.message) : fail('BODY_INVALID', err.message);
+  }
   switch (err.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':

@@ -98,6 +98,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     if (row.phase === 'ready') await network.apply(row).catch((err: unknown) => log.warn({ err, container: row.name }, 'network set-up failed'));
   }
   const stopEvents = watchStarts(ctx);
+  await ns.cron.start();
 
   const admin = await buildAdminApi({
     ctx,

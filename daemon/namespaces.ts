@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import type { NamespaceRoutes } from '../api/container/index.js';
+import { cronRoutes } from '../api/container/cron.js';
 import { execRoutes } from '../api/container/exec.js';
 import { filesRoutes } from '../api/container/files.js';
 import { logRoutes } from '../api/container/logs.js';
@@ -11,6 +12,7 @@ import { Http01Challenges } from '../containers/acme/challenges.js';
 import { acmeChallengeRoute } from '../containers/acme/route.js';
 import { AcmeService } from '../containers/acme/service.js';
 import type { ContainerContext } from '../containers/context.js';
+import { CronService } from '../containers/cron/service.js';
 import { ExecService } from '../containers/exec/service.js';
 import type { LogSource } from '../containers/logs.js';
 import { ProxyNamespace } from '../containers/proxy/namespace.js';
@@ -20,6 +22,7 @@ export interface Namespaces {
   proxy: ProxyNamespace;
   acme: AcmeService;
   exec: ExecService;
+  cron: CronService;
   logSources: LogSource[];
   /** Each container's routes (inside the container plugin) and the root ones (ACME http-01). */
   routes: NamespaceRoutes[];
@@ -29,7 +32,7 @@ export interface Namespaces {
 }
 
 /**
- * Builds every namespace of every container (proxy, ACME, exec, files; cron is added beside them) and
+ * Builds every namespace of every container (cron, exec, files, proxy, ACME) and
  * registers their lifecycle hooks on the container context. `inject` reaches the public app once it exists.
  */
 export function buildNamespaces(
@@ -75,9 +78,11 @@ export function buildNamespaces(
       return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
     },
   });
-  ctx.hooks.push(proxy, exec);
-  const logSources: LogSource[] = [exec.logSource()];
+  const cron = new CronService({ db, engine: ctx.engine, store: ctx.store, log: log.child({ ns: 'cron' }) });
+  ctx.hooks.push(proxy, exec, cron);
+  const logSources: LogSource[] = [cron.logSource(), exec.logSource()];
   const routes: NamespaceRoutes[] = [
+    async (app) => void (await app.register(cronRoutes, { cron })),
     async (app) => void (await app.register(proxyRoutes, { proxy: proxy.service })),
     async (app) => void (await app.register(filesRoutes, {})),
     async (app) => void (await app.register(execRoutes, { exec })),
@@ -87,11 +92,13 @@ export function buildNamespaces(
     proxy,
     acme,
     exec,
+    cron,
     logSources,
     routes,
     rootRoutes: [async (app) => void app.route(acmeChallengeRoute(challenges))],
     internal,
     async close() {
+      await cron.stop();
       proxy.forwarder.close();
       acme.close();
       await exec.close();

@@ -21,7 +21,7 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
     loggerInstance: deps.log.child({ api: 'admin' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
     disableRequestLogging: true,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
   });
   installErrorHandling(app);
   app.addSchema(ErrorBody);

@@ -58,7 +58,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
       };
       return createHttpServer({ maxHeaderSize: 16 * 1024 }, handler);
     },
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } },
   });
   installErrorHandling(app);
   app.addHook('onResponse', async (req, reply) => {

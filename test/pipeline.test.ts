@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { chmod, copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { execa } from 'execa';
+import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
+import { call, servedCertificate } from './support/http.js';
+import { freePort, type Pebble, startPebble } from './support/pebble.js';
+
+interface Ports {
+  http: number;
+  https: number;
+}
+
+// The seed's renewal script: loop over the domains, order each, PATCH the bundle to our own proxy.
+const RENEW_TS = `// @timeout 60000
+interface Issued { cert: string; key: string; chain: string }
+const domains: string[] = ['app1.test', 'app2.test'];
+let n = 0;
+for (const d of domains) {
+  if (request.dry_run) { await acme.order(d); console.log('dry run: would renew', d); continue; }
+  const { cert, key, chain } = (await acme.order(d)) as Issued;
+  const r = await fetch('/api/v1/proxy/cert/bundle', { method: 'PATCH', body: JSON.stringify({ domain: d, cert, key, chain }) });
+  if (!r.ok) throw new Error('PATCH ' + d + ': ' + r.status + ' ' + (await r.text()));
+  n++;
+}
+console.log('renewed', n);
+return { renewed: n, dry_run: request.dry_run };
+`;
+
+describe('the weekly renewal pipeline, whole: cron -> exec -> ACME (pebble) -> live certificate swap', () => {
+  let d: TestDaemon;
+  let pebble: Pebble;
+  let ports: Ports;
+  let token = '';
+  let engineId = '';
+  const api = (method: string, path: string, body?: unknown) =>
+    call({ port: ports.http, host: 'api.site.hoody.localhost', path: `${path}${path.includes('?') ? '&' : '?'}token=${token}`, method, body });
+
+  before(async () => {
+    const httpPort = await freePort();
+    pebble = await startPebble({ httpPort });
+    d = await startTestDaemon({ HOODY_HTTP_PORT: String(httpPort), HOODY_ACME_DIRECTORY: pebble.directoryUrl, HOODY_ACME_CA_FILE: pebble.caFile });
+    ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
+    assert.equal(ports.http, httpPort);
+    token = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'site', image: 'hoody/base' })).token;
+    engineId = (await d.client.call<{ engineId: string }>('GET', '/v1/containers/site')).engineId;
+    // The app: busybox httpd from the files area (the Debian base image has curl but no web server).
+    const files = join(d.stateDir, 'pool', 'containers', 'site', 'files');
+    await mkdir(join(files, 'www'), { recursive: true });
+    await copyFile('/bin/busybox', join(files, 'busybox'));
+    await chmod(join(files, 'busybox'), 0o755);
+    await writeFile(join(files, 'www', 'index.html'), 'site app\n');
+    const httpd = await dockerExec(engineId, ['/files/busybox', 'httpd', '-p', '8080', '-h', '/files/www']);
+    assert.equal(httpd.exitCode, 0, httpd.output);
+  });
+  after(async () => {
+    await d?.destroy();
+    await pebble?.stop();
+  });
+
+  test('routes, script, cron entry; the cron run renews both names and the proxy serves pebble certificates', async () => {
+    for (const host of ['app1.test', 'app2.test']) assert.equal((await api('PUT', `/api/v1/proxy/routes/${host}`, { port: 8080 })).status, 200);
+    const put = await call({ port: ports.http, host: 'api.site.hoody.localhost', path: `/api/v1/scripts/certs/renew.ts?token=${token}`, method: 'PUT', body: RENEW_TS, headers: { 'content-type': 'text/plain' } });
+    assert.equal(put.status, 201, put.text);
+    const command = `curl -fsS "https://exec.site.hoody.localhost:${ports.https}/scripts/certs/renew?token=${token}"`;
+    const entry = await api('POST', '/users/me/entries', { schedule: '0 4 * * 0', command, comment: 'weekly TLS renewal', enabled: true });
+    assert.equal(entry.status, 201, entry.text);
+    const e = entry.json<{ id: string; schedule: string; enabled: boolean; next_run: string }>();
+    assert.equal(e.schedule, '0 4 * * 0');
+    assert.equal(e.enabled, true);
+    assert.equal(new Date(e.next_run).getUTCDay(), 0);
+
+    const daemonPid = d.process.pid;
+    const startedAt = (await execa('docker', ['inspect', '-f', '{{.State.StartedAt}}', engineId])).stdout;
+    const intermediate = new X509Certificate(await pebble.intermediatePem());
+
+    const t0 = performance.now();
+    const run = await api('POST', `/users/me/entries/${e.id}/run?wait=true`);
+    const cycleMs = performance.now() - t0;
+    assert.equal(run.status, 200, run.text);
+    const r = run.json<{ status: string; exit_code: number; output: string; trigger: string }>();
+    assert.equal(r.status, 'ok', r.output);
+    assert.equal(r.exit_code, 0);
+    assert.equal(r.trigger, 'manual');
+    assert.deepEqual(JSON.parse(r.output), { renewed: 2, dry_run: false });
+    process.stdout.write(`# renewal cycle (cron run -> curl in container -> exec -> 2 ACME orders -> 2 live swaps): ${Math.round(cycleMs)} ms\n`);
+
+    for (const host of ['app1.test', 'app2.test']) {
+      const served = await servedCertificate(ports.https, host);
+      const cert = new X509Certificate(served.raw);
+      assert.ok(cert.checkIssued(intermediate), `${host} issued by pebble's intermediate`);
+      assert.ok(cert.checkHost(host));
+      const page = await call({ port: ports.https, host, path: '/index.html', tls: { ca: await pebble.rootsPem() } });
+      assert.equal(page.text, 'site app\n');
+    }
+
+    const cronLog = (await api('GET', '/api/v1/logs?source=cron')).json<{ entry_id: string; status: string }[]>();
+    assert.ok(cronLog.some((row) => row.entry_id === e.id && row.status === 'ok'));
+    const execLog = (await api('GET', '/api/v1/logs?source=exec')).json<{ script: string; status: number; console: string; dryRun: boolean }[]>();
+    const renew = execLog.find((row) => row.script === 'certs/renew.ts');
+    assert.ok(renew, JSON.stringify(execLog));
+    assert.equal(renew.status, 200);
+    assert.match(renew.console, /renewed 2/);
+
+    // Nothing restarted: the same daemon process, the same container start.
+    assert.equal(d.process.pid, daemonPid);
+    assert.equal(d.process.exitCode, null);
+    assert.equal((await execa('docker', ['inspect', '-f', '{{.State.StartedAt}}', engineId])).stdout, startedAt);
+    const hoodyLogs = await d.hoody(['logs', 'site', '--cron']);
+    assert.match(hoodyLogs.stdout, new RegExp(`cron ${e.id} manual ok exit=0`));
+    const execLogs = await d.hoody(['logs', 'site', '--exec']);
+    assert.match(execLogs.stdout, /exec GET certs\/renew.ts 200/);
+  });
+
+  test('?dry_run=true on the renewal script touches no served certificate', async () => {
+    const before = await Promise.all(['app1.test', 'app2.test'].map((h) => servedCertificate(ports.https, h)));
+    const r = await call({ port: ports.https, host: 'exec.site.hoody.localhost', path: `/scripts/certs/renew?dry_run=true&token=${token}`, tls: { ca: await import('node:fs/promises').then((f) => f.readFile(join(d.stateDir, 'keys', 'ca.crt'), 'utf8')) } });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json(), { renewed: 0, dry_run: true });
+    const afterDry = await Promise.all(['app1.test', 'app2.test'].map((h) => servedCertificate(ports.https, h)));
+    assert.deepEqual(afterDry.map((c) => c.fingerprint256), before.map((c) => c.fingerprint256));
+  });
+
+  test('after a daemon restart the same certificates are served without any new ACME order', async () => {
+    const before = await Promise.all(['app1.test', 'app2.test'].map((h) => servedCertificate(ports.https, h)));
+    const queries = pebble.dnsQueries.length;
+    await d.restart('SIGTERM');
+    ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
+    const afterRestart = await Promise.all(['app1.test', 'app2.test'].map((h) => servedCertificate(ports.https, h)));
+    assert.deepEqual(afterRestart.map((c) => c.fingerprint256), before.map((c) => c.fingerprint256));
+    assert.equal(pebble.dnsQueries.length, queries, 'no validation happened, so no order');
+  });
+});
