@@ -1,4 +1,5 @@
-import { redirectLoopback } from '../host/netns.js';
+import { networkInterfaces } from 'node:os';
+import { applyNetnsRules } from '../host/netns.js';
 import type { ContainerContext, NamespaceHooks, SpecExtras } from './context.js';
 import type { ContainerRow } from './store.js';
 import { SERVICES } from './tls/sni.js';
@@ -6,6 +7,14 @@ import { SERVICES } from './tls/sni.js';
 export interface PublicPorts {
   http: number;
   https: number;
+}
+
+/** The host's own IPv4 addresses (besides loopback): a container reaches none but hoody's public ports. */
+function hostAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flat()
+    .filter((a) => a && a.family === 'IPv4' && !a.internal)
+    .map((a) => a!.address);
 }
 
 /** The service hostnames of one container: cron.<ctr>.<domain>, exec…, api…, and the token-only ones. */
@@ -25,6 +34,8 @@ export class ServiceNetwork implements NamespaceHooks {
     private readonly ports: () => PublicPorts,
     private readonly caBundle: string,
     private readonly caCert: string,
+    /** false: the operator opted out of the egress policy (HOODY_CONTAINER_EGRESS=open). */
+    private readonly restrictEgress = true,
   ) {}
 
   extras(name: string): SpecExtras {
@@ -47,7 +58,14 @@ export class ServiceNetwork implements NamespaceHooks {
     ];
     if (http !== 80) redirects.push({ fromPort: http, toHost: live.gateway, toPort: http });
     if (https !== 443) redirects.push({ fromPort: https, toHost: live.gateway, toPort: https });
-    await redirectLoopback(live.pid, redirects);
+    const egress = this.restrictEgress
+      ? {
+          hostAddresses: [...new Set([live.gateway, ...hostAddresses()])],
+          allowedHostPorts: [http, https],
+          blockedNetworks: [...(live.subnet ? [live.subnet] : []), '169.254.0.0/16'],
+        }
+      : null;
+    await applyNetnsRules(live.pid, { redirects, egress });
   }
 
   async open(row: ContainerRow): Promise<void> {

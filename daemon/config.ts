@@ -18,6 +18,8 @@ export interface Config {
   storageDriver: 'btrfs' | 'dir';
   engineStorageDriver: 'overlay2' | 'btrfs';
   logLevel: string;
+  /** 'restricted' (default): containers reach the host only on the public ports, and no other container. */
+  containerEgress: 'restricted' | 'open';
   /** Short id of this daemon (from its state dir); labels its containers on a shared engine. */
   instance: string;
   dbPath: string;
@@ -68,6 +70,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     storageDriver: (env.HOODY_STORAGE_DRIVER as 'btrfs' | 'dir' | undefined) ?? 'btrfs',
     engineStorageDriver: (env.HOODY_ENGINE_STORAGE_DRIVER as 'overlay2' | 'btrfs' | undefined) ?? 'overlay2',
     logLevel: pick(flags.logLevel, 'HOODY_LOG_LEVEL', 'info'),
+    containerEgress: env.HOODY_CONTAINER_EGRESS === 'open' ? 'open' : 'restricted',
     instance,
     dbPath: join(stateDir, 'hoody.db'),
     defaults: {

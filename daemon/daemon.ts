@@ -70,7 +70,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const trust = await loadHostTrust(config.stateDir);
   const certs = new ServiceCertificates(trust.ca, config.domain);
   let ports = { http: config.httpPort, https: config.httpsPort };
-  const network = new ServiceNetwork(() => ctx, config.domain, () => ports, trust.bundlePath, trust.caPath);
+  const network = new ServiceNetwork(() => ctx, config.domain, () => ports, trust.bundlePath, trust.caPath, config.containerEgress === 'restricted');
   ctx.specExtras = (name) => network.extras(name);
   ctx.hooks.push(network);
   let pub: PublicServer | undefined;

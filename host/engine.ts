@@ -30,6 +30,8 @@ export interface EngineContainer {
   gateway: string;
   /** The container's address on its network (where the proxy forwards to). */
   ip: string;
+  /** Its network in CIDR form (e.g. 172.17.0.0/16), '' when unknown. */
+  subnet: string;
 }
 
 export interface EngineEvent {
@@ -172,6 +174,7 @@ export class DockerEngine implements ContainerEngine {
         pid: i.State.Pid,
         gateway: Object.values(i.NetworkSettings?.Networks ?? {})[0]?.Gateway ?? '',
         ip: Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPAddress ?? '',
+        subnet: subnetOf(Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPAddress, Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPPrefixLen),
       };
     } catch (err) {
       if (statusCode(err) === 404) return null;
@@ -191,6 +194,7 @@ export class DockerEngine implements ContainerEngine {
       pid: 0,
       gateway: '',
       ip: '',
+      subnet: '',
     }));
   }
 
@@ -318,6 +322,15 @@ export class DockerEngine implements ContainerEngine {
       images: i.Images,
     };
   }
+}
+
+/** 172.17.0.5 + 16 -> 172.17.0.0/16. */
+export function subnetOf(ip: string | undefined, prefix: number | undefined): string {
+  if (!ip || !prefix || !/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return '';
+  const n = ip.split('.').reduce((acc, o) => (acc << 8) + Number(o), 0) >>> 0;
+  const mask = prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0;
+  const net = (n & mask) >>> 0;
+  return `${[24, 16, 8, 0].map((s) => (net >>> s) & 255).join('.')}/${prefix}`;
 }
 
 /** Kills a process and all its descendants (a shell's children would keep the exec stream open). */

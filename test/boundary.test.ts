@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { netnsRules } from '../host/netns.js';
+import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
+
+interface Ports {
+  http: number;
+  https: number;
+}
+interface View {
+  engineId: string;
+}
+
+async function ipOf(engineId: string): Promise<{ ip: string; gateway: string }> {
+  const r = await dockerExec(engineId, ['sh', '-c', "ip -4 -o addr show eth0 | awk '{print $4}'; ip route | awk '/default/ {print $3}'"]);
+  const [cidr, gateway] = r.output.trim().split('\n');
+  return { ip: cidr!.split('/')[0]!, gateway: gateway! };
+}
+
+/** A plain HTTP GET from inside a container with busybox nc (its static wget crashes on this image). */
+async function httpGet(engineId: string, host: string, port: number, path = '/'): Promise<string> {
+  const r = await dockerExec(engineId, ['sh', '-c', `printf 'GET ${path} HTTP/1.0\\r\\nHost: ${host}\\r\\n\\r\\n' | nc -w 3 ${host} ${port}`]);
+  return r.output;
+}
+
+describe('containers are a boundary', () => {
+  test('the rules file gives loopback redirects, host ports only, no bridge or link-local', () => {
+    const text = netnsRules({
+      redirects: [{ fromPort: 443, toHost: '172.17.0.1', toPort: 8443 }],
+      egress: { hostAddresses: ['172.17.0.1'], allowedHostPorts: [8080, 8443], blockedNetworks: ['172.17.0.0/16', '169.254.0.0/16'] },
+    });
+    assert.match(text, /-A OUTPUT -o lo -d 127\.0\.0\.1\/32 -p tcp --dport 443 -j DNAT --to-destination 172\.17\.0\.1:8443/);
+    assert.match(text, /-A OUTPUT -d 172\.17\.0\.1\/32 -p tcp -m multiport --dports 8080,8443 -j ACCEPT\n-A OUTPUT -d 172\.17\.0\.1\/32 -j REJECT/);
+    assert.match(text, /-A OUTPUT -d 172\.17\.0\.0\/16 -j REJECT/);
+    assert.doesNotMatch(netnsRules({ redirects: [], egress: null }), /REJECT/);
+  });
+
+  for (const egress of ['restricted', 'open'] as const) {
+    describe(`egress ${egress}`, () => {
+      let d: TestDaemon;
+      let ports: Ports;
+      let a: View;
+      let b: View;
+      let hostServer: Server;
+      let hostPort = 0;
+      before(async () => {
+        d = await startTestDaemon(egress === 'open' ? { HOODY_CONTAINER_EGRESS: 'open' } : {});
+        ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
+        for (const n of ['a', 'b']) await d.client.call('POST', '/v1/containers', { name: n });
+        a = await d.client.call<View>('GET', '/v1/containers/a');
+        b = await d.client.call<View>('GET', '/v1/containers/b');
+        await dockerExec(b.engineId, ['sh', '-c', 'mkdir -p /tmp/www && echo b > /tmp/www/index.html && httpd -p 8080 -h /tmp/www']);
+        // Some other service of the host's, on all interfaces.
+        hostServer = createServer((s) => s.end('host service\n'));
+        await new Promise<void>((r) => hostServer.listen(0, '0.0.0.0', r));
+        hostPort = (hostServer.address() as { port: number }).port;
+      });
+      after(async () => {
+        hostServer.close();
+        await d.destroy();
+      });
+
+      test('no Docker socket and no admin socket inside', async () => {
+        const r = await dockerExec(a.engineId, ['sh', '-c', 'ls /var/run/docker.sock /run/docker.sock /run/hoody 2>&1; mount | grep -c -E "docker.sock|hoodyd.sock"']);
+        assert.match(r.output, /No such file/);
+        assert.match(r.output.trim().split('\n').pop()!, /^0$/);
+      });
+
+      test("the container's own service hostnames work", async () => {
+        const out = await httpGet(a.engineId, 'api.a.hoody.localhost', ports.http, '/api/v1/proxy/routes');
+        // Reached hoody (a 401 without token proves the listener answered).
+        assert.match(out, /HTTP\/1\.[01] 401/);
+        assert.match(out, /HOODY_UNAUTHORIZED/);
+      });
+
+      test(egress === 'restricted' ? 'other containers, other host ports and link-local are unreachable' : 'the operator opted in: other containers and host ports are reachable', async () => {
+        const { ip: bIp } = await ipOf(b.engineId);
+        const { gateway } = await ipOf(a.engineId);
+        const toB = /HTTP\/1\.[01] 200/.test(await httpGet(a.engineId, bIp, 8080, '/index.html'));
+        const toHost = await dockerExec(a.engineId, ['sh', '-c', `nc -w 3 ${gateway} ${hostPort} </dev/null`]);
+        if (egress === 'restricted') {
+          assert.equal(toB, false, 'b is unreachable');
+          assert.doesNotMatch(toHost.output, /host service/);
+          assert.match(await httpGet(a.engineId, '169.254.169.254', 80), /can't connect|refused|unreachable/i);
+        } else {
+          assert.equal(toB, true, 'b is reachable');
+          assert.match(toHost.output, /host service/);
+        }
+      });
+    });
+  }
+});
