@@ -45,6 +45,9 @@ export const errors = {
   PROXY_ROUTE_UNKNOWN: { status: 404, message: (h: string) => `no route for ${h}` },
   PROXY_PORT_INVALID: { status: 400, message: (p: string) => `invalid port ${p}` },
   PROXY_UPSTREAM_FAILED: { status: 502, message: (d: string) => `the container did not answer: ${d}` },
+  RATE_LIMITED: { status: 429, message: (d: string) => d },
+  HEADERS_TOO_LARGE: { status: 431, message: () => 'request header fields too large' },
+  REQUEST_TIMEOUT: { status: 408, message: () => 'request timeout' },
   INTERNAL: { status: 500, message: () => 'internal error (see the daemon log)' },
   // files and exec
   PATH_INVALID: { status: 400, message: (d: string) => `invalid path: ${d}` },

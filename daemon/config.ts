@@ -20,6 +20,8 @@ export interface Config {
   logLevel: string;
   /** 'restricted' (default): containers reach the host only on the public ports, and no other container. */
   containerEgress: 'restricted' | 'open';
+  /** Bad tokens per client address per minute before 429s. */
+  tokenFailureLimit: number;
   /** Short id of this daemon (from its state dir); labels its containers on a shared engine. */
   instance: string;
   dbPath: string;
@@ -71,6 +73,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     engineStorageDriver: (env.HOODY_ENGINE_STORAGE_DRIVER as 'overlay2' | 'btrfs' | undefined) ?? 'overlay2',
     logLevel: pick(flags.logLevel, 'HOODY_LOG_LEVEL', 'info'),
     containerEgress: env.HOODY_CONTAINER_EGRESS === 'open' ? 'open' : 'restricted',
+    tokenFailureLimit: Number(env.HOODY_TOKEN_FAILURE_LIMIT ?? '100') || 100,
     instance,
     dbPath: join(stateDir, 'hoody.db'),
     defaults: {

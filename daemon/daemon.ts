@@ -86,6 +86,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     namespaces: ns.routes,
     rootRoutes: ns.rootRoutes,
     internal: ns.internal,
+    tokenFailureLimit: config.tokenFailureLimit,
     intercept: (req, res) => ns.proxy.forwarder.handle(req, res),
     upgrade: (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
     sni: async (name) => ns.proxy.service.context(name) ?? certs.contextFor(name),

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { ContainerContext } from '../../containers/context.js';
+import type { FailureLimiter } from '../public/limiter.js';
 import { type InternalAuthority, resolveCaller } from '../public/resolve.js';
 import { tokenRoutes } from './tokens.js';
 
@@ -11,6 +12,7 @@ export interface ContainerApiOptions {
   domain: string;
   namespaces: NamespaceRoutes[];
   internal?: InternalAuthority;
+  limiter?: FailureLimiter;
 }
 
 /**
@@ -19,7 +21,7 @@ export interface ContainerApiOptions {
  */
 export const containerApi: FastifyPluginAsync<ContainerApiOptions> = async (app, opts) => {
   app.decorateRequest('hoody', null as never);
-  app.addHook('onRequest', resolveCaller(opts.ctx, opts.domain, opts.internal));
+  app.addHook('onRequest', resolveCaller(opts.ctx, opts.domain, opts.internal, opts.limiter));
   await app.register(tokenRoutes, { store: opts.ctx.store });
   for (const ns of opts.namespaces) await ns(app);
 };

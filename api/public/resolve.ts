@@ -6,6 +6,7 @@ import type { TokenRow } from '../../containers/store.js';
 import { parseHost } from '../../containers/tls/sni.js';
 import { hashToken } from '../../containers/tokens.js';
 import type { CallerContext } from '../container/context.js';
+import type { FailureLimiter } from './limiter.js';
 
 /** The presented token: `?token=` (the URL token) or `Authorization: Bearer`. */
 export function presentedToken(req: FastifyRequest): string | null {
@@ -16,10 +17,15 @@ export function presentedToken(req: FastifyRequest): string | null {
   return null;
 }
 
-function lookupToken(ctx: ContainerContext, token: string): TokenRow {
+function lookupToken(ctx: ContainerContext, token: string, req: FastifyRequest, limiter?: FailureLimiter): TokenRow {
+  const client = req.socket.remoteAddress ?? 'unknown';
+  if (limiter?.blocked(client)) throw fail('RATE_LIMITED', 'too many bad tokens from this address; try again later');
   // The hash is the lookup key: timing reveals nothing about the token itself.
   const row = ctx.store.tokenByHash(hashToken(token));
-  if (!row || row.revokedAt) throw fail('UNAUTHORIZED');
+  if (!row || row.revokedAt) {
+    if (limiter?.fail(client)) req.log.warn({ client, limit: limiter.limit, windowMs: limiter.windowMs }, 'token brute force? address blocked');
+    throw fail('UNAUTHORIZED');
+  }
   return row;
 }
 
@@ -52,13 +58,13 @@ function timingSafeEqualString(a: string, b: string): boolean {
  * Resolves which container a request is for (service host, `/c/<ctr>/` path, or the token alone) and who
  * is calling. A bad token is 401; a valid token of another container is 404 (existence is not revealed).
  */
-export function resolveCaller(ctx: ContainerContext, domain: string, internal?: InternalAuthority) {
+export function resolveCaller(ctx: ContainerContext, domain: string, internal?: InternalAuthority, limiter?: FailureLimiter) {
   return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
     const params = req.params as { ctr?: string };
     const target = parseHost(req.headers.host, domain);
     const vouched = internalToken(ctx, req, internal);
     const raw = vouched === undefined ? presentedToken(req) : null;
-    const token = vouched !== undefined ? vouched : raw ? lookupToken(ctx, raw) : null;
+    const token = vouched !== undefined ? vouched : raw ? lookupToken(ctx, raw, req, limiter) : null;
     let name: string | undefined;
     let service: CallerContext['service'] = null;
     if (params.ctr !== undefined) {

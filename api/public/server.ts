@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
 import { containerApi, type NamespaceRoutes } from '../container/index.js';
 import { installErrorHandling } from '../errors.js';
+import { FailureLimiter } from './limiter.js';
 import type { InternalAuthority } from './resolve.js';
 
 export interface PublicServerOptions {
@@ -24,7 +25,25 @@ export interface PublicServerOptions {
   /** Routes registered at the root, outside every container's plugin (e.g. ACME http-01 answers). */
   rootRoutes?: ((app: FastifyInstance) => Promise<void>)[];
   internal?: InternalAuthority;
+  /** Bad tokens per client address per minute before it gets 429s (default 100). */
+  tokenFailureLimit?: number;
   host?: string;
+}
+
+/** Malformed requests the HTTP parser refuses still get the catalogue's JSON shape. */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable || err.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const [status, code, text] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'HOODY_HEADERS_TOO_LARGE', 'Request Header Fields Too Large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'HOODY_REQUEST_TIMEOUT', 'Request Timeout']
+        : [400, 'HOODY_BAD_REQUEST', 'Bad Request'];
+  const body = JSON.stringify({ error: { code, message: text.toLowerCase() } });
+  socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 export interface PublicServer {
@@ -69,7 +88,9 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     );
   });
   for (const routes of opts.rootRoutes ?? []) await routes(app);
-  const api = { ctx: opts.ctx, domain: opts.domain, namespaces: opts.namespaces, internal: opts.internal };
+  // One limiter for both mounts of the container plugin: bad tokens count per client address.
+  const limiter = new FailureLimiter(opts.tokenFailureLimit ?? 100, 60_000);
+  const api = { ctx: opts.ctx, domain: opts.domain, namespaces: opts.namespaces, internal: opts.internal, limiter };
   await app.register(containerApi, api);
   await app.register(containerApi, { ...api, prefix: '/c/:ctr' });
   await app.ready();
@@ -89,6 +110,12 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     handler,
   );
   https.keepAliveTimeout = 65_000;
+  for (const server of [app.server, https]) {
+    server.headersTimeout = 20_000; // slow clients: the whole header block within 20 s
+    server.requestTimeout = 120_000;
+    server.removeAllListeners('clientError');
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket));
+  }
   for (const server of [app.server, https]) {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       if (!opts.upgrade?.(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
