@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:https';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -166,6 +167,37 @@ describe('proxy namespace: routes, live certificate swaps, isolation', () => {
     ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
     assert.equal((await servedCertificate(ports.https, 'app.a.test')).fingerprint256, before);
     assert.equal((await call({ port: ports.http, host: 'app.a.test', path: '/index.html' })).text.trim(), 'hello-from-a');
+  });
+
+  test('websocket upgrades are forwarded both ways (101, then raw bytes echoed)', async () => {
+    const a = await d.client.call<{ engineId: string }>('GET', '/v1/containers/a');
+    // A tiny upgrade endpoint: read the request head, answer 101, then echo whatever comes.
+    const script = `#!/bin/sh\nCR=$(printf '\\r')\nwhile read -r l; do [ "$l" = "$CR" ] && break; [ -z "$l" ] && break; done\nprintf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'\nexec cat\n`;
+    await dockerExec(a.engineId, ['sh', '-c', `printf '%s' "$0" > /files/ws.sh && chmod +x /files/ws.sh`, script]);
+    await dockerExec(a.engineId, ['sh', '-c', 'nc -ll -p 9000 -e /files/ws.sh >/dev/null 2>&1 &']);
+    assert.equal((await api(tokA, 'PUT', '/api/v1/proxy/routes/ws.a.test', { port: 9000 })).status, 200);
+    const reply = await new Promise<string>((resolve, reject) => {
+      const s = connect(ports.http, '127.0.0.1', () => {
+        s.write('GET /chat HTTP/1.1\r\nHost: ws.a.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+      });
+      let buf = '';
+      let sent = false;
+      s.on('data', (c: Buffer) => {
+        buf += c.toString('utf8');
+        if (!sent && buf.includes('\r\n\r\n')) {
+          sent = true;
+          s.write('ping-through-proxy\n');
+        }
+        if (buf.includes('ping-through-proxy')) {
+          s.destroy();
+          resolve(buf);
+        }
+      });
+      s.on('error', reject);
+      setTimeout(() => reject(new Error(`no echo; got ${JSON.stringify(buf)}`)), 5000).unref();
+    });
+    assert.match(reply, /^HTTP\/1\.1 101 Switching Protocols/);
+    assert.match(reply, /ping-through-proxy/);
   });
 
   test('deleting the route stops forwarding; the hostname then falls through to a 404', async () => {
