@@ -169,6 +169,16 @@ describe('proxy namespace: routes, live certificate swaps, isolation', () => {
     assert.equal((await call({ port: ports.http, host: 'app.a.test', path: '/index.html' })).text.trim(), 'hello-from-a');
   });
 
+  test('https_redirect: plain HTTP for the hostname is redirected to HTTPS, HTTPS is served', async () => {
+    assert.equal((await api(tokA, 'PUT', '/api/v1/proxy/routes/secure.a.test', { port: 8080, https_redirect: true })).status, 200);
+    const r = await call({ port: ports.http, host: 'secure.a.test', path: '/index.html?x=1' });
+    assert.equal(r.status, 308);
+    assert.equal(r.headers.location, 'https://secure.a.test/index.html?x=1');
+    const s = await call({ port: ports.https, host: 'secure.a.test', path: '/index.html', tls: { insecure: true } });
+    assert.equal(s.text.trim(), 'hello-from-a');
+    assert.equal((await api(tokA, 'DELETE', '/api/v1/proxy/routes/secure.a.test')).status, 200);
+  });
+
   test('websocket upgrades are forwarded both ways (101, then raw bytes echoed)', async () => {
     const a = await d.client.call<{ engineId: string }>('GET', '/v1/containers/a');
     // A tiny upgrade endpoint: read the request head, answer 101, then echo whatever comes.
