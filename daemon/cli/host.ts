@@ -111,15 +111,18 @@ export function hostCommands(program: Command): void {
     const info = await client.call<HostInfoView>('GET', '/v1/host');
     const httpsPort = info.listeners.https && info.listeners.https !== 443 ? `:${info.listeners.https}` : '';
     const d = info.listeners.domain;
+    const ca = join(config.stateDir, 'keys', 'ca.crt');
+    const t = demo.token;
     process.stdout.write(
       [
-        `created container demo; its token (shown once): ${demo.token}`,
-        `  cron:  https://cron.demo.${d}${httpsPort}/users/me/entries?token=${demo.token}`,
-        `  exec:  https://exec.demo.${d}${httpsPort}/scripts/hello?token=${demo.token}`,
-        `  api:   https://api.demo.${d}${httpsPort}/api/v1/files/?token=${demo.token}`,
-        'try:',
-        `  hoody ls && hoody stats`,
-        `  curl -s --unix-socket ${config.adminSocket} http://hoody/v1/containers/demo`,
+        `created container demo; its token (shown once): ${t}`,
+        `  cron:  https://cron.demo.${d}${httpsPort}/users/me/entries?token=${t}`,
+        `  exec:  https://exec.demo.${d}${httpsPort}/scripts/<path>?token=${t}`,
+        `  api:   https://api.demo.${d}${httpsPort}/api/v1/files/?token=${t}`,
+        'try (the host CA is in the state dir; inside a container it is trusted already):',
+        `  curl --cacert ${ca} -H 'content-type: application/json' -d '{"schedule":"* * * * *","command":"date >> /files/dates"}' "https://cron.demo.${d}${httpsPort}/users/me/entries?token=${t}"`,
+        `  curl --cacert ${ca} "https://api.demo.${d}${httpsPort}/api/v1/files/dates?token=${t}"     # a minute later`,
+        '  hoody ls; hoody stats; hoody logs demo --cron --follow',
       ].join('\n') + '\n',
     );
   });
