@@ -25,6 +25,7 @@ interface Run {
   exit_code: number | null;
   triggered_by: string;
   scheduled_for: string | null;
+  started_at: string;
   output: string;
 }
 
@@ -196,6 +197,8 @@ describe('cron over the public API of a real daemon', () => {
       assert.equal(r.exit_code, 0);
       assert.equal(r.trigger, 'schedule');
       assert.equal(r.triggered_by, 'scheduler');
+      const late = Date.parse(r.started_at) - Date.parse(r.scheduled_for ?? '');
+      assert.ok(late >= 0 && late < 2000, `fired ${late} ms after its slot`);
     }
     const slots = runs.map((r) => r.scheduled_for);
     assert.equal(new Set(slots).size, slots.length, 'no slot fired twice');
