@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from './command.js';
-import { enableQuota, formatBtrfs, isBtrfs } from './storage/btrfs.js';
+import { enableQuota, formatBtrfs, isBtrfs, rescanIfInconsistent } from './storage/btrfs.js';
 
 export interface PoolPaths {
   /** Mount point (or plain directory on an existing BTRFS) that holds every volume. */
@@ -71,6 +71,7 @@ export async function ensurePool(stateDir: string, sizeBytes: number): Promise<P
     kind = 'loop';
   }
   await enableQuota(paths.root);
+  await rescanIfInconsistent(paths.root);
   for (const dir of [paths.containers, paths.snapshots, paths.templates]) await mkdir(dir, { recursive: true });
   return { paths, kind, created };
 }

@@ -1,4 +1,4 @@
-import { mkdir, stat, statfs, readdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { run } from '../command.js';
 import type { PoolUsage, StorageDriver, VolumeUsage } from './driver.js';
@@ -23,6 +23,23 @@ export async function formatBtrfs(target: string, label = 'hoody'): Promise<void
 /** Turns qgroup accounting on; a no-op when it already is. */
 export async function enableQuota(mountPoint: string): Promise<void> {
   await run('btrfs', ['quota', 'enable', mountPoint]);
+}
+
+/**
+ * The kernel marks qgroup numbers inconsistent after some operations (a killed delete, a large subtree
+ * drop); limits and usage are then stale until a rescan. Rescans (and waits) when that flag is up.
+ */
+export async function rescanIfInconsistent(path: string): Promise<boolean> {
+  const { stdout } = await run('findmnt', ['-n', '-o', 'UUID', '-T', path]);
+  const flag = await readFile(`/sys/fs/btrfs/${stdout.trim()}/qgroups/inconsistent`, 'utf8').catch(() => '0');
+  if (flag.trim() !== '1') return false;
+  try {
+    await run('btrfs', ['quota', 'rescan', '-w', path], { timeoutMs: 600_000 });
+  } catch {
+    // A rescan is already running: wait for it instead of starting one.
+    await run('btrfs', ['quota', 'rescan', '-W', path], { timeoutMs: 600_000 });
+  }
+  return true;
 }
 
 export async function quotaEnabled(mountPoint: string): Promise<boolean> {
@@ -119,6 +136,7 @@ export class BtrfsDriver implements StorageDriver {
   }
 
   async usage(path: string): Promise<VolumeUsage> {
+    await rescanIfInconsistent(path);
     const id = await this.subvolumeId(path);
     // -f: only the qgroups that affect this path; --sync: numbers as of now, not the last commit.
     const { stdout } = await run('btrfs', ['qgroup', 'show', '-re', '-f', '--raw', '--sync', path]);

@@ -15,7 +15,10 @@ import { type Config, loadConfig } from '../../daemon/config.js';
 import { buildContainerContext } from '../../daemon/daemon.js';
 import { openDatabase } from '../../daemon/db.js';
 import { setupHost } from '../../daemon/setup.js';
+import { DockerEngine } from '../../host/engine.js';
 import { BUSYBOX_IMAGE } from '../../host/images.js';
+import { BtrfsDriver } from '../../host/storage/btrfs.js';
+import { claimTestDir, sweepTestLeftovers } from './sweep.js';
 
 /** The repo root (tests run compiled from dist/test/...). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -29,6 +32,7 @@ export function ensureTestHost(): Promise<Config> {
   hostReady ??= (async () => {
     const config = loadConfig({});
     await setupHost(config, pino({ level: 'warn' }), { images: 'busybox' });
+    await sweepTestLeftovers(join(config.stateDir, 'pool', 'tests'), new DockerEngine(config.dockerSocket), new BtrfsDriver());
     return config;
   })();
   return hostReady;
@@ -39,6 +43,7 @@ export async function tempStateDir(): Promise<string> {
   const host = await ensureTestHost();
   const dir = join(host.stateDir, 'pool', 'tests', randomBytes(4).toString('hex'));
   await mkdir(dir, { recursive: true });
+  await claimTestDir(dir);
   return dir;
 }
 
