@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { AdminClient } from '../client.js';
 import { VERSION } from '../version.js';
+import { benchCommands } from './bench.js';
 import { containerCommands } from './containers.js';
 import { hostCommands } from './host.js';
 import { logCommands } from './logs.js';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   hostCommands(program);
   containerCommands(program, client);
   logCommands(program, client);
+  benchCommands(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -1,0 +1,477 @@
+/**
+ * Cron benchmark: N entries on `* * * * *` spread over C busybox containers, a cheap command, measured over
+ * whole minutes. For each firing: lateness against its scheduled second (the run row's `started_at`, written
+ * when the slot is claimed just before `docker exec`, and `finished_at`, after the command ended), and the
+ * outcome counts; for the daemon: CPU (utime+stime from /proc/<pid>/stat over the window) and RSS over time.
+ * A lighter point (fewer entries on the same containers) runs first for comparison.
+ *
+ *   node --no-node-snapshot dist/bench/cron.js --containers 100 --entries 10000 --minutes 3 [--light 1000]
+ *
+ * Entries carry `expires_at` just after their last measured slot, so nothing else touches the daemon during a
+ * window (no PATCH storm to stop them). Everything made is removed at the end, on SIGINT/SIGTERM and on errors.
+ */
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { startBenchDaemon } from './daemon.js';
+import { chartSvg, type LineSeries } from './ns-chart.js';
+import {
+  dist,
+  enginePids,
+  fmt,
+  hostFacts,
+  KeepAliveClient,
+  main,
+  mdTable,
+  num,
+  othersRunning,
+  parseArgs,
+  ProcSampler,
+  prepareHost,
+  quantiles,
+  ROOT,
+  runIdOf,
+  type Sample,
+  type Session,
+  session,
+  writeResults,
+} from './ns-common.js';
+import { CLK_TCK } from './procs.js';
+import { table } from '../daemon/cli/format.js';
+import { round, runPool } from './stats.js';
+
+const DEFAULTS = {
+  containers: '100',
+  entries: '10000',
+  minutes: '3',
+  light: '1000',
+  command: 'true',
+  parallel: '4',
+  drain: '300',
+  'log-level': 'warn',
+  budget: '5400',
+  out: join(ROOT, 'bench/results'),
+};
+
+interface Container {
+  name: string;
+  token: string;
+}
+
+interface RunRow {
+  id: number;
+  entry_id: string;
+  trigger: string;
+  status: string;
+  started_at: string;
+  finished_at: string | null;
+  exit_code: number | null;
+  output: string;
+  scheduled_for: string | null;
+}
+
+interface SlotFigures {
+  slot: string;
+  fired: number;
+  ok: number;
+  failed: number;
+  skipped: number;
+  running: number;
+  claim_p50_s: number | null;
+  claim_p99_s: number | null;
+  claim_max_s: number | null;
+  done_p50_s: number | null;
+  done_p99_s: number | null;
+  done_max_s: number | null;
+}
+
+interface PointResult {
+  label: string;
+  entries: number;
+  containers: number;
+  minutes: number;
+  first_slot: string;
+  last_slot: string;
+  create: { seconds: number; per_second: number; ended_before_first_slot: boolean };
+  expected_firings: number;
+  counts: { rows: number; ok: number; failed: number; skipped: number; timeout: number; running: number; missing: number };
+  /** started_at − scheduled_for: when the scheduler claimed the slot (the run row is written, docker exec starts). */
+  lateness_claim_s: ReturnType<typeof dist>;
+  /** finished_at − scheduled_for (ok and failed runs): when the command had run; an upper bound of its start. */
+  lateness_done_s: ReturnType<typeof dist>;
+  /** finished_at − started_at of ok runs: how long one docker exec of the command took end to end. */
+  run_duration_s: ReturnType<typeof dist>;
+  /** Lateness quantiles 0, 1, …, 100 % (seconds), for the chart. */
+  quantiles: { claim: number[]; done: number[] };
+  per_slot: SlotFigures[];
+  drain: { seconds: number; complete: boolean };
+  daemon: {
+    cpu_seconds: number;
+    cpu_percent_of_core: number;
+    cpu_ms_per_firing: number | null;
+    rss_mib_start: number | null;
+    rss_mib_max: number | null;
+    rss_mib_end: number | null;
+  };
+  engine_cpu_seconds: number;
+  host_busy_percent: number;
+  failure_samples: string[];
+  /** Other benchmarks or test runs seen on the box during the point (checked every 10 s). */
+  others: string[];
+  samples: Sample[];
+}
+
+export interface CronResult {
+  tool: string;
+  run_id: string;
+  started: string;
+  finished: string;
+  duration_s: number;
+  options: Record<string, unknown>;
+  host: Record<string, unknown>;
+  provisioning: { containers: number; seconds: number };
+  points: PointResult[];
+  notes: string[];
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const ceilMinute = (ms: number) => Math.ceil(ms / 60_000) * 60_000;
+
+/** Waits until an instant (wakes every 0.5 s to notice a stop). */
+async function until(s: Session, at: number): Promise<void> {
+  const left = at - Date.now();
+  if (left > 0) await s.nap(left);
+}
+
+/** Every run row of one container from `since` on, paging the logs API (oldest first); bounded in pages. */
+async function runsOf(http: KeepAliveClient, c: Container, since: string): Promise<RunRow[]> {
+  const seen = new Map<number, RunRow>();
+  let from = since;
+  for (let page = 0; page < 100; page++) {
+    const r = await http.ok('GET', `api.${c.name}.hoody.localhost`, `/api/v1/logs?source=cron&limit=1000&since=${encodeURIComponent(from)}&token=${c.token}`);
+    const rows = JSON.parse(r.text) as RunRow[];
+    let fresh = 0;
+    for (const row of rows) {
+      if (!seen.has(row.id)) fresh++;
+      seen.set(row.id, row);
+    }
+    const last = rows[rows.length - 1];
+    if (rows.length < 1000 || !last || fresh === 0 || last.started_at === from) break;
+    from = last.started_at;
+  }
+  return [...seen.values()];
+}
+
+async function runPoint(
+  s: Session,
+  http: KeepAliveClient,
+  sampler: ProcSampler,
+  containers: Container[],
+  label: string,
+  entries: number,
+  minutes: number,
+  command: string,
+  drainS: number,
+  dbPath: string,
+): Promise<PointResult> {
+  // Entries per container, as even as possible.
+  const per = containers.map((_, i) => Math.floor(entries / containers.length) + (i < entries % containers.length ? 1 : 0));
+  // Plan the window before creating: the first slot leaves room for creation at a conservative 200 entries/s.
+  const firstSlot = ceilMinute(Date.now() + Math.max(20_000, (entries / 200) * 1000 + 10_000));
+  const lastSlot = firstSlot + (minutes - 1) * 60_000;
+  const windowEnd = firstSlot + minutes * 60_000;
+  const expiresAt = iso(lastSlot + 30_000);
+  s.log(`${label}: creating ${entries} entries on ${containers.length} containers; window ${iso(firstSlot)} .. ${iso(windowEnd)}`);
+  const t0 = Date.now();
+  const others = new Set<string>();
+  const watch = async () => {
+    for (const o of await othersRunning()) others.add(o);
+  };
+  await watch();
+  const watcher = setInterval(() => void watch(), 10_000);
+  try {
+    const ids = new Set<string>();
+    const jobs = containers.flatMap((c, i) => Array.from({ length: per[i]! }, (_, k) => ({ c, k })));
+    await runPool(
+      jobs,
+      8,
+      async ({ c, k }) => {
+        const r = await http.ok('POST', `cron.${c.name}.hoody.localhost`, `/users/me/entries?token=${c.token}`, {
+          schedule: '* * * * *',
+          command,
+          comment: `bench ${label} ${k}`,
+          expires_at: expiresAt,
+        });
+        ids.add((JSON.parse(r.text) as { id: string }).id);
+      },
+      () => s.stopped(),
+    );
+    s.check();
+    const createdAt = Date.now();
+    const createS = (createdAt - t0) / 1000;
+    s.log(`${label}: ${ids.size} entries in ${createS.toFixed(1)} s (${(ids.size / createS).toFixed(0)}/s); waiting for ${iso(firstSlot)}`);
+
+    await until(s, firstSlot - 300);
+    const c0 = await sampler.counters();
+    await until(s, windowEnd);
+    const c1 = await sampler.counters();
+    s.log(`${label}: window over; waiting for runs still going (at most ${drainS} s)`);
+
+    const since = iso(firstSlot - 60_000);
+    const slots = new Set(Array.from({ length: minutes }, (_, i) => iso(firstSlot + i * 60_000)));
+    // While waiting for runs to end, a read-only look at the daemon's database (cheap: one COUNT) rather than
+    // pulling every container's log through the API every few seconds, which would load the daemon it measures.
+    const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+    const runningCount = () =>
+      (db.prepare(`SELECT count(*) AS n FROM cron_runs WHERE status = 'running' AND trigger = 'schedule' AND scheduled_for >= ? AND scheduled_for <= ?`).get(iso(firstSlot), iso(lastSlot)) as { n: number }).n;
+    const drainStart = Date.now();
+    let running = runningCount();
+    try {
+      while (running > 0 && Date.now() - drainStart < drainS * 1000 && !s.stopped()) {
+        s.log(`${label}: ${running} runs of the window still going`);
+        await s.nap(5000);
+        running = runningCount();
+      }
+    } finally {
+      db.close();
+    }
+    const drainSeconds = (Date.now() - drainStart) / 1000;
+    s.check();
+    s.log(`${label}: collecting the run rows through the logs API`);
+    const rows: RunRow[] = [];
+    await runPool(containers, 8, async (c) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          for (const r of await runsOf(http, c, since)) if (r.trigger === 'schedule' && r.scheduled_for && slots.has(r.scheduled_for) && ids.has(r.entry_id)) rows.push(r);
+          return;
+        } catch (err) {
+          if (attempt >= 3) throw err;
+          await s.nap(5000);
+        }
+      }
+    });
+    const complete = !rows.some((r) => r.status === 'running');
+
+    const ms = (a: string | null) => (a ? Date.parse(a) : Number.NaN);
+    const claim = rows.map((r) => (ms(r.started_at) - ms(r.scheduled_for)) / 1000);
+    const done = rows.filter((r) => r.finished_at && (r.status === 'ok' || r.status === 'failed')).map((r) => (ms(r.finished_at) - ms(r.scheduled_for)) / 1000);
+    const durations = rows.filter((r) => r.status === 'ok' && r.finished_at).map((r) => (ms(r.finished_at) - ms(r.started_at)) / 1000);
+    const count = (st: string) => rows.filter((r) => r.status === st).length;
+    const perSlot: SlotFigures[] = [...slots].map((slot) => {
+      const rs = rows.filter((r) => r.scheduled_for === slot);
+      const cl = dist(rs.map((r) => (ms(r.started_at) - ms(slot)) / 1000));
+      const dn = dist(rs.filter((r) => r.finished_at && (r.status === 'ok' || r.status === 'failed')).map((r) => (ms(r.finished_at) - ms(slot)) / 1000));
+      return {
+        slot,
+        fired: rs.length,
+        ok: rs.filter((r) => r.status === 'ok').length,
+        failed: rs.filter((r) => r.status === 'failed').length,
+        skipped: rs.filter((r) => r.status === 'skipped').length,
+        running: rs.filter((r) => r.status === 'running').length,
+        claim_p50_s: cl.p50,
+        claim_p99_s: cl.p99,
+        claim_max_s: cl.max,
+        done_p50_s: dn.p50,
+        done_p99_s: dn.p99,
+        done_max_s: dn.max,
+      };
+    });
+    const failures = [...new Set(rows.filter((r) => r.status === 'failed' || r.status === 'timeout').map((r) => `${r.status} exit=${r.exit_code}: ${r.output.trim().slice(0, 200)}`))].slice(0, 5);
+    const windowS = (c1.at - c0.at) / 1000;
+    const cpuS = (c1.daemon - c0.daemon) / CLK_TCK;
+    const fired = rows.length;
+    const tFirst = sampler.at(firstSlot);
+    const mine = sampler.samples.filter((x) => x.t >= sampler.at(t0) - 1).map((x) => ({ ...x, t: round(x.t - tFirst, 1) ?? 0 }));
+    const inWindow = mine.filter((x) => x.t >= 0 && x.t <= minutes * 60);
+    const expected = ids.size * minutes;
+    return {
+      label,
+      entries: ids.size,
+      containers: containers.length,
+      minutes,
+      first_slot: iso(firstSlot),
+      last_slot: iso(lastSlot),
+      create: { seconds: round(createS, 1) ?? 0, per_second: round(ids.size / createS, 0) ?? 0, ended_before_first_slot: createdAt < firstSlot },
+      expected_firings: expected,
+      counts: {
+        rows: fired,
+        ok: count('ok'),
+        failed: count('failed'),
+        skipped: count('skipped'),
+        timeout: count('timeout'),
+        running: count('running'),
+        missing: Math.max(0, expected - fired),
+      },
+      lateness_claim_s: dist(claim),
+      lateness_done_s: dist(done),
+      run_duration_s: dist(durations),
+      quantiles: { claim: quantiles(claim), done: quantiles(done) },
+      per_slot: perSlot,
+      drain: { seconds: round(drainSeconds, 1) ?? 0, complete },
+      daemon: {
+        cpu_seconds: round(cpuS, 2) ?? 0,
+        cpu_percent_of_core: round((cpuS / windowS) * 100, 1) ?? 0,
+        cpu_ms_per_firing: fired ? round((cpuS * 1000) / fired, 3) : null,
+        rss_mib_start: inWindow[0]?.daemon_rss_mib ?? null,
+        rss_mib_max: inWindow.length ? Math.max(...inWindow.map((x) => x.daemon_rss_mib)) : null,
+        rss_mib_end: inWindow[inWindow.length - 1]?.daemon_rss_mib ?? null,
+      },
+      engine_cpu_seconds: round((c1.engine - c0.engine) / CLK_TCK, 1) ?? 0,
+      host_busy_percent: round(((c1.host.busy - c0.host.busy) / (c1.host.total - c0.host.total || 1)) * 100, 1) ?? 0,
+      failure_samples: failures,
+      others: [...others],
+      samples: mine,
+    };
+  } finally {
+    clearInterval(watcher);
+  }
+}
+
+function summaryRows(p: PointResult): (string | number)[][] {
+  const l = p.lateness_claim_s;
+  const dn = p.lateness_done_s;
+  return [
+    ['entries × minutes (expected firings)', `${p.entries} × ${p.minutes} = ${p.expected_firings}`],
+    ['runs ok / failed / skipped / timeout / still running / missing', `${p.counts.ok} / ${p.counts.failed} / ${p.counts.skipped} / ${p.counts.timeout} / ${p.counts.running} / ${p.counts.missing}`],
+    ['lateness, claimed (started_at − scheduled) p50 / p99 / max s', `${fmt(l.p50, 3)} / ${fmt(l.p99, 3)} / ${fmt(l.max, 3)}`],
+    ['lateness, done (finished_at − scheduled) p50 / p99 / max s', `${fmt(dn.p50, 3)} / ${fmt(dn.p99, 3)} / ${fmt(dn.max, 3)}`],
+    ['one run end to end (ok) p50 / p99 s', `${fmt(p.run_duration_s.p50, 3)} / ${fmt(p.run_duration_s.p99, 3)}`],
+    ['daemon CPU s over the window (% of one core)', `${fmt(p.daemon.cpu_seconds)} (${fmt(p.daemon.cpu_percent_of_core, 1)} %)`],
+    ['daemon CPU ms per firing', fmt(p.daemon.cpu_ms_per_firing, 3)],
+    ['daemon RSS MiB start / max / end of window', `${fmt(p.daemon.rss_mib_start, 1)} / ${fmt(p.daemon.rss_mib_max, 1)} / ${fmt(p.daemon.rss_mib_end, 1)}`],
+    ['engine (dockerd+containerd) CPU s over the window', fmt(p.engine_cpu_seconds, 1)],
+    ['host CPU busy over the window %', fmt(p.host_busy_percent, 1)],
+    ['entries created in s (per s)', `${fmt(p.create.seconds, 1)} (${p.create.per_second})`],
+    ['drain after the window s', `${fmt(p.drain.seconds, 1)}${p.drain.complete ? '' : ' (runs still going at the limit)'}`],
+  ];
+}
+
+function slotRows(p: PointResult): (string | number)[][] {
+  return p.per_slot.map((x) => [
+    x.slot.slice(11, 19),
+    x.fired,
+    x.ok,
+    x.failed,
+    x.skipped,
+    x.running,
+    `${fmt(x.claim_p50_s, 3)} / ${fmt(x.claim_p99_s, 3)} / ${fmt(x.claim_max_s, 3)}`,
+    `${fmt(x.done_p50_s, 2)} / ${fmt(x.done_p99_s, 2)} / ${fmt(x.done_max_s, 2)}`,
+  ]);
+}
+
+const SLOT_HEADER = ['slot (UTC)', 'fired', 'ok', 'failed', 'skipped', 'running', 'claimed p50/p99/max s', 'done p50/p99/max s'];
+
+function markdown(r: CronResult, svgName: string | null): string {
+  const out: string[] = [];
+  out.push(`# hoody cron benchmark — ${r.started}`, '');
+  const h = r.host;
+  out.push(`Run \`${r.run_id}\`, ${Math.round(r.duration_s)} s. Host: ${h.kernel}, ${h.cpus} cores (${h.cpu_model}), ${h.mem_total_mib} MiB; node ${h.node}.`);
+  out.push(`Options: ${Object.entries(r.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}. ${r.provisioning.containers} busybox containers provisioned in ${r.provisioning.seconds} s.`, '');
+  out.push('Each entry: `* * * * *`, the command below, run inside its container by `docker exec` (`sh -c`). Lateness is measured per firing from the run rows (`GET /api/v1/logs?source=cron`):');
+  out.push('*claimed* = `started_at − scheduled_for` (the slot is claimed and the run row written just before `docker exec` starts); *done* = `finished_at − scheduled_for` (the command has run: an upper bound of when it started). Daemon CPU = utime+stime of the hoodyd process from `/proc/<pid>/stat` between the first slot and the end of the window.', '');
+  if (svgName) out.push(`![cron benchmark](${svgName})`, '');
+  for (const p of r.points) {
+    out.push(`## ${p.label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min (${p.first_slot} .. ${p.last_slot})`, '');
+    out.push(mdTable(['figure', 'value'], summaryRows(p)), '');
+    out.push(mdTable(SLOT_HEADER, slotRows(p)), '');
+    if (p.failure_samples.length) out.push('Failure samples:', '', ...p.failure_samples.map((f) => `- \`${f.replace(/`/g, "'").replace(/\n/g, ' ')}\``), '');
+  }
+  if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
+  return out.join('\n');
+}
+
+function svg(r: CronResult): string {
+  const line = (pick: (x: Sample) => number): LineSeries[] => r.points.map((p) => ({ name: `${p.label} (${p.entries})`, points: p.samples.map((x) => [x.t, pick(x)] as const) }));
+  const cdf = (p: PointResult, kind: 'claim' | 'done'): LineSeries => ({
+    name: `${p.label} (${p.entries})`,
+    points: p.quantiles[kind].map((v, q) => [v, q] as const),
+    dashed: kind === 'claim',
+  });
+  return chartSvg(
+    [
+      { kind: 'line', title: 'hoodyd CPU (% of one core)', xLabel: 's from the first slot', yLabel: '%', series: line((x) => x.daemon_cpu_percent) },
+      { kind: 'line', title: 'hoodyd RSS (MiB)', xLabel: 's from the first slot', yLabel: 'MiB', series: line((x) => x.daemon_rss_mib) },
+      { kind: 'line', title: 'dockerd + containerd CPU (% of one core)', xLabel: 's from the first slot', yLabel: '%', series: line((x) => x.engine_cpu_percent) },
+      { kind: 'line', title: 'lateness CDF (dashed: claimed, solid: done)', xLabel: 'seconds after the scheduled second', yLabel: '% of firings', series: r.points.flatMap((p) => [cdf(p, 'claim'), cdf(p, 'done')]) },
+    ],
+    'one line per point; minutes start at 0, 60, 120 … on the time axis',
+    2,
+  );
+}
+
+async function runCron(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2), DEFAULTS);
+  const containersN = num(o, 'containers', 1, 500);
+  const entries = num(o, 'entries', 1, 100_000);
+  const minutes = num(o, 'minutes', 1, 30);
+  const light = num(o, 'light', 0, 100_000);
+  const parallel = num(o, 'parallel', 1, 16);
+  const drainS = num(o, 'drain', 0, 3600);
+  const budget = num(o, 'budget', 60, 6 * 3600);
+  const started = new Date();
+  const runId = runIdOf(started);
+  const s = session('cron', budget);
+  const notes: string[] = [];
+  try {
+    const host = await prepareHost('cron', runId, s.cleanup);
+    s.log(`starting hoodyd (state under ${host.benchDir})`);
+    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level']! } });
+    s.cleanup.push(`hoodyd ${d.pid} and its containers`, () => d.destroy());
+    const http = new KeepAliveClient(d.ports.http, 16);
+    s.cleanup.push('HTTP client', async () => http.close());
+
+    s.log(`provisioning ${containersN} containers (${parallel} at a time)`);
+    const tProv = Date.now();
+    const containers: Container[] = [];
+    const names = Array.from({ length: containersN }, (_, i) => `cb${i + 1}`);
+    await runPool(
+      names,
+      parallel,
+      async (name) => {
+        const r = await d.client.call<{ token: string }>('POST', '/v1/containers', { name });
+        containers.push({ name, token: r.token });
+        if (containers.length % 20 === 0) s.log(`  ${containers.length}/${containersN}`);
+      },
+      () => s.stopped(),
+    );
+    s.check();
+    const provS = round((Date.now() - tProv) / 1000, 1) ?? 0;
+    containers.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+
+    const sampler = new ProcSampler(d.pid, await enginePids());
+    sampler.start();
+    s.cleanup.push('sampler', async () => sampler.stop());
+    const points: PointResult[] = [];
+    const plan: [string, number][] = [...(light > 0 && light < entries ? [['light', light] as [string, number]] : []), ['full', entries]];
+    for (const [label, n] of plan) {
+      const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'));
+      points.push(p);
+      process.stdout.write(`\n${label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min\n${table(['figure', 'value'], summaryRows(p))}\n${table(SLOT_HEADER, slotRows(p))}\n`);
+      if (!p.create.ended_before_first_slot) notes.push(`${label}: creating the entries ran past the first slot; entries created after it missed that slot (counted as missing).`);
+      if (p.others.length) notes.push(`${label}: another benchmark or test run was on the box during this point (${p.others.slice(0, 3).join(' | ')}): the figures are skewed by its load.`);
+      if (!p.drain.complete) notes.push(`${label}: ${p.counts.running} runs were still going ${drainS} s after the window (counted as "still running").`);
+    }
+    sampler.stop();
+    s.log('removing the containers and the daemon');
+    await s.cleanup.run((label) => s.log(`  removing ${label}`));
+    const finished = new Date();
+    const result: CronResult = {
+      tool: 'hoody bench cron',
+      run_id: runId,
+      started: started.toISOString(),
+      finished: finished.toISOString(),
+      duration_s: round((finished.getTime() - started.getTime()) / 1000, 1) ?? 0,
+      options: { containers: containersN, entries, minutes, light, command: o.command, drain_s: drainS, log_level: o['log-level'] },
+      host: await hostFacts(),
+      provisioning: { containers: containers.length, seconds: provS },
+      points,
+      notes,
+    };
+    const files = await writeResults(o.out!, 'cron', started, result, (svgName) => markdown(result, svgName), svg(result));
+    process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
+  } finally {
+    await s.cleanup.run((label) => s.log(`  removing ${label}`));
+    s.dispose();
+  }
+}
+
+main(runCron);

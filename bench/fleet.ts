@@ -1,0 +1,216 @@
+import Docker from 'dockerode';
+import { LABEL_INSTANCE } from '../containers/context.js';
+import type { HostCa } from '../containers/tls/ca.js';
+import type { BenchDaemon } from './daemon.js';
+import { publicCall } from './http.js';
+import { runPool } from './stats.js';
+import type { Workload } from './workloads.js';
+
+export const BENCH_LABEL = 'io.hoody.bench';
+
+/** Namespaces a hoody container can have populated; "absent" once the daemon answered 404 HOODY_NOT_FOUND. */
+export type NamespaceName = 'proxy' | 'cron' | 'exec';
+type NamespaceState = 'untried' | 'populated' | 'absent';
+
+/** Seconds to provision one container: in total (ready, namespaces populated), and the create call alone. */
+export interface ProvisionTime {
+  total: number;
+  create: number;
+}
+
+/** The containers of one (workload, mode): grows in steps, measured between steps, torn down at the end. */
+export interface Fleet {
+  readonly size: number;
+  /** Engine ids of every container made so far. */
+  engineIds(): Promise<string[]>;
+  /** Adds n containers with up to `parallel` in flight; returns each one's provisioning time in seconds. */
+  add(n: number, parallel: number, onOne: () => void, stop: () => boolean): Promise<ProvisionTime[]>;
+  /** Namespaces populated in every container so far (hoody only). */
+  namespaces(): NamespaceName[];
+  namespaceErrors(): Record<string, number>;
+  /** Removes every container, one per API call, a few at a time. */
+  destroy(onOne?: () => void): Promise<void>;
+  /** Containers that failed to provision (the first few messages); they are not counted in `size`. */
+  failures(): string[];
+}
+
+/** Plain `docker run -d` of the workload's image through dockerode: the baseline. */
+export class DockerFleet implements Fleet {
+  private readonly docker: Docker;
+  private count = 0;
+  private readonly failed: string[] = [];
+  constructor(
+    socketPath: string,
+    private readonly runId: string,
+    private readonly workload: Workload,
+    private readonly removeParallel = 3,
+  ) {
+    this.docker = new Docker({ socketPath });
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  private filters(): string {
+    return JSON.stringify({ label: [`${BENCH_LABEL}=${this.runId}`] });
+  }
+
+  async engineIds(): Promise<string[]> {
+    return (await this.docker.listContainers({ all: true, filters: this.filters() })).map((c) => c.Id);
+  }
+
+  async add(n: number, parallel: number, onOne: () => void, stop: () => boolean): Promise<ProvisionTime[]> {
+    const names = Array.from({ length: n }, (_, i) => `hoody-bench-${this.runId}-${this.workload.name}-${this.count + i + 1}`);
+    const times: ProvisionTime[] = [];
+    await runPool(
+      names,
+      parallel,
+      async (name) => {
+        const t0 = performance.now();
+        try {
+          const c = await this.docker.createContainer({ name, Image: this.workload.image, Labels: { [BENCH_LABEL]: this.runId } });
+          await c.start();
+          this.count++;
+          const total = (performance.now() - t0) / 1000;
+          times.push({ total, create: total });
+        } catch (err) {
+          this.failed.push(`${name}: ${(err as Error).message}`);
+        }
+        onOne();
+      },
+      stop,
+    );
+    return times;
+  }
+
+  namespaces(): NamespaceName[] {
+    return [];
+  }
+  failures(): string[] {
+    return this.failed.slice(0, 10);
+  }
+  namespaceErrors(): Record<string, number> {
+    return {};
+  }
+
+  async destroy(onOne?: () => void): Promise<void> {
+    const list = await this.docker.listContainers({ all: true, filters: this.filters() });
+    await runPool(list, this.removeParallel, async (c) => {
+      await this.docker
+        .getContainer(c.Id)
+        .remove({ force: true, v: true })
+        .catch(() => undefined);
+      onOne?.();
+    });
+    this.count = 0;
+  }
+}
+
+/** Containers made through a real hoodyd, each with its namespaces populated over the per-container API. */
+export class HoodyFleet implements Fleet {
+  private readonly docker: Docker;
+  private count = 0;
+  private readonly failed: string[] = [];
+  private readonly state: Record<NamespaceName, NamespaceState> = { proxy: 'untried', cron: 'untried', exec: 'untried' };
+  private readonly errors: Record<string, number> = {};
+  readonly errorSamples: string[] = [];
+
+  constructor(
+    socketPath: string,
+    readonly daemon: BenchDaemon,
+    private readonly workload: Workload,
+    private readonly ca: HostCa,
+    private readonly prefix: string,
+  ) {
+    this.docker = new Docker({ socketPath });
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  async engineIds(): Promise<string[]> {
+    const filters = JSON.stringify({ label: [`${LABEL_INSTANCE}=${this.daemon.instance}`] });
+    return (await this.docker.listContainers({ all: true, filters })).map((c) => c.Id);
+  }
+
+  failures(): string[] {
+    return this.failed.slice(0, 10);
+  }
+
+  namespaces(): NamespaceName[] {
+    return (Object.keys(this.state) as NamespaceName[]).filter((k) => this.state[k] === 'populated');
+  }
+  namespaceErrors(): Record<string, number> {
+    return { ...this.errors };
+  }
+
+  private fail(ns: string, detail: string): void {
+    this.errors[ns] = (this.errors[ns] ?? 0) + 1;
+    if (this.errorSamples.length < 10) this.errorSamples.push(`${ns}: ${detail}`);
+  }
+
+  /** One namespace step: 404 HOODY_NOT_FOUND means the namespace is not built yet, so it is skipped from then on. */
+  private async step(ns: NamespaceName, call: () => Promise<{ status: number; code: string | undefined; text: string }>): Promise<boolean> {
+    if (this.state[ns] === 'absent') return false;
+    const r = await call().catch((err: Error) => ({ status: 0, code: undefined, text: err.message }));
+    if (r.status === 404 && r.code === 'HOODY_NOT_FOUND') {
+      this.state[ns] = 'absent';
+      return false;
+    }
+    if (r.status < 200 || r.status >= 300) {
+      this.fail(ns, `${r.status} ${r.text.slice(0, 200)}`);
+      return false;
+    }
+    if (this.state[ns] === 'untried') this.state[ns] = 'populated';
+    return true;
+  }
+
+  private async populate(name: string, token: string): Promise<void> {
+    const port = this.daemon.ports.http;
+    const host = `api.${name}.hoody.localhost`;
+    const q = `?token=${encodeURIComponent(token)}`;
+    const hostname = `${name}.bench.test`;
+    await this.step('proxy', async () => {
+      const route = await publicCall(port, host, 'PUT', `/api/v1/proxy/routes/${hostname}${q}`, { port: this.workload.port });
+      if (route.status !== 200) return route;
+      const pem = await this.ca.issue([hostname]);
+      return publicCall(port, host, 'PATCH', `/api/v1/proxy/cert/bundle${q}`, { domain: hostname, cert: pem.cert, key: pem.key, chain: this.ca.certPem });
+    });
+    await this.step('cron', () => publicCall(port, host, 'POST', `/users/me/entries${q}`, { schedule: '@daily', command: 'true' }));
+    await this.step('exec', () => publicCall(port, host, 'PUT', `/api/v1/scripts/hello${q}`, 'return { ok: true };\n'));
+  }
+
+  async add(n: number, parallel: number, onOne: () => void, stop: () => boolean): Promise<ProvisionTime[]> {
+    const names = Array.from({ length: n }, (_, i) => `${this.prefix}-${this.count + i + 1}`);
+    const times: ProvisionTime[] = [];
+    await runPool(
+      names,
+      parallel,
+      async (name) => {
+        const t0 = performance.now();
+        let token: string;
+        try {
+          token = (await this.daemon.client.call<{ token: string }>('POST', '/v1/containers', { name, image: this.workload.image })).token;
+        } catch (err) {
+          this.failed.push(`${name}: ${(err as Error).message}`);
+          onOne();
+          return;
+        }
+        this.count++;
+        const create = (performance.now() - t0) / 1000;
+        await this.populate(name, token);
+        times.push({ total: (performance.now() - t0) / 1000, create });
+        onOne();
+      },
+      stop,
+    );
+    return times;
+  }
+
+  async destroy(onOne?: () => void): Promise<void> {
+    await this.daemon.destroy(onOne);
+    this.count = 0;
+  }
+}

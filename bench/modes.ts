@@ -1,0 +1,79 @@
+import type { KsmProfile } from './ksm.js';
+
+/** One way of running the containers: the plain engine or hoody, and how KSM is set while it runs. */
+export interface Mode {
+  name: string;
+  /** Key in the JSON figures (docker -> docker_baseline). */
+  key: string;
+  engine: 'docker' | 'hoody';
+  ksm: KsmProfile;
+  description: string;
+}
+
+const FAST = { advisor_mode: 'none', pages_to_scan: 5000, sleep_millisecs: 20, use_zero_pages: 1 } as const;
+const SLOW = { advisor_mode: 'none', pages_to_scan: 100, sleep_millisecs: 20, use_zero_pages: 1 } as const;
+
+export const MODES: Readonly<Record<string, Mode>> = {
+  docker: {
+    name: 'docker',
+    key: 'docker_baseline',
+    engine: 'docker',
+    ksm: { kind: 'off' },
+    description: 'plain `docker run -d` of the same image through dockerode, KSM off',
+  },
+  'docker-ksm-on': {
+    name: 'docker-ksm-on',
+    key: 'docker_ksm_on',
+    engine: 'docker',
+    ksm: { kind: 'hoody-default' },
+    description: "plain `docker run -d`, KSM on with hoody's default knobs",
+  },
+  'hoody-ksm-off': {
+    name: 'hoody-ksm-off',
+    key: 'hoody_ksm_off',
+    engine: 'hoody',
+    ksm: { kind: 'off' },
+    description: 'through hoodyd, namespaces populated, KSM unmerged (run=2) then off (run=0)',
+  },
+  'hoody-ksm-on': {
+    name: 'hoody-ksm-on',
+    key: 'hoody_ksm_on',
+    engine: 'hoody',
+    ksm: { kind: 'hoody-default' },
+    description: "through hoodyd, KSM with hoody's default (scan-time advisor capped at 10% CPU, sleep 50 ms, zero pages)",
+  },
+  'hoody-ksm-fast': {
+    name: 'hoody-ksm-fast',
+    key: 'hoody_ksm_fast',
+    engine: 'hoody',
+    ksm: { kind: 'knobs', knobs: FAST },
+    description: 'KSM lever: no advisor, pages_to_scan 5000, sleep 20 ms',
+  },
+  'hoody-ksm-slow': {
+    name: 'hoody-ksm-slow',
+    key: 'hoody_ksm_slow',
+    engine: 'hoody',
+    ksm: { kind: 'knobs', knobs: SLOW },
+    description: 'KSM lever: no advisor, pages_to_scan 100 (kernel default), sleep 20 ms',
+  },
+  'hoody-ksm-capped': {
+    name: 'hoody-ksm-capped',
+    key: 'hoody_ksm_capped',
+    engine: 'hoody',
+    ksm: { kind: 'knobs', knobs: { advisor_mode: 'scan-time', advisor_max_cpu: 10, advisor_max_pages_to_scan: 1000, sleep_millisecs: 50, use_zero_pages: 1 } },
+    description: 'KSM lever: the scan-time advisor with pages_to_scan capped at 1000 per 50 ms wake-up (≤ 20k pages/s)',
+  },
+  'hoody-ksm-nozero': {
+    name: 'hoody-ksm-nozero',
+    key: 'hoody_ksm_nozero',
+    engine: 'hoody',
+    ksm: { kind: 'knobs', knobs: { advisor_mode: 'scan-time', advisor_max_cpu: 10, sleep_millisecs: 50, use_zero_pages: 0 } },
+    description: "KSM lever: hoody's default but use_zero_pages 0",
+  },
+};
+
+export function mode(name: string): Mode {
+  const m = MODES[name];
+  if (!m) throw Object.assign(new Error(`unknown mode ${name} (have: ${Object.keys(MODES).join(', ')})`), { usage: true });
+  return m;
+}

@@ -1,0 +1,592 @@
+/**
+ * Proxy benchmark: a container app behind hoody's proxy at a test hostname with a certificate, side by side in one
+ * run with Debian's nginx proxying the same container IP:port with the same certificate and a keep-alive
+ * upstream. Small HTTPS responses over keep-alive connections, wrk (`-t2 -c32 -d10s` by default), the proxies
+ * alternating and their order rotated every round to cancel drift.
+ *
+ *   node dist/bench/proxy.js [--apps node,busybox] [--rounds 3] [--duration 10] [--connections 32] [--threads 2]
+ *
+ * Two apps: busybox httpd serving a small file (the issue's app; it closes every connection and listens with a
+ * backlog of 9, so at 32 connections it is the bottleneck and SYN retries put ~1 s into the tail), and a Node
+ * HTTP server (keep-alive; the density benchmark's `hoody/node` image), where the proxies are the bottleneck.
+ *
+ * nginx runs twice: with 1 worker (one process, like hoodyd) and with `worker_processes auto` (Debian's default).
+ * wrk takes its SNI name from the URL and resolves it with getaddrinfo, which knows no `*.localhost` here, so it
+ * runs in a private mount namespace where a hosts file naming the test hostname is bind-mounted over /etc/hosts.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { createServer } from 'node:net';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import { execa } from 'execa';
+import { HostCa } from '../containers/tls/ca.js';
+import { table } from '../daemon/cli/format.js';
+import { DockerEngine } from '../host/engine.js';
+import { startBenchDaemon } from './daemon.js';
+import { chartSvg } from './ns-chart.js';
+import {
+  children,
+  fmt,
+  hostFacts,
+  KeepAliveClient,
+  main,
+  mdTable,
+  median,
+  num,
+  othersRunning,
+  parseArgs,
+  prepareHost,
+  ROOT,
+  runIdOf,
+  runWrk,
+  type Session,
+  session,
+  tcpExt,
+  timeWaitCount,
+  treeTimes,
+  usageExit,
+  type WrkResult,
+  wrkErrors,
+  writeResults,
+} from './ns-common.js';
+import { BUSYBOX_IMAGE, NODE_IMAGE } from '../host/images.js';
+import { CLK_TCK } from './procs.js';
+import { round, sleep } from './stats.js';
+import { workload } from './workloads.js';
+
+const DEFAULTS = {
+  apps: 'node,busybox',
+  rounds: '3',
+  duration: '10',
+  connections: '32',
+  threads: '2',
+  settle: '70',
+  'log-level': 'warn',
+  budget: '1800',
+  out: join(ROOT, 'bench/results'),
+};
+
+const BODY = 'hello from the hoody proxy benchmark\n';
+
+/** A container app behind both proxies. */
+interface App {
+  key: string;
+  label: string;
+  container: string;
+  image: string;
+  hostname: string;
+  port: number;
+  /** What a GET / answers (checked through every target before measuring). */
+  body: string;
+}
+
+const APPS: Record<string, App> = {
+  busybox: {
+    key: 'busybox',
+    label: 'busybox httpd, static file (no keep-alive upstream)',
+    container: 'pb',
+    image: BUSYBOX_IMAGE,
+    hostname: 'proxybench.localhost',
+    port: 8080,
+    body: BODY,
+  },
+  node: {
+    key: 'node',
+    label: 'node http server (keep-alive upstream)',
+    container: 'pn',
+    image: NODE_IMAGE,
+    hostname: 'proxybench-ka.localhost',
+    port: 8080,
+    body: '{"ok":true,"path":"/index.html"}',
+  },
+};
+
+interface Target {
+  server: string;
+  label: string;
+  port: number;
+  /** Root pid of the server's processes (CPU is summed over it and its children). */
+  pid: number;
+}
+
+interface TargetRun {
+  app: string;
+  server: string;
+  round: number;
+  wrk: WrkResult;
+  cpu_us_per_request: number | null;
+  /** The kernel's share of that CPU (connect/accept/TLS writes…). */
+  cpu_sys_share: number | null;
+  cpu_percent_of_core: number;
+  /** Seconds waited before the run for TIME_WAIT sockets to drain (host + app namespaces). */
+  settle_s: number;
+  time_wait_before: { host: number; app: number };
+  /** SYNs the app's listen queue dropped during the run (TcpExt ListenOverflows in its namespace). */
+  app_listen_overflows: number | null;
+  /** Other benchmarks or test runs seen on the box at the start or end of the run. */
+  others: string[];
+}
+
+interface TargetAgg {
+  app: string;
+  server: string;
+  label: string;
+  rps: number | null;
+  p50_ms: number | null;
+  p90_ms: number | null;
+  p99_ms: number | null;
+  cpu_us_per_request: number | null;
+  app_listen_overflows: number;
+  errors: number;
+}
+
+export interface ProxyResult {
+  tool: string;
+  run_id: string;
+  started: string;
+  finished: string;
+  duration_s: number;
+  options: Record<string, unknown>;
+  host: Record<string, unknown>;
+  nginx_version: string;
+  wrk_version: string;
+  apps: Record<string, { label: string; hostname: string; upstream: string; body_bytes: number; upstream_connection_header: string | null }>;
+  tls: Record<string, { protocol: string | null; cipher: string; fingerprint256: string }>;
+  summary: TargetAgg[];
+  ratios: Record<string, Record<string, number | null>>;
+  runs: TargetRun[];
+  notes: string[];
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function nginxConf(dir: string, port: number, workers: string, apps: readonly { hostname: string; upstream: string }[]): string {
+  const upstreams = apps.map((a, i) => `  upstream app${i} {\n    server ${a.upstream};\n    keepalive 64;\n  }`).join('\n');
+  const servers = apps
+    .map(
+      (a, i) => `  server {
+    listen 127.0.0.1:${port} ssl;
+    server_name ${a.hostname};
+    ssl_certificate ${dir}/fullchain.pem;
+    ssl_certificate_key ${dir}/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    keepalive_timeout 65s;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://app${i};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+    }
+  }`,
+    )
+    .join('\n');
+  return `daemon off;
+master_process on;
+user root;
+worker_processes ${workers};
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/tmp/body;
+  proxy_temp_path ${dir}/tmp/proxy;
+  fastcgi_temp_path ${dir}/tmp/fastcgi;
+  uwsgi_temp_path ${dir}/tmp/uwsgi;
+  scgi_temp_path ${dir}/tmp/scgi;
+${upstreams}
+${servers}
+}
+`;
+}
+
+/** Starts nginx in the foreground (our child) with a generated config; resolves once its port answers. */
+async function startNginx(
+  s: Session,
+  dir: string,
+  workers: string,
+  apps: readonly { hostname: string; upstream: string }[],
+  pem: { fullchain: string; key: string },
+): Promise<{ port: number; child: ChildProcess }> {
+  await mkdir(join(dir, 'tmp'), { recursive: true });
+  await writeFile(join(dir, 'fullchain.pem'), pem.fullchain);
+  await writeFile(join(dir, 'key.pem'), pem.key, { mode: 0o600 });
+  const port = await freePort();
+  await writeFile(join(dir, 'nginx.conf'), nginxConf(dir, port, workers, apps));
+  const child = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir, '-e', join(dir, 'error.log')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr += c.toString('utf8');
+  });
+  child.on('exit', () => children.delete(child));
+  s.cleanup.push(`nginx (${workers} workers, pid ${child.pid})`, async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(t);
+  });
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}: ${stderr}`);
+    if (await tlsFacts(port, apps[0]!.hostname).then(
+      () => true,
+      () => false,
+    ))
+      return { port, child };
+    await sleep(100);
+  }
+  throw new Error(`nginx did not answer on ${port}: ${stderr}`);
+}
+
+/** One verified HTTPS GET through a target (certificate checked against the bench CA, SNI = the hostname). */
+function httpsGet(port: number, hostname: string, ca: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port, path: '/index.html', servername: hostname, headers: { host: hostname }, ca, agent: false }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => {
+        text += c.toString('utf8');
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('no answer in 10 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Plain HTTP GET straight to the app (no proxy). */
+function directGet(ip: string, port: number): Promise<{ status: number; connection: string | null; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: ip, port, path: '/index.html', agent: false }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => {
+        text += c.toString('utf8');
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: (res.headers.connection as string | undefined) ?? null, text }));
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('no answer in 10 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function tlsFacts(port: number, hostname: string): Promise<{ protocol: string | null; cipher: string; fingerprint256: string }> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host: '127.0.0.1', port, servername: hostname, rejectUnauthorized: false }, () => {
+      const facts = { protocol: sock.getProtocol(), cipher: sock.getCipher().name, fingerprint256: sock.getPeerCertificate().fingerprint256 };
+      sock.end();
+      resolve(facts);
+    });
+    sock.setTimeout(5000, () => sock.destroy(new Error('TLS handshake timed out')));
+    sock.on('error', reject);
+  });
+}
+
+/** Waits (bounded) until few sockets are left in TIME_WAIT in the app's namespace, so one run's closed upstream connections do not tax the next. */
+async function settle(s: Session, appPid: number, maxS: number): Promise<{ waited: number; host: number; app: number }> {
+  const t0 = Date.now();
+  for (;;) {
+    const host = await timeWaitCount('self');
+    const app = await timeWaitCount(appPid);
+    const waited = (Date.now() - t0) / 1000;
+    // The app's namespace holds the TIME_WAIT of connections it closed (busybox httpd closes every one); the
+    // host's count (other users' traffic too) is only recorded.
+    if (app < 1000 || waited >= maxS) return { waited: round(waited, 1) ?? 0, host, app };
+    await s.nap(2000);
+  }
+}
+
+async function runProxy(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2), DEFAULTS);
+  const rounds = num(o, 'rounds', 1, 10);
+  const duration = num(o, 'duration', 1, 120);
+  const connections = num(o, 'connections', 1, 2048);
+  const threads = num(o, 'threads', 1, 16);
+  const settleMax = num(o, 'settle', 0, 120);
+  const budget = num(o, 'budget', 60, 6 * 3600);
+  const apps = (o.apps ?? '').split(',').map((a) => {
+    const app = APPS[a.trim()];
+    if (!app) usageExit(`--apps: unknown app ${a} (have: ${Object.keys(APPS).join(', ')})`);
+    return app;
+  });
+  const started = new Date();
+  const runId = runIdOf(started);
+  const s = session('proxy', budget);
+  const notes: string[] = [];
+  try {
+    const nginxVersion = (await execa('nginx', ['-v'], { reject: false, all: true })).all?.trim() ?? '';
+    const wrkVersion = (await execa('wrk', ['--version'], { reject: false, all: true })).all?.split('\n')[0]?.trim() ?? '';
+    if (!nginxVersion.includes('nginx')) throw new Error('nginx is not installed: apt-get install -y nginx-light');
+    if (!wrkVersion.includes('wrk')) throw new Error('wrk is not installed: apt-get install -y wrk');
+    const host = await prepareHost('proxy', runId, s.cleanup);
+    const docker = new DockerEngine(host.dockerSocket);
+    if (apps.some((a) => a.key === 'node')) await workload('node').ensureImage(docker.docker);
+    s.log(`starting hoodyd and ${apps.length} containers`);
+    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level']! } });
+    s.cleanup.push(`hoodyd ${d.pid} and its containers`, () => d.destroy());
+    const cli = new KeepAliveClient(d.ports.http, 2);
+    s.cleanup.push('HTTP client', async () => cli.close());
+
+    // One certificate naming every test hostname, from a CA of the run: the same bundle for hoody and nginx.
+    const ca = await HostCa.loadOrCreate(join(host.benchDir, 'ca'), 'hoody proxy bench CA');
+    const pem = await ca.issue(apps.map((a) => a.hostname));
+    const fullchain = `${pem.cert}${ca.certPem}`;
+    const appInfo: ProxyResult['apps'] = {};
+    const upstreams: { hostname: string; upstream: string }[] = [];
+    const appPids = new Map<string, number>();
+    for (const app of apps) {
+      const token = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: app.container, image: app.image })).token;
+      const row = await d.client.call<{ engineId: string }>('GET', `/v1/containers/${app.container}`);
+      if (app.key === 'busybox') {
+        // The issue's app: busybox httpd on port 8080 of the container, serving one small file.
+        const sh = `mkdir -p /files/www && printf '%s\\n' '${BODY.trimEnd()}' > /files/www/index.html`;
+        for (const cmd of [['sh', '-c', sh], ['busybox', 'httpd', '-p', String(app.port), '-h', '/files/www']]) {
+          const r = await execa('docker', ['exec', row.engineId, ...cmd], { reject: false, all: true });
+          if (r.exitCode !== 0) throw new Error(`docker exec ${cmd.join(' ')}: ${r.all}`);
+        }
+      }
+      const live = await docker.inspect(row.engineId);
+      if (!live?.ip) throw new Error(`${app.container} has no IP address on the engine network`);
+      appPids.set(app.key, live.pid);
+      const upstream = `${live.ip}:${app.port}`;
+      let direct = await directGet(live.ip, app.port).catch(() => null);
+      for (let i = 0; i < 50 && direct?.status !== 200; i++) {
+        await sleep(200);
+        direct = await directGet(live.ip, app.port).catch(() => null);
+      }
+      if (direct?.status !== 200 || direct.text !== app.body) throw new Error(`${app.label} does not answer: ${direct?.status} ${direct?.text}`);
+      const api = `api.${app.container}.hoody.localhost`;
+      await cli.ok('PUT', api, `/api/v1/proxy/routes/${app.hostname}?token=${token}`, { port: app.port });
+      await cli.ok('PATCH', api, `/api/v1/proxy/cert/bundle?token=${token}`, { domain: app.hostname, cert: pem.cert, key: pem.key, chain: ca.certPem });
+      appInfo[app.key] = { label: app.label, hostname: app.hostname, upstream, body_bytes: Buffer.byteLength(app.body), upstream_connection_header: direct.connection };
+      upstreams.push({ hostname: app.hostname, upstream });
+      if (app.key === 'busybox')
+        notes.push(
+          `busybox httpd answers \`Connection: ${direct.connection ?? '(none)'}\` and listens with a backlog of 9: both proxies open a new upstream connection per request, and SYNs beyond the backlog are dropped and retried after 1 s (see "listen overflows"). Its figures measure the app as much as the proxy; the node app (keep-alive upstream) measures the proxies.`,
+        );
+    }
+    const autoWorkers = cpus().length;
+    s.log('starting nginx (1 worker, and auto)');
+    const ng1 = await startNginx(s, join(host.benchDir, 'nginx-1'), '1', upstreams, { fullchain, key: pem.key });
+    const ngA = await startNginx(s, join(host.benchDir, 'nginx-auto'), 'auto', upstreams, { fullchain, key: pem.key });
+    const hostsFile = join(host.benchDir, 'hosts');
+    await writeFile(hostsFile, `127.0.0.1 localhost\n${apps.map((a) => `127.0.0.1 ${a.hostname}`).join('\n')}\n`);
+    const targets: Target[] = [
+      { server: 'hoody', label: 'hoody (hoodyd, 1 process)', port: d.ports.https, pid: d.pid },
+      { server: 'nginx_1', label: 'nginx, 1 worker', port: ng1.port, pid: ng1.child.pid ?? 0 },
+      { server: 'nginx_auto', label: `nginx, auto (${autoWorkers} workers)`, port: ngA.port, pid: ngA.child.pid ?? 0 },
+    ];
+    const tls: ProxyResult['tls'] = {};
+    const fp = new X509Certificate(pem.cert).fingerprint256;
+    for (const app of apps) {
+      for (const t of targets) {
+        const r = await httpsGet(t.port, app.hostname, ca.certPem);
+        if (r.status !== 200 || r.text !== app.body) throw new Error(`${t.label} → ${app.key}: ${r.status} ${r.text.slice(0, 200)}`);
+        const f = await tlsFacts(t.port, app.hostname);
+        tls[`${app.key}/${t.server}`] = f;
+        if (f.fingerprint256 !== fp) notes.push(`${t.server} served another certificate for ${app.hostname} (${f.fingerprint256}) than the bundle's (${fp}).`);
+      }
+    }
+    if (new Set(Object.values(tls).map((f) => `${f.protocol} ${f.cipher}`)).size > 1) notes.push(`The targets negotiated different TLS parameters: ${JSON.stringify(tls)}`);
+
+    const wrkOf = (app: App, t: Target, secs: number) =>
+      runWrk({ url: `https://${app.hostname}:${t.port}/index.html`, host: app.hostname, threads, connections, durationS: secs, dir: host.benchDir, hostsFile });
+    const runs: TargetRun[] = [];
+    for (const app of apps) {
+      const appPid = appPids.get(app.key) ?? 0;
+      s.log(`${app.key}: wrk warm-up (2 s per target)`);
+      for (const t of targets) await wrkOf(app, t, 2);
+      for (let rnd = 0; rnd < rounds; rnd++) {
+        const order = targets.map((_, i) => targets[(i + rnd) % targets.length]!);
+        for (const t of order) {
+          s.check();
+          const st = await settle(s, appPid, settleMax);
+          const before = await othersRunning();
+          const overflow0 = await tcpExt(appPid, 'ListenOverflows');
+          const t0 = await treeTimes(t.pid);
+          const w = await wrkOf(app, t, duration);
+          const t1 = await treeTimes(t.pid);
+          const overflow1 = await tcpExt(appPid, 'ListenOverflows');
+          const user = (t1.user - t0.user) / CLK_TCK;
+          const sys = (t1.sys - t0.sys) / CLK_TCK;
+          runs.push({
+            app: app.key,
+            server: t.server,
+            round: rnd,
+            wrk: w,
+            cpu_us_per_request: w.requests ? round(((user + sys) * 1e6) / w.requests, 1) : null,
+            cpu_sys_share: user + sys > 0 ? round(sys / (user + sys), 3) : null,
+            cpu_percent_of_core: round(((user + sys) / (w.duration_s || 1)) * 100, 1) ?? 0,
+            settle_s: st.waited,
+            time_wait_before: { host: st.host, app: st.app },
+            app_listen_overflows: overflow0 === null || overflow1 === null ? null : overflow1 - overflow0,
+            others: [...new Set([...before, ...(await othersRunning())])],
+          });
+          s.log(`${app.key} round ${rnd + 1}/${rounds} ${t.server}: ${w.rps} req/s, p99 ${w.latency_ms.p99} ms, errors ${wrkErrors(w)}`);
+        }
+      }
+    }
+    const summary: TargetAgg[] = apps.flatMap((app) =>
+      targets.map((t) => {
+        const mine = runs.filter((r) => r.app === app.key && r.server === t.server);
+        const med = (pick: (r: TargetRun) => number | null) => round(median(mine.map(pick).filter((v): v is number => v !== null)), 2);
+        return {
+          app: app.key,
+          server: t.server,
+          label: t.label,
+          rps: med((r) => r.wrk.rps),
+          p50_ms: med((r) => r.wrk.latency_ms.p50),
+          p90_ms: med((r) => r.wrk.latency_ms.p90),
+          p99_ms: med((r) => r.wrk.latency_ms.p99),
+          cpu_us_per_request: med((r) => r.cpu_us_per_request),
+          app_listen_overflows: mine.reduce((a, r) => a + (r.app_listen_overflows ?? 0), 0),
+          errors: mine.reduce((a, r) => a + wrkErrors(r.wrk), 0),
+        };
+      }),
+    );
+    const ratio = (a: number | null | undefined, b: number | null | undefined) => (a !== null && a !== undefined && b ? round(a / b, 3) : null);
+    const ratios: ProxyResult['ratios'] = {};
+    for (const app of apps) {
+      const by = (server: string) => summary.find((x) => x.app === app.key && x.server === server);
+      ratios[app.key] = {
+        rps_hoody_over_nginx_auto: ratio(by('hoody')?.rps, by('nginx_auto')?.rps),
+        rps_hoody_over_nginx_1: ratio(by('hoody')?.rps, by('nginx_1')?.rps),
+        p99_hoody_over_nginx_auto: ratio(by('hoody')?.p99_ms, by('nginx_auto')?.p99_ms),
+        p99_hoody_over_nginx_1: ratio(by('hoody')?.p99_ms, by('nginx_1')?.p99_ms),
+        cpu_per_request_hoody_over_nginx_1: ratio(by('hoody')?.cpu_us_per_request, by('nginx_1')?.cpu_us_per_request),
+      };
+    }
+    const disturbed = runs.filter((r) => r.others.length);
+    if (disturbed.length)
+      notes.push(`Another benchmark or test run was on the box during ${disturbed.length} of ${runs.length} wrk runs (${[...new Set(disturbed.flatMap((r) => r.others))].slice(0, 3).join(' | ')}): those figures are skewed by its load.`);
+    if (summary.some((x) => x.errors > 0)) notes.push('Some wrk runs saw socket errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
+    if (runs.some((r) => r.settle_s >= settleMax && settleMax > 0)) notes.push(`Some runs started with TIME_WAIT sockets left after waiting ${settleMax} s (see runs[].time_wait_before).`);
+
+    s.log('removing nginx, the containers and the daemon');
+    await s.cleanup.run((label) => s.log(`  removing ${label}`));
+    const finished = new Date();
+    const result: ProxyResult = {
+      tool: 'hoody bench proxy',
+      run_id: runId,
+      started: started.toISOString(),
+      finished: finished.toISOString(),
+      duration_s: round((finished.getTime() - started.getTime()) / 1000, 1) ?? 0,
+      options: { apps: apps.map((a) => a.key), rounds, duration_s: duration, connections, threads, settle_max_s: settleMax, log_level: o['log-level'] },
+      host: await hostFacts(),
+      nginx_version: nginxVersion,
+      wrk_version: wrkVersion,
+      apps: appInfo,
+      tls,
+      summary,
+      ratios,
+      runs,
+      notes,
+    };
+    process.stdout.write(`\n${table(SUMMARY_HEADER, summaryRows(result))}\n\n${table(['ratio', ...apps.map((a) => a.key)], ratioRows(result))}\n`);
+    const files = await writeResults(o.out!, 'proxy', started, result, (svgName) => markdown(result, svgName), svg(result));
+    process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
+  } finally {
+    await s.cleanup.run((label) => s.log(`  removing ${label}`));
+    s.dispose();
+  }
+}
+
+const SUMMARY_HEADER = ['app', 'proxy', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'CPU µs/req', 'app listen overflows', 'errors'];
+
+function summaryRows(r: ProxyResult): (string | number)[][] {
+  return r.summary.map((x) => [x.app, x.label, fmt(x.rps, 0), fmt(x.p50_ms), fmt(x.p90_ms), fmt(x.p99_ms), fmt(x.cpu_us_per_request, 0), x.app_listen_overflows, x.errors]);
+}
+
+function ratioRows(r: ProxyResult): (string | number)[][] {
+  const apps = Object.keys(r.ratios);
+  const row = (label: string, k: string) => [label, ...apps.map((a) => fmt(r.ratios[a]?.[k], 3))];
+  return [
+    row('req/s hoody / nginx auto', 'rps_hoody_over_nginx_auto'),
+    row('req/s hoody / nginx 1 worker', 'rps_hoody_over_nginx_1'),
+    row('p99 hoody / nginx auto', 'p99_hoody_over_nginx_auto'),
+    row('p99 hoody / nginx 1 worker', 'p99_hoody_over_nginx_1'),
+    row('CPU per request hoody / nginx 1 worker', 'cpu_per_request_hoody_over_nginx_1'),
+  ];
+}
+
+function markdown(r: ProxyResult, svgName: string | null): string {
+  const h = r.host;
+  const o = r.options;
+  const out: string[] = [];
+  out.push(`# hoody proxy benchmark — ${r.started}`, '');
+  out.push(`Run \`${r.run_id}\`, ${Math.round(r.duration_s)} s. Host: ${h.kernel}, ${h.cpus} cores (${h.cpu_model}), ${h.mem_total_mib} MiB; node ${h.node}; ${r.nginx_version}; ${r.wrk_version}.`);
+  out.push(`Options: ${Object.entries(o).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}.`, '');
+  out.push('Apps (each in its own hoody container, reached on the Docker bridge):', '');
+  for (const [k, a] of Object.entries(r.apps)) out.push(`- \`${k}\`: ${a.label} at ${a.upstream}, ${a.body_bytes}-byte body, hostname \`${a.hostname}\`, upstream answers \`Connection: ${a.upstream_connection_header ?? '(none)'}\``);
+  out.push('');
+  out.push('Each proxy terminates HTTPS with the same ECDSA P-256 certificate and chain (SNI picks it), adds X-Forwarded-*, and forwards over HTTP/1.1 with a keep-alive upstream pool (nginx: `keepalive 64`, `keepalive_requests 1000000` on the client side, `access_log off`).');
+  out.push(`wrk: \`wrk -t${o.threads} -c${o.connections} -d${o.duration_s}s\` with keep-alive, SNI and Host = the app's hostname (resolved to 127.0.0.1 through a private /etc/hosts); the three proxies alternate, order rotated every round; figures are medians over ${o.rounds} rounds. Before each run the benchmark waits (at most ${o.settle_max_s} s) for the app's TIME_WAIT sockets to drain. wrk runs on the same 2-core box.`, '');
+  out.push(`TLS negotiated: ${[...new Set(Object.values(r.tls).map((f) => `${f.protocol} ${f.cipher}`))].join('; ')}.`, '');
+  if (svgName) out.push(`![proxy benchmark](${svgName})`, '');
+  out.push(mdTable(SUMMARY_HEADER, summaryRows(r)), '');
+  out.push(mdTable(['ratio', ...Object.keys(r.ratios)], ratioRows(r)), '');
+  out.push("CPU µs/req = utime+stime of the proxy's processes (hoodyd; nginx master and workers) during the run, divided by the requests answered. App listen overflows = SYNs dropped by the app's full listen queue (TcpExt ListenOverflows in its network namespace), summed over rounds.", '');
+  out.push('All runs:', '');
+  out.push(
+    mdTable(
+      ['app', 'round', 'proxy', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'proxy CPU %', 'CPU µs/req', 'sys share', 'waited s', 'TIME_WAIT host/app', 'listen overflows', 'errors', 'other bench running'],
+      r.runs.map((x) => [
+        x.app,
+        x.round + 1,
+        x.server,
+        fmt(x.wrk.rps, 0),
+        fmt(x.wrk.latency_ms.p50),
+        fmt(x.wrk.latency_ms.p90),
+        fmt(x.wrk.latency_ms.p99),
+        fmt(x.wrk.latency_ms.max),
+        fmt(x.cpu_percent_of_core, 1),
+        fmt(x.cpu_us_per_request, 0),
+        fmt(x.cpu_sys_share, 2),
+        fmt(x.settle_s, 0),
+        `${x.time_wait_before.host}/${x.time_wait_before.app}`,
+        x.app_listen_overflows ?? '–',
+        wrkErrors(x.wrk),
+        x.others.length ? 'yes' : '',
+      ]),
+    ),
+    '',
+  );
+  if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
+  return out.join('\n');
+}
+
+function svg(r: ProxyResult): string {
+  const apps = Object.keys(r.apps);
+  const groups = (pick: (x: TargetAgg) => number | null) => apps.map((a) => ({ label: a, values: r.summary.filter((x) => x.app === a).map((x) => ({ name: x.label, value: pick(x) })) }));
+  return chartSvg(
+    [
+      { kind: 'bar', title: 'requests per second', yLabel: 'req/s', groups: groups((x) => x.rps) },
+      { kind: 'bar', title: 'p99 latency (ms)', yLabel: 'ms', groups: groups((x) => x.p99_ms) },
+      { kind: 'bar', title: 'proxy CPU per request (µs)', yLabel: 'µs', groups: groups((x) => x.cpu_us_per_request) },
+    ],
+    `HTTPS keep-alive, wrk -t${r.options.threads} -c${r.options.connections}; medians over ${r.options.rounds} rounds; busybox = new upstream connection per request, node = keep-alive upstream`,
+  );
+}
+
+main(runProxy);

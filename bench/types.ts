@@ -1,0 +1,99 @@
+import type { DiskFigures, HostMemory, KsmFigures, PssFigures } from './measure.js';
+
+/** One measured point: a (workload, mode) at a container count. */
+export interface Point {
+  workload: string;
+  mode: string;
+  count: number;
+  at: string;
+  /** per_container_s: until ready with its namespaces populated; create_s: the create call alone. */
+  provision: { added: number; wall_s: number; per_container_s: number[]; create_s: number[] };
+  /** The daemon's process.memoryUsage() right after forced full GCs (over its loopback inspector). */
+  daemon_heap: { heap_used_kib: number; external_kib: number; rss_kib: number } | null;
+  /** KSM convergence after this step (modes with KSM on). */
+  ksm_convergence: { converged: boolean; seconds: number; cpu_percent: number; full_scans: number } | null;
+  /** ksmd's CPU share over the settle window just before the snapshot (percent of one core). */
+  ksmd_cpu_percent: number;
+  /** used_mib and cached_mib are medians of 1 s samples over the settle window (host_instant: at the snapshot). */
+  host: HostMemory;
+  host_instant: { used_mib: number; cached_mib: number };
+  /** host.used_mib minus other users' anonymous memory and page tables (see PssFigures.foreign_anon_mib). */
+  used_excl_foreign_mib: number;
+  /** Bottom-up, less noisy: AnonPages + SUnreclaim + PageTables + KernelStack + Shmem, minus other users' processes. */
+  pinned_excl_foreign_mib: number;
+  pss: PssFigures;
+  ksm: KsmFigures;
+  disk: DiskFigures;
+  /** What the daemon's own GET /v1/stats reported at the same point (hoody modes), for comparison. */
+  hoody_stats: { containers: number; pss_mib: number; rss_mib: number; ksm_profit_mib: number; merge_any: number } | null;
+  /** Containers on the engine that are not the benchmark's (other users of the host). */
+  foreign_containers: number;
+  /** Someone else changed the KSM knobs since the previous point (they were put back within a second). */
+  ksm_changed_externally: boolean;
+  /** How many times the profile had to be put back since the previous point (absent in older results). */
+  ksm_resets?: number;
+}
+
+export interface ModeRun {
+  workload: string;
+  mode: string;
+  description: string;
+  namespaces: string[];
+  namespace_errors: Record<string, number>;
+  errors: string[];
+  daemon: { pid: number; state_dir: string; instance: string } | null;
+  seconds: number;
+}
+
+export type ByMode = Record<string, number | null>;
+
+export interface WorkloadSummary {
+  image: string;
+  description: string;
+  marginal_mib_per_container: ByMode;
+  /** The same slope with other users' process memory taken out (this host is shared). */
+  marginal_excl_foreign_mib_per_container: ByMode;
+  /** Slope of the bottom-up figure (Point.pinned_excl_foreign_mib). */
+  pinned_mib_per_container: ByMode;
+  page_cache_mib_per_container: ByMode;
+  /** marginal + page cache: the goal's "memory" figure. */
+  memory_mib_per_container: ByMode;
+  disk_marginal_mib_per_container: number | null;
+  disk_pool_mib_per_container: number | null;
+  ksmd_cpu_percent: number | null;
+  ksmd_cpu_converging_percent: number | null;
+  ksm_convergence_s: number | null;
+  ksm_converged: boolean | null;
+  provision_s_p50: number | null;
+  provision_s_p95: number | null;
+  provision_rate_per_s: number | null;
+  docker_provision_s_p50: number | null;
+  docker_provision_s_p95: number | null;
+  docker_rate_per_s: number | null;
+  /** Slope of the daemon's anonymous PSS (hoodyd and its children) after forced GCs. */
+  daemon_kib_per_container: number | null;
+  /** Slope of the daemon's live JS heap + external memory after forced GCs. */
+  daemon_heap_kib_per_container: number | null;
+  /** The create call alone (POST /v1/containers), without populating the namespaces. */
+  create_s_p50: number | null;
+  namespaces: Record<string, string[]>;
+  breakdown_per_container: Record<string, Record<string, number | null>>;
+  ksm_by_mode: Record<string, { convergence_s: (number | null)[]; converged: (boolean | null)[]; cpu_steady_percent: number[]; cpu_converging_percent: (number | null)[] }>;
+  points: Point[];
+}
+
+export interface DensityResult {
+  tool: string;
+  run_id: string;
+  started: string;
+  finished: string;
+  duration_s: number;
+  options: Record<string, unknown>;
+  host: Record<string, unknown>;
+  ksm_knobs_before: Record<string, string>;
+  ksm_knobs_after: Record<string, string>;
+  modes: Record<string, { key: string; engine: string; description: string }>;
+  runs: ModeRun[];
+  workloads: Record<string, WorkloadSummary>;
+  notes: string[];
+}

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, describe, test } from 'node:test';
+import Docker from 'dockerode';
+import { execa } from 'execa';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const DENSITY = join(ROOT, 'dist/bench/density.js');
+const WORKLOADS = (process.env.HOODY_BENCH_SMOKE_WORKLOADS ?? 'busybox').split(',');
+const MODES = ['docker', 'hoody-ksm-off', 'hoody-ksm-on'];
+const COUNTS = [0, 10, 20];
+
+interface Result {
+  run_id: string;
+  runs: { workload: string; mode: string; daemon: { pid: number; state_dir: string; instance: string } | null }[];
+  workloads: Record<string, Record<string, unknown> & { points: { mode: string; count: number }[] }>;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('density benchmark (smoke: a short run produces its figures and leaves nothing behind)', () => {
+  let out = '';
+  after(async () => {
+    if (out) await rm(out, { recursive: true, force: true });
+  });
+
+  test(`--counts ${COUNTS.join(',')} for ${WORKLOADS.join(', ')} writes JSON, Markdown and SVG with the figures`, async () => {
+    out = await mkdtemp(join(tmpdir(), 'hoody-bench-smoke-'));
+    const r = await execa(
+      process.execPath,
+      [DENSITY, '--counts', COUNTS.join(','), '--workloads', WORKLOADS.join(','), '--modes', MODES.join(','), '--settle', '3', '--ksm-timeout', '30', '--out', out, '--quiet'],
+      { reject: false, all: true, timeout: 15 * 60_000 },
+    );
+    assert.equal(r.exitCode, 0, String(r.all));
+    assert.match(String(r.stdout), /marginal MiB\/container/);
+
+    const files = await readdir(out);
+    const json = files.find((f) => /^density-.*\.json$/.test(f));
+    assert.ok(json, `no JSON in ${files.join(', ')}`);
+    const base = json.replace(/\.json$/, '');
+    assert.ok(files.includes(`${base}.md`) && files.includes(`${base}.svg`), files.join(', '));
+
+    const result = JSON.parse(await readFile(join(out, json), 'utf8')) as Result;
+    for (const w of WORKLOADS) {
+      const s = result.workloads[w];
+      assert.ok(s, `workload ${w} in the JSON`);
+      for (const key of ['marginal_mib_per_container', 'page_cache_mib_per_container']) {
+        const by = s[key] as Record<string, unknown>;
+        for (const mode of ['docker_baseline', 'hoody_ksm_off', 'hoody_ksm_on']) assert.equal(typeof by[mode], 'number', `${w}.${key}.${mode}`);
+      }
+      for (const key of ['disk_marginal_mib_per_container', 'ksmd_cpu_percent', 'provision_s_p50', 'provision_s_p95', 'daemon_kib_per_container'])
+        assert.equal(typeof s[key], 'number', `${w}.${key}`);
+      assert.equal(s.points.length, MODES.length * COUNTS.length);
+      assert.deepEqual([...new Set(s.points.map((p) => p.count))].sort((a, b) => a - b), COUNTS);
+    }
+    const md = await readFile(join(out, `${base}.md`), 'utf8');
+    assert.match(md, /marginal MiB\/container/);
+    assert.match(md, /Raw points/);
+    const svg = await readFile(join(out, `${base}.svg`), 'utf8');
+    assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    for (const m of MODES) assert.ok(svg.includes(`>${m}</text>`), `legend entry ${m}`);
+    assert.ok((svg.match(/<path /g) ?? []).length >= WORKLOADS.length * MODES.length);
+
+    // Nothing left behind: containers (by the run's label and by each daemon's instance label), daemons, state dirs.
+    const docker = new Docker({ socketPath: process.env.HOODY_DOCKER_SOCKET ?? '/var/run/docker.sock' });
+    const byRun = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`io.hoody.bench=${result.run_id}`] }) });
+    assert.equal(byRun.length, 0, 'docker-mode containers left');
+    const daemons = result.runs.flatMap((run) => (run.daemon ? [run.daemon] : []));
+    assert.equal(daemons.length, WORKLOADS.length * 2);
+    for (const d of daemons) {
+      const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`io.hoody.instance=${d.instance}`] }) });
+      assert.equal(left.length, 0, `containers of daemon ${d.instance} left`);
+      assert.equal(alive(d.pid), false, `hoodyd ${d.pid} still running`);
+      assert.equal(existsSync(d.state_dir), false, `state dir ${d.state_dir} left`);
+    }
+    assert.equal(existsSync(dirname(daemons[0]!.state_dir)), false, 'bench dir left');
+  });
+});
