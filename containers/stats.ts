@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import type { KsmController } from '../host/ksm.js';
 import type { ContainerContext } from './context.js';
 import { listContainers } from './lifecycle.js';
@@ -34,12 +34,27 @@ export async function containerPids(engineId: string, mainPid: number): Promise<
   return mainPid ? [mainPid] : [];
 }
 
+/** containerd shim pid per engine container id (one shim per container; it lives outside the container's cgroup). */
+export async function shimPids(): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const d of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(d)) continue;
+    const argv = (await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (!argv[0]?.includes('containerd-shim')) continue;
+    const i = argv.indexOf('-id');
+    if (i >= 0 && argv[i + 1]) out.set(argv[i + 1]!, Number(d));
+  }
+  return out;
+}
+
 export interface ContainerStats {
   name: string;
   state: string;
   pids: number;
   rssBytes: number;
   pssBytes: number;
+  /** PSS of the container's containerd shim: part of its cost, though outside its cgroup. */
+  shimPssBytes: number;
   ksmProfitBytes: number;
   ksmMergingPages: number;
   mergeAny: boolean;
@@ -50,12 +65,13 @@ export interface ContainerStats {
 
 export interface StatsReport {
   containers: ContainerStats[];
-  totals: { rssBytes: number; pssBytes: number; ksmProfitBytes: number; diskExclusiveBytes: number };
+  totals: { rssBytes: number; pssBytes: number; shimPssBytes: number; ksmProfitBytes: number; diskExclusiveBytes: number };
   ksm: Awaited<ReturnType<KsmController['stats']>>;
 }
 
 export async function collectStats(ctx: ContainerContext, ksm: KsmController): Promise<StatsReport> {
   const out: ContainerStats[] = [];
+  const shims = await shimPids();
   for (const v of await listContainers(ctx)) {
     const row = ctx.store.get(v.name);
     if (!row) continue;
@@ -65,6 +81,7 @@ export async function collectStats(ctx: ContainerContext, ksm: KsmController): P
       pids: 0,
       rssBytes: 0,
       pssBytes: 0,
+      shimPssBytes: 0,
       ksmProfitBytes: 0,
       ksmMergingPages: 0,
       mergeAny: false,
@@ -74,6 +91,8 @@ export async function collectStats(ctx: ContainerContext, ksm: KsmController): P
     };
     if (v.state === 'running' && row.engineId) {
       const live = await ctx.engine.inspect(row.engineId).catch(() => null);
+      const shim = shims.get(row.engineId);
+      if (shim) s.shimPssBytes = (await processMemory(shim)).pssBytes;
       if (live?.pid) {
         const pids = await containerPids(row.engineId, live.pid);
         s.pids = pids.length;
@@ -106,6 +125,7 @@ export async function collectStats(ctx: ContainerContext, ksm: KsmController): P
     totals: {
       rssBytes: sum((c) => c.rssBytes),
       pssBytes: sum((c) => c.pssBytes),
+      shimPssBytes: sum((c) => c.shimPssBytes),
       ksmProfitBytes: sum((c) => c.ksmProfitBytes),
       diskExclusiveBytes: sum((c) => c.diskExclusiveBytes),
     },

@@ -207,12 +207,13 @@ describe('containers through the daemon and the CLI', () => {
 
   test('hoody stats reports memory, KSM eligibility and disk per container', async () => {
     const s = JSON.parse((await d.hoody(['stats', '--json'])).stdout) as {
-      containers: { name: string; rssBytes: number; pssBytes: number; mergeAny: boolean; diskExclusiveBytes: number }[];
+      containers: { name: string; rssBytes: number; pssBytes: number; shimPssBytes: number; mergeAny: boolean; diskExclusiveBytes: number }[];
       ksm: { available: boolean };
     };
     const a = s.containers.find((c) => c.name === 'a');
     assert.ok(a);
     assert.ok(a.rssBytes > 0 && a.pssBytes > 0);
+    assert.ok(a.shimPssBytes > 512 * 1024, `the shim is counted: ${a.shimPssBytes}`);
     assert.equal(a.mergeAny, true);
     assert.ok(a.diskExclusiveBytes > 0);
     assert.equal(s.ksm.available, true);

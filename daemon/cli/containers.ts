@@ -178,17 +178,17 @@ export function containerCommands(program: Command, client: ClientOf): void {
     .description('per-container memory (RSS/PSS), KSM sharing and disk, with totals')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }, cmd: Command) => {
-      type S = { name: string; state: string; rssBytes: number; pssBytes: number; ksmProfitBytes: number; diskExclusiveBytes: number; diskLimitBytes: number | null; mergeAny: boolean };
+      type S = { name: string; state: string; rssBytes: number; pssBytes: number; shimPssBytes: number; ksmProfitBytes: number; diskExclusiveBytes: number; diskLimitBytes: number | null; mergeAny: boolean };
       const s = await client(cmd).call<{ containers: S[]; totals: Record<string, number>; ksm: { pagesSharing: number; generalProfitBytes: number; savedBytes: number } }>('GET', '/v1/stats');
       if (o.json) return printJson(s);
       process.stdout.write(
         `${table(
-          ['NAME', 'STATE', 'RSS', 'PSS', 'KSM SAVED', 'MERGE', 'DISK EXCL', 'DISK LIMIT'],
-          s.containers.map((c) => [c.name, c.state, mib(c.rssBytes), mib(c.pssBytes), mib(c.ksmProfitBytes), c.mergeAny ? 'yes' : 'no', mib(c.diskExclusiveBytes), mib(c.diskLimitBytes)]),
+          ['NAME', 'STATE', 'RSS', 'PSS', 'SHIM PSS', 'KSM SAVED', 'MERGE', 'DISK EXCL', 'DISK LIMIT'],
+          s.containers.map((c) => [c.name, c.state, mib(c.rssBytes), mib(c.pssBytes), mib(c.shimPssBytes), mib(c.ksmProfitBytes), c.mergeAny ? 'yes' : 'no', mib(c.diskExclusiveBytes), mib(c.diskLimitBytes)]),
         )}\n`,
       );
       process.stdout.write(
-        `total: RSS ${mib(s.totals.rssBytes)}, PSS ${mib(s.totals.pssBytes)}, disk ${mib(s.totals.diskExclusiveBytes)}; KSM: ${s.ksm.pagesSharing} pages sharing (${mib(s.ksm.savedBytes)} saved), general_profit ${mib(s.ksm.generalProfitBytes)}\n`,
+        `total: RSS ${mib(s.totals.rssBytes)}, PSS ${mib(s.totals.pssBytes)} (+ shims ${mib(s.totals.shimPssBytes)}), disk ${mib(s.totals.diskExclusiveBytes)}; KSM: ${s.ksm.pagesSharing} pages sharing (${mib(s.ksm.savedBytes)} saved), general_profit ${mib(s.ksm.generalProfitBytes)}\n`,
       );
     });
 }
