@@ -91,7 +91,8 @@ interface PointResult {
   minutes: number;
   first_slot: string;
   last_slot: string;
-  create: { seconds: number; per_second: number; ended_before_first_slot: boolean };
+  /** crossed_boundary: a minute boundary passed while creating, so entries fired before the window. */
+  create: { seconds: number; per_second: number; ended_before_first_slot: boolean; crossed_boundary: boolean };
   expected_firings: number;
   counts: { rows: number; ok: number; failed: number; skipped: number; timeout: number; running: number; missing: number };
   /** started_at − scheduled_for: when the scheduler claimed the slot (the run row is written, docker exec starts). */
@@ -103,7 +104,8 @@ interface PointResult {
   /** Lateness quantiles 0, 1, …, 100 % (seconds), for the chart. */
   quantiles: { claim: number[]; done: number[] };
   per_slot: SlotFigures[];
-  drain: { seconds: number; complete: boolean };
+  /** complete: no run of the window left going; stalled: the last ones stopped ending for a minute. */
+  drain: { seconds: number; complete: boolean; stalled: boolean };
   daemon: {
     cpu_seconds: number;
     cpu_percent_of_core: number;
@@ -172,11 +174,21 @@ async function runPoint(
   command: string,
   drainS: number,
   dbPath: string,
+  rate: number,
 ): Promise<PointResult> {
   // Entries per container, as even as possible.
   const per = containers.map((_, i) => Math.floor(entries / containers.length) + (i < entries % containers.length ? 1 : 0));
-  // Plan the window before creating: the first slot leaves room for creation at a conservative 200 entries/s.
-  const firstSlot = ceilMinute(Date.now() + Math.max(20_000, (entries / 200) * 1000 + 10_000));
+  // Plan the window before creating. With `* * * * *` an entry fires at every minute boundary after it exists, so
+  // creation should fit between two boundaries: when the estimate (at `rate` entries/s, with a margin) does not fit
+  // in what is left of this minute, start just after the next boundary. The window's first slot is the boundary
+  // after creation. If creation cannot fit in a minute at all, entries fire before the window (noted).
+  const estimateMs = (entries / rate) * 1500 + 3000;
+  const fits = estimateMs < 55_000;
+  if (fits && ceilMinute(Date.now()) - Date.now() < estimateMs + 2000) {
+    s.log(`${label}: waiting for the next minute boundary to create the entries between two slots`);
+    await until(s, ceilMinute(Date.now()) + 1500);
+  }
+  const firstSlot = fits ? ceilMinute(Date.now() + 1) : ceilMinute(Date.now() + estimateMs + 5000);
   const lastSlot = firstSlot + (minutes - 1) * 60_000;
   const windowEnd = firstSlot + minutes * 60_000;
   const expiresAt = iso(lastSlot + 30_000);
@@ -202,6 +214,7 @@ async function runPoint(
           expires_at: expiresAt,
         });
         ids.add((JSON.parse(r.text) as { id: string }).id);
+        if (ids.size % 2000 === 0) s.log(`${label}:   ${ids.size} entries (${(ids.size / ((Date.now() - t0) / 1000)).toFixed(0)}/s)`);
       },
       () => s.stopped(),
     );
@@ -225,12 +238,18 @@ async function runPoint(
       (db.prepare(`SELECT count(*) AS n FROM cron_runs WHERE status = 'running' AND trigger = 'schedule' AND scheduled_for >= ? AND scheduled_for <= ?`).get(iso(firstSlot), iso(lastSlot)) as { n: number }).n;
     const drainStart = Date.now();
     let running = runningCount();
+    let stalled = false;
     try {
-      while (running > 0 && Date.now() - drainStart < drainS * 1000 && !s.stopped()) {
-        s.log(`${label}: ${running} runs of the window still going`);
+      // Until all ended, the limit, or nothing ended for a minute (a stuck run would otherwise hold the limit).
+      let lastChange = Date.now();
+      while (running > 0 && Date.now() - drainStart < drainS * 1000 && Date.now() - lastChange < 60_000 && !s.stopped()) {
+        s.log(`${label}: ${running} run(s) of the window still going`);
         await s.nap(5000);
-        running = runningCount();
+        const now = runningCount();
+        if (now !== running) lastChange = Date.now();
+        running = now;
       }
+      if (running > 0 && Date.now() - lastChange >= 60_000) stalled = true;
     } finally {
       db.close();
     }
@@ -290,7 +309,7 @@ async function runPoint(
       minutes,
       first_slot: iso(firstSlot),
       last_slot: iso(lastSlot),
-      create: { seconds: round(createS, 1) ?? 0, per_second: round(ids.size / createS, 0) ?? 0, ended_before_first_slot: createdAt < firstSlot },
+      create: { seconds: round(createS, 1) ?? 0, per_second: round(ids.size / createS, 0) ?? 0, ended_before_first_slot: createdAt < firstSlot, crossed_boundary: Math.floor(t0 / 60_000) !== Math.floor(createdAt / 60_000) },
       expected_firings: expected,
       counts: {
         rows: fired,
@@ -306,7 +325,7 @@ async function runPoint(
       run_duration_s: dist(durations),
       quantiles: { claim: quantiles(claim), done: quantiles(done) },
       per_slot: perSlot,
-      drain: { seconds: round(drainSeconds, 1) ?? 0, complete },
+      drain: { seconds: round(drainSeconds, 1) ?? 0, complete, stalled },
       daemon: {
         cpu_seconds: round(cpuS, 2) ?? 0,
         cpu_percent_of_core: round((cpuS / windowS) * 100, 1) ?? 0,
@@ -341,7 +360,7 @@ function summaryRows(p: PointResult): (string | number)[][] {
     ['engine (dockerd+containerd) CPU s over the window', fmt(p.engine_cpu_seconds, 1)],
     ['host CPU busy over the window %', fmt(p.host_busy_percent, 1)],
     ['entries created in s (per s)', `${fmt(p.create.seconds, 1)} (${p.create.per_second})`],
-    ['drain after the window s', `${fmt(p.drain.seconds, 1)}${p.drain.complete ? '' : ' (runs still going at the limit)'}`],
+    ['drain after the window s', `${fmt(p.drain.seconds, 1)}${p.drain.complete ? '' : p.drain.stalled ? ' (stopped: runs stuck)' : ' (runs still going at the limit)'}`],
   ];
 }
 
@@ -443,12 +462,19 @@ async function runCron(): Promise<void> {
     const points: PointResult[] = [];
     const plan: [string, number][] = [...(light > 0 && light < entries ? [['light', light] as [string, number]] : []), ['full', entries]];
     for (const [label, n] of plan) {
-      const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'));
+      // Creation rate: the previous point's, else a guess.
+      const rate = points[points.length - 1]?.create.per_second || 200;
+      const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'), rate);
       points.push(p);
       process.stdout.write(`\n${label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min\n${table(['figure', 'value'], summaryRows(p))}\n${table(SLOT_HEADER, slotRows(p))}\n`);
+      if (p.create.crossed_boundary)
+        notes.push(`${label}: creating the entries spanned a minute boundary, so entries created before it fired before the window; runs of theirs still going at a window slot make that slot skip.`);
       if (!p.create.ended_before_first_slot) notes.push(`${label}: creating the entries ran past the first slot; entries created after it missed that slot (counted as missing).`);
       if (p.others.length) notes.push(`${label}: another benchmark or test run was on the box during this point (${p.others.slice(0, 3).join(' | ')}): the figures are skewed by its load.`);
-      if (!p.drain.complete) notes.push(`${label}: ${p.counts.running} runs were still going ${drainS} s after the window (counted as "still running").`);
+      if (!p.drain.complete)
+        notes.push(
+          `${label}: ${p.counts.running} run(s) were still going ${p.drain.seconds} s after the window (counted as "still running")${p.drain.stalled ? '; none had ended for a minute: stuck (the command is `true`)' : ''}.`,
+        );
     }
     sampler.stop();
     s.log('removing the containers and the daemon');

@@ -78,7 +78,8 @@ export interface SoakResult {
     worker_rss_mib: { first: number; last: number; max: number; slope_mib_per_min_after_warmup: number | null };
     fds: { first: number; last: number; min: number; max: number; slope_per_min_after_warmup: number | null };
     eventloop_lag_p99_ms: { median: number | null; max: number | null };
-    growth_trend: boolean;
+    /** null: under 5 minutes after the warm-up, too short to tell a trend from V8 growing its heap. */
+    growth_trend: boolean | null;
   };
   samples: SampleRow[];
   errors: string[];
@@ -249,8 +250,10 @@ async function runSoak(): Promise<void> {
     const lags = samples.map((x) => x.lag_p99_ms).filter((x): x is number => x !== null);
     const rssSlope = perMin((x) => x.rss_mib);
     const meanRss = after.reduce((a, x) => a + x.rss_mib, 0) / Math.max(1, after.length);
-    // Growth: more than 1% of the mean RSS per minute after the warm-up, and at least 0.5 MiB/min.
-    const growth = rssSlope !== null && rssSlope > Math.max(0.5, meanRss * 0.01);
+    // Growth: more than 1% of the mean RSS per minute after the warm-up, and at least 0.5 MiB/min, over at
+    // least 5 minutes (before that, V8 growing its heap to its working size looks like a trend).
+    const judged = after.length >= 2 && after[after.length - 1]!.t_s - after[0]!.t_s >= 300;
+    const growth = !judged ? null : rssSlope !== null && rssSlope > Math.max(0.5, meanRss * 0.01);
     const total = kinds.exec.requests + kinds.proxy.requests;
     const errors = kinds.exec.errors + kinds.proxy.errors;
     const cronErrors = runs.filter((r) => r.status !== 'ok').length;
@@ -303,7 +306,10 @@ function summaryRows(r: SoakResult): (string | number)[][] {
     ['proxy latency p50 / p99 ms', `${fmt(r.requests.proxy.latency_ms.p50)} / ${fmt(r.requests.proxy.latency_ms.p99)}`],
     ['cron runs / expected slots', `${r.cron.runs} / ${r.cron.expected_slots} (${Object.entries(r.cron.by_status).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}; ${r.cron.duplicate_slots} twice)`],
     ['daemon RSS MiB first / last / max', `${d.rss_mib.first} / ${d.rss_mib.last} / ${d.rss_mib.max}`],
-    ['daemon RSS slope after warm-up', `${fmt(d.rss_mib.slope_mib_per_min_after_warmup, 3)} MiB/min${d.growth_trend ? ' (GROWING)' : ' (no growth trend)'}`],
+    [
+      'daemon RSS slope after warm-up',
+      `${fmt(d.rss_mib.slope_mib_per_min_after_warmup, 3)} MiB/min (${d.growth_trend === null ? 'too short to judge: under 5 min after the warm-up' : d.growth_trend ? 'GROWING' : 'no growth trend'})`,
+    ],
     ['exec worker RSS MiB first / last / max (slope)', `${d.worker_rss_mib.first} / ${d.worker_rss_mib.last} / ${d.worker_rss_mib.max} (${fmt(d.worker_rss_mib.slope_mib_per_min_after_warmup, 3)} MiB/min)`],
     ['open fds first / last / max (slope/min)', `${d.fds.first} / ${d.fds.last} / ${d.fds.max} (${fmt(d.fds.slope_per_min_after_warmup, 3)})`],
     ['event-loop lag p99 ms median / max', `${fmt(d.eventloop_lag_p99_ms.median)} / ${fmt(d.eventloop_lag_p99_ms.max)}`],

@@ -91,6 +91,9 @@ export const errors = {
   },
   ACME_FAILED: { status: 502, message: (d: string) => `ACME order failed: ${d}` },
   ACME_CHALLENGE_UNKNOWN: { status: 404, message: (t: string) => `no pending ACME http-01 challenge ${t}` },
+  // reliability and hostile input
+  IMAGE_INVALID: { status: 400, message: (i: string) => `invalid image reference ${JSON.stringify(i)}` },
+  URI_TOO_LONG: { status: 414, message: (d: string) => `request URI too long: ${d}` },
 } as const;
 
 export type ErrorName = keyof typeof errors;

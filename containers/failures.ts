@@ -17,6 +17,7 @@ export function engineFailure(err: unknown, image?: string): HoodyError {
   if (code === 'ECONNREFUSED' || code === 'ENOENT' || code === 'EACCES') return fail('ENGINE_UNAVAILABLE', messageOf(err));
   const msg = messageOf(err);
   if (statusOf(err) === 404 && image && /image/i.test(msg)) return fail('IMAGE_UNKNOWN', image);
+  if (statusOf(err) === 400 && image && /invalid reference format/i.test(msg)) return fail('IMAGE_INVALID', image);
   if (/no space left/i.test(msg)) return fail('POOL_FULL', msg);
   return fail('ENGINE_FAILED', msg);
 }

@@ -31,7 +31,10 @@ const MAX_PATH = 4096;
 const MAX_SEGMENT = 255;
 
 function errno(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
+  const e = err as NodeJS.ErrnoException | null;
+  // libuv has no name for EDQUOT (122 on Linux, what a BTRFS qgroup limit gives): "Unknown system error -122".
+  if (e?.errno === -122) return 'EDQUOT';
+  return e?.code;
 }
 
 function inside(path: string, root: string): boolean {

@@ -61,13 +61,14 @@ function validateLimits(req: CreateRequest, ctx: ContainerContext): Omit<Contain
   const nanoCpus = req.nanoCpus ?? ctx.defaults.nanoCpus;
   const diskBytes = req.diskBytes === undefined ? ctx.defaults.diskBytes : req.diskBytes;
   const pidsLimit = req.pidsLimit ?? ctx.defaults.pidsLimit;
-  if (!Number.isInteger(memoryBytes) || memoryBytes < MIN_MEMORY)
-    throw fail('LIMIT_INVALID', `memory must be at least ${MIN_MEMORY / 1024 / 1024} MiB`);
+  // Safe integers only: past 2^53 a size is no longer exact, and SQLite's INTEGER column refuses it (a 500).
+  if (!Number.isSafeInteger(memoryBytes) || memoryBytes < MIN_MEMORY)
+    throw fail('LIMIT_INVALID', `memory must be at least ${MIN_MEMORY / 1024 / 1024} MiB and at most 2^53 - 1 bytes`);
   if (!Number.isInteger(nanoCpus) || nanoCpus < 10_000_000 || nanoCpus > 1024e9)
     throw fail('LIMIT_INVALID', 'cpus must be between 0.01 and 1024');
-  if (diskBytes !== null && (!Number.isInteger(diskBytes) || diskBytes < MIN_DISK))
-    throw fail('LIMIT_INVALID', `disk must be at least ${MIN_DISK / 1024 / 1024} MiB`);
-  if (!Number.isInteger(pidsLimit) || pidsLimit < 8) throw fail('LIMIT_INVALID', 'pids limit must be at least 8');
+  if (diskBytes !== null && (!Number.isSafeInteger(diskBytes) || diskBytes < MIN_DISK))
+    throw fail('LIMIT_INVALID', `disk must be at least ${MIN_DISK / 1024 / 1024} MiB and at most 2^53 - 1 bytes`);
+  if (!Number.isSafeInteger(pidsLimit) || pidsLimit < 8) throw fail('LIMIT_INVALID', 'pids limit must be at least 8');
   return {
     name,
     id: randomUUID(),

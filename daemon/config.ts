@@ -22,6 +22,10 @@ export interface Config {
   containerEgress: 'restricted' | 'open';
   /** Bad tokens per client address per minute before 429s. */
   tokenFailureLimit: number;
+  /** A cron run still going after this is killed in its container and logged `timeout`. */
+  cronRunTimeoutMs: number;
+  /** Public listeners: a client must send its whole header block within this (slow clients are cut off). */
+  headersTimeoutMs: number;
   /** Short id of this daemon (from its state dir); labels its containers on a shared engine. */
   instance: string;
   dbPath: string;
@@ -43,6 +47,15 @@ export type ConfigFlags = Partial<{
   image: string;
   logLevel: string;
 }>;
+
+/** Parses durations like 1500ms, 90s, 5m, 1h; a bare number is seconds. */
+export function parseDuration(text: string, name: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/i.exec(text.trim());
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m?.[2] ?? 's').toLowerCase() as 'ms' | 's' | 'm' | 'h'];
+  const ms = m ? Math.round(Number(m[1]) * unit) : Number.NaN;
+  if (!Number.isFinite(ms) || ms <= 0) throw new Error(`${name} must be a duration like 1500ms, 90s, 5m or 1h, got ${text}`);
+  return ms;
+}
 
 function port(value: string | number, name: string): number {
   const n = Number(value);
@@ -74,6 +87,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     logLevel: pick(flags.logLevel, 'HOODY_LOG_LEVEL', 'info'),
     containerEgress: env.HOODY_CONTAINER_EGRESS === 'open' ? 'open' : 'restricted',
     tokenFailureLimit: Number(env.HOODY_TOKEN_FAILURE_LIMIT ?? '100') || 100,
+    cronRunTimeoutMs: parseDuration(env.HOODY_CRON_RUN_TIMEOUT ?? '1h', 'HOODY_CRON_RUN_TIMEOUT'),
+    headersTimeoutMs: parseDuration(env.HOODY_HEADERS_TIMEOUT ?? '20s', 'HOODY_HEADERS_TIMEOUT'),
     instance,
     dbPath: join(stateDir, 'hoody.db'),
     defaults: {

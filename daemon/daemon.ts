@@ -68,7 +68,9 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const ksm = new KsmController();
   await ensureTemplate(ctx);
   const trust = await loadHostTrust(config.stateDir);
-  const certs = new ServiceCertificates(trust.ca, config.domain);
+  const certs = new ServiceCertificates(trust.ca, config.domain, (name) => ctx.store.get(name)?.phase === 'ready');
+  // A deleted container's service certificate goes with it.
+  ctx.hooks.push({ open: async () => undefined, close: async (row) => certs.forget(row.name) });
   let ports = { http: config.httpPort, https: config.httpsPort };
   const network = new ServiceNetwork(() => ctx, config.domain, () => ports, trust.bundlePath, trust.caPath, config.containerEgress === 'restricted');
   ctx.specExtras = (name) => network.extras(name);
@@ -87,6 +89,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     rootRoutes: ns.rootRoutes,
     internal: ns.internal,
     tokenFailureLimit: config.tokenFailureLimit,
+    headersTimeoutMs: config.headersTimeoutMs,
     intercept: (req, res) => ns.proxy.forwarder.handle(req, res),
     upgrade: (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
     sni: async (name) => ns.proxy.service.context(name) ?? certs.contextFor(name),

@@ -1,3 +1,4 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { ContainerContext } from '../containers/context.js';
 import { listContainers } from '../containers/lifecycle.js';
@@ -7,6 +8,18 @@ import type { KsmController } from '../host/ksm.js';
 export function buildMetrics(ctx: ContainerContext, ksm: KsmController): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'hoody_daemon_' });
+  // The one figure an operator (and the soak benchmark) watches: event-loop delay p99 since the last scrape.
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
+  new Gauge({
+    name: 'hoody_daemon_eventloop_lag_p99_seconds',
+    help: 'Event-loop delay p99 since the previous scrape, in seconds',
+    registers: [registry],
+    collect() {
+      this.set(loopDelay.count ? loopDelay.percentile(99) / 1e9 : 0);
+      loopDelay.reset();
+    },
+  });
   new Gauge({
     name: 'hoody_containers',
     help: 'Containers by state',

@@ -78,7 +78,7 @@ export function buildNamespaces(
       return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
     },
   });
-  const cron = new CronService({ db, engine: ctx.engine, store: ctx.store, log: log.child({ ns: 'cron' }) });
+  const cron = new CronService({ db, engine: ctx.engine, store: ctx.store, log: log.child({ ns: 'cron' }), runTimeoutMs: config.cronRunTimeoutMs });
   ctx.hooks.push(proxy, exec, cron);
   const logSources: LogSource[] = [cron.logSource(), exec.logSource()];
   const routes: NamespaceRoutes[] = [

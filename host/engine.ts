@@ -262,11 +262,29 @@ export class DockerEngine implements ContainerEngine {
   events(labels: Record<string, string>, onEvent: (e: EngineEvent) => void, onError?: (err: Error) => void): () => void {
     let stopped = false;
     let current: NodeJS.ReadableStream | null = null;
+    // Where to resume after an interruption: the engine replays what it logged since then (its own log: after
+    // an engine restart that is everything the new engine did, e.g. the containers it started again while this
+    // stream was down). Events already delivered are skipped by their timestamp.
+    let resumeFrom: number | null = null; // unix seconds
+    let lastNano = 0;
+    let atLast = new Set<string>();
+    const fresh = (nano: number, key: string): boolean => {
+      if (nano < lastNano || (nano === lastNano && atLast.has(key))) return false;
+      if (nano > lastNano) {
+        lastNano = nano;
+        atLast = new Set();
+      }
+      atLast.add(key);
+      return true;
+    };
     const connect = async () => {
       while (!stopped) {
         try {
           const filters = { type: ['container'], label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) };
-          const stream = (await this.docker.getEvents({ filters: JSON.stringify(filters) })) as NodeJS.ReadableStream;
+          const since = lastNano ? Math.floor(lastNano / 1e9) : resumeFrom;
+          const connectedAt = Math.floor(Date.now() / 1000);
+          const stream = (await this.docker.getEvents({ filters: JSON.stringify(filters), ...(since !== null ? { since } : {}) })) as NodeJS.ReadableStream;
+          resumeFrom ??= connectedAt;
           current = stream;
           let buf = '';
           await new Promise<void>((resolve) => {
@@ -279,8 +297,17 @@ export class DockerEngine implements ContainerEngine {
                 nl = buf.indexOf('\n');
                 if (!line) continue;
                 try {
-                  const e = JSON.parse(line) as { Action?: string; status?: string; id?: string; Actor?: { ID?: string; Attributes?: Record<string, string> } };
-                  onEvent({ action: e.Action ?? e.status ?? '', id: e.Actor?.ID ?? e.id ?? '', labels: e.Actor?.Attributes ?? {} });
+                  const e = JSON.parse(line) as {
+                    Action?: string;
+                    status?: string;
+                    id?: string;
+                    time?: number;
+                    timeNano?: number;
+                    Actor?: { ID?: string; Attributes?: Record<string, string> };
+                  };
+                  const event = { action: e.Action ?? e.status ?? '', id: e.Actor?.ID ?? e.id ?? '', labels: e.Actor?.Attributes ?? {} };
+                  if (!fresh(e.timeNano ?? (e.time ?? 0) * 1e9, `${event.id} ${event.action}`)) continue;
+                  onEvent(event);
                 } catch (err) {
                   onError?.(err as Error);
                 }

@@ -2,7 +2,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
-import { installErrorHandling } from '../errors.js';
+import { answerClientError, frameworkErrors, installErrorHandling } from '../errors.js';
 import { containerRoutes } from './containers.js';
 import { adminLogRoutes } from './logs.js';
 import type { LogSource } from '../../containers/logs.js';
@@ -21,7 +21,9 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
     loggerInstance: deps.log.child({ api: 'admin' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
     disableRequestLogging: true,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
+    frameworkErrors,
+    clientErrorHandler: answerClientError,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allowUnionTypes: true } },
   });
   installErrorHandling(app);
   app.addSchema(ErrorBody);

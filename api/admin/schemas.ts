@@ -17,7 +17,16 @@ export const NewContainer = Type.Object(
     image: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
     memory: Type.Optional(Size),
     cpus: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0 }), Type.String({ maxLength: 16 })])),
-    disk: Type.Optional(Type.Union([Size, Type.Null()])),
+    // One type list, not a union: with coerceTypes an anyOf turns null into "" (the string branch comes first),
+    // so `"disk": null` (no quota) was refused as an invalid size.
+    disk: Type.Optional(
+      Type.Unsafe<string | number | null>({
+        type: ['null', 'string', 'integer'],
+        maxLength: 32,
+        minimum: 0,
+        description: 'bytes, a size like 2g, or null for no quota',
+      }),
+    ),
     pids: Type.Optional(Type.Integer({ minimum: 8, maximum: 1_000_000 })),
   },
   { additionalProperties: false },

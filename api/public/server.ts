@@ -7,7 +7,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
 import { containerApi, type NamespaceRoutes } from '../container/index.js';
-import { installErrorHandling } from '../errors.js';
+import { answerClientError, frameworkErrors, installErrorHandling } from '../errors.js';
 import { FailureLimiter } from './limiter.js';
 import type { InternalAuthority } from './resolve.js';
 
@@ -27,23 +27,9 @@ export interface PublicServerOptions {
   internal?: InternalAuthority;
   /** Bad tokens per client address per minute before it gets 429s (default 100). */
   tokenFailureLimit?: number;
+  /** The whole header block must arrive within this (default 20 s); slower clients get a 408 and are cut off. */
+  headersTimeoutMs?: number;
   host?: string;
-}
-
-/** Malformed requests the HTTP parser refuses still get the catalogue's JSON shape. */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (!socket.writable || err.code === 'ECONNRESET') {
-    socket.destroy();
-    return;
-  }
-  const [status, code, text] =
-    err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'HOODY_HEADERS_TOO_LARGE', 'Request Header Fields Too Large']
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'HOODY_REQUEST_TIMEOUT', 'Request Timeout']
-        : [400, 'HOODY_BAD_REQUEST', 'Bad Request'];
-  const body = JSON.stringify({ error: { code, message: text.toLowerCase() } });
-  socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 export interface PublicServer {
@@ -59,6 +45,10 @@ export interface PublicServer {
  * Every container's API is the same encapsulated plugin, reached by host or by `/c/<ctr>/` prefix.
  */
 export async function buildPublicServer(opts: PublicServerOptions): Promise<PublicServer> {
+  const headersTimeout = opts.headersTimeoutMs ?? 20_000;
+  // Node enforces headersTimeout only when it sweeps its connections (every 30 s by default), so a slow client
+  // could hold a socket for up to headersTimeout + 30 s: sweep often enough to keep the promise.
+  const connectionsCheckingInterval = Math.max(250, Math.min(5_000, Math.floor(headersTimeout / 4)));
   let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
   const app = Fastify({
     loggerInstance: opts.log.child({ api: 'public' }) as FastifyBaseLogger,
@@ -69,13 +59,14 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     keepAliveTimeout: 65_000,
     routerOptions: { maxParamLength: 512 },
     trustProxy: false,
+    frameworkErrors,
     serverFactory: (h) => {
       // Proxied hostnames skip fastify entirely (speed); http-01 answers always reach fastify first.
       handler = (req, res) => {
         if (opts.intercept && !req.url?.startsWith('/.well-known/acme-challenge/') && opts.intercept(req, res)) return;
         h(req, res);
       };
-      return createHttpServer({ maxHeaderSize: 16 * 1024 }, handler);
+      return createHttpServer({ maxHeaderSize: 16 * 1024, connectionsCheckingInterval }, handler);
     },
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } },
   });
@@ -99,6 +90,9 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
   const https = createHttpsServer(
     {
       maxHeaderSize: 16 * 1024,
+      connectionsCheckingInterval,
+      // A TLS client that connects and never finishes its handshake is cut off as soon as a slow HTTP one (default 120 s).
+      handshakeTimeout: headersTimeout,
       SNICallback: (servername, cb) => {
         opts.sni(servername).then(
           (ctx) => cb(null, ctx ?? fallback),
@@ -111,7 +105,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
   );
   https.keepAliveTimeout = 65_000;
   for (const server of [app.server, https]) {
-    server.headersTimeout = 20_000; // slow clients: the whole header block within 20 s
+    server.headersTimeout = headersTimeout; // slow clients: the whole header block within 20 s (default)
     server.requestTimeout = 120_000;
     server.removeAllListeners('clientError');
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket));

@@ -35,7 +35,16 @@ export class ServiceCertificates {
   constructor(
     private readonly ca: HostCa,
     readonly domain: string,
+    /**
+     * Whether a container of that name exists. Its certificate is kept for as long as it lives. Any other name
+     * gets one too (a handshake must not tell which containers exist), but an SNI name costs a client nothing
+     * to send, so those are kept in a small LRU, never one per name ever asked for.
+     */
+    private readonly exists: (container: string) => boolean = () => true,
+    private readonly transientMax = 256,
   ) {}
+
+  readonly #transient = new Map<string, Promise<SecureContext>>();
 
   private make(names: string[]): Promise<SecureContext> {
     return this.ca.issue(names).then((pem) => createSecureContext({ cert: `${pem.cert.trimEnd()}\n${this.ca.certPem.trimEnd()}\n`, key: pem.key }));
@@ -48,6 +57,8 @@ export class ServiceCertificates {
   }
 
   forContainer(container: string): Promise<SecureContext> {
+    if (!this.exists(container)) return this.forUnknown(container);
+    this.#transient.delete(container);
     let ctx = this.#cache.get(container);
     if (!ctx) {
       ctx = this.make([`*.${container}.${this.domain}`]);
@@ -57,8 +68,28 @@ export class ServiceCertificates {
     return ctx;
   }
 
+  private forUnknown(container: string): Promise<SecureContext> {
+    let ctx = this.#transient.get(container);
+    if (ctx) this.#transient.delete(container); // re-inserted below: most recently used last
+    else {
+      ctx = this.make([`*.${container}.${this.domain}`]);
+      ctx.catch(() => this.#transient.delete(container));
+    }
+    this.#transient.set(container, ctx);
+    for (const oldest of this.#transient.keys()) {
+      if (this.#transient.size <= this.transientMax) break;
+      this.#transient.delete(oldest);
+    }
+    return ctx;
+  }
+
   forget(container: string): void {
     this.#cache.delete(container);
+  }
+
+  /** How many certificates are held (known containers, other names). */
+  get size(): { known: number; transient: number } {
+    return { known: this.#cache.size, transient: this.#transient.size };
   }
 
   /** The context for an SNI name inside hoody's domain, or null for names outside it. */
