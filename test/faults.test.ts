@@ -269,8 +269,12 @@ describe('faults: the Docker engine restarted under a running daemon', () => {
 
   test('503 HOODY_ENGINE_UNAVAILABLE while it is down; afterwards events resume, the start hooks fire, nothing is missing', async (t) => {
     const engine = await hoodyDockerd();
-    if (!engine) return t.skip('the engine was not started by hoody (ensureEngine); not restarting it');
-    if (await benchmarkRunning()) return t.skip('a benchmark is running on this engine; not restarting it');
+    // In CI (nothing else on the box, the engine started by up.sh through hoody) this always runs; on a
+    // developer's shared machine it stands aside rather than restart an engine others are measuring.
+    if (process.env.CI) assert.ok(engine, 'in CI the engine must have been started by hoody');
+    else if (!engine) return t.skip('the engine was not started by hoody (ensureEngine); not restarting it');
+    else if (await benchmarkRunning()) return t.skip('a benchmark is running on this engine; not restarting it');
+    if (!engine) return;
     const e = await c.create('e');
     const boot = (await c.api('e', 'POST', '/users/me/entries', { schedule: '@reboot', command: 'echo up >> /files/boots' }, 'cron')).json<{ id: string }>().id;
     const manual = (await c.api('e', 'POST', '/users/me/entries', { schedule: '@daily', command: 'echo hi' }, 'cron')).json<{ id: string }>().id;
