@@ -104,7 +104,7 @@ interface PointResult {
   /** Lateness quantiles 0, 1, …, 100 % (seconds), for the chart. */
   quantiles: { claim: number[]; done: number[] };
   per_slot: SlotFigures[];
-  /** complete: no run of the window left going; stalled: the last ones stopped ending for a minute. */
+  /** complete: no run of the window left going; stalled: none ended for 3 minutes. */
   drain: { seconds: number; complete: boolean; stalled: boolean };
   daemon: {
     cpu_seconds: number;
@@ -174,21 +174,18 @@ async function runPoint(
   command: string,
   drainS: number,
   dbPath: string,
-  rate: number,
 ): Promise<PointResult> {
   // Entries per container, as even as possible.
   const per = containers.map((_, i) => Math.floor(entries / containers.length) + (i < entries % containers.length ? 1 : 0));
   // Plan the window before creating. With `* * * * *` an entry fires at every minute boundary after it exists, so
-  // creation should fit between two boundaries: when the estimate (at `rate` entries/s, with a margin) does not fit
-  // in what is left of this minute, start just after the next boundary. The window's first slot is the boundary
-  // after creation. If creation cannot fit in a minute at all, entries fire before the window (noted).
-  const estimateMs = (entries / rate) * 1500 + 3000;
-  const fits = estimateMs < 55_000;
-  if (fits && ceilMinute(Date.now()) - Date.now() < estimateMs + 2000) {
-    s.log(`${label}: waiting for the next minute boundary to create the entries between two slots`);
+  // creation starts just after a boundary and the window's first slot is the next one: nothing fires before the
+  // window as long as creation takes less than a minute (10,000 entries take ~25 s here). If it takes longer,
+  // the entries created after the first slot miss it (counted as missing, and noted).
+  if (Date.now() - Math.floor(Date.now() / 60_000) * 60_000 > 3000) {
+    s.log(`${label}: waiting for the next minute boundary, to create the entries between two slots`);
     await until(s, ceilMinute(Date.now()) + 1500);
   }
-  const firstSlot = fits ? ceilMinute(Date.now() + 1) : ceilMinute(Date.now() + estimateMs + 5000);
+  const firstSlot = ceilMinute(Date.now() + 1);
   const lastSlot = firstSlot + (minutes - 1) * 60_000;
   const windowEnd = firstSlot + minutes * 60_000;
   const expiresAt = iso(lastSlot + 30_000);
@@ -240,16 +237,16 @@ async function runPoint(
     let running = runningCount();
     let stalled = false;
     try {
-      // Until all ended, the limit, or nothing ended for a minute (a stuck run would otherwise hold the limit).
+      // Until all ended, the limit, or nothing ended for 3 minutes (a stuck run would otherwise hold the limit).
       let lastChange = Date.now();
-      while (running > 0 && Date.now() - drainStart < drainS * 1000 && Date.now() - lastChange < 60_000 && !s.stopped()) {
+      while (running > 0 && Date.now() - drainStart < drainS * 1000 && Date.now() - lastChange < 180_000 && !s.stopped()) {
         s.log(`${label}: ${running} run(s) of the window still going`);
         await s.nap(5000);
         const now = runningCount();
         if (now !== running) lastChange = Date.now();
         running = now;
       }
-      if (running > 0 && Date.now() - lastChange >= 60_000) stalled = true;
+      if (running > 0 && Date.now() - lastChange >= 180_000) stalled = true;
     } finally {
       db.close();
     }
@@ -462,23 +459,17 @@ async function runCron(): Promise<void> {
     const points: PointResult[] = [];
     const plan: [string, number][] = [...(light > 0 && light < entries ? [['light', light] as [string, number]] : []), ['full', entries]];
     for (const [label, n] of plan) {
-      // Creation rate: the previous point's, else a guess.
-      const rate = points[points.length - 1]?.create.per_second || 200;
-      const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'), rate);
+      const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'));
       points.push(p);
       process.stdout.write(`\n${label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min\n${table(['figure', 'value'], summaryRows(p))}\n${table(SLOT_HEADER, slotRows(p))}\n`);
-      if (p.create.crossed_boundary)
-        notes.push(`${label}: creating the entries spanned a minute boundary, so entries created before it fired before the window; runs of theirs still going at a window slot make that slot skip.`);
       if (!p.create.ended_before_first_slot) notes.push(`${label}: creating the entries ran past the first slot; entries created after it missed that slot (counted as missing).`);
       if (p.others.length) notes.push(`${label}: another benchmark or test run was on the box during this point (${p.others.slice(0, 3).join(' | ')}): the figures are skewed by its load.`);
       if (!p.drain.complete)
         notes.push(
-          `${label}: ${p.counts.running} run(s) were still going ${p.drain.seconds} s after the window (counted as "still running")${p.drain.stalled ? '; none had ended for a minute: stuck (the command is `true`)' : ''}.`,
+          `${label}: ${p.counts.running} run(s) were still going ${p.drain.seconds} s after the window (counted as "still running")${p.drain.stalled ? '; none had ended for 3 minutes' : ''}.`,
         );
     }
     sampler.stop();
-    s.log('removing the containers and the daemon');
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
     const finished = new Date();
     const result: CronResult = {
       tool: 'hoody bench cron',
@@ -494,6 +485,8 @@ async function runCron(): Promise<void> {
     };
     const files = await writeResults(o.out!, 'cron', started, result, (svgName) => markdown(result, svgName), svg(result));
     process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
+    s.log('removing the containers and the daemon');
+    await s.cleanup.run((label) => s.log(`  removing ${label}`));
   } finally {
     await s.cleanup.run((label) => s.log(`  removing ${label}`));
     s.dispose();

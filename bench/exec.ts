@@ -248,8 +248,6 @@ async function runExec(): Promise<void> {
       notes.push(`Another benchmark or test run was on the box during ${disturbed.length} of ${runs.length} wrk runs (${[...new Set(disturbed.flatMap((r) => r.others))].slice(0, 3).join(' | ')}): those figures are skewed by its load.`);
     if (throughput.some((a) => a.errors > 0)) notes.push('Some wrk runs saw errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
 
-    s.log('removing the container and the daemon');
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
     const finished = new Date();
     const result: ExecResult = {
       tool: 'hoody bench exec',
@@ -274,6 +272,8 @@ async function runExec(): Promise<void> {
     process.stdout.write(`${table(THROUGHPUT_HEADER, throughputRows(result))}\n`);
     const files = await writeResults(o.out!, 'exec', started, result, (svgName) => markdown(result, svgName), svg(result));
     process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
+    s.log('removing the container and the daemon');
+    await s.cleanup.run((label) => s.log(`  removing ${label}`));
   } finally {
     await s.cleanup.run((label) => s.log(`  removing ${label}`));
     s.dispose();

@@ -483,8 +483,6 @@ async function runProxy(): Promise<void> {
     if (summary.some((x) => x.errors > 0)) notes.push('Some wrk runs saw socket errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
     if (runs.some((r) => r.settle_s >= settleMax && settleMax > 0)) notes.push(`Some runs started with TIME_WAIT sockets left after waiting ${settleMax} s (see runs[].time_wait_before).`);
 
-    s.log('removing nginx, the containers and the daemon');
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
     const finished = new Date();
     const result: ProxyResult = {
       tool: 'hoody bench proxy',
@@ -506,6 +504,8 @@ async function runProxy(): Promise<void> {
     process.stdout.write(`\n${table(SUMMARY_HEADER, summaryRows(result))}\n\n${table(['ratio', ...apps.map((a) => a.key)], ratioRows(result))}\n`);
     const files = await writeResults(o.out!, 'proxy', started, result, (svgName) => markdown(result, svgName), svg(result));
     process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
+    s.log('removing nginx, the containers and the daemon');
+    await s.cleanup.run((label) => s.log(`  removing ${label}`));
   } finally {
     await s.cleanup.run((label) => s.log(`  removing ${label}`));
     s.dispose();
