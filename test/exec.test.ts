@@ -544,23 +544,6 @@ describe('exec', { timeout: 300_000 }, () => {
     }
   });
 
-  it('disposes an idle isolate that keeps running code after its request ended', async () => {
-    // WebAssembly.instantiate resolves from a platform task, after the run has answered: the watchdog ends it.
-    await putOk('linger.ts', 'WebAssembly.instantiate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0])).then(() => { for (;;) {} });\nreturn "answered";');
-    const svc = new ExecService({ db: h.t.db, log: pino({ level: 'silent' }), selfFetch: async () => ({ status: 500, headers: {}, body: Buffer.alloc(0) }) });
-    const input = { method: 'GET', path: '/', query: {}, headers: {}, body: null, dryRun: false, callerTokenId: null };
-    try {
-      assert.equal((await svc.run(h.row, 'linger', input)).body.toString(), '"answered"');
-      assert.equal((await svc.stats()).liveIsolates, 1);
-      const deadline = Date.now() + 5000;
-      while ((await svc.stats()).liveIsolates > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-      assert.equal((await svc.stats()).liveIsolates, 0, 'the busy idle isolate was disposed');
-      assert.equal((await svc.run(h.row, 'linger', input)).status, 200);
-    } finally {
-      await svc.close();
-    }
-  });
-
   it('answers 200 concurrent requests across 20 scripts correctly', async () => {
     for (let i = 0; i < 20; i++)
       await putOk(`many/s${i}.ts`, `const k: string = String(request.query.k);\nawait new Promise((r) => setTimeout(r, ${i % 5}));\nreturn { script: ${i}, k };`);
