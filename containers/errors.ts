@@ -94,6 +94,24 @@ export const errors = {
   // reliability and hostile input
   IMAGE_INVALID: { status: 400, message: (i: string) => `invalid image reference ${JSON.stringify(i)}` },
   URI_TOO_LONG: { status: 414, message: (d: string) => `request URI too long: ${d}` },
+  // boundary: tenant file trees (issue 10.1)
+
+  // boundary: daemon survival (issue 10.2)
+
+  // boundary: internal authority and in-container scopes (issue 10.3, 10.8)
+
+  // boundary: names granted, not grabbed (issue 10.4)
+
+  // boundary: disk quota (issue 10.5)
+
+  // boundary: exec budgets (issue 10.6)
+
+  // boundary: egress and user namespaces (issue 10.7, 10.9)
+
+  // boundary: data at rest and per-container caps (issue 10.8, 10.10)
+
+  // tests (issue 16)
+
 } as const;
 
 export type ErrorName = keyof typeof errors;
