@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
 import { fail } from '../errors.js';
-import { GrantStore, grantCovers } from '../grants.js';
+import { type GrantStore, grantCovers } from '../grants.js';
 
 // Loose on purpose: anything shaped like a (possibly single-label, possibly wildcard) DNS name. Callers keep their
 // own stricter syntax check and its 400; this only decides who a well-formed name belongs to.
