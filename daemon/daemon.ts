@@ -48,7 +48,7 @@ export function makeLogger(level: string, config?: Pick<Config, 'logFile' | 'log
 /** The container layer's state object, built from config (tests build it the same way). */
 export function buildContainerContext(config: Config, db: Database.Database, log: Logger): ContainerContext {
   return {
-    store: new ContainerStore(db),
+    store: new ContainerStore(db, config.limits.revokedTokensKept),
     storage: defaultStorageRegistry().create(config.storageDriver),
     engine: new DockerEngine(config.dockerSocket),
     pool: poolPaths(config.stateDir),

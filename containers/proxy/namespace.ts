@@ -3,7 +3,7 @@ import type Database from 'better-sqlite3';
 import type { ContainerContext, NamespaceHooks } from '../context.js';
 import type { ContainerRow } from '../store.js';
 import { ProxyForwarder } from './forward.js';
-import { ProxyService } from './service.js';
+import { type ProxyLimits, ProxyService } from './service.js';
 import { ProxyStore } from './store.js';
 
 /** The fingerprint a fresh TLS handshake with our own listener returns for an SNI name. */
@@ -24,8 +24,9 @@ export class ProxyNamespace implements NamespaceHooks {
   readonly service: ProxyService;
   readonly forwarder: ProxyForwarder;
 
-  constructor(db: Database.Database, ctx: ContainerContext, domain: string, httpsPort: () => number) {
+  constructor(db: Database.Database, ctx: ContainerContext, domain: string, httpsPort: () => number, limits?: ProxyLimits) {
     this.service = new ProxyService({
+      limits,
       store: new ProxyStore(db),
       containers: ctx,
       domain,
