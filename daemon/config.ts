@@ -33,7 +33,7 @@ export interface Config {
   defaults: { memoryBytes: number; nanoCpus: number; diskBytes: number | null; pidsLimit: number };
   /** Per-container caps (HOODY_MAX_…). */
   limits: Limits;
-  /** When set, the daemon writes its own log here (0600), rotating by size; else to stdout. */
+  /** When set, the daemon writes its own log here (0600; relative = in the state dir), rotating by size; else to stdout. */
   logFile: string | null;
   logMaxBytes: number;
   /** Rotated files kept beside the live one (file.1 … file.N). */
@@ -107,7 +107,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       pidsLimit: Number(env.HOODY_DEFAULT_PIDS ?? '512'),
     },
     limits: limitsFromEnv(env),
-    logFile: (flags.logFile ?? env.HOODY_LOG_FILE) ? resolve(flags.logFile ?? env.HOODY_LOG_FILE ?? '') : null,
+    // A relative log path is inside the state dir.
+    logFile: (flags.logFile ?? env.HOODY_LOG_FILE) ? resolve(stateDir, flags.logFile ?? env.HOODY_LOG_FILE ?? '') : null,
     logMaxBytes: parseBytes(env.HOODY_LOG_MAX_SIZE ?? '16m'),
     logKeep: Math.max(1, Number(env.HOODY_LOG_KEEP ?? '5') || 5),
   };
