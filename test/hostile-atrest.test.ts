@@ -16,7 +16,7 @@ interface Ports {
 }
 
 /**
- * A 134-byte static x86-64 program: exit(geteuid() & 0xff). Root gives 0, nobody (65534) gives 254. A tenant can
+ * A 136-byte static x86-64 program: exit(geteuid() & 0xff). Root gives 0, nobody (65534) gives 254. A tenant can
  * bring any binary to /files; this one needs no libc, so it runs the same on the host as in the container.
  */
 function euidProgram(): Buffer {
