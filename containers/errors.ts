@@ -122,6 +122,11 @@ export const errors = {
   // boundary: egress and user namespaces (issue 10.7, 10.9)
 
   // boundary: data at rest and per-container caps (issue 10.8, 10.10)
+  CRON_ENTRY_LIMIT: { status: 409, message: (max: number) => `this container has ${max} cron entries, its limit; delete one first` },
+  PROXY_ROUTE_LIMIT: { status: 409, message: (max: number) => `this container has ${max} proxy routes, its limit; delete one first` },
+  CERT_LIMIT: { status: 409, message: (max: number) => `this container has ${max} certificates, its limit` },
+  SCRIPT_LIMIT: { status: 409, message: (max: number) => `this container has ${max} files in /scripts, its limit; delete one first` },
+  SCRIPT_TOO_LARGE: { status: 413, message: (max: number) => `a script may be at most ${max} bytes` },
 
   // tests (issue 16)
 

@@ -68,7 +68,11 @@ function toToken(r: Raw): TokenRow {
 
 /** Containers, tokens and snapshots in the state database. Every write is one committed transaction. */
 export class ContainerStore {
-  constructor(readonly db: Database) {}
+  constructor(
+    readonly db: Database,
+    /** Revoked tokens kept per container (an audit trail of ids); every rotation adds one. */
+    readonly revokedTokensKept = 100,
+  ) {}
 
   insert(row: ContainerRow): void {
     this.db
@@ -116,12 +120,23 @@ export class ContainerStore {
   }
 
   /** Revokes the given tokens and inserts the replacement in one transaction: no moment with neither or both. */
+  /** Drops a container's oldest revoked tokens beyond `revokedTokensKept`. */
+  trimRevokedTokens(container: string): void {
+    this.db
+      .prepare(
+        `DELETE FROM tokens WHERE id IN (SELECT id FROM tokens WHERE container = ? AND revoked_at IS NOT NULL
+           ORDER BY revoked_at DESC, created_at DESC LIMIT -1 OFFSET ?)`,
+      )
+      .run(container, this.revokedTokensKept);
+  }
+
   replaceTokens(revokeIds: readonly string[], next: Omit<TokenRow, 'revokedAt'>): void {
     const now = new Date().toISOString();
     this.db.transaction(() => {
       const revoke = this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL');
       for (const id of revokeIds) revoke.run(now, id);
       this.insertToken(next);
+      this.trimRevokedTokens(next.container);
     })();
   }
 

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
+import { type Limits, limitsFromEnv } from '../containers/limits.js';
 import { parseBytes } from '../host/pool.js';
 
 export interface Config {
@@ -32,6 +33,13 @@ export interface Config {
   instance: string;
   dbPath: string;
   defaults: { memoryBytes: number; nanoCpus: number; diskBytes: number | null; pidsLimit: number };
+  /** Per-container caps (HOODY_MAX_…). */
+  limits: Limits;
+  /** When set, the daemon writes its own log here (0600; relative = in the state dir), rotating by size; else to stdout. */
+  logFile: string | null;
+  logMaxBytes: number;
+  /** Rotated files kept beside the live one (file.1 … file.N). */
+  logKeep: number;
 }
 
 export const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
@@ -48,6 +56,7 @@ export type ConfigFlags = Partial<{
   httpsPort: string | number;
   image: string;
   logLevel: string;
+  logFile: string;
 }>;
 
 /** Parses durations like 1500ms, 90s, 5m, 1h; a bare number is seconds. */
@@ -100,5 +109,10 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       diskBytes: parseBytes(env.HOODY_DEFAULT_DISK ?? '2g'),
       pidsLimit: Number(env.HOODY_DEFAULT_PIDS ?? '512'),
     },
+    limits: limitsFromEnv(env),
+    // A relative log path is inside the state dir.
+    logFile: (flags.logFile ?? env.HOODY_LOG_FILE) ? resolve(stateDir, flags.logFile ?? env.HOODY_LOG_FILE ?? '') : null,
+    logMaxBytes: parseBytes(env.HOODY_LOG_MAX_SIZE ?? '16m'),
+    logKeep: Math.max(1, Number(env.HOODY_LOG_KEEP ?? '5') || 5),
   };
 }

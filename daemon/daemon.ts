@@ -16,7 +16,9 @@ import { KsmController } from '../host/ksm.js';
 import { poolPaths } from '../host/pool.js';
 import { defaultStorageRegistry } from '../host/storage/index.js';
 import type { Config } from './config.js';
+import { secureStateDir } from './at-rest.js';
 import { openDatabase } from './db.js';
+import { RotatingLog } from './log-file.js';
 import { buildMetrics } from './metrics.js';
 import { setupHost } from './setup.js';
 import { watchStarts } from './events.js';
@@ -36,14 +38,17 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-export function makeLogger(level: string): Logger {
-  return pino({ level, base: { pid: process.pid, svc: 'hoodyd' }, timestamp: pino.stdTimeFunctions.isoTime });
+/** The daemon's logger: to its own rotating file when the config names one, else to stdout. */
+export function makeLogger(level: string, config?: Pick<Config, 'logFile' | 'logMaxBytes' | 'logKeep'>): Logger {
+  const opts = { level, base: { pid: process.pid, svc: 'hoodyd' }, timestamp: pino.stdTimeFunctions.isoTime };
+  if (!config?.logFile) return pino(opts);
+  return pino(opts, new RotatingLog(config.logFile, config.logMaxBytes, config.logKeep));
 }
 
 /** The container layer's state object, built from config (tests build it the same way). */
 export function buildContainerContext(config: Config, db: Database.Database, log: Logger): ContainerContext {
   return {
-    store: new ContainerStore(db),
+    store: new ContainerStore(db, config.limits.revokedTokensKept),
     storage: defaultStorageRegistry().create(config.storageDriver),
     engine: new DockerEngine(config.dockerSocket),
     pool: poolPaths(config.stateDir),
@@ -60,7 +65,7 @@ export function buildContainerContext(config: Config, db: Database.Database, log
  * Wires the process: host set-up (idempotent), state database, container context, startup reconciliation,
  * then the admin API on its unix socket. Containers keep running when the daemon stops.
  */
-export async function startDaemon(config: Config, log: Logger = makeLogger(config.logLevel)): Promise<Daemon> {
+export async function startDaemon(config: Config, log: Logger = makeLogger(config.logLevel, config)): Promise<Daemon> {
   const setup = await setupHost(config, log);
   const db = openDatabase(config.dbPath, NAMESPACE_MIGRATIONS);
   const ctx = buildContainerContext(config, db, log);
@@ -68,6 +73,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const ksm = new KsmController();
   await ensureTemplate(ctx);
   const trust = await loadHostTrust(config.stateDir);
+  secureStateDir(config.stateDir);
   const certs = new ServiceCertificates(trust.ca, config.domain, (name) => ctx.store.get(name)?.phase === 'ready');
   // A deleted container's service certificate goes with it.
   ctx.hooks.push({ open: async () => undefined, close: async (row) => certs.forget(row.name) });

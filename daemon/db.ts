@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { containerMigrations, type MigrationSet } from '../containers/schema.js';
@@ -23,6 +23,9 @@ export function migrate(db: Database.Database, sets: readonly MigrationSet[]): v
  */
 export function openDatabase(path: string, sets: readonly MigrationSet[] = []): Database.Database {
   mkdirSync(dirname(path), { recursive: true });
+  // Private keys and tokens live here: 0600, and SQLite gives -wal and -shm the database file's mode.
+  closeSync(openSync(path, 'a', 0o600));
+  chmodSync(path, 0o600);
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');

@@ -45,7 +45,10 @@ export function buildNamespaces(
 ): Namespaces {
   const log = ctx.log;
   const internal: InternalAuthority = { secret: randomBytes(32).toString('hex') };
-  const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort, () => ownHostNames(config.reservedNames));
+  const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort, () => ownHostNames(config.reservedNames), {
+    routes: config.limits.routes,
+    certs: config.limits.certs,
+  });
   const challenges = new Http01Challenges();
   const acme = new AcmeService({
     db,
@@ -64,6 +67,7 @@ export function buildNamespaces(
     log: log.child({ ns: 'exec' }),
     domain: config.domain,
     acme,
+    limits: { scripts: config.limits.scripts, scriptBytes: config.limits.scriptBytes, runsKept: config.limits.execRunsKept },
     // A script's relative fetch: this container's own API, in process, with the caller's own authority.
     selfFetch: async (container, tokenId, req) => {
       const res = await publicApp().inject({
@@ -80,14 +84,24 @@ export function buildNamespaces(
       return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
     },
   });
-  const cron = new CronService({ db, engine: ctx.engine, store: ctx.store, log: log.child({ ns: 'cron' }), runTimeoutMs: config.cronRunTimeoutMs });
+  const cron = new CronService({
+    db,
+    engine: ctx.engine,
+    store: ctx.store,
+    log: log.child({ ns: 'cron' }),
+    runTimeoutMs: config.cronRunTimeoutMs,
+    maxEntries: config.limits.cronEntries,
+    maxRunsPerEntry: config.limits.cronRunsPerEntry,
+    maxRunsPerContainer: config.limits.cronRunsPerContainer,
+  });
   ctx.hooks.push(proxy, exec, cron);
   const logSources: LogSource[] = [cron.logSource(), exec.logSource()];
   const routes: NamespaceRoutes[] = [
     async (app) => void (await app.register(cronRoutes, { cron })),
     async (app) => void (await app.register(proxyRoutes, { proxy: proxy.service })),
     async (app) => void (await app.register(filesRoutes, {})),
-    async (app) => void (await app.register(execRoutes, { exec })),
+    // Twice the script cap, so a source just over it gets HOODY_SCRIPT_TOO_LARGE rather than a bare 413.
+    async (app) => void (await app.register(execRoutes, { exec, scriptLimit: 2 * config.limits.scriptBytes })),
     async (app) => void (await app.register(logRoutes, { sources: logSources })),
   ];
   return {

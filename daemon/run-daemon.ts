@@ -5,7 +5,7 @@ import { makeLogger, startDaemon } from './daemon.js';
 /** hoodyd: runs the daemon in the foreground until SIGTERM/SIGINT. */
 export async function runDaemon(flags: Record<string, string | undefined>): Promise<void> {
   const config = loadConfig(flags);
-  const log = makeLogger(config.logLevel);
+  const log = makeLogger(config.logLevel, config);
   let daemon: Awaited<ReturnType<typeof startDaemon>>;
   try {
     daemon = await startDaemon(config, log);
@@ -35,6 +35,7 @@ export function daemonFlags(cmd: Command): Command {
     .option('--http-port <port>', 'public HTTP port, 0 = any free (env HOODY_HTTP_PORT)')
     .option('--https-port <port>', 'public HTTPS port, 0 = any free (env HOODY_HTTPS_PORT)')
     .option('--image <image>', 'default image of new containers (env HOODY_IMAGE)')
-    .option('--log-level <level>', 'pino log level (env HOODY_LOG_LEVEL)');
+    .option('--log-level <level>', 'pino log level (env HOODY_LOG_LEVEL)')
+    .option('--log-file <path>', 'write the log here, 0600, rotated by size (env HOODY_LOG_FILE; default stdout)');
 }
 

@@ -25,6 +25,10 @@ export async function setupHost(
   const step = opts.onStep ?? ((s: string) => log.info(s));
   step(`pool: ${join(config.stateDir, 'pool')}`);
   const pool = await ensurePool(config.stateDir, config.poolSizeBytes);
+  if (pool.mountWarning) {
+    log.warn({ pool: pool.paths.root }, pool.mountWarning);
+    opts.onStep?.(`WARNING: ${pool.mountWarning}`);
+  }
   step(`engine: ${config.dockerSocket}`);
   const engine = await ensureEngine({
     socketPath: config.dockerSocket,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -65,6 +65,12 @@ describe('hoody up (the README\'s first command) and hoody host info', () => {
       assert.equal(info.pool.filesystem.fstype, 'btrfs');
       assert.match(info.pool.filesystem.source, /^\/dev\/loop\d+/);
       assert.equal(info.pool.image, join(dir, 'pool.img'));
+      // Issue 10.8: the loop mount is nosuid,nodev; the image and the daemon's own log are 0600.
+      const mnt = await execa('findmnt', ['-n', '-o', 'VFS-OPTIONS', '-T', join(dir, 'pool')]);
+      assert.match(mnt.stdout, /nosuid/);
+      assert.match(mnt.stdout, /nodev/);
+      for (const f of ['pool.img', 'hoodyd.log', 'hoody.db']) assert.equal((await stat(join(dir, f))).mode & 0o077, 0, f);
+      assert.match(await readFile(join(dir, 'hoodyd.log'), 'utf8'), /hoodyd ready/);
       const ls = JSON.parse((await hoody(['ls', '--json'], env)).stdout) as { name: string; state: string }[];
       assert.deepEqual(ls.map((c) => [c.name, c.state]), [['demo', 'running']]);
       const again = await hoody(['up', '--images', 'busybox'], env);

@@ -27,6 +27,10 @@ export interface CronServiceDeps {
   runTimeoutMs?: number;
   /** Runs kept per entry, older ones pruned on insert (default 1000). */
   maxRunsPerEntry?: number;
+  /** Runs kept per container, all its entries together (default 10,000). */
+  maxRunsPerContainer?: number;
+  /** Entries per container; the next add is refused with HOODY_CRON_ENTRY_LIMIT (default 100). */
+  maxEntries?: number;
   /** How long stop() waits for runs in flight before giving up on them (default 5 s). */
   stopGraceMs?: number;
 }
@@ -57,7 +61,7 @@ export class CronService implements NamespaceHooks {
     this.#deps = deps;
     this.#now = deps.now ?? (() => new Date());
     this.#log = deps.log.child({ ns: 'cron' });
-    this.entries = new CronStore(deps.db, deps.maxRunsPerEntry ?? 1000);
+    this.entries = new CronStore(deps.db, deps.maxRunsPerEntry ?? 1000, deps.maxRunsPerContainer ?? 10_000);
     this.#runner = new CronRunner({
       engine: deps.engine,
       store: deps.store,
@@ -73,6 +77,9 @@ export class CronService implements NamespaceHooks {
     if (!this.#deps.store.get(container)) throw fail('CONTAINER_UNKNOWN', container);
     const now = this.#now();
     const fields = validateNew(input, now, this.#patterns);
+    const max = this.#deps.maxEntries ?? 100;
+    // Counted and inserted in one synchronous turn: two adds cannot both see room for one.
+    if (this.entries.countOfContainer(container) >= max) throw fail('CRON_ENTRY_LIMIT', max);
     const iso = now.toISOString();
     const row: EntryRow = { ...fields, id: randomUUID(), container, user, createdAt: iso, updatedAt: iso, lastSlot: null };
     this.entries.insertEntry(row);

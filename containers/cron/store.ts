@@ -120,6 +120,8 @@ export class CronStore {
     readonly db: Database,
     /** Runs kept per entry; older ones are pruned when a new one is inserted. */
     readonly maxRunsPerEntry = 1000,
+    /** Runs kept per container (all entries), pruned the same way: many entries cannot multiply the log. */
+    readonly maxRunsPerContainer = 10_000,
   ) {
     const p = (sql: string) => db.prepare(sql);
     this.#s = {
@@ -131,6 +133,7 @@ export class CronStore {
       entryOf: p('SELECT * FROM cron_entries WHERE id = ? AND container = ? AND user = ?'),
       entriesOf: p('SELECT * FROM cron_entries WHERE container = ? AND user = ? ORDER BY created_at, id'),
       entriesOfContainer: p('SELECT * FROM cron_entries WHERE container = ? ORDER BY created_at, id'),
+      countOfContainer: p('SELECT count(*) AS n FROM cron_entries WHERE container = ?'),
       enabled: p('SELECT * FROM cron_entries WHERE enabled = 1'),
       updateEntry: p(`UPDATE cron_entries SET schedule = @schedule, command = @command, comment = @comment,
           enabled = @enabled, timezone = @timezone, expires_at = @expiresAt, updated_at = @updatedAt WHERE id = @id`),
@@ -142,6 +145,8 @@ export class CronStore {
           @triggeredBy, @scheduledFor)`),
       prune: p(`DELETE FROM cron_runs WHERE entry_id = @entryId AND status != 'running' AND id <= (
           SELECT id FROM cron_runs WHERE entry_id = @entryId ORDER BY id DESC LIMIT 1 OFFSET @keep)`),
+      pruneContainer: p(`DELETE FROM cron_runs WHERE container = @container AND status != 'running' AND id <= (
+          SELECT id FROM cron_runs WHERE container = @container ORDER BY id DESC LIMIT 1 OFFSET @keep)`),
       finishRun: p(`UPDATE cron_runs SET status = @status, finished_at = @finishedAt, exit_code = @exitCode,
           output = @output, truncated = @truncated WHERE id = @id`),
       getRun: p('SELECT * FROM cron_runs WHERE id = ?'),
@@ -171,6 +176,10 @@ export class CronStore {
 
   entriesOf(container: string, user: string): EntryRow[] {
     return (this.#s.entriesOf!.all(container, user) as Raw[]).map(toEntry);
+  }
+
+  countOfContainer(container: string): number {
+    return (this.#s.countOfContainer!.get(container) as { n: number }).n;
   }
 
   entriesOfContainer(container: string): EntryRow[] {
@@ -212,7 +221,8 @@ export class CronStore {
     const output = cutUtf8(run.output, MAX_STORED_OUTPUT);
     const row = { ...run, output: output.text, truncated: run.truncated || output.cut };
     const id = Number(this.#s.insertRun!.run({ ...row, truncated: row.truncated ? 1 : 0 }).lastInsertRowid);
-    this.#s.prune!.run({ entryId: run.entryId, keep: this.maxRunsPerEntry - 1 });
+    this.#s.prune!.run({ entryId: run.entryId, keep: this.maxRunsPerEntry });
+    this.#s.pruneContainer!.run({ container: run.container, keep: this.maxRunsPerContainer });
     return { ...row, id };
   }
 

@@ -49,6 +49,8 @@ export interface ExecDeps {
   maxLiveIsolates?: number;
   /** An isolate unused this long is disposed (default 60 s). */
   idleMs?: number;
+  /** Per-container caps: files in /scripts written through the API, bytes per script, exec log rows kept. */
+  limits?: { scripts: number; scriptBytes: number; runsKept: number };
 }
 
 export interface RunInput {
@@ -203,13 +205,14 @@ export class ExecService implements NamespaceHooks {
   private readonly transpiler = new Transpiler();
   private readonly directives = new Map<string, Directives>();
   private readonly active = new Map<number, ActiveRun>();
+  private readonly scriptWrites = new Map<string, Promise<void>>();
   private readonly execLog: ExecLog;
   private readonly domain: string;
   private seq = 0;
 
   constructor(private readonly deps: ExecDeps) {
     this.domain = deps.domain ?? 'hoody.localhost';
-    this.execLog = new ExecLog(deps.db, (err) => deps.log.error({ err }, 'exec log write failed'));
+    this.execLog = new ExecLog(deps.db, (err) => deps.log.error({ err }, 'exec log write failed'), deps.limits?.runsKept);
     this.worker = new WorkerHost({
       log: deps.log.child({ ns: 'exec' }),
       config: { maxLiveIsolates: deps.maxLiveIsolates ?? 64, idleMs: deps.idleMs ?? 60_000 },
@@ -373,6 +376,8 @@ export class ExecService implements NamespaceHooks {
   async writeScript(row: ContainerRow, path: string, source: Buffer): Promise<ScriptInfo & { created: boolean }> {
     const rel = FileArea.normalize(path);
     if (rel === '') throw fail('PATH_INVALID', 'name a script file, e.g. certs/renew.ts');
+    const maxBytes = this.deps.limits?.scriptBytes ?? 1024 * 1024;
+    if (source.length > maxBytes) throw fail('SCRIPT_TOO_LARGE', maxBytes);
     const runnable = RUNNABLE.test(rel);
     let directives: Directives | null = null;
     if (runnable) {
@@ -381,8 +386,27 @@ export class ExecService implements NamespaceHooks {
       directives = parseDirectives(text);
       await this.transpiler.compile(text, loaderFor(rel));
     }
-    const w = await FileArea.of(row, 'scripts').write(rel, source);
+    const w = await this.serialized(row.name, async () => {
+      const area = FileArea.of(row, 'scripts');
+      const max = this.deps.limits?.scripts ?? 500;
+      // A new file past the cap is refused; rewriting one that exists is always allowed.
+      if ((await area.stat(rel)) === null && (await area.walk('', max)).length >= max) throw fail('SCRIPT_LIMIT', max);
+      return area.write(rel, source);
+    });
     return { path: w.path, size: w.size, mtime: w.mtime, created: w.created, runnable, directives, error: null };
+  }
+
+  /** Runs script writes of one container one at a time, so two new files cannot both take the last place. */
+  private serialized<T>(container: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.scriptWrites.get(container) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.scriptWrites.set(container, tail);
+    void tail.then(() => this.scriptWrites.get(container) === tail && this.scriptWrites.delete(container));
+    return next;
   }
 
   async deleteScript(row: ContainerRow, path: string): Promise<void> {

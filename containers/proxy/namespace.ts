@@ -6,7 +6,7 @@ import { ownHostNames } from '../../host/names.js';
 import { GrantStore } from '../grants.js';
 import { NameClaims } from './claims.js';
 import { ProxyForwarder } from './forward.js';
-import { ProxyService } from './service.js';
+import { type ProxyLimits, ProxyService } from './service.js';
 import { ProxyStore } from './store.js';
 
 /** The fingerprint a fresh TLS handshake with our own listener returns for an SNI name. */
@@ -35,10 +35,12 @@ export class ProxyNamespace implements NamespaceHooks {
     domain: string,
     httpsPort: () => number,
     hostNames: () => ReadonlySet<string> = () => ownHostNames(),
+    limits?: ProxyLimits,
   ) {
     this.claims = new NameClaims(domain, hostNames, new GrantStore(db));
     this.service = new ProxyService({
       claims: this.claims,
+      limits,
       store: new ProxyStore(db),
       containers: ctx,
       domain,

@@ -54,6 +54,13 @@ export interface ProxyDeps {
   claims: NameClaims;
   /** Fingerprint (sha256, colon hex) served by a fresh handshake for this SNI name on our own listener. */
   probe(servername: string): Promise<string>;
+  /** Per-container caps (default 50 routes, 50 certificates). */
+  limits?: ProxyLimits;
+}
+
+export interface ProxyLimits {
+  routes: number;
+  certs: number;
 }
 
 /** The parent a TLS wildcard `*.<parent>` would match a hostname under (one label up). */
@@ -148,6 +155,8 @@ export class ProxyService {
     if (existing && existing.container !== container) throw fail('PROXY_HOSTNAME_TAKEN', h);
     const certOwner = this.deps.store.cert(h)?.container;
     if (certOwner && certOwner !== container) throw fail('PROXY_HOSTNAME_TAKEN', h);
+    const maxRoutes = this.deps.limits?.routes ?? 50;
+    if (!existing && this.deps.store.countRoutes(container) >= maxRoutes) throw fail('PROXY_ROUTE_LIMIT', maxRoutes);
     const row: RouteRow = { hostname: h, container, port: body.port, httpsRedirect: body.https_redirect ?? false, createdAt: existing?.createdAt ?? new Date().toISOString() };
     const kept = this.deps.store.routes().filter((r) => r.hostname !== h && !this.deps.claims.isReserved(r.hostname));
     const next = buildRoutes([...kept, row]);
@@ -195,6 +204,8 @@ export class ProxyService {
     // Another container's domain: answer as if it did not exist.
     if (owner && owner !== container) throw fail('CERT_UNKNOWN', bundle.domain);
     this.checkWildcard(container, bundle.domain);
+    const maxCerts = this.deps.limits?.certs ?? 50;
+    if (!this.deps.store.cert(bundle.domain) && this.deps.store.countCerts(container) >= maxCerts) throw fail('CERT_LIMIT', maxCerts);
     const updatedAt = new Date().toISOString();
     const next = new Map(this.#certs);
     next.set(bundle.domain, { domain: bundle.domain, container, context: bundle.context, fingerprint: bundle.fingerprint, notAfter: bundle.notAfter });

@@ -57,6 +57,12 @@ export class ProxyStore {
       )
       .run(r.hostname, r.container, r.port, r.httpsRedirect ? 1 : 0, r.createdAt);
   }
+  countRoutes(container: string): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM proxy_routes WHERE container = ?').get(container) as { n: number }).n;
+  }
+  countCerts(container: string): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM proxy_certs WHERE container = ?').get(container) as { n: number }).n;
+  }
   deleteRoute(hostname: string): void {
     this.db.prepare('DELETE FROM proxy_routes WHERE hostname = ?').run(hostname);
   }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { existsSync, fchmodSync, openSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { AdminClient } from '../client.js';
 import { type Config, type ConfigFlags, loadConfig } from '../config.js';
 import { daemonFlags, runDaemon } from '../run-daemon.js';
+import { rotateFiles } from '../log-file.js';
 import { setupHost } from '../setup.js';
 import { mib, printJson } from './format.js';
 
@@ -30,11 +31,17 @@ interface HostInfoView {
 async function startBackgroundDaemon(config: Config, flags: ConfigFlags): Promise<void> {
   const entry = fileURLToPath(new URL('../hoodyd.js', import.meta.url));
   await mkdir(config.stateDir, { recursive: true });
-  const logFile = join(config.stateDir, 'hoodyd.log');
-  const out = openSync(logFile, 'a');
+  // The daemon writes and rotates its own log (0600); its stderr (a crash before the logger, a V8 abort) goes
+  // beside it, rotated here once it outgrew the log's size.
+  const logFile = config.logFile ?? join(config.stateDir, 'hoodyd.log');
+  const errFile = join(config.stateDir, 'hoodyd.stderr');
+  if (existsSync(errFile) && statSync(errFile).size > config.logMaxBytes) rotateFiles(errFile, 1);
+  const err = openSync(errFile, 'a', 0o600);
+  fchmodSync(err, 0o600);
   const args = ['--no-node-snapshot', entry];
   for (const [k, v] of Object.entries(flags)) if (v !== undefined && typeof v === 'string') args.push(`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, v);
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
+  const env = { ...process.env, HOODY_LOG_FILE: logFile };
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'ignore', err], env });
   child.unref();
   const client = new AdminClient(config.adminSocket);
   const deadline = Date.now() + 60_000;
@@ -43,7 +50,7 @@ async function startBackgroundDaemon(config: Config, flags: ConfigFlags): Promis
     if (child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`hoodyd did not come up; see ${logFile}`);
+  throw new Error(`hoodyd did not come up; see ${logFile} and ${errFile}`);
 }
 
 export function hostCommands(program: Command): void {
@@ -105,7 +112,7 @@ export function hostCommands(program: Command): void {
       await startBackgroundDaemon(config, daemonOnly);
     }
     const list = await client.call<{ name: string }[]>('GET', '/v1/containers');
-    process.stdout.write(`hoodyd is up: admin socket ${config.adminSocket}, state ${config.stateDir}, log ${join(config.stateDir, 'hoodyd.log')}\n`);
+    process.stdout.write(`hoodyd is up: admin socket ${config.adminSocket}, state ${config.stateDir}, log ${config.logFile ?? join(config.stateDir, 'hoodyd.log')}\n`);
     if (list.length || !o.demo) return;
     const demo = await client.call<{ name: string; token: string }>('POST', '/v1/containers', { name: 'demo' });
     const info = await client.call<HostInfoView>('GET', '/v1/host');
