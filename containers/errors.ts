@@ -100,6 +100,19 @@ export const errors = {
   // boundary: internal authority and in-container scopes (issue 10.3, 10.8)
 
   // boundary: names granted, not grabbed (issue 10.4)
+  NAME_RESERVED: { status: 403, message: (n: string, why: string) => `${JSON.stringify(n)} is not a tenant's name: ${why}` },
+  NAME_NOT_GRANTED: {
+    status: 403,
+    message: (n: string, granted: string) => `${n} is not among the domains granted to this container (${granted})`,
+  },
+  CERT_WILDCARD_CONFLICT: {
+    status: 409,
+    message: (w: string, h: string) => `wildcard ${w} would cover ${h}, which another container routes`,
+  },
+  DOMAIN_GRANT_INVALID: {
+    status: 400,
+    message: (d: string) => `invalid domain grant ${JSON.stringify(d)} (use example.org or *.example.org)`,
+  },
 
   // boundary: disk quota (issue 10.5)
 

@@ -40,5 +40,12 @@ export const containerMigrations: MigrationSet = {
        created_at TEXT NOT NULL,
        PRIMARY KEY (container, name)
      ) STRICT;`,
+    // issue 10.4: the domains an operator granted a container (none: any name that is not reserved).
+    `CREATE TABLE container_domains (
+       container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
+       pattern TEXT NOT NULL,
+       created_at TEXT NOT NULL,
+       PRIMARY KEY (container, pattern)
+     ) STRICT;`,
   ],
 };

@@ -26,6 +26,8 @@ export interface Config {
   cronRunTimeoutMs: number;
   /** Public listeners: a client must send its whole header block within this (slow clients are cut off). */
   headersTimeoutMs: number;
+  /** Extra names of this host that no tenant may route or certify (HOODY_RESERVED_NAMES, comma list). */
+  reservedNames: string[];
   /** Short id of this daemon (from its state dir); labels its containers on a shared engine. */
   instance: string;
   dbPath: string;
@@ -89,6 +91,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     tokenFailureLimit: Number(env.HOODY_TOKEN_FAILURE_LIMIT ?? '100') || 100,
     cronRunTimeoutMs: parseDuration(env.HOODY_CRON_RUN_TIMEOUT ?? '1h', 'HOODY_CRON_RUN_TIMEOUT'),
     headersTimeoutMs: parseDuration(env.HOODY_HEADERS_TIMEOUT ?? '20s', 'HOODY_HEADERS_TIMEOUT'),
+    reservedNames: (env.HOODY_RESERVED_NAMES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
     instance,
     dbPath: join(stateDir, 'hoody.db'),
     defaults: {

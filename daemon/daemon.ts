@@ -92,7 +92,8 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     headersTimeoutMs: config.headersTimeoutMs,
     intercept: (req, res) => ns.proxy.forwarder.handle(req, res),
     upgrade: (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
-    sni: async (name) => ns.proxy.service.context(name) ?? certs.contextFor(name),
+    // Service hostnames always get the host CA's certificate, whatever a tenant installed (issue 10.4).
+    sni: async (name) => (await certs.contextFor(name)) ?? ns.proxy.service.context(name) ?? null,
     defaultContext: () => certs.defaultContext(),
   });
   ports = await pub.listen(config.httpPort, config.httpsPort);
@@ -114,6 +115,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     stats: () => collectStats(ctx, ksm),
     listeners: () => ({ http: ports.http, https: ports.https, domain: config.domain }),
     logSources: ns.logSources,
+    grants: { get: (name) => ns.proxy.service.grants(name), set: (name, domains) => ns.proxy.service.setGrants(name, domains) },
   });
   await mkdir(dirname(config.adminSocket), { recursive: true });
   if (existsSync(config.adminSocket)) await rm(config.adminSocket); // stale from a killed daemon

@@ -16,6 +16,7 @@ import { CronService } from '../containers/cron/service.js';
 import { ExecService } from '../containers/exec/service.js';
 import type { LogSource } from '../containers/logs.js';
 import { ProxyNamespace } from '../containers/proxy/namespace.js';
+import { ownHostNames } from '../host/names.js';
 import type { Config } from './config.js';
 
 export interface Namespaces {
@@ -44,7 +45,7 @@ export function buildNamespaces(
 ): Namespaces {
   const log = ctx.log;
   const internal: InternalAuthority = { secret: randomBytes(32).toString('hex') };
-  const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort);
+  const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort, () => ownHostNames(config.reservedNames));
   const challenges = new Http01Challenges();
   const acme = new AcmeService({
     db,
@@ -54,6 +55,7 @@ export function buildNamespaces(
     caFile: config.acmeCaFile,
     challenges,
     ownsHostname: (container, hostname) => proxy.service.ownsHostname(container, hostname),
+    claims: proxy.claims,
     // Poll fast first: a CA that validates at once (pebble) finishes a whole order in well under a second.
     poll: { attempts: 30, minMs: 100, maxMs: 5000 },
   });

@@ -59,9 +59,11 @@ describe('proxy namespace: routes, live certificate swaps, isolation', () => {
     assert.equal(r.status, 409);
     assert.equal(r.json<{ error: { code: string } }>().error.code, 'HOODY_PROXY_HOSTNAME_TAKEN');
     assert.equal((await apiB(tokB, 'DELETE', '/api/v1/proxy/routes/app.a.test')).status, 404);
-    for (const bad of ['cron.a.hoody.localhost', 'not a host', 'x']) {
+    // Service hostnames and single labels are reserved (403); a name that is not a hostname at all is a 400.
+    for (const [bad, status, code] of [['cron.a.hoody.localhost', 403, 'HOODY_NAME_RESERVED'], ['x', 403, 'HOODY_NAME_RESERVED'], ['not a host', 400, 'HOODY_PROXY_HOSTNAME_INVALID']] as const) {
       const res = await api(tokA, 'PUT', `/api/v1/proxy/routes/${encodeURIComponent(bad)}`, { port: 80 });
-      assert.equal(res.status, 400, bad);
+      assert.equal(res.status, status, bad);
+      assert.equal(res.json<{ error: { code: string } }>().error.code, code, bad);
     }
   });
 

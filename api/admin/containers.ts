@@ -9,6 +9,7 @@ import {
   startContainer,
   stopContainer,
 } from '../../containers/lifecycle.js';
+import { normalizeGrants } from '../../containers/grants.js';
 import { cloneContainer, createContainer, removeContainer, snapshotContainer } from '../../containers/provision.js';
 import { issueToken, OWNER_USER, rotateTokens } from '../../containers/token-service.js';
 import { parseScopes } from '../../containers/tokens.js';
@@ -25,6 +26,7 @@ import {
   Snapshot,
   Token,
 } from './schemas.js';
+import type { DomainGrants } from './domains.js';
 
 function bytes(value: string | number | undefined | null): number | undefined | null {
   if (value === undefined || value === null) return value;
@@ -44,7 +46,18 @@ function nanoCpus(value: string | number | undefined): number | undefined {
 }
 
 /** Admin routes for containers: thin, each one call into containers/. */
-export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext }> = async (plain, { ctx }) => {
+export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext; grants?: DomainGrants }> = async (plain, { ctx, grants }) => {
+  // A new container gets its grants before its token leaves the daemon; if they cannot be stored it goes again.
+  const grantOrUndo = async (name: string, domains: string[] | undefined) => {
+    if (!domains?.length || !grants) return;
+    try {
+      grants.set(name, domains);
+    } catch (err) {
+      await removeContainer(ctx, name).catch(() => undefined);
+      throw err;
+    }
+  };
+
   const app = plain.withTypeProvider<TypeBoxTypeProvider>();
   const tags = ['containers'];
 
@@ -57,6 +70,8 @@ export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext }> = as
     { schema: { tags, body: NewContainer, response: { 201: CreatedContainer } } },
     async (req, reply) => {
       const b = req.body;
+      const domains = b.domains === undefined ? undefined : normalizeGrants(b.domains);
+      if (domains?.length && !grants) throw fail('BAD_REQUEST', 'domain grants are not available on this daemon');
       const { row, token } = await createContainer(ctx, {
         name: b.name,
         image: b.image,
@@ -65,6 +80,7 @@ export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext }> = as
         diskBytes: b.disk === undefined ? undefined : bytes(b.disk),
         pidsLimit: b.pids,
       });
+      await grantOrUndo(row.name, domains);
       return reply.code(201).send({ name: row.name, id: row.id, state: 'running', token });
     },
   );
@@ -97,7 +113,10 @@ export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext }> = as
     '/v1/containers/:name/clone',
     { schema: { tags, params: NameParam, body: CloneBody, response: { 201: CreatedContainer } } },
     async (req, reply) => {
+      const inherited = grants?.get(req.params.name);
       const { row, token } = await cloneContainer(ctx, req.params.name, req.body.name);
+      // A clone may use no more names than its source was granted.
+      await grantOrUndo(row.name, inherited);
       return reply.code(201).send({ name: row.name, id: row.id, state: 'running', token });
     },
   );

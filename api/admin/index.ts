@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
 import { answerClientError, frameworkErrors, installErrorHandling } from '../errors.js';
 import { containerRoutes } from './containers.js';
+import { type DomainGrants, domainRoutes } from './domains.js';
 import { adminLogRoutes } from './logs.js';
 import type { LogSource } from '../../containers/logs.js';
 import { type HostRouteDeps, hostRoutes } from './host.js';
@@ -13,6 +14,8 @@ export interface AdminApiDeps extends HostRouteDeps {
   ctx: ContainerContext;
   log: Logger;
   logSources: LogSource[];
+  /** Operator domain grants (issue 10.4); without them the create body's `domains` is refused. */
+  grants?: DomainGrants;
 }
 
 /** The admin API (served on the unix socket): containers, host, metrics and its own OpenAPI document. */
@@ -37,7 +40,8 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
     req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'admin request');
   });
   await app.register(hostRoutes, { deps });
-  await app.register(containerRoutes, { ctx: deps.ctx });
+  await app.register(containerRoutes, { ctx: deps.ctx, grants: deps.grants });
+  if (deps.grants) await app.register(domainRoutes, { ctx: deps.ctx, grants: deps.grants });
   await app.register(adminLogRoutes, { sources: deps.logSources, store: deps.ctx.store });
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

@@ -28,6 +28,12 @@ export const NewContainer = Type.Object(
       }),
     ),
     pids: Type.Optional(Type.Integer({ minimum: 8, maximum: 1_000_000 })),
+    domains: Type.Optional(
+      Type.Array(Type.String({ maxLength: 256 }), {
+        maxItems: 100,
+        description: 'names it may route, certify and order (example.org, *.example.org); absent: any non-reserved name',
+      }),
+    ),
   },
   { additionalProperties: false },
 );

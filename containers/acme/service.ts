@@ -20,6 +20,8 @@ export interface AcmeServiceDeps {
   challenges: Http01Challenges;
   /** May this container order a certificate for this name (is it routed to it)? Absent: every name is allowed. */
   ownsHostname?: (container: string, hostname: string) => boolean | Promise<boolean>;
+  /** Reserved names (403 HOODY_NAME_RESERVED) and the container's grants (403 HOODY_NAME_NOT_GRANTED). */
+  claims?: { assertNotReserved(name: string): string; assertGranted(container: string, name: string): void };
   /** acme-client's retries of a request that got no answer, a 5xx or a 429: attempts, linear delay (default 5, 5 s). */
   retry?: { attempts: number; delaySeconds: number };
   /** Polling a pending challenge or order: attempts and the doubling delay (default 10, 1 s up to 30 s). */
@@ -114,7 +116,13 @@ export class AcmeService {
   order(container: string, domains: string | readonly string[], opts?: { dryRun?: false }): Promise<AcmeCertificate>;
   order(container: string, domains: string | readonly string[], opts: AcmeOrderOptions): Promise<AcmeOrderResult>;
   async order(container: string, domains: string | readonly string[], opts: AcmeOrderOptions = {}): Promise<AcmeOrderResult> {
+    // Reserved before syntax: an IP literal or a service hostname is refused as such, not as a bad DNS name.
+    const claims = this.#deps.claims;
+    for (const raw of typeof domains === 'string' ? [domains] : Array.isArray(domains) ? domains : []) {
+      if (claims && typeof raw === 'string') claims.assertNotReserved(raw);
+    }
     const names = normalizeDomains(domains);
+    for (const name of names) claims?.assertGranted(container, name);
     if (this.#deps.ownsHostname) {
       for (const name of names) {
         if (!(await this.#deps.ownsHostname(container, name))) throw fail('ACME_DOMAIN_NOT_ROUTED', name);

@@ -2,6 +2,9 @@ import { connect } from 'node:tls';
 import type Database from 'better-sqlite3';
 import type { ContainerContext, NamespaceHooks } from '../context.js';
 import type { ContainerRow } from '../store.js';
+import { ownHostNames } from '../../host/names.js';
+import { GrantStore } from '../grants.js';
+import { NameClaims } from './claims.js';
 import { ProxyForwarder } from './forward.js';
 import { ProxyService } from './service.js';
 import { ProxyStore } from './store.js';
@@ -23,9 +26,19 @@ export function probeFingerprint(port: number, servername: string): Promise<stri
 export class ProxyNamespace implements NamespaceHooks {
   readonly service: ProxyService;
   readonly forwarder: ProxyForwarder;
+  /** Reserved names and grants: routes, bundles and ACME orders all check here (issue 10.4). */
+  readonly claims: NameClaims;
 
-  constructor(db: Database.Database, ctx: ContainerContext, domain: string, httpsPort: () => number) {
+  constructor(
+    db: Database.Database,
+    ctx: ContainerContext,
+    domain: string,
+    httpsPort: () => number,
+    hostNames: () => ReadonlySet<string> = () => ownHostNames(),
+  ) {
+    this.claims = new NameClaims(domain, hostNames, new GrantStore(db));
     this.service = new ProxyService({
+      claims: this.claims,
       store: new ProxyStore(db),
       containers: ctx,
       domain,

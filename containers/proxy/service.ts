@@ -2,8 +2,9 @@ import type { SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ContainerContext } from '../context.js';
 import { fail } from '../errors.js';
-import { parseHost } from '../tls/sni.js';
+import { grantCovers, normalizeGrants } from '../grants.js';
 import { normalizeBundle, validateBundle } from './bundle.js';
+import { canonicalName, type NameClaims } from './claims.js';
 import type { ProxyStore, RouteRow } from './store.js';
 
 export interface Upstream {
@@ -35,6 +36,13 @@ export interface CertView {
   updated_at: string;
 }
 
+/** What changing a container's grants did: the new list and the routes and certificates it no longer covers. */
+export interface GrantChange {
+  name: string;
+  domains: string[];
+  dropped: { routes: string[]; certs: string[] };
+}
+
 const HOSTNAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/;
 
 export interface ProxyDeps {
@@ -42,8 +50,16 @@ export interface ProxyDeps {
   containers: ContainerContext;
   domain: string;
   log: Logger;
+  /** Reserved names and operator grants (issue 10.4): who may claim a hostname or certificate name. */
+  claims: NameClaims;
   /** Fingerprint (sha256, colon hex) served by a fresh handshake for this SNI name on our own listener. */
   probe(servername: string): Promise<string>;
+}
+
+/** The parent a TLS wildcard `*.<parent>` would match a hostname under (one label up). */
+function parentOf(name: string): string | null {
+  const dot = name.indexOf('.');
+  return dot > 0 ? name.slice(dot + 1) : null;
 }
 
 /**
@@ -56,11 +72,24 @@ export class ProxyService {
 
   constructor(private readonly deps: ProxyDeps) {}
 
-  /** Loads both tables from the database (startup: certificates are served again, no ACME order needed). */
+  /**
+   * Loads both tables from the database (startup: certificates are served again, no ACME order needed). Rows
+   * for names that are reserved now (written before issue 10.4, or the host's names changed) are not served.
+   */
   load(): void {
-    this.#routes = buildRoutes(this.deps.store.routes());
+    const claims = this.deps.claims;
+    const routes = this.deps.store.routes().filter((r) => {
+      const reserved = claims.isReserved(r.hostname);
+      if (reserved) this.deps.log.warn({ hostname: r.hostname, container: r.container }, 'stored route for a reserved name; not served');
+      return !reserved;
+    });
+    this.#routes = buildRoutes(routes);
     const certs = new Map<string, CertEntry>();
     for (const row of this.deps.store.certs()) {
+      if (claims.isReserved(row.domain)) {
+        this.deps.log.warn({ domain: row.domain, container: row.container }, 'stored certificate for a reserved name; not served');
+        continue;
+      }
       try {
         const v = validateBundle({ domain: row.domain, cert: row.cert, key: row.key, chain: row.chain });
         certs.set(row.domain, { domain: row.domain, container: row.container, context: v.context, fingerprint: v.fingerprint, notAfter: v.notAfter });
@@ -71,29 +100,37 @@ export class ProxyService {
     this.#certs = certs;
   }
 
+  /** The route for a Host (already lowercased, port and trailing dot gone); reserved names never reach a tenant. */
   upstream(hostname: string): Upstream | undefined {
-    return this.#routes.get(hostname);
+    const up = this.#routes.get(hostname);
+    return up && !this.deps.claims.isReserved(hostname) ? up : undefined;
   }
 
-  /** SNI: an explicit certificate for this exact name (or its parent's wildcard), if any. */
+  /**
+   * SNI: a certificate for this exact name, else its parent's wildcard, but only one owned by the container
+   * that routes the name (when one does). Reserved names (service hostnames, the host's) get none: the host CA's.
+   */
   context(servername: string): SecureContext | undefined {
-    const name = servername.toLowerCase();
+    const name = canonicalName(servername);
+    if (this.deps.claims.isReserved(name)) return undefined;
+    const owner = this.#routes.get(name)?.container;
     const exact = this.#certs.get(name);
-    if (exact) return exact.context;
-    const dot = name.indexOf('.');
-    return dot > 0 ? this.#certs.get(`*${name.slice(dot)}`)?.context : undefined;
+    if (exact && (!owner || exact.container === owner)) return exact.context;
+    const parent = parentOf(name);
+    const wild = parent ? this.#certs.get(`*.${parent}`) : undefined;
+    return wild && (!owner || wild.container === owner) ? wild.context : undefined;
   }
 
   /** Whether a hostname is routed to this container (ACME orders are limited to those). */
   ownsHostname(container: string, hostname: string): boolean {
-    return this.#routes.get(hostname.toLowerCase())?.container === container;
+    return this.#routes.get(canonicalName(hostname))?.container === container;
   }
 
-  private checkHostname(hostname: string): string {
-    const h = hostname.toLowerCase();
+  /** Reserved first (403), then syntax (400), then the container's grants (403). */
+  private checkHostname(container: string, hostname: string): string {
+    const h = this.deps.claims.assertNotReserved(hostname);
     if (!HOSTNAME_RE.test(h)) throw fail('PROXY_HOSTNAME_INVALID', hostname);
-    // Service hostnames belong to hoody itself.
-    if (h === this.deps.domain || parseHost(h, this.deps.domain).kind !== 'other') throw fail('PROXY_HOSTNAME_INVALID', hostname);
+    this.deps.claims.assertGranted(container, h);
     return h;
   }
 
@@ -105,24 +142,26 @@ export class ProxyService {
   }
 
   putRoute(container: string, hostname: string, body: { port: number; https_redirect?: boolean }): RouteView {
-    const h = this.checkHostname(hostname);
+    const h = this.checkHostname(container, hostname);
     if (!Number.isInteger(body.port) || body.port < 1 || body.port > 65535) throw fail('PROXY_PORT_INVALID', String(body.port));
     const existing = this.deps.store.route(h);
     if (existing && existing.container !== container) throw fail('PROXY_HOSTNAME_TAKEN', h);
     const certOwner = this.deps.store.cert(h)?.container;
     if (certOwner && certOwner !== container) throw fail('PROXY_HOSTNAME_TAKEN', h);
     const row: RouteRow = { hostname: h, container, port: body.port, httpsRedirect: body.https_redirect ?? false, createdAt: existing?.createdAt ?? new Date().toISOString() };
-    const next = buildRoutes([...this.deps.store.routes().filter((r) => r.hostname !== h), row]);
+    const kept = this.deps.store.routes().filter((r) => r.hostname !== h && !this.deps.claims.isReserved(r.hostname));
+    const next = buildRoutes([...kept, row]);
     this.deps.store.upsertRoute(row);
     this.#routes = next;
     return { hostname: h, port: row.port, https_redirect: row.httpsRedirect, created_at: row.createdAt };
   }
 
   deleteRoute(container: string, hostname: string): void {
-    const h = hostname.toLowerCase();
+    const h = canonicalName(hostname);
     const existing = this.deps.store.route(h);
     if (!existing || existing.container !== container) throw fail('PROXY_ROUTE_UNKNOWN', hostname);
-    const next = buildRoutes(this.deps.store.routes().filter((r) => r.hostname !== h));
+    const next = new Map(this.#routes);
+    next.delete(h);
     this.deps.store.deleteRoute(h);
     this.#routes = next;
   }
@@ -134,15 +173,28 @@ export class ProxyService {
       .map((c) => ({ domain: c.domain, fingerprint: c.fingerprint, expires: c.notAfter, updated_at: c.updatedAt }));
   }
 
+  /** A wildcard never covers a hostname another container routes (409 HOODY_CERT_WILDCARD_CONFLICT). */
+  private checkWildcard(container: string, domain: string): void {
+    if (!domain.startsWith('*.')) return;
+    const parent = domain.slice(2);
+    for (const r of this.#routes.values()) {
+      if (r.container !== container && parentOf(r.hostname) === parent) throw fail('CERT_WILDCARD_CONFLICT', domain, r.hostname);
+    }
+  }
+
   /**
    * Validates the bundle (nothing changes on failure), persists it, swaps the certificate table, and returns
    * only once a fresh handshake for the domain serves the new certificate.
    */
   async putCert(container: string, body: { domain?: string; d?: string; cert?: string; key?: string; chain?: string }): Promise<CertView> {
-    const bundle = validateBundle(normalizeBundle(body));
+    const input = normalizeBundle(body);
+    const domain = input.domain ? this.deps.claims.assertNotReserved(input.domain) : input.domain;
+    const bundle = validateBundle({ ...input, domain });
+    this.deps.claims.assertGranted(container, bundle.domain);
     const owner = this.#routes.get(bundle.domain)?.container ?? this.deps.store.cert(bundle.domain)?.container;
     // Another container's domain: answer as if it did not exist.
     if (owner && owner !== container) throw fail('CERT_UNKNOWN', bundle.domain);
+    this.checkWildcard(container, bundle.domain);
     const updatedAt = new Date().toISOString();
     const next = new Map(this.#certs);
     next.set(bundle.domain, { domain: bundle.domain, container, context: bundle.context, fingerprint: bundle.fingerprint, notAfter: bundle.notAfter });
@@ -162,6 +214,35 @@ export class ProxyService {
       await new Promise((r) => setTimeout(r, 25));
     }
     throw fail('CERT_NOT_SERVED', `${domain} (handshake gave ${seen})`);
+  }
+
+  /** The domains granted to a container (empty: any name that is not reserved). */
+  grants(container: string): string[] {
+    return this.deps.claims.granted(container);
+  }
+
+  /**
+   * Replaces a container's grants. Its routes and certificates the new grants do not cover are removed in the
+   * same transaction, then both tables are swapped: a revoked name stops being served at once.
+   */
+  setGrants(container: string, domains: unknown): GrantChange {
+    const patterns = normalizeGrants(domains);
+    const covered = (name: string) => !patterns.length || patterns.some((g) => grantCovers(g, name));
+    const routes = this.deps.store.routes().filter((r) => r.container === container && !covered(r.hostname)).map((r) => r.hostname);
+    const certs = this.deps.store.certs().filter((c) => c.container === container && !covered(c.domain)).map((c) => c.domain);
+    this.deps.store.db.transaction(() => {
+      this.deps.claims.replaceGrants(container, patterns);
+      for (const h of routes) this.deps.store.deleteRoute(h);
+      for (const d of certs) this.deps.store.deleteCert(d);
+    })();
+    const nextRoutes = new Map(this.#routes);
+    for (const h of routes) nextRoutes.delete(h);
+    const nextCerts = new Map(this.#certs);
+    for (const d of certs) nextCerts.delete(d);
+    this.#routes = nextRoutes;
+    this.#certs = nextCerts;
+    if (routes.length || certs.length) this.deps.log.info({ container, routes, certs }, 'grants changed: names no longer granted dropped');
+    return { name: container, domains: patterns, dropped: { routes, certs } };
   }
 
   /** Drops a deleted container's entries from both tables (rows go by cascade). */

@@ -77,4 +77,8 @@ export class ProxyStore {
       )
       .run(c);
   }
+  /** issue 10.4: a certificate whose name the container's grants no longer cover. */
+  deleteCert(domain: string): void {
+    this.db.prepare('DELETE FROM proxy_certs WHERE domain = ?').run(domain);
+  }
 }

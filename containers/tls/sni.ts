@@ -25,8 +25,8 @@ export function parseHost(hostHeader: string | undefined, domain: string): HostT
 
 /**
  * SNI for the public HTTPS listener: certificates of the service hostnames, issued by the host CA on first
- * use and cached per container. Explicit per-domain contexts (proxy bundles) are looked up first through
- * `lookupExplicit`, which the proxy swaps as a whole table.
+ * use and cached per container. The daemon asks here first: a service hostname always gets the host CA's
+ * certificate, whatever a tenant installed; only names outside hoody's domain reach the proxy's bundles.
  */
 export class ServiceCertificates {
   readonly #cache = new Map<string, Promise<SecureContext>>();

@@ -40,16 +40,19 @@ export function containerCommands(program: Command, client: ClientOf): void {
     .option('--memory <size>', 'memory limit, e.g. 256m')
     .option('--cpus <n>', 'CPU limit, e.g. 0.5')
     .option('--disk <size>', 'disk quota of the data volume, e.g. 2g')
+    .option('--domain <domain>', 'a domain it may route and certify (repeatable; example.org or *.example.org)', (d: string, all: string[]) => [...all, d], [] as string[])
     .option('--count <n>', 'create N containers named NAME-1..NAME-N, with a progress bar')
     .option('--parallel <n>', 'creates in flight with --count', '4')
     .option('--json', 'print JSON')
-    .action(async (name: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
+    .action(async (name: string, o: Record<string, string | boolean | string[] | undefined>, cmd: Command) => {
+      const domains = (o.domain as string[] | undefined) ?? [];
       const body = (n: string) => ({
         name: n,
         ...(o.image ? { image: o.image } : {}),
         ...(o.memory ? { memory: o.memory } : {}),
         ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
         ...(o.disk ? { disk: o.disk } : {}),
+        ...(domains.length ? { domains } : {}),
       });
       const api = client(cmd);
       if (o.count === undefined) {
@@ -171,6 +174,24 @@ export function containerCommands(program: Command, client: ClientOf): void {
       const t = await client(cmd).call<{ token: string; user: string; scopes: string[] }>('POST', path, body);
       if (o.json) printJson(t);
       else process.stdout.write(`${t.token}\n`);
+    });
+
+  program
+    .command('domains')
+    .description('show or set the domains a container may route, certify and order (none: any name not reserved)')
+    .argument('<name>')
+    .argument('[domains...]', 'the new grants (example.org, *.example.org); routes and certificates outside them are dropped')
+    .option('--clear', 'remove every grant (any name that is not reserved)')
+    .option('--json', 'print JSON')
+    .action(async (name: string, domains: string[], o: { clear?: boolean; json?: boolean }, cmd: Command) => {
+      const path = `/v1/containers/${encodeURIComponent(name)}/domains`;
+      if (o.clear && domains.length) throw Object.assign(new Error('give domains or --clear, not both'), { usage: true });
+      type Grants = { name: string; domains: string[]; dropped?: { routes: string[]; certs: string[] } };
+      const g = domains.length || o.clear ? await client(cmd).call<Grants>('PUT', path, { domains }) : await client(cmd).call<Grants>('GET', path);
+      if (o.json) return printJson(g);
+      process.stdout.write(`${g.name}: ${g.domains.length ? g.domains.join(' ') : '(no grants: any name that is not reserved)'}\n`);
+      for (const h of g.dropped?.routes ?? []) process.stdout.write(`dropped route ${h}\n`);
+      for (const d of g.dropped?.certs ?? []) process.stdout.write(`dropped certificate ${d}\n`);
     });
 
   program
