@@ -30,7 +30,9 @@ export function tokenMatches(token: string, storedHash: string): boolean {
 
 export function parseScopes(input: readonly string[] | string | undefined): Scope[] {
   if (input === undefined) return [...OWNER_SCOPES];
-  const list = (typeof input === 'string' ? input.split(',') : input).map((s) => s.trim()).filter(Boolean);
-  for (const s of list) if (!(SCOPES as readonly string[]).includes(s)) throw fail('SCOPE_INVALID', s);
+  const list = (typeof input === 'string' ? input.split(',') : input).map((s) => s.trim());
+  // An empty name or an empty list would make a token that can do nothing, silently: refuse it.
+  if (!list.length) throw fail('SCOPE_INVALID', '(an empty list)');
+  for (const s of list) if (!(SCOPES as readonly string[]).includes(s)) throw fail('SCOPE_INVALID', JSON.stringify(s));
   return [...new Set(list)] as Scope[];
 }

@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { execa } from 'execa';
 import { BtrfsDriver } from '../host/storage/btrfs.js';
 import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
+import { errorShape, send } from './support/reliability.js';
 
 interface View {
   name: string;
@@ -161,19 +162,48 @@ describe('containers through the daemon and the CLI', () => {
     assert.match(noDaemon.stderr, /hoodyd does not answer/);
   });
 
-  test('stop, start and restart change the engine state', async () => {
+  test('stop, start and restart change the engine state (running flag and StartedAt from the engine)', async () => {
+    const engine = async () => {
+      const out = (await execa('docker', ['inspect', '-f', '{{.State.Running}} {{.State.StartedAt}} {{.State.Pid}}', (await inspect('b')).engineId])).stdout.trim();
+      const [running, startedAt, pid] = out.split(' ');
+      return { running: running === 'true', startedAt: startedAt!, pid: Number(pid) };
+    };
+    const first = await engine();
+    assert.equal(first.running, true);
     assert.equal(JSON.parse((await d.hoody(['stop', 'b', '--json'])).stdout).state, 'stopped');
+    assert.equal((await engine()).running, false, 'the engine stopped it');
     assert.equal(JSON.parse((await d.hoody(['start', 'b', '--json'])).stdout).state, 'running');
+    const started = await engine();
+    assert.equal(started.running, true);
+    assert.notEqual(started.startedAt, first.startedAt, 'start started it again');
     assert.equal(JSON.parse((await d.hoody(['restart', 'b', '--json'])).stdout).state, 'running');
+    const restarted = await engine();
+    assert.equal(restarted.running, true);
+    assert.notEqual(restarted.startedAt, started.startedAt, 'restart started a new process');
+    assert.notEqual(restarted.pid, started.pid);
   });
 
-  test('tokens: extra tokens for other users, rotation replaces a user\'s tokens', async () => {
+  test("tokens: extra tokens for other users, rotation replaces a user's tokens and the old one is refused everywhere", async () => {
+    const { listeners } = await d.client.call<{ listeners: { http: number } }>('GET', '/v1/host');
+    const cronAs = (token: string, host = 'cron.a.hoody.localhost', path = '/users/me/entries') =>
+      send({ port: listeners.http, host, path, headers: { authorization: `Bearer ${token}` } });
     const t = JSON.parse((await d.hoody(['token', 'a', '--user', 'alice', '--scope', 'cron', '--json'])).stdout) as { user: string; scopes: string[]; token: string };
     assert.equal(t.user, 'alice');
     assert.deepEqual(t.scopes, ['cron']);
+    assert.equal((await cronAs(t.token)).status, 200, 'the new token works');
     const r = JSON.parse((await d.hoody(['token', 'a', '--user', 'alice', '--rotate', '--json'])).stdout) as { token: string; scopes: string[] };
     assert.notEqual(r.token, t.token);
     assert.deepEqual(r.scopes, ['cron']);
+    assert.equal((await cronAs(r.token)).status, 200, 'the rotated token works');
+    for (const [host, path] of [
+      ['cron.a.hoody.localhost', '/users/me/entries'],
+      ['cron.hoody.localhost', '/users/me/entries'],
+      ['127.0.0.1', '/c/a/users/me/entries'],
+    ] as const) {
+      const old = await cronAs(t.token, host, path);
+      assert.equal(old.status, 401, `the old token on ${host}${path}`);
+      assert.equal(errorShape(old)?.code, 'HOODY_UNAUTHORIZED');
+    }
     const bad = await d.hoody(['token', 'a', '--scope', 'root']);
     assert.equal(bad.exitCode, 2);
     assert.match(bad.stderr, /HOODY_SCOPE_INVALID/);

@@ -173,8 +173,17 @@ describe('cron over the public API of a real daemon', () => {
     const slow = (await cron(tokA, 'POST', '/users/me/entries', { schedule: '* * * * *', command: 'sleep 90' })).json<Entry>();
     const boundariesBeforeExpiry = Math.floor(new Date(expiresAt).getTime() / 60_000) - Math.floor(Date.now() / 60_000);
 
-    // Kill the daemon hard in the middle; the schedule must resume with every entry and no slot twice.
-    await sleep(45_000);
+    // Kill the daemon hard right after a slot was claimed (its run row exists): the schedule must resume with
+    // every entry and fire no slot twice. Waiting for the row makes sure the kill lands after real firing.
+    const firstDeadline = Date.now() + 90_000;
+    let before: Run[] = [];
+    let expBefore: Run[] = [];
+    while (Date.now() < firstDeadline && (before.length === 0 || expBefore.length === 0)) {
+      await sleep(250);
+      before = (await cron(tokA, 'GET', `/users/me/entries/${every.id}/runs`)).json<Run[]>();
+      expBefore = (await cron(tokA, 'GET', `/users/me/entries/${expiring.id}/runs`)).json<Run[]>();
+    }
+    assert.ok(before.length >= 1 && expBefore.length >= 1, 'a slot of each fired before the kill');
     await d.restart('SIGKILL');
     ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
     const listed = (await cron(tokA, 'GET', '/users/me/entries')).json<Entry[]>().map((e) => e.id);
@@ -207,7 +216,11 @@ describe('cron over the public API of a real daemon', () => {
     assert.equal(expired.expired, true);
     assert.equal(expired.next_run, null);
     const expRuns = (await cron(tokA, 'GET', `/users/me/entries/${expiring.id}/runs`)).json<Run[]>();
-    assert.ok(expRuns.filter((r) => r.status === 'ok').length <= boundariesBeforeExpiry);
+    const expOk = expRuns.filter((r) => r.status === 'ok').length;
+    // It ran while it was valid (its first slot is the one `every` fired before the kill), and never after.
+    assert.ok(expOk >= 1 && expOk <= boundariesBeforeExpiry, `expiring entry ran ${expOk} times, ${boundariesBeforeExpiry} slots before expiry`);
+    for (const r of expRuns) assert.ok(Date.parse(r.scheduled_for ?? '') < Date.parse(expiresAt), `no run for a slot after expiry: ${r.scheduled_for}`);
+    assert.ok(slots.some((x) => before.some((b) => b.scheduled_for === x)), 'the slot fired before the kill is in the log once');
 
     assert.ok(slowRuns.some((r) => r.status === 'skipped'), JSON.stringify(slowRuns.map((r) => r.status)));
     for (const id of [every.id, expiring.id, slow.id]) await cron(tokA, 'DELETE', `/users/me/entries/${id}`);

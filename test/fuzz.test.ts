@@ -20,6 +20,15 @@ import { alive, consistencyProblems, errorShape, type Reply, send } from './supp
  */
 const RUNS = Number(process.env.HOODY_FUZZ_RUNS ?? '300');
 const GROUP_MS = Number(process.env.HOODY_FUZZ_GROUP_MS ?? '10000');
+/** Fewer cases than this in a group (a loaded box, a time limit hit early) fails the group: a fuzz that ran nothing proves nothing. */
+const MIN_CASES = Number(process.env.HOODY_FUZZ_MIN_CASES ?? '10');
+/** Every run prints its seed; HOODY_FUZZ_SEED=<n> replays exactly the same cases (each group derives its own seed from it). */
+const SEED = Number(process.env.HOODY_FUZZ_SEED ?? Math.floor(Math.random() * 0x7fffffff));
+console.log(`fuzz seed ${SEED} (replay: HOODY_FUZZ_SEED=${SEED} node --test dist/test/fuzz.test.js)`);
+
+function groupSeed(group: string): number {
+  return (SEED ^ Number.parseInt(createHash('sha256').update(group).digest('hex').slice(0, 7), 16)) | 0;
+}
 
 interface Ports {
   http: number;
@@ -192,7 +201,7 @@ function invalidBodies(schema: JsonSchema): fc.Arbitrary<unknown> {
 
 async function tree(dir: string, prefix = ''): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  for (const name of (await readdir(dir).catch(() => [] as string[])).sort()) {
+  for (const name of (await readdir(dir)).sort()) {
     const path = join(dir, name);
     const st = await lstat(path);
     const rel = `${prefix}${name}`;
@@ -221,29 +230,40 @@ describe('fuzz: malformed input on every route', () => {
   let entryId = '';
   let pid = 0;
   let volume = '';
-  const tally = { cases: 0, fiveHundreds: [] as string[], badShape: [] as string[], byGroup: {} as Record<string, number> };
+  const tally = { cases: 0, fiveHundreds: [] as string[], badShape: [] as string[], accepted: [] as string[], byGroup: {} as Record<string, number> };
   let before0: { tables: Record<string, unknown[]>; files: Record<string, string>; scripts: Record<string, string> };
 
   const snapshot = async () => ({ tables: tables(join(d.stateDir, 'hoody.db')), files: await tree(join(volume, 'files')), scripts: await tree(join(volume, 'scripts')) });
 
-  /** One case: never a 5xx, an error shape on every 4xx. */
-  function judge(group: string, what: string, r: Reply): void {
+  /**
+   * One case: never a 5xx, the error shape on every 4xx, and (`invalid`: the input is invalid by construction)
+   * never a 2xx/3xx. Returns the problem, or null; the property fails on the first one (seed and case printed).
+   */
+  function judge(group: string, what: string, r: Reply, invalid = false): string | null {
     tally.cases++;
     tally.byGroup[group] = (tally.byGroup[group] ?? 0) + 1;
     const line = () => `${r.status} ${r.text().slice(0, 160)} <- ${group}: ${what.slice(0, 160)}`;
     if (r.status >= 500) tally.fiveHundreds.push(line());
     else if (r.status >= 400 && !errorShape(r)) tally.badShape.push(line());
+    else if (invalid && r.status < 400) tally.accepted.push(line());
+    else return null;
+    return line();
   }
 
-  async function property<T>(group: string, arb: fc.Arbitrary<T>, go: (v: T) => Promise<void>, runs = RUNS): Promise<void> {
+  async function property<T>(group: string, arb: fc.Arbitrary<T>, go: (v: T) => Promise<string | null>, runs = RUNS): Promise<void> {
+    let ran = 0;
+    const seed = groupSeed(group);
     await fc.assert(
       fc.asyncProperty(arb, async (v) => {
-        await go(v);
+        ran++;
+        const problem = await go(v);
+        if (problem) throw new Error(`${problem} (group seed ${seed}, run seed ${SEED})`);
         return true;
       }),
-      { numRuns: runs, interruptAfterTimeLimit: GROUP_MS, markInterruptAsFailure: false, endOnFailure: true },
+      { numRuns: runs, seed, interruptAfterTimeLimit: GROUP_MS, markInterruptAsFailure: false, endOnFailure: true },
     );
     assert.ok(alive(d), `the daemon died during ${group}`);
+    assert.ok(ran >= Math.min(runs, MIN_CASES), `${group}: only ${ran} cases ran (at least ${Math.min(runs, MIN_CASES)} wanted)`);
   }
 
   const pub = (method: string, path: string, body?: Buffer | string | object, headers: Record<string, string> = {}, host = 'api.f.hoody.localhost') =>
@@ -301,23 +321,23 @@ describe('fuzz: malformed input on every route', () => {
         await property(`${group} (path)`, fc.tuple(hostileName, odd), async ([name, q]) => {
           const url = `${path.replace(`{${params[0]}}`, name)}${Object.keys(q).length ? `?${query(q)}` : ''}`;
           const body = bodySchema ? minimalBody(bodySchema) : undefined;
-          judge(group, `${method} ${url}`, await admin(method, url, body));
+          return judge(group, `${method} ${url}`, await admin(method, url, body), true);
         }, runs);
       }
       if (bodySchema && path !== '/v1/containers') {
         // The real container, a body that breaks the schema.
         await property(`${group} (body)`, fc.oneof(invalidBodies(bodySchema).map((b) => JSON.stringify(b)), notJson), async (body) => {
           const url = path.replace(`{${params[0]}}`, 'f');
-          judge(group, `${method} ${url} ${body.slice(0, 80)}`, await admin(method, url, body, { 'content-type': 'application/json' }));
+          return judge(group, `${method} ${url} ${body.slice(0, 80)}`, await admin(method, url, body, { 'content-type': 'application/json' }), true);
         }, runs);
       } else if (bodySchema) {
         await property(`${group} (body)`, fc.oneof(invalidBodies(bodySchema).map((b) => JSON.stringify(b)), notJson), async (body) => {
-          judge(group, `${method} ${path} ${body.slice(0, 80)}`, await admin(method, path, body, { 'content-type': 'application/json' }));
+          return judge(group, `${method} ${path} ${body.slice(0, 80)}`, await admin(method, path, body, { 'content-type': 'application/json' }), true);
         }, runs);
       } else if (!params.length || method === 'GET') {
         await property(`${group} (query)`, odd, async (q) => {
           const url = `${path.replace(`{${params[0]}}`, 'f')}?${query(q)}`;
-          judge(group, `${method} ${url}`, await admin(method, url));
+          return judge(group, `${method} ${url}`, await admin(method, url));
         }, Math.min(runs, 40));
       }
     }
@@ -344,11 +364,12 @@ describe('fuzz: malformed input on every route', () => {
     await property('admin POST /v1/containers (odd limits)', limits, async (body) => {
       const name = `fz${n++}`;
       const r = await admin('POST', '/v1/containers', { name, ...body });
-      judge('admin POST /v1/containers (odd limits)', JSON.stringify(body), r);
+      const problem = judge('admin POST /v1/containers (odd limits)', JSON.stringify(body), r);
       if (r.status === 201) {
         accepted++;
         assert.equal((await admin('DELETE', `/v1/containers/${name}`)).status, 200);
       }
+      return problem;
     }, Math.max(20, Math.floor(RUNS / 6)));
     assert.deepEqual(await consistencyProblems(d), [], 'no leftover of a refused create');
     tally.byGroup['accepted odd creates (then deleted)'] = accepted;
@@ -358,10 +379,10 @@ describe('fuzz: malformed input on every route', () => {
     const cronHost = 'cron.f.hoody.localhost';
     // files
     await property('files PUT', fc.tuple(badPath, fc.constantFrom('x', '')), async ([p, body]) => {
-      judge('files PUT', p, await pub('PUT', `/api/v1/files/${p}`, body));
+      return judge('files PUT', p, await pub('PUT', `/api/v1/files/${p}`, body), true);
     });
     await property('files GET/DELETE', fc.oneof(fc.tuple(fc.constant('GET'), fc.oneof(badPath, urlPiece)), fc.tuple(fc.constant('DELETE'), badPath.filter((p) => p !== 'escape'))), async ([m, p]) => {
-      judge('files GET/DELETE', `${m} ${p}`, await pub(m, `/api/v1/files/${p}?recursive=true`));
+      return judge('files GET/DELETE', `${m} ${p}`, await pub(m, `/api/v1/files/${p}?recursive=true`), m === 'DELETE');
     });
     // scripts: bad paths with a good source, a good path with a source that cannot be saved
     const badSource = fc.oneof(
@@ -371,12 +392,12 @@ describe('fuzz: malformed input on every route', () => {
       fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.concat([Buffer.from([0xff, 0xfe, 0xc0]), Buffer.from(b)])),
     );
     await property('scripts PUT', fc.oneof(badPath.map((p) => [p, 'return 1;'] as const), fc.tuple(fc.constantFrom('fz.ts', 'fz.js', 'dir/fz.ts'), badSource)), async ([p, src]) => {
-      judge('scripts PUT', p, await pub('PUT', `/api/v1/scripts/${p}`, typeof src === 'string' ? src : Buffer.from(src), { 'content-type': 'text/plain' }));
+      return judge('scripts PUT', p, await pub('PUT', `/api/v1/scripts/${p}`, typeof src === 'string' ? src : Buffer.from(src), { 'content-type': 'text/plain' }), true);
     });
     await property('scripts GET/DELETE/run', fc.tuple(fc.constantFrom('GET', 'DELETE', 'RUN'), fc.oneof(badPath, urlPiece), fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS')), async ([m, p, verb]) => {
-      if (m === 'DELETE' && (p === 'base.ts' || p === 'escape')) return; // deleting those is valid
+      if (m === 'DELETE' && (p === 'base.ts' || p === 'escape')) return null; // deleting those is valid
       const r = m === 'RUN' ? await pub(verb, `/scripts/${p}?dry_run=${encoded(p)}`, verb === 'GET' || verb === 'OPTIONS' ? undefined : 'x', {}, 'exec.f.hoody.localhost') : await pub(m, `/api/v1/scripts/${p}`);
-      judge('scripts GET/DELETE/run', `${m} ${verb} ${p}`, r);
+      return judge('scripts GET/DELETE/run', `${m} ${verb} ${p}`, r);
     });
     // cron: entries that cannot be valid, users and ids that are not there, odd queries
     const KEYS = ['schedule', 'command', 'comment', 'enabled', 'expires_at', 'timezone'];
@@ -402,7 +423,7 @@ describe('fuzz: malformed input on every route', () => {
         }
       });
     await property('cron POST entries', fc.tuple(fc.oneof(fc.constant('me'), fc.constant('alice'), urlPiece), fc.oneof(invalidEntry.map((b) => JSON.stringify(b)), notJson)), async ([user, body]) => {
-      judge('cron POST entries', `${user} ${body.slice(0, 80)}`, await pub('POST', `/users/${user}/entries`, body, { 'content-type': 'application/json' }, cronHost));
+      return judge('cron POST entries', `${user} ${body.slice(0, 80)}`, await pub('POST', `/users/${user}/entries`, body, { 'content-type': 'application/json' }, cronHost), true);
     });
     const current = { schedule: '@daily', command: 'echo base', comment: 'base', enabled: true, timezone: 'UTC', expiresAt: null };
     const invalidPatch = invalidEntry.filter((b) => {
@@ -414,13 +435,13 @@ describe('fuzz: malformed input on every route', () => {
       }
     });
     await property('cron PATCH entry', fc.oneof(invalidPatch.map((b) => JSON.stringify(b)), notJson), async (body) => {
-      judge('cron PATCH entry', body.slice(0, 80), await pub('PATCH', `/users/me/entries/${entryId}`, body, { 'content-type': 'application/json' }, cronHost));
+      return judge('cron PATCH entry', body.slice(0, 80), await pub('PATCH', `/users/me/entries/${entryId}`, body, { 'content-type': 'application/json' }, cronHost), true);
     });
     await property('cron ids and queries', fc.tuple(fc.constantFrom('GET', 'PATCH', 'DELETE', 'POST run', 'GET runs', 'GET user runs'), urlPiece, urlPiece, urlPiece), async ([m, id, user, q]) => {
       const [verb, what] = m.split(' ') as [string, string | undefined];
       const path =
         what === 'user' ? `/users/${user}/runs?limit=${q}&since=${q}` : `/users/me/entries/${id}${what === 'run' ? `/run?wait=${q}` : what === 'runs' ? `/runs?limit=${q}&since=${q}` : ''}`;
-      judge('cron ids and queries', `${m} ${path}`, await pub(verb, path, verb === 'PATCH' ? { comment: 'never' } : undefined, {}, cronHost));
+      return judge('cron ids and queries', `${m} ${path}`, await pub(verb, path, verb === 'PATCH' ? { comment: 'never' } : undefined, {}, cronHost));
     });
     // proxy routes and certificates
     const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/;
@@ -441,7 +462,7 @@ describe('fuzz: malformed input on every route', () => {
       uncoercible.map((v) => ({ port: 8080, https_redirect: v })),
     );
     await property('proxy PUT/DELETE routes', fc.oneof(fc.tuple(fc.constant('PUT'), hostileHost, fc.constant<unknown>({ port: 8080 })), fc.tuple(fc.constant('PUT'), fc.constant('fz.example'), badRoute), fc.tuple(fc.constant('DELETE'), hostileHost, fc.constant<unknown>(undefined))), async ([m, h, body]) => {
-      judge('proxy PUT/DELETE routes', `${m} ${h} ${JSON.stringify(body)}`, await pub(m, `/api/v1/proxy/routes/${h}`, body === undefined ? undefined : JSON.stringify(body), body === undefined ? {} : { 'content-type': 'application/json' }));
+      return judge('proxy PUT/DELETE routes', `${m} ${h} ${JSON.stringify(body)}`, await pub(m, `/api/v1/proxy/routes/${h}`, body === undefined ? undefined : JSON.stringify(body), body === undefined ? {} : { 'content-type': 'application/json' }), true);
     });
     const ca = await HostCa.loadOrCreate(join(d.stateDir, 'fuzz-ca'));
     const other = await ca.issue(['other.example']);
@@ -461,24 +482,24 @@ describe('fuzz: malformed input on every route', () => {
       fc.constant({ domain: 'fz.example', key: mine.key }),
     );
     await property('proxy PATCH cert bundle', fc.oneof(badBundle.map((b) => JSON.stringify(b)), notJson), async (body) => {
-      judge('proxy PATCH cert bundle', body.slice(0, 80), await pub('PATCH', '/api/v1/proxy/cert/bundle', body, { 'content-type': 'application/json' }));
+      return judge('proxy PATCH cert bundle', body.slice(0, 80), await pub('PATCH', '/api/v1/proxy/cert/bundle', body, { 'content-type': 'application/json' }), true);
     });
     // logs
     await property('logs', fc.dictionary(fc.constantFrom('source', 'since', 'limit', 'format', 'x'), fc.oneof(urlPiece, fc.constantFrom('cron', 'exec', 'ndjson', '-1', '0', '99999999999999999999')), { maxKeys: 5 }), async (q) => {
       const qs = Object.entries(q).map(([k, v]) => `${k}=${v}`).join('&');
-      judge('logs', qs, await pub('GET', `/api/v1/logs?${qs}`));
+      return judge('logs', qs, await pub('GET', `/api/v1/logs?${qs}`));
     });
     // tokens: a body that is not JSON never rotates; bad tokens are a 401
     await property('tokens rotate', fc.oneof(notJson.map((b) => ['json', b] as const), fc.tuple(fc.constantFrom('application/xml', 'multipart/form-data; boundary=x', 'application/x-www-form-urlencoded', 'image/png'), fc.string({ maxLength: 30 }))), async ([type, body]) => {
-      judge('tokens rotate', `${type} ${body.slice(0, 40)}`, await pub('POST', '/api/v1/tokens/rotate', body, { 'content-type': type === 'json' ? 'application/json' : type }));
+      return judge('tokens rotate', `${type} ${body.slice(0, 40)}`, await pub('POST', '/api/v1/tokens/rotate', body, { 'content-type': type === 'json' ? 'application/json' : type }), true);
     });
     await property('bad tokens', fc.tuple(fc.oneof(nasty, fc.constant('hdy_'), fc.string({ maxLength: 60 })), fc.constantFrom('/users/me/entries', '/api/v1/files/keep.txt', '/api/v1/scripts', '/api/v1/tokens/rotate')), async ([tok, path]) => {
       const auth = `Bearer ${raw(tok)}`;
-      judge('bad tokens', `${tok.slice(0, 20)} ${path}`, await send({ port: ports.http, host: 'api.f.hoody.localhost', path: `${path}?token=${encoded(tok)}`, method: path.endsWith('rotate') ? 'POST' : 'GET', headers: { authorization: auth }, timeoutMs: 30_000 }));
+      return judge('bad tokens', `${tok.slice(0, 20)} ${path}`, await send({ port: ports.http, host: 'api.f.hoody.localhost', path: `${path}?token=${encoded(tok)}`, method: path.endsWith('rotate') ? 'POST' : 'GET', headers: { authorization: auth }, timeoutMs: 30_000 }), true);
     });
     // Host header games with the container's own valid token
     await property('hosts', fc.tuple(fc.oneof(nasty.map(raw), fc.constantFrom('', 'api.f.hoody.localhost.', 'API.F.HOODY.LOCALHOST', 'api..hoody.localhost', 'api.f.hoody.localhost:99999', '[::1]:80', 'a'.repeat(300))), fc.constantFrom('/users/me/entries', '/c/f/api/v1/files/keep.txt', '/c/%66/api/v1/files/keep.txt', '/c/../api/v1/files/', '/api/v1/files/keep.txt')), async ([host, path]) => {
-      judge('hosts', `${host} ${path}`, await pub('GET', path, undefined, {}, host));
+      return judge('hosts', `${host} ${path}`, await pub('GET', path, undefined, {}, host));
     });
   });
 
@@ -489,6 +510,25 @@ describe('fuzz: malformed input on every route', () => {
     assert.deepEqual(now.scripts, before0.scripts, `${what}: the scripts area is unchanged`);
     for (const t of STATE_TABLES.filter((x) => !except.includes(x))) assert.deepEqual(now.tables[t], before0.tables[t], `${what}: table ${t} is unchanged`);
   }
+
+  test('fixed cases kept from earlier fuzz failures: each is refused and writes nothing', async () => {
+    // 2026-11-30 (c53e2bc, CI run): a token request whose scopes filtered down to none was accepted and made a
+    // token row with empty scopes. Coerced or empty, a scope list with nothing valid in it is a 400.
+    const cases: { path: string; body: string }[] = [
+      { path: '/v1/containers/f/tokens', body: '{"scopes":""}' },
+      { path: '/v1/containers/f/tokens', body: '{"scopes":[]}' },
+      { path: '/v1/containers/f/tokens', body: '{"scopes":[" "]}' },
+      { path: '/v1/containers/f/tokens', body: '{"scopes":["","cron"]}' },
+      { path: '/v1/containers/f/tokens', body: '{"user":"root","scopes":","}' },
+      { path: '/v1/containers/f/tokens/rotate', body: '{"scopes":[]}' },
+    ];
+    for (const c of cases) {
+      const r = await admin('POST', c.path, c.body, { 'content-type': 'application/json' });
+      assert.equal(r.status, 400, `${c.path} ${c.body}: ${r.status} ${r.text().slice(0, 120)}`);
+      assert.equal(errorShape(r)?.code, 'HOODY_SCOPE_INVALID', c.body);
+    }
+    await assertUnchanged('after the fixed cases');
+  });
 
   test('after only-invalid input nothing was written: state tables and both areas byte-identical', async () => {
     await assertUnchanged('after the fuzz');
@@ -553,7 +593,7 @@ describe('fuzz: malformed input on every route', () => {
     await assertUnchanged('after the scope refusals', ['tokens']);
   });
 
-  test('slow clients are cut off after the header timeout (HTTP and TLS) while the others are served', async () => {
+  test('slow clients are cut off after the header timeout (HTTP and TLS) while the others are served', async (t) => {
     const t0 = Date.now();
     const watch = (s: import('node:net').Socket) =>
       new Promise<{ ms: number; got: string }>((resolve) => {
@@ -593,9 +633,11 @@ describe('fuzz: malformed input on every route', () => {
     }
     const ends = await closed;
     clearInterval(drip);
-    assert.ok(Math.max(...latencies) < 1000, `served meanwhile within ${Math.max(...latencies)} ms`);
+    // Served meanwhile (the assertions above); how fast is a figure for bench/, not a pass/fail on a shared box.
+    assert.ok(latencies.length >= 3, `only ${latencies.length} requests served while the slow clients held their sockets`);
+    t.diagnostic(`served meanwhile: ${latencies.length} request pairs, slowest ${Math.max(...latencies)} ms`);
     for (const [k, e] of ends.entries()) {
-      assert.ok(e.ms < 5000, `connection ${k} closed after ${e.ms} ms`);
+      assert.ok(e.ms < 8000, `connection ${k} closed after ${e.ms} ms (header timeout 2 s; the watcher gives up at 15 s)`);
       if (k < slow.length) assert.match(e.got, /^HTTP\/1\.1 408 [\s\S]*"code":"HOODY_REQUEST_TIMEOUT"/, `slow client ${k}: ${e.got.slice(0, 80)}`);
     }
     tally.byGroup['slow clients cut off'] = ends.length;
@@ -607,14 +649,14 @@ describe('fuzz: malformed input on every route', () => {
     assert.equal((await pub('GET', '/api/v1/files/keep.txt')).text(), 'keep');
     await assertUnchanged('at the end', ['tokens']);
     const kinds: Record<string, number> = {};
-    for (const l of [...tally.fiveHundreds, ...tally.badShape]) {
+    for (const l of [...tally.fiveHundreds, ...tally.badShape, ...tally.accepted]) {
       const k = `${l.slice(0, 3)} ${l.slice(l.indexOf('<- ') + 3).split(':')[0]}`;
       kinds[k] = (kinds[k] ?? 0) + 1;
     }
-    const summary = { cases: tally.cases, five_hundreds: tally.fiveHundreds.length, bad_shapes: tally.badShape.length, failures_by_kind: kinds, groups: tally.byGroup };
+    const summary = { seed: SEED, cases: tally.cases, five_hundreds: tally.fiveHundreds.length, bad_shapes: tally.badShape.length, accepted_invalid: tally.accepted.length, failures_by_kind: kinds, groups: tally.byGroup };
     if (process.env.HOODY_FUZZ_DUMP) await writeFile(process.env.HOODY_FUZZ_DUMP, JSON.stringify({ ...summary, fiveHundreds: tally.fiveHundreds, badShapes: tally.badShape }, null, 1));
     console.log(`fuzz ${JSON.stringify(summary)}`);
     t.diagnostic(`fuzz ${JSON.stringify(summary)}`);
-    assert.deepEqual({ fiveHundreds: tally.fiveHundreds, badShapes: tally.badShape.slice(0, 20) }, { fiveHundreds: [], badShapes: [] }, `${tally.badShape.length} 4xx answers without the error shape`);
+    assert.deepEqual({ fiveHundreds: tally.fiveHundreds, badShapes: tally.badShape.slice(0, 20), accepted: tally.accepted.slice(0, 20) }, { fiveHundreds: [], badShapes: [], accepted: [] }, `${tally.badShape.length} 4xx answers without the error shape, ${tally.accepted.length} invalid inputs accepted`);
   });
 });

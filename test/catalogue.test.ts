@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { execa } from 'execa';
+import Fastify from 'fastify';
+import { errors } from '../containers/errors.js';
+import { installErrorHandling } from '../api/errors.js';
+import { ROOT, startTestDaemon, type TestDaemon } from './support/host.js';
+import { consistencyProblems, errorShape, type Reply, send } from './support/reliability.js';
+
+interface Ports {
+  http: number;
+  https: number;
+}
+
+/** Asserts a catalogued error: its status, its code and the JSON shape. */
+function expectError(r: Reply, status: number, code: string, what: string): void {
+  assert.equal(r.status, status, `${what}: ${r.status} ${r.text().slice(0, 200)}`);
+  assert.equal(errorShape(r)?.code, code, `${what}: ${r.text().slice(0, 200)}`);
+}
+
+describe('the error catalogue', () => {
+  test('every code in the catalogue is asserted by at least one test', async () => {
+    const dir = join(ROOT, 'test');
+    const files = [...(await readdir(dir)).filter((f) => f.endsWith('.ts')).map((f) => join(dir, f))];
+    const sources = (await Promise.all(files.map((f) => readFile(f, 'utf8')))).join('\n');
+    // This file's own list of names does not count: only a code written out as HOODY_X in some test does.
+    const missing = Object.keys(errors).filter((name) => !new RegExp(`HOODY_${name}\\b`).test(sources));
+    assert.deepEqual(missing, [], `codes no test asserts: ${missing.join(', ')}`);
+  });
+
+  test('an unexpected error is a logged 500 HOODY_INTERNAL with no internals in the body (real fastify, real HTTP)', async () => {
+    const app = Fastify({ logger: false });
+    installErrorHandling(app);
+    app.get('/boom', async () => {
+      throw new TypeError('secret internal detail /var/lib/hoody');
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const port = (app.server.address() as { port: number }).port;
+      const r = await send({ port, path: '/boom' });
+      expectError(r, 500, 'HOODY_INTERNAL', 'a thrown TypeError');
+      assert.doesNotMatch(r.text(), /secret|TypeError|\/var\/lib/);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('errors an operator or a tenant can provoke, each with its code', () => {
+  let d: TestDaemon;
+  let ports: Ports;
+  let token = '';
+  const admin = (method: string, path: string, body?: object | string) =>
+    send({ socketPath: d.socket, path, method, body, ...(typeof body === 'string' ? { headers: { 'content-type': 'application/json' } } : {}), timeoutMs: 60_000 });
+  const api = (method: string, path: string, body?: object | string, host = 'api.k.hoody.localhost') =>
+    send({ port: ports.http, host, path, method, body, headers: { authorization: `Bearer ${token}` }, timeoutMs: 30_000 });
+
+  before(async () => {
+    d = await startTestDaemon();
+    ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
+    token = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'k' })).token;
+  });
+  after(() => d?.destroy());
+
+  test('admin: limits, snapshot names, users and image references each have their own 400', async () => {
+    expectError(await admin('POST', '/v1/containers', { name: 'l1', memory: '1m' }), 400, 'HOODY_LIMIT_INVALID', 'memory 1m');
+    expectError(await admin('POST', '/v1/containers', { name: 'l2', cpus: 0 }), 400, 'HOODY_LIMIT_INVALID', 'cpus 0');
+    expectError(await admin('POST', '/v1/containers/k/snapshots', { name: '../up' }), 400, 'HOODY_SNAPSHOT_NAME_INVALID', 'snapshot ../up');
+    expectError(await admin('POST', '/v1/containers/k/tokens', { user: 'no such user!' }), 400, 'HOODY_USER_INVALID', 'user with spaces');
+    expectError(await admin('POST', '/v1/containers', { name: 'l3', image: 'UPPER/Case:!!' }), 400, 'HOODY_IMAGE_INVALID', 'image UPPER/Case:!!');
+    assert.deepEqual(await consistencyProblems(d), [], 'no refused create left anything');
+  });
+
+  test('admin: the engine refusing a spec is a 502 HOODY_ENGINE_FAILED and nothing is left behind', async () => {
+    // More CPUs than the box has: the schema takes it (up to 1024), the engine does not.
+    const cpus = 4096 / 4;
+    const r = await admin('POST', '/v1/containers', { name: 'e1', cpus });
+    expectError(r, 502, 'HOODY_ENGINE_FAILED', `cpus ${cpus}`);
+    assert.equal((await admin('GET', '/v1/containers/e1')).status, 404);
+    assert.deepEqual(await consistencyProblems(d), []);
+  });
+
+  test('admin: a storage step that fails is a 500 HOODY_STORAGE_FAILED, undone, and the next create works', async () => {
+    const parent = join(d.stateDir, 'pool', 'containers');
+    await execa('chattr', ['+i', parent]);
+    try {
+      const r = await admin('POST', '/v1/containers', { name: 's1' });
+      expectError(r, 500, 'HOODY_STORAGE_FAILED', 'create into an immutable containers dir');
+      assert.match(errorShape(r)!.message, /btrfs/, 'the message names the command');
+    } finally {
+      await execa('chattr', ['-i', parent]);
+    }
+    assert.equal((await admin('GET', '/v1/containers/s1')).status, 404);
+    assert.deepEqual(await consistencyProblems(d), []);
+    assert.equal((await admin('POST', '/v1/containers', { name: 's1' })).status, 201);
+  });
+
+  test('admin: an action on a container that is still being created is a 409 HOODY_CONTAINER_BUSY', async () => {
+    const creating = admin('POST', '/v1/containers', { name: 'b1' });
+    let busy: Reply | undefined;
+    let done = false;
+    void creating.finally(() => {
+      done = true;
+    });
+    while (!done && !busy) {
+      const r = await admin('POST', '/v1/containers/b1/start');
+      if (r.status === 409) busy = r;
+    }
+    assert.equal((await creating).status, 201);
+    assert.ok(busy, 'a start during the create was refused');
+    expectError(busy, 409, 'HOODY_CONTAINER_BUSY', 'start during create');
+  });
+
+  test('per-container: unknown routes, ports, certificates and scripts have their own codes', async () => {
+    expectError(await api('DELETE', '/api/v1/proxy/routes/never.example'), 404, 'HOODY_PROXY_ROUTE_UNKNOWN', 'delete a route never made');
+    expectError(await api('PUT', '/api/v1/proxy/routes/port.example', { port: 70000 }), 400, 'HOODY_PROXY_PORT_INVALID', 'port 70000');
+    expectError(await api('PUT', '/api/v1/proxy/routes/not_a_host!', { port: 80 }), 400, 'HOODY_PROXY_HOSTNAME_INVALID', 'hostname not_a_host!');
+    expectError(await api('PATCH', '/api/v1/proxy/cert/bundle', { domain: 'not a domain', cert: 'x', key: 'y' }), 400, 'HOODY_CERT_DOMAIN_INVALID', 'domain with spaces');
+    expectError(await api('GET', '/scripts/never', undefined, 'exec.k.hoody.localhost'), 404, 'HOODY_SCRIPT_UNKNOWN', 'run a script never written');
+    expectError(await api('GET', '/api/v1/scripts/never.ts'), 404, 'HOODY_SCRIPT_UNKNOWN', 'read a script never written');
+    expectError(await api('GET', `/c/${'k'.repeat(600)}/api/v1/files/`, undefined, '127.0.0.1'), 414, 'HOODY_URI_TOO_LONG', 'a 600-character path segment');
+  });
+});
