@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { constants, fstatSync, fsync, type Stats, writeFile } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setImmediate as breathe } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { setImmediate as breathe } from 'node:timers/promises';
 import { AT_REMOVEDIR, closeFd, fdPath, mkdirAt, NO_LINKS, O_PATH, openAnchor, openBeneath, renameAt, STAY_BENEATH, unlinkAt } from '../host/beneath.js';
 import { fail, type HoodyError, isHoodyError } from './errors.js';
+import { BATCH, emptyTree, lstatAt, MAX_TREE_DEPTH, walkTree } from './files-tree.js';
 import type { ContainerRow } from './store.js';
 
 /** The two areas of a container's data volume: `files/` (mounted at /files) and `scripts/` (at /scripts). */
@@ -32,10 +33,6 @@ export interface WriteResult extends FileInfo {
 
 const MAX_PATH = 4096;
 const MAX_SEGMENT = 255;
-/** Deepest directory nesting a recursive walk or delete follows (each level holds a descriptor meanwhile). */
-export const MAX_TREE_DEPTH = 128;
-/** Entries handled between two yields to the event loop (the *at calls are synchronous). */
-const BATCH = 256;
 
 const { O_DIRECTORY, O_NOFOLLOW, O_RDONLY, O_NONBLOCK, O_WRONLY, O_CREAT, O_EXCL } = constants;
 const writeFd = promisify(writeFile);
@@ -56,25 +53,6 @@ function missing(err: unknown): boolean {
 function parentOf(rel: string): { parent: string; name: string } {
   const slash = rel.lastIndexOf('/');
   return slash < 0 ? { parent: '', name: rel } : { parent: rel.slice(0, slash), name: rel.slice(slash + 1) };
-}
-
-/** lstat() of one name in an open directory, never following it; null when it is gone. */
-function lstatAt(dir: number, name: string | Buffer): Stats | null {
-  let fd: number;
-  try {
-    fd = openBeneath(dir, name, O_PATH | O_NOFOLLOW, { resolve: NO_LINKS });
-  } catch {
-    return null;
-  }
-  try {
-    return fstatSync(fd);
-  } finally {
-    closeFd(fd);
-  }
-}
-
-function tooDeep(rel: string): HoodyError {
-  return fail('PATH_TOO_DEEP', `${rel || '/'} nests directories more than ${MAX_TREE_DEPTH} levels deep`);
 }
 
 /**
@@ -258,6 +236,8 @@ export class FileArea {
   async write(userPath: string, data: Buffer | string): Promise<WriteResult> {
     const rel = FileArea.normalize(userPath);
     if (rel === '') throw fail('PATH_CONFLICT', 'cannot write the area itself; name a file');
+    // Nothing written here may be too deep for walk() and a recursive remove() to handle.
+    if (rel.split('/').length > MAX_TREE_DEPTH) throw fail('PATH_TOO_DEEP', `${rel.slice(0, 64)}… has more than ${MAX_TREE_DEPTH} segments`);
     const { parent: parentRel, name } = parentOf(rel);
     return this.anchored(async (root) => {
       let previous: Stats | null = null;
@@ -320,7 +300,7 @@ export class FileArea {
         }
         try {
           isDir = fstatSync(fd).isDirectory();
-          if (isDir && opts.recursive) await this.empty(fd, rel, 1);
+          if (isDir && opts.recursive) await emptyTree(fd, rel);
         } finally {
           closeFd(fd);
         }
@@ -335,41 +315,6 @@ export class FileArea {
     });
   }
 
-  /** Removes everything inside an open directory, depth first, by descriptor; nothing is ever followed. */
-  private async empty(dir: number, rel: string, depth: number): Promise<void> {
-    if (depth > MAX_TREE_DEPTH) throw tooDeep(rel);
-    let done = 0;
-    // A few passes: the container may add entries meanwhile; what is left then fails the caller's rmdir.
-    for (let pass = 0; pass < 3; pass++) {
-      const names = await readdir(fdPath(dir), { encoding: 'buffer' });
-      if (names.length === 0) return;
-      for (const name of names) {
-        if (++done % BATCH === 0) await breathe();
-        let fd: number;
-        try {
-          fd = openBeneath(dir, name, O_PATH | O_NOFOLLOW, { resolve: NO_LINKS });
-        } catch (err) {
-          if (missing(err)) continue;
-          throw err;
-        }
-        let isDir: boolean;
-        try {
-          isDir = fstatSync(fd).isDirectory();
-          if (isDir) await this.empty(fd, rel, depth + 1);
-        } finally {
-          closeFd(fd);
-        }
-        try {
-          unlinkAt(dir, name, isDir ? AT_REMOVEDIR : 0);
-        } catch (err) {
-          const code = errno(err);
-          // swapped or refilled meanwhile: the next pass sees what is there now
-          if (code !== 'ENOENT' && code !== 'EISDIR' && code !== 'ENOTDIR' && code !== 'ENOTEMPTY') throw err;
-        }
-      }
-    }
-  }
-
   /** The entries of a directory, sorted by name (symlinks reported as such, not followed). */
   async list(userPath: string): Promise<DirEntry[]> {
     const rel = FileArea.normalize(userPath);
@@ -378,8 +323,8 @@ export class FileArea {
       try {
         const names = (await readdir(fdPath(dir))).sort();
         const out: DirEntry[] = [];
-        for (const name of names) {
-          if (out.length % BATCH === BATCH - 1) await breathe();
+        for (const [i, name] of names.entries()) {
+          if (i % BATCH === BATCH - 1) await breathe();
           const st = lstatAt(dir, name);
           if (!st) continue; // removed meanwhile
           const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
@@ -405,40 +350,11 @@ export class FileArea {
         if (errno(err) === 'ENOENT') return [];
         throw this.error(err, rel);
       }
-      const out: FileInfo[] = [];
-      let seen = 0;
-      const visit = async (dir: number, prefix: string, depth: number): Promise<void> => {
-        if (depth > MAX_TREE_DEPTH) throw tooDeep(prefix);
-        const entries = await readdir(fdPath(dir), { withFileTypes: true });
-        entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-        for (const e of entries) {
-          if (out.length >= limit) return;
-          if (++seen % BATCH === 0) await breathe();
-          const path = prefix ? `${prefix}/${e.name}` : e.name;
-          if (e.isDirectory()) {
-            let sub: number;
-            try {
-              sub = openBeneath(dir, e.name, O_PATH | O_DIRECTORY | O_NOFOLLOW, { resolve: NO_LINKS });
-            } catch {
-              continue; // gone or swapped for something else meanwhile
-            }
-            try {
-              await visit(sub, path, depth + 1);
-            } finally {
-              closeFd(sub);
-            }
-          } else if (e.isFile()) {
-            const st = lstatAt(dir, e.name);
-            if (st?.isFile()) out.push({ path, size: st.size, mtime: st.mtime.toISOString() });
-          }
-        }
-      };
       try {
-        await visit(top, rel, 1);
+        return await walkTree(top, rel, limit);
       } finally {
         closeFd(top);
       }
-      return out;
     });
   }
 }

@@ -20,8 +20,9 @@ export const STAY_BENEATH = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO
 /** As STAY_BENEATH, and no symlink at all (for names we walk ourselves, e.g. a recursive delete). */
 export const NO_LINKS = STAY_BENEATH | RESOLVE_NO_SYMLINKS;
 
-// 010000000 on x86-64 and arm64 (asm-generic); Node's fs.constants has no O_PATH.
+// x86-64 and arm64 (asm-generic) values; Node's fs.constants has neither.
 export const O_PATH = 0o10000000;
+const O_CLOEXEC = 0o2000000;
 export const AT_FDCWD = -100;
 export const AT_REMOVEDIR = 0x200;
 const SYS_OPENAT2 = 437; // one number on every architecture (the unified syscall table)
@@ -33,6 +34,8 @@ interface Libc {
   unlinkat: Fn;
   mkdirat: Fn;
   renameat: Fn;
+  readlinkat: Fn;
+  symlinkat: Fn;
   errno(): number;
 }
 
@@ -49,6 +52,8 @@ function load(): Libc | null {
       unlinkat: lib.func('int unlinkat(int, const uint8_t *, int)'),
       mkdirat: lib.func('int mkdirat(int, const uint8_t *, uint32_t)'),
       renameat: lib.func('int renameat(int, const uint8_t *, int, const uint8_t *)'),
+      readlinkat: lib.func('long readlinkat(int, const uint8_t *, _Out_ uint8_t *, size_t)'),
+      symlinkat: lib.func('int symlinkat(const uint8_t *, int, const uint8_t *)'),
       errno: () => koffi.errno(),
     };
   } catch {
@@ -88,7 +93,7 @@ function check(call: string, r: number, l: Libc): void {
  */
 export function openBeneath(dirfd: number, path: string | Buffer, flags: number, opts: { mode?: number; resolve?: number } = {}): number {
   const l = need();
-  const how = new BigUint64Array([BigInt(flags | constants.O_CLOEXEC), BigInt(opts.mode ?? 0), BigInt(opts.resolve ?? NO_LINKS)]);
+  const how = new BigUint64Array([BigInt(flags | O_CLOEXEC), BigInt(opts.mode ?? 0), BigInt(opts.resolve ?? NO_LINKS)]);
   const p = cstr(path);
   for (let attempt = 0; ; attempt++) {
     const fd = l.syscall(SYS_OPENAT2, 'int', dirfd, 'const uint8_t *', p, 'void *', how, 'size_t', how.byteLength);
@@ -117,6 +122,20 @@ export function mkdirAt(dirfd: number, name: string | Buffer, mode = 0o755): voi
 export function renameAt(olddirfd: number, oldname: string | Buffer, newdirfd: number, newname: string | Buffer): void {
   const l = need();
   check('renameat', l.renameat(olddirfd, cstr(oldname), newdirfd, cstr(newname)), l);
+}
+
+/** The target of the symlink an O_PATH|O_NOFOLLOW descriptor holds (readlinkat with an empty name). */
+export function readlinkFd(fd: number): Buffer {
+  const l = need();
+  const buf = Buffer.alloc(4096);
+  const n = l.readlinkat(fd, cstr(''), buf, buf.length);
+  if (n < 0) throw sysError('readlinkat', l.errno());
+  return buf.subarray(0, n);
+}
+
+export function symlinkAt(target: string | Buffer, dirfd: number, name: string | Buffer): void {
+  const l = need();
+  check('symlinkat', l.symlinkat(cstr(target), dirfd, cstr(name)), l);
 }
 
 export function closeFd(fd: number): void {
