@@ -244,7 +244,7 @@ return { n, out: out.join('\\n') };`;
       if (r.text.includes(marker)) leaks++;
     };
     const worker = async (w: number) => {
-      for (let i = w; apiCalls < 3000 && Date.now() - started < 40_000 && !damaged; i++) {
+      for (let i = w; apiCalls < 3000 && Date.now() - started < 30_000 && !damaged; i++) {
         if (i % 60 === 59) {
           const r = await run('hammer');
           seen(r);
