@@ -94,6 +94,7 @@ export const errors = {
   IMAGE_INVALID: { status: 400, message: (i: string) => `invalid image reference ${JSON.stringify(i)}` },
   URI_TOO_LONG: { status: 414, message: (d: string) => `request URI too long: ${d}` },
   // boundary: tenant file trees (issue 10.1)
+  PATH_TOO_DEEP: { status: 400, message: (d: string) => `tree too deep: ${d}; remove or list it from inside the container` },
 
   // boundary: daemon survival (issue 10.2)
 

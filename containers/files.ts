@@ -1,8 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
-import { type FileHandle, lstat, mkdir, open, readdir, readlink, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join, sep } from 'node:path';
+import { constants, fstatSync, fsync, type Stats, writeFile } from 'node:fs';
+import { type FileHandle, mkdir, open, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { setImmediate as breathe } from 'node:timers/promises';
+import { AT_REMOVEDIR, closeFd, fdPath, mkdirAt, NO_LINKS, O_PATH, openAnchor, openBeneath, renameAt, STAY_BENEATH, unlinkAt } from '../host/beneath.js';
 import { fail, type HoodyError, isHoodyError } from './errors.js';
+import { BATCH, emptyTree, lstatAt, MAX_TREE_DEPTH, walkTree } from './files-tree.js';
 import type { ContainerRow } from './store.js';
 
 /** The two areas of a container's data volume: `files/` (mounted at /files) and `scripts/` (at /scripts). */
@@ -30,6 +34,10 @@ export interface WriteResult extends FileInfo {
 const MAX_PATH = 4096;
 const MAX_SEGMENT = 255;
 
+const { O_DIRECTORY, O_NOFOLLOW, O_RDONLY, O_NONBLOCK, O_WRONLY, O_CREAT, O_EXCL } = constants;
+const writeFd = promisify(writeFile);
+const fsyncFd = promisify(fsync);
+
 function errno(err: unknown): string | undefined {
   const e = err as NodeJS.ErrnoException | null;
   // libuv has no name for EDQUOT (122 on Linux, what a BTRFS qgroup limit gives): "Unknown system error -122".
@@ -37,39 +45,24 @@ function errno(err: unknown): string | undefined {
   return e?.code;
 }
 
-function inside(path: string, root: string): boolean {
-  return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
+function missing(err: unknown): boolean {
+  const code = errno(err);
+  return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
-/** Maps a filesystem error on a user path onto the catalogue; anything unexpected is rethrown as is. */
-function fsError(err: unknown, rel: string): HoodyError | unknown {
-  if (isHoodyError(err)) return err;
-  switch (errno(err)) {
-    case 'ENOENT':
-    case 'ENOTDIR':
-      return fail('FILE_UNKNOWN', rel || '/');
-    case 'EISDIR':
-      return fail('PATH_CONFLICT', `${rel || '/'} is a directory`);
-    case 'ENOTEMPTY':
-    case 'EEXIST':
-      return fail('PATH_CONFLICT', `${rel || '/'} is a directory that is not empty (add ?recursive=true)`);
-    case 'ELOOP':
-      return fail('PATH_INVALID', `${rel}: too many levels of symbolic links`);
-    case 'ENOSPC':
-    case 'EDQUOT':
-      return fail('POOL_FULL', `no space left for ${rel} (disk quota or pool)`);
-    case 'ENAMETOOLONG':
-      return fail('PATH_INVALID', 'name too long');
-  }
-  return err;
+function parentOf(rel: string): { parent: string; name: string } {
+  const slash = rel.lastIndexOf('/');
+  return slash < 0 ? { parent: '', name: rel } : { parent: rel.slice(0, slash), name: rel.slice(slash + 1) };
 }
 
 /**
  * One area of a container's data volume, and the only way hoody touches files in it on a user's behalf.
- * Every user path is checked twice: syntactically (no `..`, no absolute path, no NUL) and against symlinks
- * (the real path of its deepest existing ancestor must stay inside the area). Files are opened and then
- * checked once more through /proc/self/fd, so a symlink swapped in by a process inside the container between
- * the check and the open is caught too; only regular files are ever opened (no FIFOs or device nodes).
+ * A process in the container may rename anything in the area at any moment (a directory swapped for a symlink
+ * to the host's /, thousands of times a second), so no path string is ever resolved twice: the area root is
+ * opened once per operation, a user path is resolved beneath it by the kernel in one step (openat2
+ * RESOLVE_BENEATH: symlinks are followed only while they stay inside, absolute ones and `..` out are refused),
+ * and every later step acts on descriptors (*at calls on the parent, content through the opened file).
+ * Only regular files are ever opened for content (no FIFOs or device nodes).
  */
 export class FileArea {
   constructor(readonly root: string) {}
@@ -94,76 +87,103 @@ export class FileArea {
     return segments.join('/');
   }
 
-  private async realRoot(): Promise<string> {
+  /** Maps a filesystem error on a user path onto the catalogue; anything unexpected is rethrown as is. */
+  private error(err: unknown, rel: string): HoodyError | unknown {
+    if (isHoodyError(err)) return err;
+    switch (errno(err)) {
+      case 'ENOENT':
+      case 'ENOTDIR':
+        return fail('FILE_UNKNOWN', rel || '/');
+      case 'EISDIR':
+        return fail('PATH_CONFLICT', `${rel || '/'} is a directory`);
+      case 'ENOTEMPTY':
+      case 'EEXIST':
+        return fail('PATH_CONFLICT', `${rel || '/'} is a directory that is not empty (add ?recursive=true)`);
+      case 'EXDEV': // RESOLVE_BENEATH: an absolute symlink, a `..` out, or a mount on the way
+        return fail('PATH_INVALID', `${rel} resolves outside the ${this.name} area`);
+      case 'ELOOP':
+        return fail('PATH_INVALID', `${rel}: a symbolic link where none is followed, or too many levels of them`);
+      case 'EAGAIN':
+        return fail('PATH_INVALID', `${rel}: the path kept changing while it was resolved`);
+      case 'ENOSPC':
+      case 'EDQUOT':
+        return fail('POOL_FULL', `no space left for ${rel} (disk quota or pool)`);
+      case 'ENAMETOOLONG':
+        return fail('PATH_INVALID', 'name too long');
+    }
+    return err;
+  }
+
+  private get name(): string {
+    return this.root.slice(this.root.lastIndexOf('/') + 1);
+  }
+
+  /** Runs `fn` with a descriptor of the area root (made if missing; the daemon owns the path up to it). */
+  private async anchored<T>(fn: (root: number) => Promise<T> | T): Promise<T> {
+    let root: number;
     try {
-      return await realpath(this.root);
+      root = openAnchor(this.root);
     } catch (err) {
-      if (errno(err) === 'ENOENT') {
-        await mkdir(this.root, { recursive: true });
-        return realpath(this.root);
-      }
-      throw err;
+      if (errno(err) !== 'ENOENT') throw err;
+      await mkdir(this.root, { recursive: true });
+      root = openAnchor(this.root);
+    }
+    try {
+      return await fn(root);
+    } finally {
+      closeFd(root);
     }
   }
 
-  /** The absolute path of a user path, refused if it or its deepest existing ancestor resolves outside. */
-  async resolve(userPath: string): Promise<{ rel: string; abs: string; rootReal: string }> {
-    const rel = FileArea.normalize(userPath);
-    const rootReal = await this.realRoot();
-    const abs = rel === '' ? rootReal : join(rootReal, rel);
-    let probe = abs;
-    for (;;) {
-      try {
-        const real = await realpath(probe);
-        if (!inside(real, rootReal)) throw fail('PATH_INVALID', `${rel} resolves outside the ${basename(this.root)} area`);
-        break;
-      } catch (err) {
-        const code = errno(err);
-        if ((code !== 'ENOENT' && code !== 'ENOTDIR') || probe === rootReal) throw fsError(err, rel);
-        probe = dirname(probe);
-      }
+  /** O_PATH descriptor of a user path beneath the root, symlinks inside the area followed; errors mapped. */
+  private lookup(root: number, rel: string, flags = 0): number {
+    try {
+      return openBeneath(root, rel || '.', O_PATH | flags, { resolve: STAY_BENEATH });
+    } catch (err) {
+      throw this.error(err, rel);
     }
-    return { rel, abs, rootReal };
   }
 
-  /** Refuses a descriptor whose file is not (any longer) inside the area. */
-  private async verifyOpen(handle: FileHandle, rootReal: string, rel: string): Promise<void> {
-    const real = await readlink(`/proc/self/fd/${handle.fd}`);
-    if (!inside(real, rootReal)) throw fail('PATH_INVALID', `${rel} resolves outside the ${basename(this.root)} area`);
+  /** Makes the area if it is missing (a namespace opening). */
+  async ensure(): Promise<void> {
+    await this.anchored(() => undefined);
   }
 
   /** stat() of a user path (symlinks inside the area followed); null when nothing is there. */
   async stat(userPath: string): Promise<Stats | null> {
-    const { abs, rel } = await this.resolve(userPath);
-    try {
-      return await stat(abs);
-    } catch (err) {
-      const code = errno(err);
-      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-      throw fsError(err, rel);
-    }
+    const rel = FileArea.normalize(userPath);
+    return this.anchored((root) => {
+      let fd: number;
+      try {
+        fd = openBeneath(root, rel || '.', O_PATH, { resolve: STAY_BENEATH });
+      } catch (err) {
+        if (missing(err)) return null;
+        throw this.error(err, rel);
+      }
+      try {
+        return fstatSync(fd);
+      } finally {
+        closeFd(fd);
+      }
+    });
   }
 
   /** Opens a regular file for reading; the caller closes the handle. */
   async openRead(userPath: string): Promise<{ handle: FileHandle; info: FileInfo }> {
-    const { abs, rel, rootReal } = await this.resolve(userPath);
-    let handle: FileHandle;
-    try {
-      // O_NONBLOCK: a FIFO planted inside the container must not hang the daemon on open
-      handle = await open(abs, constants.O_RDONLY | constants.O_NONBLOCK);
-    } catch (err) {
-      throw fsError(err, rel);
-    }
-    try {
-      await this.verifyOpen(handle, rootReal, rel);
-      const st = await handle.stat();
-      if (st.isDirectory()) throw fail('PATH_CONFLICT', `${rel || '/'} is a directory`);
-      if (!st.isFile()) throw fail('PATH_CONFLICT', `${rel} is not a regular file`);
-      return { handle, info: { path: rel, size: st.size, mtime: st.mtime.toISOString() } };
-    } catch (err) {
-      await handle.close();
-      throw err;
-    }
+    const rel = FileArea.normalize(userPath);
+    return this.anchored(async (root) => {
+      const fd = this.lookup(root, rel);
+      try {
+        const st = fstatSync(fd);
+        if (st.isDirectory()) throw fail('PATH_CONFLICT', `${rel || '/'} is a directory`);
+        if (!st.isFile()) throw fail('PATH_CONFLICT', `${rel} is not a regular file`);
+        // Reopens the very inode checked above (the O_PATH descriptor pins it); O_NONBLOCK as a second guard.
+        const handle = await open(fdPath(fd), O_RDONLY | O_NONBLOCK);
+        return { handle, info: { path: rel, size: st.size, mtime: st.mtime.toISOString() } };
+      } finally {
+        closeFd(fd);
+      }
+    });
   }
 
   async read(userPath: string): Promise<Buffer> {
@@ -175,42 +195,89 @@ export class FileArea {
     }
   }
 
+  /**
+   * The directory `dirRel` as an O_PATH descriptor, made with its missing parents (mkdir -p). Existing
+   * parts resolve like any user path; the parts made here must stay what was made (no symlink swapped in).
+   */
+  private makeDirs(root: number, dirRel: string, rel: string): number {
+    const segments = dirRel === '' ? [] : dirRel.split('/');
+    let have = segments.length;
+    let fd: number;
+    for (;;) {
+      try {
+        fd = openBeneath(root, segments.slice(0, have).join('/') || '.', O_PATH | O_DIRECTORY, { resolve: STAY_BENEATH });
+        break;
+      } catch (err) {
+        if (errno(err) === 'ENOTDIR') throw fail('PATH_CONFLICT', `a parent of ${rel} is not a directory`);
+        if (errno(err) !== 'ENOENT' || have === 0) throw this.error(err, rel);
+        have--;
+      }
+    }
+    for (let i = have; i < segments.length; i++) {
+      try {
+        try {
+          mkdirAt(fd, segments[i]!, 0o755);
+        } catch (err) {
+          if (errno(err) !== 'EEXIST') throw err;
+        }
+        const next = openBeneath(fd, segments[i]!, O_PATH | O_DIRECTORY | O_NOFOLLOW, { resolve: NO_LINKS });
+        closeFd(fd);
+        fd = next;
+      } catch (err) {
+        closeFd(fd);
+        if (errno(err) === 'ENOTDIR') throw fail('PATH_CONFLICT', `a parent of ${rel} is not a directory`);
+        throw this.error(err, rel);
+      }
+    }
+    return fd;
+  }
+
   /** Atomic write: a temp file beside the target, synced, then renamed over it; parents made as needed. */
   async write(userPath: string, data: Buffer | string): Promise<WriteResult> {
-    const { abs, rel, rootReal } = await this.resolve(userPath);
+    const rel = FileArea.normalize(userPath);
     if (rel === '') throw fail('PATH_CONFLICT', 'cannot write the area itself; name a file');
-    let previous: Stats | null = null;
-    try {
-      previous = await stat(abs);
-    } catch (err) {
-      if (errno(err) !== 'ENOENT' && errno(err) !== 'ENOTDIR') throw fsError(err, rel);
-    }
-    if (previous?.isDirectory()) throw fail('PATH_CONFLICT', `${rel} is a directory`);
-    const parent = dirname(abs);
-    try {
-      await mkdir(parent, { recursive: true });
-    } catch (err) {
-      if (errno(err) === 'EEXIST' || errno(err) === 'ENOTDIR') throw fail('PATH_CONFLICT', `a parent of ${rel} is not a directory`);
-      throw fsError(err, rel);
-    }
-    const tmp = join(parent, `.${basename(abs)}.${randomBytes(6).toString('hex')}.tmp`);
-    const mode = previous?.isFile() ? previous.mode & 0o7777 : 0o644;
-    let handle: FileHandle | undefined;
-    try {
-      handle = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
-      await this.verifyOpen(handle, rootReal, rel);
-      await handle.writeFile(data);
-      await handle.sync();
-      await handle.close();
-      handle = undefined;
-      await rename(tmp, abs);
-    } catch (err) {
-      await handle?.close().catch(() => undefined);
-      await unlink(tmp).catch(() => undefined);
-      throw fsError(err, rel);
-    }
-    const st = await stat(abs);
-    return { path: rel, size: st.size, mtime: st.mtime.toISOString(), created: previous === null };
+    // Nothing written here may be too deep for walk() and a recursive remove() to handle.
+    if (rel.split('/').length > MAX_TREE_DEPTH) throw fail('PATH_TOO_DEEP', `${rel.slice(0, 64)}… has more than ${MAX_TREE_DEPTH} segments`);
+    const { parent: parentRel, name } = parentOf(rel);
+    return this.anchored(async (root) => {
+      let previous: Stats | null = null;
+      try {
+        const fd = openBeneath(root, rel, O_PATH, { resolve: STAY_BENEATH });
+        try {
+          previous = fstatSync(fd);
+        } finally {
+          closeFd(fd);
+        }
+      } catch (err) {
+        if (!missing(err)) throw this.error(err, rel);
+      }
+      if (previous?.isDirectory()) throw fail('PATH_CONFLICT', `${rel} is a directory`);
+      // The permission bits carry over, never setuid/setgid: the daemon writes as root.
+      const mode = previous?.isFile() ? previous.mode & 0o777 : 0o644;
+      const parent = this.makeDirs(root, parentRel, rel);
+      const tmp = `.${name}.${randomBytes(6).toString('hex')}.tmp`;
+      let fd: number | undefined;
+      try {
+        fd = openBeneath(parent, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, { mode, resolve: NO_LINKS });
+        await writeFd(fd, data);
+        await fsyncFd(fd);
+        const st = fstatSync(fd);
+        closeFd(fd);
+        fd = undefined;
+        renameAt(parent, tmp, parent, name);
+        return { path: rel, size: st.size, mtime: st.mtime.toISOString(), created: previous === null };
+      } catch (err) {
+        if (fd !== undefined) closeFd(fd);
+        try {
+          unlinkAt(parent, tmp);
+        } catch {
+          // never made, or already renamed
+        }
+        throw this.error(err, rel);
+      } finally {
+        closeFd(parent);
+      }
+    });
   }
 
   /**
@@ -220,60 +287,74 @@ export class FileArea {
   async remove(userPath: string, opts: { recursive?: boolean } = {}): Promise<void> {
     const rel = FileArea.normalize(userPath);
     if (rel === '') throw fail('PATH_INVALID', 'cannot delete the area itself');
-    const parent = await this.resolve(rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '');
-    const abs = join(parent.abs, basename(rel));
-    try {
-      const st = await lstat(abs);
-      if (!st.isDirectory()) await unlink(abs);
-      else if (opts.recursive) await rm(abs, { recursive: true });
-      else await rmdir(abs);
-    } catch (err) {
-      throw fsError(err, rel);
-    }
+    const { parent: parentRel, name } = parentOf(rel);
+    await this.anchored(async (root) => {
+      const parent = this.lookup(root, parentRel, O_DIRECTORY);
+      try {
+        let isDir: boolean;
+        let fd: number;
+        try {
+          fd = openBeneath(parent, name, O_PATH | O_NOFOLLOW, { resolve: NO_LINKS });
+        } catch (err) {
+          throw this.error(err, rel);
+        }
+        try {
+          isDir = fstatSync(fd).isDirectory();
+          if (isDir && opts.recursive) await emptyTree(fd, rel);
+        } finally {
+          closeFd(fd);
+        }
+        try {
+          unlinkAt(parent, name, isDir ? AT_REMOVEDIR : 0);
+        } catch (err) {
+          throw this.error(err, rel);
+        }
+      } finally {
+        closeFd(parent);
+      }
+    });
   }
 
   /** The entries of a directory, sorted by name (symlinks reported as such, not followed). */
   async list(userPath: string): Promise<DirEntry[]> {
-    const { abs, rel } = await this.resolve(userPath);
-    try {
-      const names = (await readdir(abs)).sort();
-      const out: DirEntry[] = [];
-      for (const name of names) {
-        const st = await lstat(join(abs, name)).catch(() => null);
-        if (!st) continue; // removed meanwhile
-        const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
-        out.push({ name, type, size: st.size, mtime: st.mtime.toISOString() });
+    const rel = FileArea.normalize(userPath);
+    return this.anchored(async (root) => {
+      const dir = this.lookup(root, rel, O_DIRECTORY);
+      try {
+        const names = (await readdir(fdPath(dir))).sort();
+        const out: DirEntry[] = [];
+        for (const [i, name] of names.entries()) {
+          if (i % BATCH === BATCH - 1) await breathe();
+          const st = lstatAt(dir, name);
+          if (!st) continue; // removed meanwhile
+          const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+          out.push({ name, type, size: st.size, mtime: st.mtime.toISOString() });
+        }
+        return out;
+      } catch (err) {
+        throw this.error(err, rel);
+      } finally {
+        closeFd(dir);
       }
-      return out;
-    } catch (err) {
-      throw fsError(err, rel);
-    }
+    });
   }
 
   /** Regular files under a directory, recursively, without following symlinks; at most `limit` of them. */
   async walk(userPath = '', limit = 10_000): Promise<FileInfo[]> {
-    const { abs, rel } = await this.resolve(userPath);
-    const out: FileInfo[] = [];
-    const visit = async (dir: string, prefix: string): Promise<void> => {
-      let entries: import('node:fs').Dirent[];
+    const rel = FileArea.normalize(userPath);
+    return this.anchored(async (root) => {
+      let top: number;
       try {
-        entries = await readdir(dir, { withFileTypes: true });
+        top = openBeneath(root, rel || '.', O_PATH | O_DIRECTORY, { resolve: STAY_BENEATH });
       } catch (err) {
-        if (errno(err) === 'ENOENT') return;
-        throw err;
+        if (errno(err) === 'ENOENT') return [];
+        throw this.error(err, rel);
       }
-      entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      for (const e of entries) {
-        if (out.length >= limit) return;
-        const path = prefix ? `${prefix}/${e.name}` : e.name;
-        if (e.isDirectory()) await visit(join(dir, e.name), path);
-        else if (e.isFile()) {
-          const st = await lstat(join(dir, e.name)).catch(() => null);
-          if (st) out.push({ path, size: st.size, mtime: st.mtime.toISOString() });
-        }
+      try {
+        return await walkTree(top, rel, limit);
+      } finally {
+        closeFd(top);
       }
-    };
-    await visit(abs, rel);
-    return out;
+    });
   }
 }

@@ -234,7 +234,7 @@ export class ExecService implements NamespaceHooks {
   // ---- NamespaceHooks
 
   async open(row: ContainerRow): Promise<void> {
-    await FileArea.of(row, 'scripts').resolve('');
+    await FileArea.of(row, 'scripts').ensure();
   }
 
   /**

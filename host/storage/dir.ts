@@ -1,18 +1,10 @@
-import { cp, mkdir, readdir, rm, stat, statfs, writeFile, readFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, statfs, writeFile, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { PoolUsage, StorageDriver, VolumeUsage } from './driver.js';
+import { copyTree, treeBytes } from './tree.js';
 
 const MARKER = '.hoody-volume';
 
-async function duBytes(path: string): Promise<number> {
-  let total = 0;
-  for (const e of await readdir(path, { withFileTypes: true })) {
-    const p = join(path, e.name);
-    if (e.isDirectory()) total += await duBytes(p);
-    else if (e.isFile()) total += (await stat(p)).size;
-  }
-  return total;
-}
 
 /**
  * Plain-directory driver: a fake beside the real BtrfsDriver (for hosts without BTRFS and for the
@@ -28,7 +20,13 @@ export class DirDriver implements StorageDriver {
   }
   async snapshot(source: string, target: string): Promise<void> {
     await mkdir(dirname(target), { recursive: true });
-    await cp(source, target, { recursive: true, errorOnExist: true, force: false });
+    await mkdir(target);
+    try {
+      await copyTree(source, target); // by descriptor: the source is a tenant's live tree
+    } catch (err) {
+      await rm(target, { recursive: true, force: true });
+      throw err;
+    }
   }
   async deleteVolume(path: string): Promise<void> {
     await rm(path, { recursive: true, force: true });
@@ -50,7 +48,7 @@ export class DirDriver implements StorageDriver {
   }
   async usage(path: string): Promise<VolumeUsage> {
     const meta = JSON.parse(await readFile(join(path, MARKER), 'utf8')) as { limit: number | null };
-    const bytes = await duBytes(path);
+    const bytes = await treeBytes(path); // by descriptor: a tenant's live tree
     return { exclusiveBytes: bytes, referencedBytes: bytes, limitBytes: meta.limit };
   }
   async poolUsage(path: string): Promise<PoolUsage> {
