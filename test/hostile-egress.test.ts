@@ -136,6 +136,7 @@ describe('hostile tenant: egress holds without the daemon', () => {
     hostServer?.close();
     await d?.destroy();
     await remote?.remove();
+    await execa('docker', ['rmi', PROBE_IMAGE], { reject: false });
   });
 
   test("a container restarted by the engine while hoodyd is dead is filtered from its first instruction", async () => {
@@ -186,6 +187,29 @@ describe('hostile tenant: egress holds without the daemon', () => {
       const hostPort = (hostServer.address() as { port: number }).port;
       const c = await dockerExec(a.engineId, ['sh', '-c', `nc -w 3 ${v6} ${hostPort} </dev/null 2>&1`]);
       assert.doesNotMatch(c.output, /host service/);
+    }
+  });
+
+  test('containers made on the default bridge (egress open) move to the filtered network, and back when opted out', async () => {
+    const e = await startTestDaemon({ HOODY_CONTAINER_EGRESS: 'open' });
+    try {
+      await e.client.call('POST', '/v1/containers', { name: 'old' });
+      const v = await e.client.call<View>('GET', '/v1/containers/old');
+      const networks = async () => Object.keys(JSON.parse(String((await execa('docker', ['inspect', '--format', '{{json .NetworkSettings.Networks}}', v.engineId])).stdout)) as object);
+      assert.deepEqual(await networks(), ['bridge']);
+      e.env.HOODY_CONTAINER_EGRESS = 'restricted';
+      await e.restart();
+      const moved = await networks();
+      assert.equal(moved.length, 1);
+      assert.match(moved[0]!, /^hoody-[0-9a-f]{6}$/);
+      // The move holds across an engine-initiated restart too.
+      await sh('docker', ['restart', '-t', '1', v.engineId]);
+      assert.deepEqual(await networks(), moved);
+      e.env.HOODY_CONTAINER_EGRESS = 'open';
+      await e.restart();
+      assert.deepEqual(await networks(), ['bridge']);
+    } finally {
+      await e.destroy();
     }
   });
 });
