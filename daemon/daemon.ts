@@ -10,7 +10,7 @@ import { reconcile } from '../containers/lifecycle.js';
 import { ensureTemplate } from '../containers/provision.js';
 import { collectStats } from '../containers/stats.js';
 import { ContainerStore } from '../containers/store.js';
-import { applyHostEgress, destroyHostEgress, egressNames, ensureEgressNetwork, saveEgressPorts } from '../host/egress.js';
+import { applyHostEgress, destroyHostEgress, egressNames, ensureEgressNetwork, saveEgressPorts, savedEgressPorts } from '../host/egress.js';
 import { DockerEngine } from '../host/engine.js';
 import { hostInfo } from '../host/info.js';
 import { KsmController } from '../host/ksm.js';
@@ -106,8 +106,9 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   });
   ports = await pub.listen(config.httpPort, config.httpsPort);
   log.info({ http: ports.http, https: ports.https, domain: config.domain }, 'public listeners up');
-  if (restricted) {
-    await applyHostEgress(egress, [ports.http, ports.https]);
+  const saved = await savedEgressPorts(config.stateDir);
+  if (restricted && (saved?.[0] !== ports.http || saved?.[1] !== ports.https)) {
+    await applyHostEgress(egress, [ports.http, ports.https]); // setupHost() put the last ones in: only a change rewrites
     await saveEgressPorts(config.stateDir, [ports.http, ports.https]);
   }
   // Network namespaces keep their redirects while running, but the ports may have changed since.

@@ -1,7 +1,7 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
-import { CommandError, run } from './command.js';
+import { run } from './command.js';
 
 /**
  * The egress policy of one daemon's containers, enforced on the host rather than inside each container:
@@ -62,43 +62,40 @@ function jumps(names: EgressNames, family: IpFamily): { parent: string; rule: st
   ];
 }
 
-async function has(family: IpFamily, args: string[]): Promise<boolean> {
-  try {
-    await run(tool(family), ['-w', ...args]);
-    return true;
-  } catch (err) {
-    if (err instanceof CommandError) return false;
-    throw err;
-  }
+/** The filter table as `-S` lines: one call tells which chains and jumps exist. */
+async function ruleLines(family: IpFamily): Promise<Set<string>> {
+  return new Set((await run(tool(family), ['-w', '-S'])).stdout.split('\n').map((l) => l.trim()));
 }
 
 /**
- * Installs (or replaces) the policy for both families: the chains first, then the jumps into them at the top
- * of their parents (added once). Idempotent; safe to call on every start and whenever the public ports change.
+ * Installs (or replaces) the policy for both families: one iptables-restore each that replaces hoody's chains and
+ * adds the jumps into them at the top of their parents when missing. Idempotent; runs on every start and
+ * whenever the public ports change (two process spawns per family: the daemon's restart time matters).
  */
 export async function applyHostEgress(names: EgressNames, allowedPorts: readonly number[]): Promise<void> {
   for (const family of [4, 6] as const) {
+    let have = await ruleLines(family);
     const parent = FORWARD_PARENT[family];
     // Docker creates DOCKER-USER at its start; before that (boot), hoody's rules must already be in place.
-    if (!(await has(family, ['-S', parent]))) await run(tool(family), ['-w', '-N', parent]);
-    await run(`${tool(family)}-restore`, ['-w', '--noflush'], { input: hostEgressRules(names, allowedPorts, family) });
-    for (const j of jumps(names, family)) {
-      if (!(await has(family, ['-C', j.parent, ...j.rule]))) await run(tool(family), ['-w', '-I', j.parent, '1', ...j.rule]);
+    if (!have.has(`-N ${parent}`) && !have.has(`-P ${parent} ACCEPT`) && !have.has(`-P ${parent} DROP`)) {
+      await run(tool(family), ['-w', '-N', parent]);
+      have = await ruleLines(family);
     }
+    const missing = jumps(names, family).filter((j) => !have.has(`-A ${j.parent} ${j.rule.join(' ')}`));
+    const text = hostEgressRules(names, allowedPorts, family).replace(/COMMIT\n$/, '');
+    const add = missing.map((j) => `-I ${j.parent} 1 ${j.rule.join(' ')}`);
+    await run(`${tool(family)}-restore`, ['-w', '--noflush'], { input: `${text}${add.map((l) => `${l}\n`).join('')}COMMIT\n` });
   }
 }
 
 /** Removes the jumps and the chains (the daemon's state is being destroyed); missing pieces are fine. */
 export async function removeHostEgress(names: EgressNames): Promise<void> {
   for (const family of [4, 6] as const) {
-    for (const j of jumps(names, family)) {
-      while (await has(family, ['-C', j.parent, ...j.rule])) await run(tool(family), ['-w', '-D', j.parent, ...j.rule]);
-    }
-    for (const chain of [names.inChain, names.fwdChain]) {
-      if (!(await has(family, ['-S', chain]))) continue;
-      await run(tool(family), ['-w', '-F', chain]);
-      await run(tool(family), ['-w', '-X', chain]);
-    }
+    const have = await ruleLines(family);
+    const lines: string[] = [];
+    for (const j of jumps(names, family)) if (have.has(`-A ${j.parent} ${j.rule.join(' ')}`)) lines.push(`-D ${j.parent} ${j.rule.join(' ')}`);
+    for (const chain of [names.inChain, names.fwdChain]) if (have.has(`-N ${chain}`)) lines.push(`-F ${chain}`, `-X ${chain}`);
+    if (lines.length) await run(`${tool(family)}-restore`, ['-w', '--noflush'], { input: `*filter\n${lines.join('\n')}\nCOMMIT\n` });
   }
 }
 
