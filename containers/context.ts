@@ -17,6 +17,9 @@ export interface SpecExtras {
   extraHosts: string[];
   binds: string[];
   env: string[];
+  /** The engine network the container is created on (the daemon's egress-filtered bridge). */
+  network?: string;
+  sysctls?: Record<string, string>;
 }
 
 export const NO_EXTRAS = (): SpecExtras => ({ extraHosts: [], binds: [], env: [] });

@@ -1,4 +1,3 @@
-import { networkInterfaces } from 'node:os';
 import { applyNetnsRules } from '../host/netns.js';
 import type { ContainerContext, NamespaceHooks, SpecExtras } from './context.js';
 import type { ContainerRow } from './store.js';
@@ -9,13 +8,8 @@ export interface PublicPorts {
   https: number;
 }
 
-/** The host's own IPv4 addresses (besides loopback): a container reaches none but hoody's public ports. */
-function hostAddresses(): string[] {
-  return Object.values(networkInterfaces())
-    .flat()
-    .filter((a) => a && a.family === 'IPv4' && !a.internal)
-    .map((a) => a!.address);
-}
+/** IPv6 off in every container from its first instruction: nothing v6 can leave, whatever the engine's defaults. */
+export const NO_IPV6 = { 'net.ipv6.conf.all.disable_ipv6': '1', 'net.ipv6.conf.default.disable_ipv6': '1' } as const;
 
 /** The service hostnames of one container: cron.<ctr>.<domain>, exec…, api…, and the token-only ones. */
 export function serviceHostnames(domain: string, name: string): string[] {
@@ -26,6 +20,7 @@ export function serviceHostnames(domain: string, name: string): string[] {
  * Makes each container reach its own service hostnames on the host: /etc/hosts entries (host-gateway),
  * the host CA in its trust bundle, and loopback redirects for `*.localhost` names that curl never
  * looks up. Applied at create and again on every start (the network namespace is new each time).
+ * The egress policy itself is the network the container is created on (host/egress.ts).
  */
 export class ServiceNetwork implements NamespaceHooks {
   constructor(
@@ -34,8 +29,8 @@ export class ServiceNetwork implements NamespaceHooks {
     private readonly ports: () => PublicPorts,
     private readonly caBundle: string,
     private readonly caCert: string,
-    /** false: the operator opted out of the egress policy (HOODY_CONTAINER_EGRESS=open). */
-    private readonly restrictEgress = true,
+    /** The daemon's egress-filtered network; null: the operator opted out (HOODY_CONTAINER_EGRESS=open). */
+    private readonly egressNetwork: string | null = null,
   ) {}
 
   extras(name: string): SpecExtras {
@@ -43,7 +38,18 @@ export class ServiceNetwork implements NamespaceHooks {
       extraHosts: serviceHostnames(this.domain, name).map((h) => `${h}:host-gateway`),
       binds: [`${this.caBundle}:/etc/ssl/certs/ca-certificates.crt:ro`, `${this.caCert}:/usr/local/share/ca-certificates/hoody-ca.crt:ro`],
       env: [`HOODY_DOMAIN=${this.domain}`, 'SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'],
+      ...(this.egressNetwork ? { network: this.egressNetwork, sysctls: { ...NO_IPV6 } } : {}),
     };
+  }
+
+  /**
+   * A container made before the egress network existed (on the engine's default bridge) is moved onto it,
+   * and back when the operator opted out; the engine keeps the attachment across restarts. Its IPv6 setting
+   * cannot change after create: the bridge's ip6tables chains hold for it instead.
+   */
+  async migrate(row: ContainerRow): Promise<void> {
+    if (!row.engineId) return;
+    await this.ctx().engine.moveToNetwork(row.engineId, this.egressNetwork ?? 'bridge');
   }
 
   async apply(row: ContainerRow): Promise<void> {
@@ -58,14 +64,7 @@ export class ServiceNetwork implements NamespaceHooks {
     ];
     if (http !== 80) redirects.push({ fromPort: http, toHost: live.gateway, toPort: http });
     if (https !== 443) redirects.push({ fromPort: https, toHost: live.gateway, toPort: https });
-    const egress = this.restrictEgress
-      ? {
-          hostAddresses: [...new Set([live.gateway, ...hostAddresses()])],
-          allowedHostPorts: [http, https],
-          blockedNetworks: [...(live.subnet ? [live.subnet] : []), '169.254.0.0/16'],
-        }
-      : null;
-    await applyNetnsRules(live.pid, { redirects, egress });
+    await applyNetnsRules(live.pid, redirects);
   }
 
   async open(row: ContainerRow): Promise<void> {

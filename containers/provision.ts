@@ -52,6 +52,8 @@ function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
     binds: [`${join(row.volume, 'files')}:/files`, `${join(row.volume, 'scripts')}:/scripts`, ...extras.binds],
     extraHosts: extras.extraHosts,
     env: [`HOODY_CONTAINER=${row.name}`, ...extras.env],
+    ...(extras.network ? { network: extras.network } : {}),
+    ...(extras.sysctls ? { sysctls: extras.sysctls } : {}),
   };
 }
 

@@ -10,6 +10,7 @@ import { reconcile } from '../containers/lifecycle.js';
 import { ensureTemplate } from '../containers/provision.js';
 import { collectStats } from '../containers/stats.js';
 import { ContainerStore } from '../containers/store.js';
+import { applyHostEgress, destroyHostEgress, egressNames, ensureEgressNetwork, saveEgressPorts, savedEgressPorts } from '../host/egress.js';
 import { DockerEngine } from '../host/engine.js';
 import { hostInfo } from '../host/info.js';
 import { KsmController } from '../host/ksm.js';
@@ -78,9 +79,17 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   // A deleted container's service certificate goes with it.
   ctx.hooks.push({ open: async () => undefined, close: async (row) => certs.forget(row.name) });
   let ports = { http: config.httpPort, https: config.httpsPort };
-  const network = new ServiceNetwork(() => ctx, config.domain, () => ports, trust.bundlePath, trust.caPath, config.containerEgress === 'restricted');
+  const egress = egressNames(config.instance);
+  const restricted = config.containerEgress === 'restricted';
+  // The host chains are in force since setupHost(); the network they are bound to is made here if missing.
+  if (restricted) await ensureEgressNetwork(new DockerEngine(config.dockerSocket).docker, egress, config.instance);
+  const network = new ServiceNetwork(() => ctx, config.domain, () => ports, trust.bundlePath, trust.caPath, restricted ? egress.network : null);
   ctx.specExtras = (name) => network.extras(name);
   ctx.hooks.push(network);
+  for (const row of ctx.store.list()) {
+    if (row.phase === 'ready') await network.migrate(row).catch((err: unknown) => log.warn({ err, container: row.name }, 'moving to the egress network failed'));
+  }
+  if (!restricted) await destroyHostEgress(new DockerEngine(config.dockerSocket).docker, config.instance, config.stateDir).catch((err: unknown) => log.warn({ err }, 'removing the egress policy failed'));
   let pub: PublicServer | undefined;
   const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app);
 
@@ -104,6 +113,11 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   });
   ports = await pub.listen(config.httpPort, config.httpsPort);
   log.info({ http: ports.http, https: ports.https, domain: config.domain }, 'public listeners up');
+  const saved = await savedEgressPorts(config.stateDir);
+  if (restricted && (saved?.[0] !== ports.http || saved?.[1] !== ports.https)) {
+    await applyHostEgress(egress, [ports.http, ports.https]); // setupHost() put the last ones in: only a change rewrites
+    await saveEgressPorts(config.stateDir, [ports.http, ports.https]);
+  }
   // Network namespaces keep their redirects while running, but the ports may have changed since.
   for (const row of ctx.store.list()) {
     if (row.phase === 'ready') await network.apply(row).catch((err: unknown) => log.warn({ err, container: row.name }, 'network set-up failed'));

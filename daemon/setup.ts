@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { applyHostEgress, egressNames, savedEgressPorts } from '../host/egress.js';
 import { DockerEngine, ensureEngine } from '../host/engine.js';
 import { BASE_IMAGE, BUSYBOX_IMAGE, buildBaseImage, buildBusyboxImage } from '../host/images.js';
 import { KsmController } from '../host/ksm.js';
@@ -28,6 +29,11 @@ export async function setupHost(
   if (pool.mountWarning) {
     log.warn({ pool: pool.paths.root }, pool.mountWarning);
     opts.onStep?.(`WARNING: ${pool.mountWarning}`);
+  }
+  if (config.containerEgress === 'restricted') {
+    // Before the engine: at boot it restarts containers on its own, and they must be filtered from their first packet.
+    step(`egress: ${egressNames(config.instance).bridge}`);
+    await applyHostEgress(egressNames(config.instance), (await savedEgressPorts(config.stateDir)) ?? [config.httpPort, config.httpsPort]);
   }
   step(`engine: ${config.dockerSocket}`);
   const engine = await ensureEngine({

@@ -17,6 +17,10 @@ export interface ContainerSpec {
   binds: string[];
   extraHosts?: string[];
   env?: string[];
+  /** The engine network to attach to at create (default: the engine's default bridge). */
+  network?: string;
+  /** Namespaced kernel settings, in force before the container's first instruction (e.g. IPv6 off). */
+  sysctls?: Record<string, string>;
 }
 
 export interface EngineContainer {
@@ -32,6 +36,8 @@ export interface EngineContainer {
   ip: string;
   /** Its network in CIDR form (e.g. 172.17.0.0/16), '' when unknown. */
   subnet: string;
+  /** Names of the engine networks it is attached to ([] from list()). */
+  networks: string[];
 }
 
 export interface EngineEvent {
@@ -70,6 +76,8 @@ export interface ContainerEngine {
   inspect(id: string): Promise<EngineContainer | null>;
   list(labels: Record<string, string>): Promise<EngineContainer[]>;
   imageExists(ref: string): Promise<boolean>;
+  /** Attaches a container to this network only (detached from every other); the engine keeps it across restarts. */
+  moveToNetwork(id: string, network: string): Promise<void>;
   info(): Promise<EngineInfo>;
   /** Runs a command inside a running container (docker exec), capped in time and output. */
   exec(id: string, opts: ExecOptions): Promise<ExecResult>;
@@ -128,6 +136,8 @@ export class DockerEngine implements ContainerEngine {
         RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
         Binds: spec.binds,
         ExtraHosts: spec.extraHosts ?? [],
+        ...(spec.network ? { NetworkMode: spec.network } : {}),
+        ...(spec.sysctls ? { Sysctls: spec.sysctls } : {}),
         LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
       },
     });
@@ -165,6 +175,7 @@ export class DockerEngine implements ContainerEngine {
   async inspect(id: string): Promise<EngineContainer | null> {
     try {
       const i = await this.docker.getContainer(id).inspect();
+      const net = Object.values(i.NetworkSettings?.Networks ?? {})[0];
       return {
         id: i.Id,
         name: i.Name.replace(/^\//, ''),
@@ -172,9 +183,10 @@ export class DockerEngine implements ContainerEngine {
         running: i.State.Running,
         status: i.State.Status,
         pid: i.State.Pid,
-        gateway: Object.values(i.NetworkSettings?.Networks ?? {})[0]?.Gateway ?? '',
-        ip: Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPAddress ?? '',
-        subnet: subnetOf(Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPAddress, Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPPrefixLen),
+        gateway: net?.Gateway ?? '',
+        ip: net?.IPAddress ?? '',
+        subnet: subnetOf(net?.IPAddress, net?.IPPrefixLen),
+        networks: Object.keys(i.NetworkSettings?.Networks ?? {}),
       };
     } catch (err) {
       if (statusCode(err) === 404) return null;
@@ -195,6 +207,7 @@ export class DockerEngine implements ContainerEngine {
       gateway: '',
       ip: '',
       subnet: '',
+      networks: [],
     }));
   }
 
@@ -206,6 +219,13 @@ export class DockerEngine implements ContainerEngine {
       if (statusCode(err) === 404) return false;
       throw err;
     }
+  }
+
+  async moveToNetwork(id: string, network: string): Promise<void> {
+    const live = await this.inspect(id);
+    if (!live) return;
+    if (!live.networks.includes(network)) await this.docker.getNetwork(network).connect({ Container: id });
+    for (const other of live.networks) if (other !== network) await this.docker.getNetwork(other).disconnect({ Container: id, Force: true });
   }
 
   async exec(id: string, opts: ExecOptions): Promise<ExecResult> {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { egressNames, hostEgressRules } from '../host/egress.js';
 import { netnsRules } from '../host/netns.js';
 import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
 
@@ -25,15 +26,20 @@ async function httpGet(engineId: string, host: string, port: number, path = '/')
 }
 
 describe('containers are a boundary', () => {
-  test('the rules file gives loopback redirects, host ports only, no bridge or link-local', () => {
-    const text = netnsRules({
-      redirects: [{ fromPort: 443, toHost: '172.17.0.1', toPort: 8443 }],
-      egress: { hostAddresses: ['172.17.0.1'], allowedHostPorts: [8080, 8443], blockedNetworks: ['172.17.0.0/16', '169.254.0.0/16'] },
-    });
-    assert.match(text, /-A OUTPUT -o lo -d 127\.0\.0\.1\/32 -p tcp --dport 443 -j DNAT --to-destination 172\.17\.0\.1:8443/);
-    assert.match(text, /-A OUTPUT -d 172\.17\.0\.1\/32 -p tcp -m multiport --dports 8080,8443 -j ACCEPT\n-A OUTPUT -d 172\.17\.0\.1\/32 -j REJECT/);
-    assert.match(text, /-A OUTPUT -d 172\.17\.0\.0\/16 -j REJECT/);
-    assert.doesNotMatch(netnsRules({ redirects: [], egress: null }), /REJECT/);
+  test('the rules files: loopback redirects in hoody chains only; host ports only, no bridge or link-local', () => {
+    const text = netnsRules([{ fromPort: 443, toHost: '172.17.0.1', toPort: 8443 }]);
+    assert.match(text, /-A HOODY-LO -o lo -d 127\.0\.0\.1\/32 -p tcp --dport 443 -j DNAT --to-destination 172\.17\.0\.1:8443/);
+    // Docker's own nat chains (embedded DNS) are never declared, so --noflush leaves them alone.
+    assert.doesNotMatch(text, /^:(OUTPUT|POSTROUTING|PREROUTING|INPUT) /m);
+    const names = egressNames('abc123');
+    const v4 = hostEgressRules(names, [8443, 8080, 0], 4);
+    assert.match(v4, /-A HOODY-abc123-IN -p tcp -m multiport --dports 8080,8443 -j ACCEPT\n-A HOODY-abc123-IN -p tcp -j REJECT/);
+    assert.match(v4, /-A HOODY-abc123-FWD -o hoody-abc123 -j REJECT/);
+    assert.match(v4, /-A HOODY-abc123-FWD -o docker0 -j REJECT/);
+    assert.match(v4, /-A HOODY-abc123-FWD -d 169\.254\.0\.0\/16 -j REJECT/);
+    assert.match(hostEgressRules(names, [], 6), /-d fe80::\/10 -j REJECT --reject-with icmp6-port-unreachable/);
+    assert.doesNotMatch(hostEgressRules(names, [], 4), /ACCEPT\n.*multiport/);
+    assert.ok(names.bridge.length <= 15, 'fits IFNAMSIZ');
   });
 
   for (const egress of ['restricted', 'open'] as const) {

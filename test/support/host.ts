@@ -15,6 +15,7 @@ import { type Config, loadConfig } from '../../daemon/config.js';
 import { buildContainerContext } from '../../daemon/daemon.js';
 import { openDatabase } from '../../daemon/db.js';
 import { setupHost } from '../../daemon/setup.js';
+import { destroyHostEgress } from '../../host/egress.js';
 import { DockerEngine } from '../../host/engine.js';
 import { BUSYBOX_IMAGE } from '../../host/images.js';
 import { BtrfsDriver } from '../../host/storage/btrfs.js';
@@ -153,6 +154,7 @@ export async function startTestDaemon(extraEnv: NodeJS.ProcessEnv = {}): Promise
       const ctx = buildContainerContext(config, db, pino({ level: 'silent' }));
       for (const row of ctx.store.list()) await removeContainer(ctx, row.name).catch(() => undefined);
       db.close();
+      await destroyHostEgress(new DockerEngine(config.dockerSocket).docker, config.instance, stateDir).catch(() => undefined);
       await removeStateDir(ctx, stateDir);
     },
   };

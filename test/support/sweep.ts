@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LABEL_INSTANCE } from '../../containers/context.js';
-import type { ContainerEngine } from '../../host/engine.js';
+import { destroyHostEgress } from '../../host/egress.js';
+import { type ContainerEngine, DockerEngine } from '../../host/engine.js';
 import type { StorageDriver } from '../../host/storage/index.js';
 
 const OWNER = 'test-owner.pid';
@@ -35,6 +36,7 @@ export async function sweepTestLeftovers(testsRoot: string, engine: ContainerEng
     if ((await alive(join(dir, OWNER))) || (await alive(join(dir, 'hoodyd.pid')))) continue;
     const instance = createHash('sha256').update(dir).digest('hex').slice(0, 6);
     for (const c of await engine.list({ [LABEL_INSTANCE]: instance }).catch(() => [])) await engine.remove(c.id).catch(() => undefined);
+    if (engine instanceof DockerEngine) await destroyHostEgress(engine.docker, instance, dir).catch(() => undefined);
     for (const sub of ['pool/snapshots', 'pool/containers', 'pool/templates', '']) {
       const parent = join(dir, sub);
       for (const s of existsSync(parent) ? await readdir(parent).catch(() => [] as string[]) : []) {
