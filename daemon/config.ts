@@ -26,6 +26,8 @@ export interface Config {
   cronRunTimeoutMs: number;
   /** Public listeners: a client must send its whole header block within this (slow clients are cut off). */
   headersTimeoutMs: number;
+  /** Proxy: a container must send its response head within this, and may not stall a body longer. */
+  proxyUpstreamTimeoutMs: number;
   /** Short id of this daemon (from its state dir); labels its containers on a shared engine. */
   instance: string;
   dbPath: string;
@@ -89,6 +91,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     tokenFailureLimit: Number(env.HOODY_TOKEN_FAILURE_LIMIT ?? '100') || 100,
     cronRunTimeoutMs: parseDuration(env.HOODY_CRON_RUN_TIMEOUT ?? '1h', 'HOODY_CRON_RUN_TIMEOUT'),
     headersTimeoutMs: parseDuration(env.HOODY_HEADERS_TIMEOUT ?? '20s', 'HOODY_HEADERS_TIMEOUT'),
+    proxyUpstreamTimeoutMs: parseDuration(env.HOODY_PROXY_UPSTREAM_TIMEOUT ?? '60s', 'HOODY_PROXY_UPSTREAM_TIMEOUT'),
     instance,
     dbPath: join(stateDir, 'hoody.db'),
     defaults: {

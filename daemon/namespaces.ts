@@ -44,7 +44,7 @@ export function buildNamespaces(
 ): Namespaces {
   const log = ctx.log;
   const internal: InternalAuthority = { secret: randomBytes(32).toString('hex') };
-  const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort);
+  const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort, { headersTimeoutMs: config.proxyUpstreamTimeoutMs, idleTimeoutMs: config.proxyUpstreamTimeoutMs });
   const challenges = new Http01Challenges();
   const acme = new AcmeService({
     db,

@@ -5,6 +5,7 @@ import type { ContainerRow } from '../store.js';
 import { ProxyForwarder } from './forward.js';
 import { ProxyService } from './service.js';
 import { ProxyStore } from './store.js';
+import { DEFAULT_UPSTREAM_LIMITS, type UpstreamLimits } from './upstream.js';
 
 /** The fingerprint a fresh TLS handshake with our own listener returns for an SNI name. */
 export function probeFingerprint(port: number, servername: string): Promise<string> {
@@ -24,7 +25,7 @@ export class ProxyNamespace implements NamespaceHooks {
   readonly service: ProxyService;
   readonly forwarder: ProxyForwarder;
 
-  constructor(db: Database.Database, ctx: ContainerContext, domain: string, httpsPort: () => number) {
+  constructor(db: Database.Database, ctx: ContainerContext, domain: string, httpsPort: () => number, limits: UpstreamLimits = DEFAULT_UPSTREAM_LIMITS) {
     this.service = new ProxyService({
       store: new ProxyStore(db),
       containers: ctx,
@@ -37,7 +38,7 @@ export class ProxyNamespace implements NamespaceHooks {
       if (!row?.engineId) return null;
       const live = await ctx.engine.inspect(row.engineId);
       return live?.running && live.ip ? live.ip : null;
-    });
+    }, limits);
     this.service.load();
   }
 
