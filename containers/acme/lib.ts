@@ -8,7 +8,8 @@ let loaded: typeof AcmeClient | undefined;
  * first order instead of at start, so a restarted daemon answers again sooner.
  */
 export async function loadAcme(): Promise<typeof AcmeClient> {
-  loaded ??= await (loading ??= import('acme-client'));
+  loading ??= import('acme-client');
+  loaded ??= await loading;
   return loaded;
 }
 
