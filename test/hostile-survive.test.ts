@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { restartDelay } from '../daemon/supervisor.js';
 import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
 import { call } from './support/http.js';
 
@@ -242,6 +243,13 @@ describe('supervisor: hoodyd comes back by itself (issue 10.2)', () => {
     assert.equal(kept.json<{ command: string }>().command, 'echo kept');
     const log = await readFile(join(d.stateDir, 'hoodyd.log'), 'utf8');
     assert.match(log, /"signal":"SIGKILL".*"msg":"hoodyd exited; restarting"/);
+  });
+
+  test('restart back-off: the first restart at once, then doubling from 250 ms, capped at 5 s', () => {
+    assert.deepEqual(
+      Array.from({ length: 9 }, (_, i) => restartDelay(i)),
+      [0, 250, 500, 1000, 2000, 4000, 5000, 5000, 5000],
+    );
   });
 
   test('SIGTERM to the supervisor stops hoodyd too, with no restart', async () => {
