@@ -1,13 +1,16 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { restartDelay } from '../daemon/supervisor.js';
 import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
 import { call } from './support/http.js';
+
+const CRASH_ON_DEMAND = join(dirname(fileURLToPath(import.meta.url)), 'support', 'crash-on-demand.js');
 
 interface Ports {
   http: number;
@@ -208,7 +211,7 @@ describe('hostile tenant: nothing an upstream or a script answers takes the daem
 describe('supervisor: hoodyd comes back by itself (issue 10.2)', () => {
   let d: TestDaemon;
   before(async () => {
-    d = await startTestDaemon({}, { supervised: true });
+    d = await startTestDaemon({ NODE_OPTIONS: `--import ${CRASH_ON_DEMAND}` }, { supervised: true });
   });
   after(() => d.destroy());
 
@@ -243,6 +246,22 @@ describe('supervisor: hoodyd comes back by itself (issue 10.2)', () => {
     assert.equal(kept.json<{ command: string }>().command, 'echo kept');
     const log = await readFile(join(d.stateDir, 'hoodyd.log'), 'utf8');
     assert.match(log, /"signal":"SIGKILL".*"msg":"hoodyd exited; restarting"/);
+  });
+
+  test('an uncaught exception: logged with its stack as "hoodyd crashed", exit 70, and hoodyd is back', async () => {
+    const before = await d.daemonPid();
+    await writeFile(join(d.stateDir, 'crash.now'), '');
+    const deadline = Date.now() + 60_000;
+    let after = before;
+    while (Date.now() < deadline) {
+      after = await d.daemonPid();
+      if (after && after !== before && (await d.client.alive())) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.notEqual(after, before, 'hoodyd was not restarted after its crash');
+    const log = await readFile(join(d.stateDir, 'hoodyd.log'), 'utf8');
+    assert.match(log, /"stack":"Error: crash on demand \(test\)[^"]*".*"msg":"hoodyd crashed: uncaught exception/);
+    assert.match(log, /"code":70,.*"msg":"hoodyd exited; restarting"/);
   });
 
   test('restart back-off: the first restart at once, then doubling from 250 ms, capped at 5 s', () => {
