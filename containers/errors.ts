@@ -97,6 +97,10 @@ export const errors = {
   PATH_TOO_DEEP: { status: 400, message: (d: string) => `tree too deep: ${d}; remove or list it from inside the container` },
 
   // boundary: daemon survival (issue 10.2)
+  PROXY_UPSTREAM_TIMEOUT: { status: 504, message: (d: string) => `the container did not answer in time: ${d}` },
+  PROXY_UPSTREAM_HEADERS_TOO_LARGE: { status: 502, message: (max: number) => `the container's response header block is larger than ${max} bytes` },
+  PROXY_UPSTREAM_BODY_TOO_LARGE: { status: 502, message: (max: number) => `the container's answer to an upgrade is larger than ${max} bytes` },
+  SCRIPT_RESPONSE_TOO_LARGE: { status: 502, message: (max: number) => `script answered with a body larger than ${max} bytes` },
 
   // boundary: internal authority and in-container scopes (issue 10.3, 10.8)
 

@@ -29,6 +29,8 @@ export interface Config {
   headersTimeoutMs: number;
   /** Extra names of this host that no tenant may route or certify (HOODY_RESERVED_NAMES, comma list). */
   reservedNames: string[];
+  /** Proxy: a container must send its response head within this, and may not stall a body longer. */
+  proxyUpstreamTimeoutMs: number;
   /** Short id of this daemon (from its state dir); labels its containers on a shared engine. */
   instance: string;
   dbPath: string;
@@ -101,6 +103,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     cronRunTimeoutMs: parseDuration(env.HOODY_CRON_RUN_TIMEOUT ?? '1h', 'HOODY_CRON_RUN_TIMEOUT'),
     headersTimeoutMs: parseDuration(env.HOODY_HEADERS_TIMEOUT ?? '20s', 'HOODY_HEADERS_TIMEOUT'),
     reservedNames: (env.HOODY_RESERVED_NAMES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
+    proxyUpstreamTimeoutMs: parseDuration(env.HOODY_PROXY_UPSTREAM_TIMEOUT ?? '60s', 'HOODY_PROXY_UPSTREAM_TIMEOUT'),
     instance,
     dbPath: join(stateDir, 'hoody.db'),
     defaults: {

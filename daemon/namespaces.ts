@@ -45,9 +45,10 @@ export function buildNamespaces(
 ): Namespaces {
   const log = ctx.log;
   const internal: InternalAuthority = { secret: randomBytes(32).toString('hex') };
-  const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort, () => ownHostNames(config.reservedNames), {
-    routes: config.limits.routes,
-    certs: config.limits.certs,
+  const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort, {
+    hostNames: () => ownHostNames(config.reservedNames),
+    limits: { routes: config.limits.routes, certs: config.limits.certs },
+    upstream: { headersTimeoutMs: config.proxyUpstreamTimeoutMs, idleTimeoutMs: config.proxyUpstreamTimeoutMs },
   });
   const challenges = new Http01Challenges();
   const acme = new AcmeService({

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,11 +39,14 @@ describe('hoody up (the README\'s first command) and hoody host info', () => {
   describe('on a fresh state dir that is not on BTRFS', () => {
     let dir = '';
     after(async () => {
-      const pid = Number(await readFile(join(dir, 'hoodyd.pid'), 'utf8').catch(() => '0'));
+      // `hoody up` runs hoodyd under its supervisor: stopping the supervisor stops both (no restart).
+      const pidOf = async (f: string) => Number(await readFile(join(dir, f), 'utf8').catch(() => '0'));
+      const pid = (await pidOf('supervisor.pid')) || (await pidOf('hoodyd.pid'));
       const client = new AdminClient(join(dir, 'hoodyd.sock'));
       await client.call('DELETE', '/v1/containers/demo').catch(() => undefined);
+      const daemon = await pidOf('hoodyd.pid');
       if (pid) process.kill(pid, 'SIGTERM');
-      await new Promise((r) => setTimeout(r, 500));
+      for (let i = 0; i < 100 && daemon && existsSync(`/proc/${daemon}`); i++) await new Promise((r) => setTimeout(r, 100));
       await execa('umount', [join(dir, 'pool')], { reject: false });
       await rm(dir, { recursive: true, force: true });
     });

@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { type Authorization, Client, crypto as acmeCrypto, type Order } from 'acme-client';
+import type { Authorization, Client, Order } from 'acme-client';
+import { acmeLib, loadAcme } from './lib.js';
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { fail, type HoodyError, isHoodyError } from '../errors.js';
@@ -129,6 +130,7 @@ export class AcmeService {
       }
     }
     const dryRun = opts.dryRun === true;
+    await loadAcme();
     let directoryUrl = this.#deps.directoryUrl;
     if (dryRun) {
       if (!this.#deps.stagingDirectoryUrl) return { issued: false, dryRun: true, domains: names };
@@ -185,7 +187,7 @@ export class AcmeService {
   async #accountKey(container: string, directoryUrl: string): Promise<Account> {
     const have = this.#account(container, directoryUrl);
     if (have) return { key: have.account_key, url: have.account_url, fresh: false };
-    const pem = (await acmeCrypto.createPrivateEcdsaKey('P-256')).toString();
+    const pem = (await acmeLib().crypto.createPrivateEcdsaKey('P-256')).toString();
     const now = new Date().toISOString();
     try {
       this.#deps.db
@@ -210,7 +212,7 @@ export class AcmeService {
 
   #client(directoryUrl: string, account: { key: string; url: string | null }): Client {
     const poll = this.#deps.poll ?? { attempts: 10, minMs: 1000, maxMs: 30_000 };
-    return new Client({
+    return new (acmeLib().Client)({
       directoryUrl,
       accountKey: account.key,
       ...(account.url ? { accountUrl: account.url } : {}),
@@ -289,8 +291,8 @@ export class AcmeService {
     const authzs = await step('authorizations', () => client.getAuthorizations(order));
     const published: string[] = [];
     const keyType = this.#deps.keyType ?? 'ecdsa';
-    const keyPem = keyType === 'rsa' ? await acmeCrypto.createPrivateRsaKey(2048) : await acmeCrypto.createPrivateEcdsaKey('P-256');
-    const [, csr] = await acmeCrypto.createCsr(
+    const keyPem = keyType === 'rsa' ? await acmeLib().crypto.createPrivateRsaKey(2048) : await acmeLib().crypto.createPrivateEcdsaKey('P-256');
+    const [, csr] = await acmeLib().crypto.createCsr(
       // A CN is limited to 64 characters; the SANs carry every name anyway.
       { ...(domains[0]!.length <= 64 ? { commonName: domains[0] } : {}), altNames: [...domains] },
       keyPem,
@@ -304,7 +306,7 @@ export class AcmeService {
       for (const token of published) this.#deps.challenges.delete(token);
     }
     const pem = await step('certificate download', () => client.getCertificate(valid));
-    const [leaf, ...chain] = acmeCrypto.splitPemChain(pem);
+    const [leaf, ...chain] = acmeLib().crypto.splitPemChain(pem);
     if (!leaf) throw new StepError('certificate download', new Error('the CA returned no certificate'));
     const x509 = new X509Certificate(leaf);
     return {

@@ -1,8 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { acmeLib, loadAcme } from './lib.js';
 import { Agent, type RequestOptions, request } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import { axios as acmeAxios } from 'acme-client';
 
 /** An RFC 7807 problem document the ACME server answered with. */
 export interface AcmeProblem {
@@ -61,6 +61,7 @@ interface AcmeSettings {
 function install(): void {
   if (installed) return;
   installed = true;
+  const acmeAxios = acmeLib().axios;
   const defaults = acmeAxios.defaults as typeof acmeAxios.defaults & { acmeSettings: AcmeSettings };
   const base = { ...defaults.acmeSettings };
   defaults.acmeSettings = {
@@ -96,7 +97,8 @@ function install(): void {
 }
 
 /** Runs `fn` (acme-client calls) with this scope's agent, retry budget and problem record. */
-export function withTransport<T>(scope: TransportScope, fn: () => Promise<T>): Promise<T> {
+export async function withTransport<T>(scope: TransportScope, fn: () => Promise<T>): Promise<T> {
+  await loadAcme();
   install();
   return scopes.run(scope, fn);
 }

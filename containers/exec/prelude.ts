@@ -224,7 +224,7 @@ const acme = Object.freeze({
 
 function isResponseLike(v) {
   if (!v || typeof v !== 'object' || Array.isArray(v)) return false;
-  if (!Number.isInteger(v.status) || v.status < 100 || v.status > 599) return false;
+  if (typeof v.status !== 'number') return false; // an out-of-range status is refused by the daemon, not sent as JSON
   const keys = Object.keys(v);
   return keys.every((k) => k === 'status' || k === 'statusText' || k === 'headers' || k === 'body') && ('headers' in v || 'body' in v);
 }

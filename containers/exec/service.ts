@@ -8,7 +8,8 @@ import type { LogSource } from '../logs.js';
 import type { ContainerRow } from '../store.js';
 import { type Directives, parseDirectives } from './directives.js';
 import { type OutboundResponse, outboundFetch } from './outbound.js';
-import type { HostOp, RunOutcome, ScriptRequest } from './protocol.js';
+import type { HostOp, ScriptRequest } from './protocol.js';
+import { httpResult, type RunResult } from './result.js';
 import { ExecLog, type ExecLogEntry, type ExecLogQuery } from './schema.js';
 import { loaderFor, Transpiler } from './transpile.js';
 import { type RunReport, WorkerHost } from './worker-host.js';
@@ -67,11 +68,7 @@ export interface RunInput {
   depth?: number;
 }
 
-export interface RunResult {
-  status: number;
-  headers: Record<string, string>;
-  body: Buffer;
-}
+export type { RunResult } from './result.js';
 
 /** A script found, checked and compiled: what run() needs, and what the route needs to decide auth and CORS. */
 export interface PreparedScript {
@@ -98,10 +95,8 @@ export const EXEC_DEPTH_HEADER = 'x-hoody-exec-depth';
 export const MAX_EXEC_DEPTH = 4;
 const CONSOLE_CAP = 16 * 1024;
 const RUNNABLE = /\.(ts|js)$/;
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Headers a script may not set on a self-fetch: the authority and the routing are the daemon's to decide. */
 const SELF_DROP_HEADERS = ['authorization', 'host', 'connection', 'content-length', 'transfer-encoding', 'cookie'];
-const HOP_BY_HOP = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer']);
 
 interface ActiveRun {
   row: ContainerRow;
@@ -154,31 +149,6 @@ function scriptRequest(input: RunInput): ScriptRequest {
     } else body = text;
   }
   return { method: input.method.toUpperCase(), path: input.path, query, headers, body, dry_run: input.dryRun };
-}
-
-function httpResult(outcome: RunOutcome): RunResult {
-  switch (outcome.kind) {
-    case 'empty':
-      return { status: 204, headers: {}, body: Buffer.alloc(0) };
-    case 'json':
-      return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8' }, body: Buffer.from(outcome.body) };
-    case 'bytes':
-      return { status: 200, headers: { 'content-type': 'application/octet-stream' }, body: Buffer.from(outcome.body) };
-    case 'response': {
-      if (!Number.isInteger(outcome.status) || outcome.status < 200 || outcome.status > 599)
-        throw fail('SCRIPT_RESPONSE_INVALID', `status ${outcome.status} (200-599)`);
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(outcome.headers)) {
-        const name = k.toLowerCase();
-        if (HOP_BY_HOP.has(name)) continue;
-        if (!HEADER_NAME.test(name) || /[\r\n\0]/.test(v)) throw fail('SCRIPT_RESPONSE_INVALID', `header ${JSON.stringify(k)}`);
-        headers[name] = v;
-      }
-      const body = outcome.body === null ? Buffer.alloc(0) : Buffer.from(outcome.body);
-      if (typeof outcome.body === 'string' && !headers['content-type']) headers['content-type'] = 'text/plain; charset=utf-8';
-      return { status: outcome.status, headers, body };
-    }
-  }
 }
 
 function failure(report: Extract<RunReport, { type: 'failed' }>, d: Directives): HoodyError {

@@ -8,6 +8,7 @@ import { NameClaims } from './claims.js';
 import { ProxyForwarder } from './forward.js';
 import { type ProxyLimits, ProxyService } from './service.js';
 import { ProxyStore } from './store.js';
+import { DEFAULT_UPSTREAM_LIMITS, type UpstreamLimits } from './upstream.js';
 
 /** The fingerprint a fresh TLS handshake with our own listener returns for an SNI name. */
 export function probeFingerprint(port: number, servername: string): Promise<string> {
@@ -34,9 +35,9 @@ export class ProxyNamespace implements NamespaceHooks {
     ctx: ContainerContext,
     domain: string,
     httpsPort: () => number,
-    hostNames: () => ReadonlySet<string> = () => ownHostNames(),
-    limits?: ProxyLimits,
+    opts: { hostNames?: () => ReadonlySet<string>; limits?: ProxyLimits; upstream?: UpstreamLimits } = {},
   ) {
+    const { hostNames = () => ownHostNames(), limits, upstream = DEFAULT_UPSTREAM_LIMITS } = opts;
     this.claims = new NameClaims(domain, hostNames, new GrantStore(db));
     this.service = new ProxyService({
       claims: this.claims,
@@ -52,7 +53,7 @@ export class ProxyNamespace implements NamespaceHooks {
       if (!row?.engineId) return null;
       const live = await ctx.engine.inspect(row.engineId);
       return live?.running && live.ip ? live.ip : null;
-    });
+    }, upstream);
     this.service.load();
   }
 

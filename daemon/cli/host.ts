@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, fchmodSync, openSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { AdminClient } from '../client.js';
@@ -10,6 +9,7 @@ import { type Config, type ConfigFlags, loadConfig } from '../config.js';
 import { daemonFlags, runDaemon } from '../run-daemon.js';
 import { rotateFiles } from '../log-file.js';
 import { setupHost } from '../setup.js';
+import { flagArgs, livePid, runSupervisor, SUPERVISOR_ENTRY, SUPERVISOR_PID_FILE } from '../supervisor.js';
 import { mib, printJson } from './format.js';
 
 function configFrom(cmd: Command): Config {
@@ -27,27 +27,33 @@ interface HostInfoView {
   host: { kernel: string; cpus: number; memory: { totalBytes: number; usedBytes: number } };
 }
 
-/** Starts hoodyd in the background (logs in the state dir) and waits until its admin socket answers. */
-async function startBackgroundDaemon(config: Config, flags: ConfigFlags): Promise<void> {
-  const entry = fileURLToPath(new URL('../hoodyd.js', import.meta.url));
+/**
+ * Starts the supervisor in the background (it runs hoodyd and restarts it if it dies; both log to the state
+ * dir) and waits until the admin socket answers. A supervisor already starting hoodyd is waited for instead.
+ */
+async function startSupervised(config: Config, flags: ConfigFlags): Promise<void> {
   await mkdir(config.stateDir, { recursive: true });
-  // The daemon writes and rotates its own log (0600); its stderr (a crash before the logger, a V8 abort) goes
-  // beside it, rotated here once it outgrew the log's size.
+  // hoodyd writes and rotates its own log (0600). The supervisor's lines (starts, restarts, crash loops) and
+  // hoodyd's raw stderr (a crash before the logger, a V8 abort) go to hoodyd.stderr, rotated here when it outgrew the log size.
   const logFile = config.logFile ?? join(config.stateDir, 'hoodyd.log');
   const errFile = join(config.stateDir, 'hoodyd.stderr');
-  if (existsSync(errFile) && statSync(errFile).size > config.logMaxBytes) rotateFiles(errFile, 1);
-  const err = openSync(errFile, 'a', 0o600);
-  fchmodSync(err, 0o600);
-  const args = ['--no-node-snapshot', entry];
-  for (const [k, v] of Object.entries(flags)) if (v !== undefined && typeof v === 'string') args.push(`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, v);
-  const env = { ...process.env, HOODY_LOG_FILE: logFile };
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'ignore', err], env });
-  child.unref();
   const client = new AdminClient(config.adminSocket);
+  const existing = livePid(join(config.stateDir, SUPERVISOR_PID_FILE), 'supervis');
+  let child: ChildProcess | undefined;
+  if (existing) process.stderr.write(`hoodyd is starting under supervisor pid ${existing}\n`);
+  else {
+    process.stderr.write('starting hoodyd (supervised)\n');
+    if (existsSync(errFile) && statSync(errFile).size > config.logMaxBytes) rotateFiles(errFile, 1);
+    const err = openSync(errFile, 'a', 0o600);
+    fchmodSync(err, 0o600);
+    const env = { ...process.env, HOODY_LOG_FILE: logFile };
+    child = spawn(process.execPath, [SUPERVISOR_ENTRY, ...flagArgs(flags)], { detached: true, stdio: ['ignore', err, err], env });
+    child.unref();
+  }
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     if (await client.alive()) return;
-    if (child.exitCode !== null) break;
+    if (child && child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`hoodyd did not come up; see ${logFile} and ${errFile}`);
@@ -96,6 +102,15 @@ export function hostCommands(program: Command): void {
 
   daemonFlags(
     program
+      .command('supervise')
+      .description('run hoodyd in the foreground and restart it whenever it exits (what `hoody up` starts); SIGTERM stops both'),
+  ).action(async (_o: unknown, cmd: Command) => {
+    const { socket: _s, ...flags } = cmd.optsWithGlobals() as ConfigFlags & { socket?: string };
+    process.exitCode = await runSupervisor(flags);
+  });
+
+  daemonFlags(
+    program
       .command('up')
       .description('set up the host if needed, start the daemon in the background, and create a demo container on an empty host')
       .option('--no-demo', 'do not create the demo container')
@@ -106,11 +121,10 @@ export function hostCommands(program: Command): void {
     const config = loadConfig(daemonOnly);
     await setupHost(config, quietLog(), { images: o.images, onStep: (s) => process.stderr.write(`${s}\n`) });
     const client = new AdminClient(config.adminSocket);
-    if (await client.alive()) process.stderr.write(`hoodyd already running on ${config.adminSocket}\n`);
-    else {
-      process.stderr.write('starting hoodyd\n');
-      await startBackgroundDaemon(config, daemonOnly);
-    }
+    if (await client.alive()) {
+      const supervised = livePid(join(config.stateDir, SUPERVISOR_PID_FILE), 'supervis');
+      process.stderr.write(`hoodyd already running on ${config.adminSocket}${supervised ? ` (supervisor pid ${supervised})` : ' (not supervised: it will not restart by itself)'}\n`);
+    } else await startSupervised(config, daemonOnly);
     const list = await client.call<{ name: string }[]>('GET', '/v1/containers');
     process.stdout.write(`hoodyd is up: admin socket ${config.adminSocket}, state ${config.stateDir}, log ${config.logFile ?? join(config.stateDir, 'hoodyd.log')}\n`);
     if (list.length || !o.demo) return;

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { openSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type Database from 'better-sqlite3';
@@ -25,6 +25,7 @@ import { claimTestDir, sweepTestLeftovers } from './sweep.js';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const HOODYD = join(ROOT, 'dist/daemon/hoodyd.js');
 export const HOODY = join(ROOT, 'dist/daemon/cli/hoody.js');
+export const SUPERVISOR = join(ROOT, 'dist/daemon/hoodyd-supervisor.js');
 
 let hostReady: Promise<Config> | undefined;
 
@@ -89,7 +90,10 @@ export interface TestDaemon {
   socket: string;
   env: NodeJS.ProcessEnv;
   client: AdminClient;
+  /** hoodyd itself, or its supervisor when started with `supervised`. */
   process: ChildProcess;
+  /** The pid of the running hoodyd (from its pid file when supervised). */
+  daemonPid(): Promise<number>;
   /** Runs the hoody CLI against this daemon. */
   hoody(args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }>;
   stop(signal?: NodeJS.Signals): Promise<void>;
@@ -98,8 +102,11 @@ export interface TestDaemon {
   destroy(): Promise<void>;
 }
 
-/** A real hoodyd process on a temp state dir and socket, public listeners on free ports. */
-export async function startTestDaemon(extraEnv: NodeJS.ProcessEnv = {}): Promise<TestDaemon> {
+/**
+ * A real hoodyd process on a temp state dir and socket, public listeners on free ports. `supervised`: started
+ * the way `hoody up` does, under its supervisor (then `process` is the supervisor and stop() stops both).
+ */
+export async function startTestDaemon(extraEnv: NodeJS.ProcessEnv = {}, opts: { supervised?: boolean } = {}): Promise<TestDaemon> {
   const stateDir = await tempStateDir();
   const socket = join(stateDir, 'hoodyd.sock');
   const env: NodeJS.ProcessEnv = {
@@ -114,7 +121,8 @@ export async function startTestDaemon(extraEnv: NodeJS.ProcessEnv = {}): Promise
   const client = new AdminClient(socket);
   const launch = async (): Promise<ChildProcess> => {
     const out = openSync(join(stateDir, 'hoodyd.log'), 'a');
-    const child = spawn(process.execPath, ['--no-node-snapshot', HOODYD], { env, stdio: ['ignore', out, out] });
+    const entry = opts.supervised ? SUPERVISOR : HOODYD;
+    const child = spawn(process.execPath, ['--no-node-snapshot', entry], { env, stdio: ['ignore', out, out] });
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       if (child.exitCode !== null) throw new Error(`hoodyd exited with ${child.exitCode}; see ${stateDir}/hoodyd.log`);
@@ -136,6 +144,8 @@ export async function startTestDaemon(extraEnv: NodeJS.ProcessEnv = {}): Promise
     env,
     client,
     process: await launch(),
+    daemonPid: async () =>
+      opts.supervised ? Number((await readFile(join(stateDir, 'hoodyd.pid'), 'utf8').catch(() => '0')).trim()) : (d.process.pid ?? 0),
     hoody: async (args) => {
       const r = await execa(process.execPath, [HOODY, ...args], { env, reject: false });
       return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };

@@ -1,0 +1,56 @@
+import { validateHeaderName, validateHeaderValue } from 'node:http';
+import { fail } from '../errors.js';
+import type { RunOutcome } from './protocol.js';
+
+export interface RunResult {
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+/** The largest body a script may answer with (it is held in the daemon's memory while it is sent). */
+export const SCRIPT_RESPONSE_MAX_BYTES = 32 * 1024 * 1024;
+/** Framing is the daemon's to compute; a script's content-length could split the client's connection. */
+const HOP_BY_HOP = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer']);
+
+function checkedHeader(name: string, value: unknown): string {
+  if (typeof value !== 'string') throw fail('SCRIPT_RESPONSE_INVALID', `header ${JSON.stringify(name)} is not a string`);
+  try {
+    validateHeaderName(name);
+    validateHeaderValue(name, value);
+  } catch {
+    // Node would refuse it in writeHead (a bad token, CR/LF, NUL, a character beyond latin-1): refuse it here.
+    throw fail('SCRIPT_RESPONSE_INVALID', `header ${JSON.stringify(name)}`);
+  }
+  return value;
+}
+
+/**
+ * What a script returned, as an HTTP answer Node will accept: every check that `writeHead` would make (and a
+ * bound on the size) happens here, so a hostile result is a catalogued 5xx, never a throw inside fastify.
+ */
+export function httpResult(outcome: RunOutcome): RunResult {
+  const size = outcome.kind === 'empty' ? 0 : outcome.body === null ? 0 : typeof outcome.body === 'string' ? Buffer.byteLength(outcome.body) : outcome.body.byteLength;
+  if (size > SCRIPT_RESPONSE_MAX_BYTES) throw fail('SCRIPT_RESPONSE_TOO_LARGE', SCRIPT_RESPONSE_MAX_BYTES);
+  switch (outcome.kind) {
+    case 'empty':
+      return { status: 204, headers: {}, body: Buffer.alloc(0) };
+    case 'json':
+      return { status: 200, headers: { 'content-type': 'application/json; charset=utf-8' }, body: Buffer.from(outcome.body) };
+    case 'bytes':
+      return { status: 200, headers: { 'content-type': 'application/octet-stream' }, body: Buffer.from(outcome.body) };
+    case 'response': {
+      if (!Number.isInteger(outcome.status) || outcome.status < 200 || outcome.status > 599)
+        throw fail('SCRIPT_RESPONSE_INVALID', `status ${String(outcome.status)} (200-599)`);
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(outcome.headers ?? {})) {
+        const name = k.toLowerCase();
+        if (HOP_BY_HOP.has(name)) continue;
+        headers[name] = checkedHeader(name, v);
+      }
+      const body = outcome.body === null ? Buffer.alloc(0) : Buffer.from(outcome.body);
+      if (typeof outcome.body === 'string' && !headers['content-type']) headers['content-type'] = 'text/plain; charset=utf-8';
+      return { status: outcome.status, headers, body };
+    }
+  }
+}
