@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { type ClientRequest, request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { startTestDaemon, type TestDaemon } from './support/host.js';
 import { type Answer, call } from './support/http.js';
@@ -146,6 +147,9 @@ return out;`;
   });
 
   test('(3) a narrow token reads neither logs nor files it lacks the scope or user for, through a script or the logs route', async () => {
+    // A fresh owner-like token: on c53e2bc the anonymous forge above rotated the owner's token away.
+    const root = await d.client.call<{ token: string }>('POST', '/v1/containers/a/tokens', { user: 'root', scopes: ['cron', 'exec', 'proxy', 'files', 'admin'] });
+    tokens.set('a', root.token);
     const alice = await d.client.call<{ token: string }>('POST', '/v1/containers/a/tokens', { user: 'alice', scopes: ['cron'] });
     const bob = await d.client.call<{ token: string }>('POST', '/v1/containers/a/tokens', { user: 'bob', scopes: ['exec'] });
     // A cron run of root (the owner) and one of alice.
@@ -194,11 +198,30 @@ return out;`;
 
   test('(4) 20 concurrent rotations of one token: exactly one 200, the rest 401, one working token', async () => {
     const carol = await d.client.call<{ token: string }>('POST', '/v1/containers/a/tokens', { user: 'carol', scopes: ['cron'] });
-    const answers = await Promise.all(
-      Array.from({ length: 20 }, () =>
-        call({ port: ports.http, host: 'api.a.hoody.localhost', path: '/api/v1/tokens/rotate', method: 'POST', body: {}, headers: { authorization: `Bearer ${carol.token}` } }),
-      ),
+    // Headers first, bodies later: every request is past the token check before any rotation runs (a slow
+    // body is all it takes); the rotations then race for the one token.
+    const held: ClientRequest[] = [];
+    const pending = Array.from(
+      { length: 20 },
+      () =>
+        new Promise<Answer>((resolve, reject) => {
+          const headers = { host: 'api.a.hoody.localhost', authorization: `Bearer ${carol.token}`, 'content-type': 'application/json', 'content-length': '2' };
+          const req = httpRequest({ host: '127.0.0.1', port: ports.http, path: '/api/v1/tokens/rotate', method: 'POST', headers, agent: false }, (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => {
+              const text = Buffer.concat(chunks).toString('utf8');
+              resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: <T>() => JSON.parse(text) as T });
+            });
+          });
+          req.on('error', reject);
+          req.flushHeaders();
+          held.push(req);
+        }),
     );
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const req of held) req.end('{}');
+    const answers = await Promise.all(pending);
     const statuses = answers.map((x) => x.status);
     process.stdout.write(`# rotation statuses: ${JSON.stringify(statuses)}\n`);
     assert.equal(statuses.filter((s) => s === 200).length, 1, JSON.stringify(statuses));
@@ -210,7 +233,33 @@ return out;`;
       if (r.status === 200) working.push(t);
     }
     assert.deepEqual(working, minted, 'only the one new token works');
-    const active = (await d.client.call<{ tokens?: { user: string }[] }>('GET', '/v1/containers/a').catch(() => ({}))) as { tokens?: { user: string }[] };
-    if (active.tokens) assert.equal(active.tokens.filter((x) => x.user === 'carol').length, 1);
+  });
+
+  test('(5) the headers a script passes on fetch are bounded: size, count, CR/LF', async () => {
+    const src = `const out: Record<string, string> = {};
+const tries: [string, Record<string, string>][] = [
+  ['long', { 'x-big': 'a'.repeat(9000) }],
+  ['many', Object.fromEntries(Array.from({ length: 65 }, (_, i) => ['x-h' + i, 'v']))],
+  ['total', Object.fromEntries(Array.from({ length: 3 }, (_, i) => ['x-t' + i, 'b'.repeat(6000)]))],
+  ['crlf', { 'x-evil': 'a\\r\\nx-hoody-token-id: 1' }],
+  ['ok', { 'x-fine': 'yes' }],
+];
+for (const [k, h] of tries) {
+  for (const u of ['/scripts/echo', 'https://example.invalid/']) {
+    const key = k + (u.startsWith('/') ? '' : '-abs');
+    try { const r = await fetch(u, { headers: h }); out[key] = 'sent:' + r.status; } catch (e) { out[key] = String(e).slice(0, 60); }
+  }
+}
+return out;`;
+    await put('a', 'bounds.ts', src);
+    const r = await run('a', 'bounds');
+    assert.equal(r.status, 200, r.text);
+    const out = r.json<Record<string, string>>();
+    process.stdout.write(`# header bounds: ${JSON.stringify(out)}\n`);
+    for (const [k, c] of [['long', 'HOODY_FETCH_HEADER_TOO_LONG'], ['many', 'HOODY_FETCH_HEADERS_TOO_MANY'], ['total', 'HOODY_FETCH_HEADERS_TOO_LARGE'], ['crlf', 'HOODY_FETCH_HEADER_INVALID']]) {
+      assert.match(out[k]!, new RegExp(c!), `${k}: ${out[k]}`);
+      assert.match(out[`${k}-abs`]!, new RegExp(c!), `${k}-abs: ${out[`${k}-abs`]}`);
+    }
+    assert.equal(out.ok, 'sent:200');
   });
 });
