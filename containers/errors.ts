@@ -103,6 +103,10 @@ export const errors = {
   SCRIPT_RESPONSE_TOO_LARGE: { status: 502, message: (max: number) => `script answered with a body larger than ${max} bytes` },
 
   // boundary: internal authority and in-container scopes (issue 10.3, 10.8)
+  FETCH_HEADER_INVALID: { status: 400, message: (d: string) => `invalid fetch header: ${d}` },
+  FETCH_HEADER_TOO_LONG: { status: 431, message: (name: string, max: number) => `fetch header ${name} longer than ${max} bytes` },
+  FETCH_HEADERS_TOO_MANY: { status: 431, message: (max: number) => `more than ${max} fetch headers` },
+  FETCH_HEADERS_TOO_LARGE: { status: 431, message: (max: number) => `fetch headers larger than ${max} bytes in all` },
 
   // boundary: names granted, not grabbed (issue 10.4)
   NAME_RESERVED: { status: 403, message: (n: string, why: string) => `${JSON.stringify(n)} is not a tenant's name: ${why}` },

@@ -7,10 +7,13 @@ export interface LogQuery {
   limit?: number;
 }
 
-/** One namespace's log (cron runs, exec requests), read oldest first; `time` orders and pages it. */
+/**
+ * One namespace's log (cron runs, exec requests), read oldest first; `time` orders and pages it. With `user`,
+ * only that user's rows (cron runs are a user's own; the exec log has no users: scripts are the container's).
+ */
 export interface LogSource {
   name: LogSourceName;
-  read(container: string, q: LogQuery): (Record<string, unknown> & { time: string })[];
+  read(container: string, q: LogQuery, user?: string): (Record<string, unknown> & { time: string })[];
 }
 
 /** Validates `since` (ISO 8601) and `limit` from a query string. */

@@ -119,7 +119,6 @@ export class ContainerStore {
       .run(t.id, t.container, t.user, t.scopes.join(','), t.hash, t.createdAt);
   }
 
-  /** Revokes the given tokens and inserts the replacement in one transaction: no moment with neither or both. */
   /** Drops a container's oldest revoked tokens beyond `revokedTokensKept`. */
   trimRevokedTokens(container: string): void {
     this.db
@@ -130,14 +129,26 @@ export class ContainerStore {
       .run(container, this.revokedTokensKept);
   }
 
-  replaceTokens(revokeIds: readonly string[], next: Omit<TokenRow, 'revokedAt'>): void {
+  /**
+   * Revokes the given tokens and inserts the replacement in one transaction: no moment with neither or both.
+   * Compare-and-swap: when one of them is no longer active (a concurrent rotation won), nothing changes and
+   * the answer is false. Old revoked rows beyond the cap are trimmed in the same transaction.
+   */
+  replaceTokens(revokeIds: readonly string[], next: Omit<TokenRow, 'revokedAt'>): boolean {
     const now = new Date().toISOString();
-    this.db.transaction(() => {
-      const revoke = this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL');
-      for (const id of revokeIds) revoke.run(now, id);
-      this.insertToken(next);
-      this.trimRevokedTokens(next.container);
-    })();
+    const stale = new Error('stale');
+    try {
+      this.db.transaction(() => {
+        const revoke = this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL');
+        for (const id of revokeIds) if (revoke.run(now, id).changes !== 1) throw stale;
+        this.insertToken(next);
+        this.trimRevokedTokens(next.container);
+      })();
+      return true;
+    } catch (err) {
+      if (err === stale) return false;
+      throw err;
+    }
   }
 
   activeTokens(container: string, user?: string): TokenRow[] {

@@ -42,17 +42,22 @@ export function rotateTokens(store: ContainerStore, container: string, user: str
   const granted: Scope[] = nextScopes.length ? nextScopes : user === OWNER_USER ? [...OWNER_SCOPES] : [];
   if (!granted.length) throw fail('BAD_REQUEST', `user ${user} has no token on ${container} to rotate`);
   const t = newToken();
-  store.replaceTokens(
+  const swapped = store.replaceTokens(
     old.map((o) => o.id),
     { id: t.id, container, user, scopes: granted, hash: t.hash, createdAt: new Date().toISOString() },
   );
+  // Read and swap run in one synchronous step here, so only another process could have changed the set.
+  if (!swapped) throw fail('CONTAINER_BUSY', container);
   return { token: t.token, id: t.id, container, user, scopes: granted };
 }
 
-/** Rotates exactly one token (the caller's own, from the per-container API). */
+/**
+ * Rotates exactly one token (the caller's own, from the per-container API), compare-and-swap: of concurrent
+ * rotations of one token only the first succeeds; the others presented a token no longer valid (401).
+ */
 export function rotateOne(store: ContainerStore, current: TokenRow): TokenGrant {
   const t = newToken();
-  store.replaceTokens([current.id], {
+  const swapped = store.replaceTokens([current.id], {
     id: t.id,
     container: current.container,
     user: current.user,
@@ -60,5 +65,6 @@ export function rotateOne(store: ContainerStore, current: TokenRow): TokenGrant 
     hash: t.hash,
     createdAt: new Date().toISOString(),
   });
+  if (!swapped) throw fail('UNAUTHORIZED');
   return { token: t.token, id: t.id, container: current.container, user: current.user, scopes: current.scopes };
 }

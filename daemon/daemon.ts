@@ -102,7 +102,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     log,
     namespaces: ns.routes,
     rootRoutes: ns.rootRoutes,
-    internal: ns.internal,
+    calls: ns.calls,
     tokenFailureLimit: config.tokenFailureLimit,
     headersTimeoutMs: config.headersTimeoutMs,
     intercept: (req, res) => ns.proxy.forwarder.handle(req, res),

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import type { NamespaceRoutes } from '../api/container/index.js';
@@ -7,7 +6,7 @@ import { execRoutes } from '../api/container/exec.js';
 import { filesRoutes } from '../api/container/files.js';
 import { logRoutes } from '../api/container/logs.js';
 import { proxyRoutes } from '../api/container/proxy.js';
-import { INTERNAL_SECRET_HEADER, INTERNAL_TOKEN_HEADER, type InternalAuthority } from '../api/public/resolve.js';
+import { CALL_HEADER, CallAuthority } from '../api/public/authority.js';
 import { Http01Challenges } from '../containers/acme/challenges.js';
 import { acmeChallengeRoute } from '../containers/acme/route.js';
 import { AcmeService } from '../containers/acme/service.js';
@@ -28,7 +27,8 @@ export interface Namespaces {
   /** Each container's routes (inside the container plugin) and the root ones (ACME http-01). */
   routes: NamespaceRoutes[];
   rootRoutes: ((app: FastifyInstance) => Promise<void>)[];
-  internal: InternalAuthority;
+  /** The in-process calls of scripts' relative fetches (the public server resolves their handles). */
+  calls: CallAuthority;
   close(): Promise<void>;
 }
 
@@ -44,7 +44,7 @@ export function buildNamespaces(
   publicApp: () => FastifyInstance,
 ): Namespaces {
   const log = ctx.log;
-  const internal: InternalAuthority = { secret: randomBytes(32).toString('hex') };
+  const calls = new CallAuthority();
   const proxy = new ProxyNamespace(db, ctx, config.domain, httpsPort, {
     hostNames: () => ownHostNames(config.reservedNames),
     limits: { routes: config.limits.routes, certs: config.limits.certs },
@@ -69,20 +69,21 @@ export function buildNamespaces(
     domain: config.domain,
     acme,
     limits: { scripts: config.limits.scripts, scriptBytes: config.limits.scriptBytes, runsKept: config.limits.execRunsKept },
-    // A script's relative fetch: this container's own API, in process, with the caller's own authority.
-    selfFetch: async (container, tokenId, req) => {
-      const res = await publicApp().inject({
-        method: req.method as 'GET',
-        url: `/c/${container}${req.path.startsWith('/') ? '' : '/'}${req.path}`,
-        headers: {
-          ...req.headers,
-          host: `api.${container}.${config.domain}`,
-          [INTERNAL_SECRET_HEADER]: internal.secret,
-          ...(tokenId ? { [INTERNAL_TOKEN_HEADER]: tokenId } : {}),
-        },
-        payload: req.body ?? undefined,
-      });
-      return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
+    // A script's relative fetch: this container's own API, in process. Who calls stays in the daemon's table;
+    // the request carries only a one-time handle, taken off before any hook, route or script sees it.
+    selfFetch: async (call, req) => {
+      const handle = calls.issue(call);
+      try {
+        const res = await publicApp().inject({
+          method: req.method as 'GET',
+          url: `/c/${call.container}${req.path.startsWith('/') ? '' : '/'}${req.path}`,
+          headers: { ...req.headers, host: `api.${call.container}.${config.domain}`, [CALL_HEADER]: handle },
+          payload: req.body ?? undefined,
+        });
+        return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
+      } finally {
+        calls.release(handle);
+      }
     },
   });
   const cron = new CronService({
@@ -113,7 +114,7 @@ export function buildNamespaces(
     logSources,
     routes,
     rootRoutes: [async (app) => void app.route(acmeChallengeRoute(challenges))],
-    internal,
+    calls,
     async close() {
       await cron.stop();
       proxy.forwarder.close();

@@ -9,6 +9,7 @@ import { authorize, type CallerContext } from '../api/container/context.js';
 import { execRoutes } from '../api/container/exec.js';
 import { filesRoutes } from '../api/container/files.js';
 import { installErrorHandling } from '../api/errors.js';
+import { CALL_HEADER, CallAuthority } from '../api/public/authority.js';
 import { parseDirectives } from '../containers/exec/directives.js';
 import { addressRefusal, urlRefusal } from '../containers/exec/outbound.js';
 import { ExecLog, execMigrations } from '../containers/exec/schema.js';
@@ -49,15 +50,21 @@ async function harness(): Promise<Harness> {
   const patched: Harness['patched'] = [];
   const acmeCalls: Harness['acmeCalls'] = [];
   // selfFetch as the daemon does it: an inject into the public app with the caller's authority.
-  const selfFetch: SelfFetch = async (container, tokenId, req) => {
-    assert.equal(container, row.name);
-    const res = await app.inject({
-      method: req.method as 'GET',
-      url: req.path,
-      headers: { ...req.headers, 'x-test-token-id': tokenId ?? '' },
-      payload: req.body ?? undefined,
-    });
-    return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
+  const calls = new CallAuthority();
+  const selfFetch: SelfFetch = async (call, req) => {
+    assert.equal(call.container, row.name);
+    const handle = calls.issue(call);
+    try {
+      const res = await app.inject({
+        method: req.method as 'GET',
+        url: req.path,
+        headers: { ...req.headers, [CALL_HEADER]: handle },
+        payload: req.body ?? undefined,
+      });
+      return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
+    } finally {
+      calls.release(handle);
+    }
   };
   const acme: AcmeHook = {
     async order(container, domains, opts) {
@@ -69,18 +76,17 @@ async function harness(): Promise<Harness> {
   const exec = new ExecService({ db: t.db, log: pino({ level: 'silent' }), selfFetch, acme });
   installErrorHandling(app);
   app.decorateRequest('hoody', null as unknown as CallerContext);
-  // Stands in for the public router: resolves the token (Bearer, ?token=, or the inject's token id).
+  // Stands in for the public router: resolves the token (Bearer, ?token=, or the in-process call's token id).
   app.addHook('onRequest', async (req) => {
+    const call = calls.take(req);
     const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     const query = new URL(req.url, 'http://x').searchParams.get('token');
     const presented = bearer ?? query;
     let token: TokenRow | null = null;
     if (presented) token = t.ctx.store.tokenByHash(hashToken(presented)) ?? null;
-    const injectedId = req.headers['x-test-token-id'];
-    if (typeof injectedId === 'string' && injectedId)
-      token = t.ctx.store.activeTokens(row.name).find((x) => x.id === injectedId) ?? null;
+    if (call?.tokenId) token = t.ctx.store.activeTokens(row.name).find((x) => x.id === call.tokenId) ?? null;
     if (token && (token.container !== row.name || token.revokedAt)) token = null;
-    req.hoody = { container: row, token, service: 'exec' };
+    req.hoody = { container: row, token, service: 'exec', depth: call?.depth ?? 0 };
   });
   app.patch('/api/v1/proxy/cert/bundle', async (req) => {
     const tok = authorize(req, 'proxy');
@@ -483,7 +489,7 @@ describe('exec', { timeout: 300_000 }, () => {
     try {
       await putOk('acme-missing.ts', 'return await acme.order("x.example");');
       await assert.rejects(
-        bare.run(h.row, 'acme-missing', { method: 'GET', path: '/scripts/acme-missing', query: {}, headers: {}, body: null, dryRun: false, callerTokenId: null }),
+        bare.run(h.row, 'acme-missing', { method: 'GET', path: '/scripts/acme-missing', query: {}, headers: {}, body: null, dryRun: false, caller: null }),
         (err: Error & { code?: string }) => err.code === 'HOODY_SCRIPT_ERROR' && /acme is not available/.test(err.message),
       );
     } finally {
@@ -510,7 +516,7 @@ describe('exec', { timeout: 300_000 }, () => {
   it('runs each request in a fresh context, reusing the script’s isolate', async () => {
     await putOk('counter.ts', 'const g = globalThis as { n?: number };\ng.n = (g.n ?? 0) + 1;\nreturn g.n;');
     const svc = new ExecService({ db: h.t.db, log: pino({ level: 'silent' }), selfFetch: async () => ({ status: 500, headers: {}, body: Buffer.alloc(0) }) });
-    const input = { method: 'GET', path: '/scripts/counter', query: {}, headers: {}, body: null, dryRun: false, callerTokenId: null };
+    const input = { method: 'GET', path: '/scripts/counter', query: {}, headers: {}, body: null, dryRun: false, caller: null };
     try {
       for (let i = 0; i < 5; i++) assert.equal((await svc.run(h.row, 'counter', input)).body.toString(), '1');
       assert.equal((await svc.stats()).liveIsolates, 1);
@@ -528,7 +534,7 @@ describe('exec', { timeout: 300_000 }, () => {
       maxLiveIsolates: 3,
       idleMs: 1000,
     });
-    const input = { method: 'GET', path: '/', query: {}, headers: {}, body: null, dryRun: false, callerTokenId: null };
+    const input = { method: 'GET', path: '/', query: {}, headers: {}, body: null, dryRun: false, caller: null };
     try {
       for (let i = 0; i < 6; i++) assert.equal((await svc.run(h.row, `cap/s${i}`, input)).body.toString(), String(i));
       assert.equal((await svc.stats()).liveIsolates, 3);

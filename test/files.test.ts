@@ -122,7 +122,7 @@ describe('files API', { timeout: 300_000 }, () => {
       const presented = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
       let token: TokenRow | null = presented ? (t.ctx.store.tokenByHash(hashToken(presented)) ?? null) : null;
       if (token && (token.container !== row.name || token.revokedAt)) token = null;
-      req.hoody = { container: row, token, service: 'api' };
+      req.hoody = { container: row, token, service: 'api', depth: 0 };
     });
     await app.register(filesRoutes);
     await app.listen({ port: 0, host: '127.0.0.1' });

@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import { fail } from '../../containers/errors.js';
 import type { ContainerRow, TokenRow } from '../../containers/store.js';
 import type { Scope } from '../../containers/tokens.js';
+import type { InProcessCall } from '../public/authority.js';
 
 /** Who is calling which container: resolved once per request by the router, before any route runs. */
 export interface CallerContext {
@@ -10,11 +11,15 @@ export interface CallerContext {
   token: TokenRow | null;
   /** The service host the request came in on (cron.<ctr>…, exec.<ctr>…, api.<ctr>…), or null for /c/<ctr>/. */
   service: 'cron' | 'exec' | 'api' | null;
+  /** Scripts up the call chain: from the daemon's record of an in-process call, 0 for any outside request. */
+  depth: number;
 }
 
 declare module 'fastify' {
   interface FastifyRequest {
     hoody: CallerContext;
+    /** Set by the public app's first hook: the daemon-side record of an in-process call, null from outside. */
+    hoodyCall: InProcessCall | null;
   }
 }
 

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { fail } from '../../containers/errors.js';
-import { EXEC_DEPTH_HEADER, type ExecService, type PreparedScript } from '../../containers/exec/service.js';
+import type { ExecService, PreparedScript } from '../../containers/exec/service.js';
 import { authorize } from './context.js';
 
 export interface ExecRouteOptions {
@@ -100,8 +100,8 @@ export const execRoutes: FastifyPluginAsync<ExecRouteOptions> = async (app, opts
       headers: req.headers,
       body: Buffer.isBuffer(req.body) ? req.body : null,
       dryRun: flag(query.dry_run),
-      callerTokenId: token?.id ?? null,
-      depth: Number(req.headers[EXEC_DEPTH_HEADER]) || 0,
+      caller: token ? { id: token.id, user: token.user, scopes: token.scopes } : null,
+      depth: req.hoody.depth,
     });
     return reply.code(result.status).headers(result.headers).send(result.body);
   });

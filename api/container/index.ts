@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { ContainerContext } from '../../containers/context.js';
 import type { FailureLimiter } from '../public/limiter.js';
-import { type InternalAuthority, resolveCaller } from '../public/resolve.js';
+import { resolveCaller } from '../public/resolve.js';
 import { tokenRoutes } from './tokens.js';
 
 /** A namespace's routes (cron, exec, files, logs…), registered inside the container plugin. */
@@ -11,7 +11,6 @@ export interface ContainerApiOptions {
   ctx: ContainerContext;
   domain: string;
   namespaces: NamespaceRoutes[];
-  internal?: InternalAuthority;
   limiter?: FailureLimiter;
 }
 
@@ -21,7 +20,7 @@ export interface ContainerApiOptions {
  */
 export const containerApi: FastifyPluginAsync<ContainerApiOptions> = async (app, opts) => {
   app.decorateRequest('hoody', null as never);
-  app.addHook('onRequest', resolveCaller(opts.ctx, opts.domain, opts.internal, opts.limiter));
+  app.addHook('onRequest', resolveCaller(opts.ctx, opts.domain, opts.limiter));
   await app.register(tokenRoutes, { store: opts.ctx.store });
   for (const ns of opts.namespaces) await ns(app);
 };

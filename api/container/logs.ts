@@ -12,13 +12,18 @@ export const LogsQuery = Type.Object({
   token: Type.Optional(Type.String()),
 });
 
-/** `GET /api/v1/logs?source=cron|exec&since=…&format=ndjson`: the container's cron or exec log. */
+/**
+ * `GET /api/v1/logs?source=cron|exec&since=…&format=ndjson`: the container's cron log (scope cron; the caller's
+ * own user's runs, every user's with admin) or exec log (scope exec; the whole container's, as its scripts are).
+ */
 export const logRoutes: FastifyPluginAsync<{ sources: LogSource[] }> = async (plain, { sources }) => {
   const app = plain.withTypeProvider<TypeBoxTypeProvider>();
   app.get('/api/v1/logs', { schema: { querystring: LogsQuery } }, async (req, reply) => {
     const source = pickSource(sources, req.query.source);
-    authorize(req, source.name);
-    const rows = source.read(req.hoody.container.name, logQuery(req.query.since, req.query.limit));
+    const token = authorize(req, source.name);
+    // As on the cron routes: a token sees its own user's runs; another user's need an admin-scoped token.
+    const user = token.scopes.includes('admin') ? undefined : token.user;
+    const rows = source.read(req.hoody.container.name, logQuery(req.query.since, req.query.limit), user);
     if (req.query.format === 'ndjson') return reply.type('application/x-ndjson').send(rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
     return rows;
   });

@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ContainerContext } from '../../containers/context.js';
 import { fail } from '../../containers/errors.js';
@@ -18,7 +17,8 @@ export function presentedToken(req: FastifyRequest): string | null {
 }
 
 function lookupToken(ctx: ContainerContext, token: string, req: FastifyRequest, limiter?: FailureLimiter): TokenRow {
-  const client = req.socket.remoteAddress ?? 'unknown';
+  // A script's guesses count against its container, not against the loopback address every inject comes from.
+  const client = req.hoodyCall ? `exec:${req.hoodyCall.container}` : (req.socket.remoteAddress ?? 'unknown');
   if (limiter?.blocked(client)) throw fail('RATE_LIMITED', 'too many bad tokens from this address; try again later');
   // The hash is the lookup key: timing reveals nothing about the token itself.
   const row = ctx.store.tokenByHash(hashToken(token));
@@ -29,42 +29,16 @@ function lookupToken(ctx: ContainerContext, token: string, req: FastifyRequest, 
   return row;
 }
 
-/** In-process calls (a script's relative fetch) carry the caller's token id, vouched for by a per-daemon secret. */
-export interface InternalAuthority {
-  secret: string;
-}
-
-export const INTERNAL_SECRET_HEADER = 'x-hoody-internal';
-export const INTERNAL_TOKEN_HEADER = 'x-hoody-token-id';
-
-function internalToken(ctx: ContainerContext, req: FastifyRequest, internal: InternalAuthority | undefined): TokenRow | null | undefined {
-  const presented = req.headers[INTERNAL_SECRET_HEADER];
-  if (presented === undefined) return undefined;
-  if (!internal || typeof presented !== 'string' || !timingSafeEqualString(presented, internal.secret)) throw fail('UNAUTHORIZED');
-  const id = req.headers[INTERNAL_TOKEN_HEADER];
-  if (typeof id !== 'string' || !id) return null;
-  const row = ctx.store.tokenById(id);
-  if (!row || row.revokedAt) throw fail('UNAUTHORIZED');
-  return row;
-}
-
-function timingSafeEqualString(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
-
 /**
  * Resolves which container a request is for (service host, `/c/<ctr>/` path, or the token alone) and who
  * is calling. A bad token is 401; a valid token of another container is 404 (existence is not revealed).
  */
-export function resolveCaller(ctx: ContainerContext, domain: string, internal?: InternalAuthority, limiter?: FailureLimiter) {
+export function resolveCaller(ctx: ContainerContext, domain: string, limiter?: FailureLimiter) {
   return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
     const params = req.params as { ctr?: string };
     const target = parseHost(req.headers.host, domain);
-    const vouched = internalToken(ctx, req, internal);
-    const raw = vouched === undefined ? presentedToken(req) : null;
-    const token = vouched !== undefined ? vouched : raw ? lookupToken(ctx, raw, req, limiter) : null;
+    const call = req.hoodyCall;
+    const token = call?.tokenId ? callerToken(ctx, call.tokenId) : presentedOrNull(ctx, req, limiter);
     let name: string | undefined;
     let service: CallerContext['service'] = null;
     if (params.ctr !== undefined) {
@@ -80,9 +54,23 @@ export function resolveCaller(ctx: ContainerContext, domain: string, internal?: 
     } else {
       throw fail('NOT_FOUND', `${req.method} ${req.url.split('?')[0]}`);
     }
+    // An in-process call reaches its own container and nothing else, whatever its path or token says.
+    if (call && call.container !== name) throw fail('CONTAINER_UNKNOWN', name);
     const container = ctx.store.get(name);
     if (!container || container.phase !== 'ready') throw fail('CONTAINER_UNKNOWN', name);
     if (token && token.container !== container.name) throw fail('CONTAINER_UNKNOWN', name);
-    req.hoody = { container, token, service };
+    req.hoody = { container, token, service, depth: call?.depth ?? 0 };
   };
+}
+
+/** The token an in-process call was bound to by the daemon; revoked since (rotation): 401 like any stale token. */
+function callerToken(ctx: ContainerContext, id: string): TokenRow {
+  const row = ctx.store.tokenById(id);
+  if (!row || row.revokedAt) throw fail('UNAUTHORIZED');
+  return row;
+}
+
+function presentedOrNull(ctx: ContainerContext, req: FastifyRequest, limiter?: FailureLimiter): TokenRow | null {
+  const raw = presentedToken(req);
+  return raw ? lookupToken(ctx, raw, req, limiter) : null;
 }

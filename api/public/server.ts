@@ -9,7 +9,7 @@ import type { ContainerContext } from '../../containers/context.js';
 import { containerApi, type NamespaceRoutes } from '../container/index.js';
 import { answerClientError, frameworkErrors, installErrorHandling } from '../errors.js';
 import { FailureLimiter } from './limiter.js';
-import type { InternalAuthority } from './resolve.js';
+import { type CallAuthority, stripInternalHeaders } from './authority.js';
 
 export interface PublicServerOptions {
   ctx: ContainerContext;
@@ -24,7 +24,8 @@ export interface PublicServerOptions {
   upgrade?(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
   /** Routes registered at the root, outside every container's plugin (e.g. ACME http-01 answers). */
   rootRoutes?: ((app: FastifyInstance) => Promise<void>)[];
-  internal?: InternalAuthority;
+  /** In-process calls (scripts' relative fetches, injected by the daemon); without it every inject is anonymous. */
+  calls?: CallAuthority;
   /** Bad tokens per client address per minute before it gets 429s (default 100). */
   tokenFailureLimit?: number;
   /** The whole header block must arrive within this (default 20 s); slower clients get a 408 and are cut off. */
@@ -63,6 +64,8 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     serverFactory: (h) => {
       // Proxied hostnames skip fastify entirely (speed); http-01 answers always reach fastify first.
       handler = (req, res) => {
+        // Nothing from outside speaks for the daemon: x-hoody-* reach neither the API nor the proxy's upstreams.
+        stripInternalHeaders(req);
         if (opts.intercept && !req.url?.startsWith('/.well-known/acme-challenge/') && opts.intercept(req, res)) return;
         h(req, res);
       };
@@ -71,6 +74,12 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } },
   });
   installErrorHandling(app);
+  // First of all hooks: an injected request's handle becomes its daemon-side call record and leaves the headers.
+  app.decorateRequest('hoodyCall', null);
+  app.addHook('onRequest', async (req) => {
+    if (opts.calls) req.hoodyCall = opts.calls.take(req);
+    else stripInternalHeaders(req.raw);
+  });
   app.addHook('onResponse', async (req, reply) => {
     // The path only: URL tokens must never reach the logs.
     req.log.info(
@@ -81,7 +90,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
   for (const routes of opts.rootRoutes ?? []) await routes(app);
   // One limiter for both mounts of the container plugin: bad tokens count per client address.
   const limiter = new FailureLimiter(opts.tokenFailureLimit ?? 100, 60_000);
-  const api = { ctx: opts.ctx, domain: opts.domain, namespaces: opts.namespaces, internal: opts.internal, limiter };
+  const api = { ctx: opts.ctx, domain: opts.domain, namespaces: opts.namespaces, limiter };
   await app.register(containerApi, api);
   await app.register(containerApi, { ...api, prefix: '/c/:ctr' });
   await app.ready();
@@ -112,6 +121,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
   }
   for (const server of [app.server, https]) {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      stripInternalHeaders(req);
       if (!opts.upgrade?.(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
     });
   }

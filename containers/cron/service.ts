@@ -133,14 +133,14 @@ export class CronService implements NamespaceHooks {
     return this.entries.runsOfUser(container, user, runQuery(q)).map(runView);
   }
 
-  /** Every run of the container, oldest first, from `since` (inclusive) or else the latest `limit`; `time` = started_at. */
-  logs(container: string, q?: RunQueryInput): CronLogRow[] {
-    return this.entries.runsOfContainer(container, runQuery(q)).map((r) => ({ time: r.startedAt, ...runView(r) }));
+  /** Every run of the container (or of one user), oldest first, from `since` (inclusive) or else the latest `limit`; `time` = started_at. */
+  logs(container: string, q?: RunQueryInput, user?: string): CronLogRow[] {
+    return this.entries.runsOfContainer(container, runQuery(q), user).map((r) => ({ time: r.startedAt, ...runView(r) }));
   }
 
   /** The cron log as a `GET /api/v1/logs?source=cron` source. */
   logSource(): LogSource {
-    return { name: 'cron', read: (container, q) => this.logs(container, q) };
+    return { name: 'cron', read: (container, q, user) => this.logs(container, q, user) };
   }
 
   /** Schedules every enabled entry from now on (missed slots are not replayed). */

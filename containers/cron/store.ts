@@ -155,6 +155,8 @@ export class CronStore {
           ORDER BY id DESC LIMIT ?`),
       logSince: p('SELECT * FROM cron_runs WHERE container = ? AND started_at >= ? ORDER BY started_at, id LIMIT ?'),
       logTail: p('SELECT * FROM (SELECT * FROM cron_runs WHERE container = ? ORDER BY id DESC LIMIT ?) ORDER BY id'),
+      logSinceOfUser: p('SELECT * FROM cron_runs WHERE container = ? AND user = ? AND started_at >= ? ORDER BY started_at, id LIMIT ?'),
+      logTailOfUser: p('SELECT * FROM (SELECT * FROM cron_runs WHERE container = ? AND user = ? ORDER BY id DESC LIMIT ?) ORDER BY id'),
       running: p(`SELECT * FROM cron_runs WHERE status = 'running'`),
     };
   }
@@ -257,9 +259,16 @@ export class CronStore {
     return (this.#s.runsOfUser!.all(container, user, q.since ?? '', q.limit) as Raw[]).map(toRun);
   }
 
-  /** Oldest first: from `since` on, or else the latest `limit` runs. */
-  runsOfContainer(container: string, q: RunQuery): RunRow[] {
-    const rows = q.since === undefined ? this.#s.logTail!.all(container, q.limit) : this.#s.logSince!.all(container, q.since, q.limit);
+  /** Oldest first: from `since` on, or else the latest `limit` runs (of one user only, with `user`). */
+  runsOfContainer(container: string, q: RunQuery, user?: string): RunRow[] {
+    const rows =
+      user === undefined
+        ? q.since === undefined
+          ? this.#s.logTail!.all(container, q.limit)
+          : this.#s.logSince!.all(container, q.since, q.limit)
+        : q.since === undefined
+          ? this.#s.logTailOfUser!.all(container, user, q.limit)
+          : this.#s.logSinceOfUser!.all(container, user, q.since, q.limit);
     return (rows as Raw[]).map(toRun);
   }
 }

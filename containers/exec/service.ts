@@ -7,37 +7,14 @@ import { FileArea } from '../files.js';
 import type { LogSource } from '../logs.js';
 import type { ContainerRow } from '../store.js';
 import { type Directives, parseDirectives } from './directives.js';
-import { type OutboundResponse, outboundFetch } from './outbound.js';
-import type { HostOp, ScriptRequest } from './protocol.js';
+import { type AcmeHook, flatHeaders, hostCall, type RunCaller, type SelfFetch } from './host-calls.js';
+import type { HostOp, RunOutcome, ScriptRequest } from './protocol.js';
 import { httpResult, type RunResult } from './result.js';
 import { ExecLog, type ExecLogEntry, type ExecLogQuery } from './schema.js';
 import { loaderFor, Transpiler } from './transpile.js';
 import { type RunReport, WorkerHost } from './worker-host.js';
 
-/** A request into the container's own API on behalf of a script (the daemon injects it into the public app). */
-export interface SelfRequest {
-  method: string;
-  /** Path and query, e.g. /api/v1/files/x?y=1 */
-  path: string;
-  headers: Record<string, string>;
-  body: Buffer | null;
-}
-
-export interface SelfResponse {
-  status: number;
-  headers: Record<string, string | string[] | number | undefined>;
-  body: Buffer;
-}
-
-export type SelfFetch = (container: string, callerTokenId: string | null, req: SelfRequest) => Promise<SelfResponse>;
-
-/**
- * The ACME side of `acme.order()` inside scripts (the daemon passes its AcmeService). `container` is the
- * container's name; the result goes back to the script as JSON (cert, key, chain… or a dry run's report).
- */
-export interface AcmeHook {
-  order(container: string, domains: readonly string[], opts: { dryRun: boolean }): Promise<object>;
-}
+export type { AcmeHook, RunCaller, SelfCall, SelfFetch, SelfRequest, SelfResponse } from './host-calls.js';
 
 export interface ExecDeps {
   db: Database;
@@ -63,8 +40,9 @@ export interface RunInput {
   /** The raw body (parsed here: JSON when the content type says so, text otherwise). */
   body: Buffer | string | null;
   dryRun: boolean;
-  callerTokenId: string | null;
-  /** How many scripts up the call chain (scripts calling scripts through fetch); see EXEC_DEPTH_HEADER. */
+  /** The caller's token (its host calls get its scopes); null for an anonymous `@auth none` run. */
+  caller: RunCaller | null;
+  /** How many scripts up the call chain (scripts calling scripts through fetch); the daemon's record, never a header. */
   depth?: number;
 }
 
@@ -90,13 +68,10 @@ export interface ScriptInfo {
   error: string | null;
 }
 
-/** The header a script's self-fetch carries so that scripts calling scripts cannot recurse without end. */
-export const EXEC_DEPTH_HEADER = 'x-hoody-exec-depth';
+/** Scripts calling scripts through fetch go at most this deep (508 beyond). */
 export const MAX_EXEC_DEPTH = 4;
 const CONSOLE_CAP = 16 * 1024;
 const RUNNABLE = /\.(ts|js)$/;
-/** Headers a script may not set on a self-fetch: the authority and the routing are the daemon's to decide. */
-const SELF_DROP_HEADERS = ['authorization', 'host', 'connection', 'content-length', 'transfer-encoding', 'cookie'];
 
 interface ActiveRun {
   row: ContainerRow;
@@ -104,24 +79,8 @@ interface ActiveRun {
   abort: AbortController;
 }
 
-function flatHeaders(h: Record<string, string | string[] | number | undefined>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(h)) if (v !== undefined) out[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : String(v);
-  return out;
-}
-
 function isJsonType(type: string | undefined): boolean {
   return !!type && /^application\/([\w.+-]*\+)?json\b/i.test(type.trim());
-}
-
-function looksLikeJson(text: string): boolean {
-  if (!/^\s*[[{]/.test(text)) return false;
-  try {
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function errorText(err: unknown): string {
@@ -129,11 +88,11 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** `request` inside the script. The caller's token is not handed to the script (its fetches carry it anyway). */
+/** `request` inside the script. The caller's token is not handed to the script (its host calls act for it anyway). */
 function scriptRequest(input: RunInput): ScriptRequest {
   const headers = flatHeaders(input.headers);
   delete headers.authorization;
-  delete headers[EXEC_DEPTH_HEADER];
+  for (const k of Object.keys(headers)) if (k.startsWith('x-hoody-')) delete headers[k];
   const query: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(input.query)) if (v !== undefined && k !== 'token') query[k] = v;
   let body: unknown = null;
@@ -293,7 +252,7 @@ export class ExecService implements NamespaceHooks {
       status: error ? error.status : result!.status,
       durationMs: Date.now() - started.getTime(),
       cpuMs: Math.round(report.cpuMs * 1000) / 1000,
-      tokenId: input.callerTokenId,
+      tokenId: input.caller?.id ?? null,
       dryRun: input.dryRun,
       console: report.console,
       error: error ? `${error.code}: ${error.message}` : null,
@@ -393,76 +352,11 @@ export class ExecService implements NamespaceHooks {
   private serveCall(id: number, call: number, op: HostOp, args: unknown): void {
     const run = this.active.get(id);
     if (!run) return;
-    this.hostCall(run, op, (args ?? {}) as Record<string, unknown>).then(
+    const deps = { domain: this.domain, selfFetch: this.deps.selfFetch, acme: this.deps.acme };
+    const ctx = { row: run.row, caller: run.input.caller, depth: run.input.depth ?? 0, dryRun: run.input.dryRun, signal: run.abort.signal };
+    hostCall(deps, ctx, op, (args ?? {}) as Record<string, unknown>).then(
       (value) => this.worker.reply(id, call, { ok: true, value }),
       (err: unknown) => this.worker.reply(id, call, { ok: false, error: errorText(err) }),
     );
-  }
-
-  private async hostCall(run: ActiveRun, op: HostOp, args: Record<string, unknown>): Promise<unknown> {
-    const files = FileArea.of(run.row, 'files');
-    switch (op) {
-      case 'fetch':
-        return this.fetch(run, args);
-      case 'files.read':
-        return (await files.read(String(args.path))).toString('utf8');
-      case 'files.write': {
-        const data = args.data instanceof Uint8Array ? Buffer.from(args.data) : String(args.data ?? '');
-        const w = await files.write(String(args.path), data);
-        return { path: w.path, size: w.size, created: w.created };
-      }
-      case 'files.list':
-        return files.list(String(args.path ?? ''));
-      case 'files.delete':
-        await files.remove(String(args.path));
-        return null;
-      case 'acme.order': {
-        if (!this.deps.acme) throw new Error('acme is not available: this host has no ACME client configured for exec');
-        const domains = Array.isArray(args.domains) ? args.domains.map(String) : [];
-        if (domains.length === 0) throw new Error('acme.order needs a domain or a list of domains');
-        const r = await this.deps.acme.order(run.row.name, domains, { dryRun: run.input.dryRun });
-        return JSON.parse(JSON.stringify(r)) as unknown;
-      }
-    }
-  }
-
-  private async fetch(run: ActiveRun, args: Record<string, unknown>): Promise<unknown> {
-    const url = String(args.url ?? '');
-    const method = String(args.method ?? 'GET').toUpperCase();
-    const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries((args.headers ?? {}) as Record<string, unknown>)) headers[k.toLowerCase()] = String(v);
-    const text = typeof args.body === 'string' ? args.body : null;
-    const body = args.body instanceof Uint8Array ? Buffer.from(args.body) : text !== null ? Buffer.from(text) : null;
-    const res =
-      url.startsWith('/') && !url.startsWith('//')
-        ? await this.fetchSelf(run, url, method, headers, body, text)
-        : await outboundFetch({ url, method, headers, body }, { domain: this.domain, signal: run.abort.signal });
-    return {
-      status: res.status,
-      statusText: res.statusText,
-      headers: res.headers,
-      url: res.url,
-      ...(isUtf8(res.body) ? { text: res.body.toString('utf8') } : { bytes: new Uint8Array(res.body) }),
-    };
-  }
-
-  /** A relative URL: this container's own API, with the caller's authority (never a token the script adds). */
-  private async fetchSelf(
-    run: ActiveRun,
-    url: string,
-    method: string,
-    headers: Record<string, string>,
-    body: Buffer | null,
-    text: string | null,
-  ): Promise<OutboundResponse> {
-    const target = new URL(url, 'http://self'); // dot segments resolved: the path cannot climb out
-    target.searchParams.delete('token');
-    const path = target.pathname + target.search;
-    for (const h of SELF_DROP_HEADERS) delete headers[h];
-    // A string body without a content type goes as JSON when it is JSON (the seed's bare JSON.stringify body).
-    if (text !== null && !headers['content-type']) headers['content-type'] = looksLikeJson(text) ? 'application/json' : 'text/plain; charset=utf-8';
-    headers[EXEC_DEPTH_HEADER] = String((run.input.depth ?? 0) + 1);
-    const r = await this.deps.selfFetch(run.row.name, run.input.callerTokenId, { method, path, headers, body });
-    return { status: r.status, statusText: '', headers: flatHeaders(r.headers), body: r.body, url: path };
   }
 }
