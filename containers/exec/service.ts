@@ -8,7 +8,7 @@ import type { LogSource } from '../logs.js';
 import type { ContainerRow } from '../store.js';
 import { type Directives, parseDirectives } from './directives.js';
 import { type AcmeHook, flatHeaders, hostCall, type RunCaller, type SelfFetch } from './host-calls.js';
-import type { HostOp, RunOutcome, ScriptRequest } from './protocol.js';
+import type { HostOp, ScriptRequest } from './protocol.js';
 import { httpResult, type RunResult } from './result.js';
 import { ExecLog, type ExecLogEntry, type ExecLogQuery } from './schema.js';
 import { loaderFor, Transpiler } from './transpile.js';
