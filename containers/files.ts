@@ -56,8 +56,9 @@ function fsError(err: unknown, rel: string): HoodyError | unknown {
     case 'ELOOP':
       return fail('PATH_INVALID', `${rel}: too many levels of symbolic links`);
     case 'ENOSPC':
+      return fail('POOL_FULL', `no space left for ${rel}`);
     case 'EDQUOT':
-      return fail('POOL_FULL', `no space left for ${rel} (disk quota or pool)`);
+      return fail('DISK_QUOTA_EXCEEDED', `no room for ${rel}`);
     case 'ENAMETOOLONG':
       return fail('PATH_INVALID', 'name too long');
   }

@@ -4,7 +4,9 @@ import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Writable } from 'node:stream';
 import Docker from 'dockerode';
+import { BUSYBOX_IMAGE } from './images.js';
 import { enableMemoryMerge } from './memory-merge.js';
+import { engineDefaultProfile, type SeccompProfile, withoutSubvolumeIoctls } from './seccomp.js';
 
 export interface ContainerSpec {
   name: string;
@@ -17,6 +19,8 @@ export interface ContainerSpec {
   binds: string[];
   extraHosts?: string[];
   env?: string[];
+  /** Bound on the root filesystem's writes where the engine enforces one itself (btrfs graph driver). */
+  rootDiskBytes?: number | null;
 }
 
 export interface EngineContainer {
@@ -32,6 +36,8 @@ export interface EngineContainer {
   ip: string;
   /** Its network in CIDR form (e.g. 172.17.0.0/16), '' when unknown. */
   subnet: string;
+  /** overlay2: the directory of its writable layer (upper dir and work dir inside), '' otherwise/unknown. */
+  layerDir: string;
 }
 
 export interface EngineEvent {
@@ -96,9 +102,28 @@ function statusCode(err: unknown): number | undefined {
 export class DockerEngine implements ContainerEngine {
   readonly name = 'docker';
   readonly docker: Docker;
+  #profile: Promise<SeccompProfile> | undefined;
+  #driver: Promise<string> | undefined;
 
   constructor(readonly socketPath: string) {
     this.docker = new Docker({ socketPath });
+  }
+
+  /** The engine's default seccomp profile minus subvolume creation (a subvolume would escape the disk quota). */
+  seccompProfile(image: string): Promise<SeccompProfile> {
+    this.#profile ??= engineDefaultProfile(this.docker, [image, BUSYBOX_IMAGE], CAP_ADD).then(withoutSubvolumeIoctls);
+    this.#profile.catch(() => {
+      this.#profile = undefined; // retry on the next create
+    });
+    return this.#profile;
+  }
+
+  #storageDriver(): Promise<string> {
+    this.#driver ??= this.info().then((i) => i.storageDriver);
+    this.#driver.catch(() => {
+      this.#driver = undefined;
+    });
+    return this.#driver;
   }
 
   async ping(): Promise<boolean> {
@@ -111,6 +136,8 @@ export class DockerEngine implements ContainerEngine {
   }
 
   async create(spec: ContainerSpec): Promise<string> {
+    const seccomp = JSON.stringify(await this.seccompProfile(spec.image));
+    const sizeOpt = spec.rootDiskBytes && (await this.#storageDriver()) === 'btrfs' ? { StorageOpt: { size: String(spec.rootDiskBytes) } } : {};
     const c = await this.docker.createContainer({
       name: spec.name,
       Image: spec.image,
@@ -122,7 +149,8 @@ export class DockerEngine implements ContainerEngine {
         MemorySwap: spec.memoryBytes,
         NanoCpus: spec.nanoCpus,
         PidsLimit: spec.pidsLimit,
-        SecurityOpt: ['no-new-privileges'],
+        SecurityOpt: ['no-new-privileges', `seccomp=${seccomp}`],
+        ...sizeOpt,
         CapDrop: ['ALL'],
         CapAdd: CAP_ADD,
         RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
@@ -175,6 +203,7 @@ export class DockerEngine implements ContainerEngine {
         gateway: Object.values(i.NetworkSettings?.Networks ?? {})[0]?.Gateway ?? '',
         ip: Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPAddress ?? '',
         subnet: subnetOf(Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPAddress, Object.values(i.NetworkSettings?.Networks ?? {})[0]?.IPPrefixLen),
+        layerDir: layerDirOf(i.GraphDriver),
       };
     } catch (err) {
       if (statusCode(err) === 404) return null;
@@ -195,6 +224,7 @@ export class DockerEngine implements ContainerEngine {
       gateway: '',
       ip: '',
       subnet: '',
+      layerDir: '',
     }));
   }
 
@@ -349,6 +379,17 @@ export class DockerEngine implements ContainerEngine {
       images: i.Images,
     };
   }
+}
+
+/** overlay2 keeps a layer's upper dir and work dir side by side in one directory: that directory. */
+export function layerDirOf(graph: { Name?: string; Data?: Record<string, string> | null } | undefined): string {
+  if (graph?.Name !== 'overlay2') return '';
+  const upper = graph.Data?.UpperDir ?? '';
+  const work = graph.Data?.WorkDir ?? '';
+  if (!upper.endsWith('/diff') || !upper.startsWith('/')) return '';
+  const dir = dirname(upper);
+  // Anything else is a layout this code does not know: better no quota step than one on the wrong directory.
+  return work === `${dir}/work` && !dir.includes('/../') ? dir : '';
 }
 
 /** 172.17.0.5 + 16 -> 172.17.0.0/16. */
