@@ -126,8 +126,13 @@ export class BtrfsDriver implements StorageDriver {
    */
   async adoptDirectory(path: string): Promise<void> {
     if (!path.startsWith('/') || path.length < 2) throw new Error(`adoptDirectory needs an absolute path, got ${JSON.stringify(path)}`);
-    if (await this.isVolume(path)) return;
     const aside = `${path}.hoody-adopt`;
+    if (await lstat(aside).then(() => true, () => false)) {
+      // A crash cut an earlier adoption short: the aside copy is the truth, the subvolume may be partial.
+      if (await this.isVolume(path)) await run('btrfs', ['subvolume', 'delete', path]);
+      await rename(aside, path);
+    }
+    if (await this.isVolume(path)) return;
     const st = await lstat(path);
     if (!st.isDirectory()) throw new Error(`${path} is not a directory`);
     await rename(path, aside);
