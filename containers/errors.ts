@@ -124,6 +124,11 @@ export const errors = {
   },
 
   // boundary: disk quota (issue 10.5)
+  DISK_QUOTA_EXCEEDED: { status: 507, message: (d: string) => `the container's disk limit is reached: ${d}` },
+  ROOT_QUOTA_UNSUPPORTED: {
+    status: 500,
+    message: (driver: string) => `cannot bound the root filesystem on engine storage driver ${driver} (use overlay2 or btrfs)`,
+  },
 
   // boundary: exec budgets (issue 10.6)
 

@@ -26,6 +26,7 @@ export function engineFailure(err: unknown, image?: string): HoodyError {
 export function storageFailure(err: unknown): HoodyError {
   if (isHoodyError(err)) return err;
   const text = err instanceof CommandError ? `${err.message}` : messageOf(err);
-  if (/no space left|ENOSPC|quota exceeded|EDQUOT/i.test(text)) return fail('POOL_FULL', text);
+  if (/quota exceeded|EDQUOT/i.test(text)) return fail('DISK_QUOTA_EXCEEDED', text);
+  if (/no space left|ENOSPC/i.test(text)) return fail('POOL_FULL', text);
   return fail('STORAGE_FAILED', text);
 }

@@ -106,8 +106,9 @@ export class FileArea {
       case 'EAGAIN':
         return fail('PATH_INVALID', `${rel}: the path kept changing while it was resolved`);
       case 'ENOSPC':
+        return fail('POOL_FULL', `no space left for ${rel}`);
       case 'EDQUOT':
-        return fail('POOL_FULL', `no space left for ${rel} (disk quota or pool)`);
+        return fail('DISK_QUOTA_EXCEEDED', `no room for ${rel}`);
       case 'ENAMETOOLONG':
         return fail('PATH_INVALID', 'name too long');
     }

@@ -3,6 +3,7 @@ import { type ContainerContext, LABEL_INSTANCE, LABEL_NAME } from './context.js'
 import { fail } from './errors.js';
 import { engineFailure } from './failures.js';
 import { finishDelete, readyRow } from './provision.js';
+import { removeEngineContainer } from './rootfs.js';
 import type { ContainerRow } from './store.js';
 
 export type ContainerState = 'creating' | 'deleting' | 'running' | 'stopped' | 'restarting' | 'missing' | 'unknown';
@@ -132,7 +133,7 @@ export async function reconcile(ctx: ContainerContext): Promise<ReconcileReport>
   const live = await liveByName(ctx);
   for (const [name, c] of live) {
     if (!rows.has(name)) {
-      await ctx.engine.remove(c.id);
+      await removeEngineContainer(ctx, c.id);
       report.orphanContainers.push(c.name);
     }
   }

@@ -6,6 +6,7 @@ import { type ContainerContext, engineName, LABEL_ID, LABEL_INSTANCE, LABEL_NAME
 import { fail } from './errors.js';
 import { engineFailure, storageFailure } from './failures.js';
 import { checkName, checkSnapshotName } from './names.js';
+import { boundRootLayer, removeEngineContainer } from './rootfs.js';
 import type { ContainerRow } from './store.js';
 import { issueOwnerToken } from './token-service.js';
 import { Undo } from './undo.js';
@@ -54,6 +55,7 @@ function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
     env: [`HOODY_CONTAINER=${row.name}`, ...extras.env],
     ...(extras.network ? { network: extras.network } : {}),
     ...(extras.sysctls ? { sysctls: extras.sysctls } : {}),
+    rootDiskBytes: row.diskBytes,
   };
 }
 
@@ -119,8 +121,9 @@ async function provision(ctx: ContainerContext, base: Omit<ContainerRow, 'phase'
     } catch (err) {
       throw engineFailure(err, row.image);
     }
-    undo.push('engine container', () => ctx.engine.remove(engineId));
+    undo.push('engine container', () => removeEngineContainer(ctx, engineId));
     ctx.store.setEngineId(row.name, engineId);
+    await boundRootLayer(ctx, engineId, row.diskBytes); // before the first start: nothing written yet
     try {
       await ctx.engine.start(engineId);
     } catch (err) {
@@ -200,12 +203,14 @@ export async function removeContainer(ctx: ContainerContext, name: string): Prom
 
 export async function finishDelete(ctx: ContainerContext, row: ContainerRow): Promise<void> {
   for (const hook of [...ctx.hooks].reverse()) await hook.close(row);
+  if (row.engineId) await removeEngineContainer(ctx, row.engineId);
+  let strays: { id: string }[];
   try {
-    if (row.engineId) await ctx.engine.remove(row.engineId);
-    for (const c of await ctx.engine.list({ [LABEL_INSTANCE]: ctx.instance, [LABEL_NAME]: row.name })) await ctx.engine.remove(c.id);
+    strays = await ctx.engine.list({ [LABEL_INSTANCE]: ctx.instance, [LABEL_NAME]: row.name });
   } catch (err) {
     throw engineFailure(err);
   }
+  for (const c of strays) await removeEngineContainer(ctx, c.id);
   try {
     for (const s of ctx.store.snapshots(row.name)) {
       await ctx.storage.deleteVolume(s.path);

@@ -4,7 +4,9 @@ import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Writable } from 'node:stream';
 import Docker from 'dockerode';
+import { BUSYBOX_IMAGE } from './images.js';
 import { enableMemoryMerge } from './memory-merge.js';
+import { engineDefaultProfile, type SeccompProfile, withoutSubvolumeIoctls } from './seccomp.js';
 
 export interface ContainerSpec {
   name: string;
@@ -21,6 +23,8 @@ export interface ContainerSpec {
   network?: string;
   /** Namespaced kernel settings, in force before the container's first instruction (e.g. IPv6 off). */
   sysctls?: Record<string, string>;
+  /** Bound on the root filesystem's writes where the engine enforces one itself (btrfs graph driver). */
+  rootDiskBytes?: number | null;
 }
 
 export interface EngineContainer {
@@ -38,6 +42,8 @@ export interface EngineContainer {
   subnet: string;
   /** Names of the engine networks it is attached to ([] from list()). */
   networks: string[];
+  /** overlay2: the directory of its writable layer (upper dir and work dir inside), '' otherwise/unknown. */
+  layerDir: string;
 }
 
 export interface EngineEvent {
@@ -104,9 +110,28 @@ function statusCode(err: unknown): number | undefined {
 export class DockerEngine implements ContainerEngine {
   readonly name = 'docker';
   readonly docker: Docker;
+  #profile: Promise<SeccompProfile> | undefined;
+  #driver: Promise<string> | undefined;
 
   constructor(readonly socketPath: string) {
     this.docker = new Docker({ socketPath });
+  }
+
+  /** The engine's default seccomp profile minus subvolume creation (a subvolume would escape the disk quota). */
+  seccompProfile(image: string): Promise<SeccompProfile> {
+    this.#profile ??= engineDefaultProfile(this.docker, [image, BUSYBOX_IMAGE], CAP_ADD).then(withoutSubvolumeIoctls);
+    this.#profile.catch(() => {
+      this.#profile = undefined; // retry on the next create
+    });
+    return this.#profile;
+  }
+
+  #storageDriver(): Promise<string> {
+    this.#driver ??= this.info().then((i) => i.storageDriver);
+    this.#driver.catch(() => {
+      this.#driver = undefined;
+    });
+    return this.#driver;
   }
 
   async ping(): Promise<boolean> {
@@ -119,6 +144,8 @@ export class DockerEngine implements ContainerEngine {
   }
 
   async create(spec: ContainerSpec): Promise<string> {
+    const seccomp = JSON.stringify(await this.seccompProfile(spec.image));
+    const sizeOpt = spec.rootDiskBytes && (await this.#storageDriver()) === 'btrfs' ? { StorageOpt: { size: String(spec.rootDiskBytes) } } : {};
     const c = await this.docker.createContainer({
       name: spec.name,
       Image: spec.image,
@@ -130,7 +157,8 @@ export class DockerEngine implements ContainerEngine {
         MemorySwap: spec.memoryBytes,
         NanoCpus: spec.nanoCpus,
         PidsLimit: spec.pidsLimit,
-        SecurityOpt: ['no-new-privileges'],
+        SecurityOpt: ['no-new-privileges', `seccomp=${seccomp}`],
+        ...sizeOpt,
         CapDrop: ['ALL'],
         CapAdd: CAP_ADD,
         RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
@@ -187,6 +215,7 @@ export class DockerEngine implements ContainerEngine {
         ip: net?.IPAddress ?? '',
         subnet: subnetOf(net?.IPAddress, net?.IPPrefixLen),
         networks: Object.keys(i.NetworkSettings?.Networks ?? {}),
+        layerDir: layerDirOf(i.GraphDriver),
       };
     } catch (err) {
       if (statusCode(err) === 404) return null;
@@ -208,6 +237,7 @@ export class DockerEngine implements ContainerEngine {
       ip: '',
       subnet: '',
       networks: [],
+      layerDir: '',
     }));
   }
 
@@ -369,6 +399,17 @@ export class DockerEngine implements ContainerEngine {
       images: i.Images,
     };
   }
+}
+
+/** overlay2 keeps a layer's upper dir and work dir side by side in one directory: that directory. */
+export function layerDirOf(graph: { Name?: string; Data?: Record<string, string> | null } | undefined): string {
+  if (graph?.Name !== 'overlay2') return '';
+  const upper = graph.Data?.UpperDir ?? '';
+  const work = graph.Data?.WorkDir ?? '';
+  if (!upper.endsWith('/diff') || !upper.startsWith('/')) return '';
+  const dir = dirname(upper);
+  // Anything else is a layout this code does not know: better no quota step than one on the wrong directory.
+  return work === `${dir}/work` && !dir.includes('/../') ? dir : '';
 }
 
 /** 172.17.0.5 + 16 -> 172.17.0.0/16. */

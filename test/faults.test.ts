@@ -77,14 +77,14 @@ describe('faults: a full pool', () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
-  test('a quota is a 507 HOODY_POOL_FULL, the file keeps its old bytes, and no temp file is left', async () => {
+  test('a quota is a 507 HOODY_DISK_QUOTA_EXCEEDED (not POOL_FULL), the file keeps its old bytes, and no temp file is left', async () => {
     await c.create('q', { disk: '32m' });
     const mib = (n: number, fill: number) => Buffer.alloc(n * 1024 * 1024, fill);
     assert.equal((await c.api('q', 'PUT', '/api/v1/files/one', mib(12, 1))).status, 201);
     assert.equal((await c.api('q', 'PUT', '/api/v1/files/two', mib(12, 2))).status, 201);
     const over = await c.api('q', 'PUT', '/api/v1/files/one', mib(14, 3));
     assert.equal(over.status, 507, over.text());
-    assert.equal(errorShape(over)?.code, 'HOODY_POOL_FULL');
+    assert.equal(errorShape(over)?.code, 'HOODY_DISK_QUOTA_EXCEEDED');
     assert.ok((await c.api('q', 'GET', '/api/v1/files/one')).body.equals(mib(12, 1)), 'the old content is intact');
     const names = (await c.api('q', 'GET', '/api/v1/files/')).json<{ entries: { name: string }[] }>().entries.map((e) => e.name);
     assert.deepEqual(names, ['one', 'two']);

@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, stat, statfs } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { run } from '../command.js';
 import type { PoolUsage, StorageDriver, VolumeUsage } from './driver.js';
@@ -76,12 +76,77 @@ export class BtrfsDriver implements StorageDriver {
     return Number(stdout.trim());
   }
 
+  async volumeId(path: string): Promise<number | null> {
+    return (await this.isVolume(path)) ? this.subvolumeId(path) : null;
+  }
+
+  /**
+   * Deletes a volume and every subvolume nested in it (a tenant can create those with an ioctl), deepest
+   * first and by id, so a path a tenant swapped for a symlink cannot redirect the delete.
+   */
   async deleteVolume(path: string): Promise<void> {
     if (!(await this.isVolume(path))) return;
     const id = await this.subvolumeId(path);
-    // Snapshots are read-only; deleting works on them too, nested subvolumes would not: there are none by design.
+    const nested = await this.nestedIds(dirname(path), id);
+    // By id through the volume's own root (the path must be a subvolume; the tenant cannot move that one).
+    for (const n of nested) await run('btrfs', ['subvolume', 'delete', '--subvolid', String(n), path]);
     await run('btrfs', ['subvolume', 'delete', '--commit-after', path]);
-    await this.destroyQgroup(dirname(path), id);
+    for (const n of [...nested, id]) await this.destroyQgroup(dirname(path), n);
+  }
+
+  async forgetVolume(parent: string, id: number): Promise<void> {
+    await this.destroyQgroup(parent, id);
+  }
+
+  /** Ids of the subvolumes below subvolume `id`, children after their own children (safe delete order). */
+  async nestedIds(fsPath: string, id: number): Promise<number[]> {
+    const { stdout } = await run('btrfs', ['subvolume', 'list', fsPath]);
+    const children = new Map<number, number[]>();
+    for (const line of stdout.split('\n')) {
+      const m = /^ID (\d+) gen \d+ top level (\d+) path /.exec(line.trim());
+      if (!m) continue;
+      const parent = Number(m[2]);
+      children.set(parent, [...(children.get(parent) ?? []), Number(m[1])]);
+    }
+    const out: number[] = [];
+    const walk = (p: number, depth: number) => {
+      if (depth > 4096) throw new Error(`subvolume nesting below ${id} deeper than 4096`);
+      for (const c of children.get(p) ?? []) {
+        walk(c, depth + 1);
+        out.push(c);
+      }
+    };
+    walk(id, 0);
+    return out;
+  }
+
+  /**
+   * Turns an existing plain directory into a subvolume holding the same entries (modes, owners, xattrs
+   * kept), so a qgroup can bound what is written below it. Idempotent; a failure puts the directory back.
+   */
+  async adoptDirectory(path: string): Promise<void> {
+    if (!path.startsWith('/') || path.length < 2) throw new Error(`adoptDirectory needs an absolute path, got ${JSON.stringify(path)}`);
+    const aside = `${path}.hoody-adopt`;
+    if (await lstat(aside).then(() => true, () => false)) {
+      // A crash cut an earlier adoption short: the aside copy is the truth, the subvolume may be partial.
+      if (await this.isVolume(path)) await run('btrfs', ['subvolume', 'delete', path]);
+      await rename(aside, path);
+    }
+    if (await this.isVolume(path)) return;
+    const st = await lstat(path);
+    if (!st.isDirectory()) throw new Error(`${path} is not a directory`);
+    await rename(path, aside);
+    try {
+      await run('btrfs', ['subvolume', 'create', path]);
+      await chown(path, st.uid, st.gid);
+      await chmod(path, st.mode & 0o7777);
+      await run('cp', ['-a', '--', `${aside}/.`, `${path}/`]);
+    } catch (err) {
+      if (await this.isVolume(path)) await run('btrfs', ['subvolume', 'delete', path]).catch(() => undefined);
+      await rename(aside, path).catch(() => undefined);
+      throw err;
+    }
+    await rm(aside, { recursive: true, force: true });
   }
 
   /** Removes the level-0 qgroup a deleted subvolume leaves behind, so no orphan remains. */
@@ -92,7 +157,9 @@ export class BtrfsDriver implements StorageDriver {
       try {
         await run('btrfs', ['qgroup', 'destroy', `0/${id}`, mountPath]);
         return;
-      } catch {
+      } catch (err) {
+        // The kernel (6.x) drops the qgroup itself once the cleaner is done: gone is done.
+        if (/No such file or directory/.test((err as Error).message)) return;
         // Busy until the cleaner has dropped the subvolume; wait for it and retry.
         await run('btrfs', ['subvolume', 'sync', mountPath, String(id)]).catch(() => undefined);
         await new Promise((r) => setTimeout(r, 100));

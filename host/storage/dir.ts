@@ -31,6 +31,12 @@ export class DirDriver implements StorageDriver {
   async deleteVolume(path: string): Promise<void> {
     await rm(path, { recursive: true, force: true });
   }
+  async volumeId(): Promise<number | null> {
+    return null;
+  }
+  async forgetVolume(): Promise<void> {}
+  /** Nothing to do: this driver enforces no quota, so a plain directory is as good as a volume. */
+  async adoptDirectory(): Promise<void> {}
   async isVolume(path: string): Promise<boolean> {
     return stat(join(path, MARKER)).then(
       () => true,

@@ -16,7 +16,14 @@ export interface StorageDriver {
   readonly name: 'btrfs' | 'dir';
   createVolume(path: string): Promise<void>;
   snapshot(source: string, target: string, opts?: { readonly?: boolean }): Promise<void>;
+  /** Deletes a volume with everything in it, subvolumes nested inside included; a no-op when absent. */
   deleteVolume(path: string): Promise<void>;
+  /** The volume's id (BTRFS subvolume id), null when the path is not a volume or the driver has none. */
+  volumeId(path: string): Promise<number | null>;
+  /** Drops what a volume someone else deleted left behind (its qgroup); parent: any path on the pool. */
+  forgetVolume(parent: string, id: number): Promise<void>;
+  /** Turns an existing directory into a volume in place (entries, modes and owners kept), so a quota can bound it. */
+  adoptDirectory(path: string): Promise<void>;
   isVolume(path: string): Promise<boolean>;
   listVolumes(parent: string): Promise<string[]>;
   setQuota(path: string, bytes: number | null): Promise<void>;
