@@ -2,11 +2,15 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { createServer as createTlsServer } from 'node:tls';
 import { execa } from 'execa';
 import Fastify from 'fastify';
-import { errors } from '../containers/errors.js';
 import { installErrorHandling } from '../api/errors.js';
-import { ROOT, startTestDaemon, type TestDaemon } from './support/host.js';
+import { errors, isHoodyError } from '../containers/errors.js';
+import { ProxyNamespace } from '../containers/proxy/namespace.js';
+import { proxyMigrations } from '../containers/proxy/schema.js';
+import { HostCa } from '../containers/tls/ca.js';
+import { ROOT, startTestDaemon, type TestDaemon, testContext } from './support/host.js';
 import { consistencyProblems, errorShape, type Reply, send } from './support/reliability.js';
 
 interface Ports {
@@ -44,6 +48,31 @@ describe('the error catalogue', () => {
       assert.doesNotMatch(r.text(), /secret|TypeError|\/var\/lib/);
     } finally {
       await app.close();
+    }
+  });
+
+  test('a bundle the listener does not serve after the swap is a 500 HOODY_CERT_NOT_SERVED (a real handshake with another server)', async () => {
+    // The proxy confirms a swap with a fresh handshake on its HTTPS port; here that port belongs to another TLS
+    // server (what an operator would see if something else held the port), so the handshake never returns it.
+    const t = await testContext({}, [proxyMigrations]);
+    const ca = await HostCa.loadOrCreate(join(t.config.stateDir, 'cat-ca'));
+    const other = await ca.issue(['elsewhere.example']);
+    const server = createTlsServer({ cert: other.cert, key: other.key });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const proxy = new ProxyNamespace(t.db, t.ctx, 'hoody.localhost', () => port, { hostNames: () => new Set() });
+      const mine = await ca.issue(['served.example']);
+      const err = await proxy.service.putCert('k', { domain: 'served.example', cert: mine.cert, key: mine.key }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      assert.ok(isHoodyError(err), `putCert must fail: ${String(err)}`);
+      assert.equal(err.code, 'HOODY_CERT_NOT_SERVED');
+      assert.equal(err.status, 500);
+    } finally {
+      server.close();
+      await t.cleanup();
     }
   });
 });
@@ -121,5 +150,16 @@ describe('errors an operator or a tenant can provoke, each with its code', () =>
     expectError(await api('GET', '/scripts/never', undefined, 'exec.k.hoody.localhost'), 404, 'HOODY_SCRIPT_UNKNOWN', 'run a script never written');
     expectError(await api('GET', '/api/v1/scripts/never.ts'), 404, 'HOODY_SCRIPT_UNKNOWN', 'read a script never written');
     expectError(await api('GET', `/c/${'k'.repeat(600)}/api/v1/files/`, undefined, '127.0.0.1'), 414, 'HOODY_URI_TOO_LONG', 'a 600-character path segment');
+    expectError(await api('PUT', `/api/v1/files/${'d/'.repeat(257)}x`, 'deep'), 400, 'HOODY_PATH_TOO_DEEP', 'a path of 258 segments');
+  });
+
+  test('names: a certificate for a name another container routes is 404 HOODY_CERT_UNKNOWN; a bad grant is 400', async () => {
+    const other = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'k2' })).token;
+    const route = await send({ port: ports.http, host: 'api.k2.hoody.localhost', path: '/api/v1/proxy/routes/owned.example', method: 'PUT', body: { port: 80 }, headers: { authorization: `Bearer ${other}` } });
+    assert.equal(route.status, 200, route.text());
+    const ca = await HostCa.loadOrCreate(join(d.stateDir, 'cat-ca'));
+    const pem = await ca.issue(['owned.example']);
+    expectError(await api('PATCH', '/api/v1/proxy/cert/bundle', { domain: 'owned.example', cert: pem.cert, key: pem.key }), 404, 'HOODY_CERT_UNKNOWN', "a bundle for k2's name");
+    expectError(await admin('PUT', '/v1/containers/k/domains', { domains: ['not a domain!'] }), 400, 'HOODY_DOMAIN_GRANT_INVALID', 'grant "not a domain!"');
   });
 });

@@ -122,7 +122,7 @@ describe('hostile tenant: nothing an upstream or a script answers takes the daem
     tokB = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'b' })).token;
     engineA = (await d.client.call<{ engineId: string }>('GET', '/v1/containers/a')).engineId;
     // One busybox `nc -ll -e` server per case: it reads the request head, then answers with crafted bytes.
-    const apps = [...HOSTILE, { port: 8120, reply: String.raw`printf 'HTTP/1.1 200 OK\r\n\r\n'; cat /dev/zero` }, { port: 8121, reply: String.raw`printf 'garbage\r\n\r\n'` }];
+    const apps = [...HOSTILE, { port: 8120, reply: String.raw`printf 'HTTP/1.1 200 OK\r\n\r\n'; cat /dev/zero` }, { port: 8121, reply: String.raw`printf 'garbage\r\n\r\n'` }, { port: 8122, reply: String.raw`printf 'HTTP/1.1 401 Unauthorized\r\ncontent-length: 100000\r\n\r\n'; head -c 100000 /dev/zero` }];
     const start: string[] = [];
     for (const c of apps) {
       const script = `#!/bin/sh\nwhile IFS= read -r l; do [ "\${#l}" -le 1 ] && break; done\n${c.reply}\n`;
@@ -132,7 +132,7 @@ describe('hostile tenant: nothing an upstream or a script answers takes the daem
     }
     const r = await dockerExec(engineA, ['sh', '-c', start.join('\n')]);
     assert.equal(r.exitCode, 0, r.output);
-    for (const c of [...HOSTILE.map((h) => h.port), 8120, 8121]) {
+    for (const c of [...HOSTILE.map((h) => h.port), 8120, 8121, 8122]) {
       const put = await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/proxy/routes/p${c}.a.test?token=${tokA}`, method: 'PUT', body: { port: c } });
       assert.equal(put.status, 200, put.text);
     }
@@ -184,6 +184,24 @@ describe('hostile tenant: nothing an upstream or a script answers takes the daem
     assert.match(raw, /^HTTP\/1\.1 502 /, raw);
     assert.equal(codeOf(raw.slice(raw.indexOf('\r\n\r\n') + 4)), 'HOODY_PROXY_UPSTREAM_FAILED');
     await assertSurvived('upgrade garbage');
+  });
+
+  test('a websocket upgrade refused with a 100 KB body: 502 HOODY_PROXY_UPSTREAM_BODY_TOO_LARGE, the body is not relayed', async () => {
+    const raw = await new Promise<string>((resolve, reject) => {
+      const s = connect(ports.http, '127.0.0.1', () =>
+        s.write('GET /ws HTTP/1.1\r\nhost: p8122.a.test\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'),
+      );
+      let got = '';
+      s.setTimeout(15_000, () => s.destroy(new Error(`no answer; got ${JSON.stringify(got.slice(0, 200))}`)));
+      s.on('data', (c) => (got += c.toString('latin1')));
+      s.on('end', () => resolve(got));
+      s.on('close', () => resolve(got));
+      s.on('error', reject);
+    });
+    assert.match(raw, /^HTTP\/1\.1 502 /, raw.slice(0, 200));
+    assert.equal(codeOf(raw.slice(raw.indexOf('\r\n\r\n') + 4)), 'HOODY_PROXY_UPSTREAM_BODY_TOO_LARGE');
+    assert.ok(raw.length < 4096, `the refused body was not relayed (${raw.length} bytes)`);
+    await assertSurvived('upgrade refusal with a large body');
   });
 
   test('exec results Node would refuse are catalogued 5xx answers, never a crash or an internal error', async () => {
