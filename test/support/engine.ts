@@ -81,6 +81,7 @@ export async function startPrivateEngine(): Promise<PrivateEngine> {
     const c = child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise((r) => c.once('exit', r));
+    c.ref(); // an unref'd child would let the event loop end before its exit event
     c.kill('SIGTERM');
     await exited;
     child = null;
