@@ -221,8 +221,6 @@ describe('proxy namespace: routes, live certificate swaps, isolation', () => {
       agent.destroy();
     }
     t.diagnostic(`swap under load: ${ok} ok, ${failed} failed, ${handshakes.length} handshakes, ${Math.round(ok / ((Date.now() - started) / 1000))} req/s (a figure, not a test)`);
-    assert.equal(failed, 0, [...errors].join(', '));
-    assert.deepEqual([...errors], []);
     assert.ok(ok > 0 && handshakes.length > 5, `load ran: ${ok} requests, ${handshakes.length} handshakes`);
     for (const h of handshakes) {
       const served = patched.indexOf(h.fingerprint);
@@ -233,6 +231,8 @@ describe('proxy namespace: routes, live certificate swaps, isolation', () => {
     }
     // Handshakes begun after the last 200 served the last certificate.
     assert.ok(handshakes.some((h) => h.startedAt >= doneAt.at(-1)! && h.fingerprint === patched.at(-1)), 'the last certificate served after its 200');
+    assert.equal(failed, 0, [...errors].join(', '));
+    assert.deepEqual([...errors], []);
   });
 
   test('after a daemon restart the same certificate is served and routes still forward', async () => {
