@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt, X509Certificate } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { execa } from 'execa';
+import { LABEL_ID, LABEL_INSTANCE, LABEL_NAME } from '../containers/context.js';
 import { HostCa } from '../containers/tls/ca.js';
 import { loadConfig } from '../daemon/config.js';
+import { BUSYBOX_IMAGE } from '../host/images.js';
 import { poolPaths } from '../host/pool.js';
 import { startTestDaemon, type TestDaemon } from './support/host.js';
 import { servedCertificate } from './support/http.js';
@@ -74,6 +78,8 @@ interface Run {
   /** Set just before the SIGKILL: writers send nothing new. */
   killed: boolean;
   adminInFlight: boolean;
+  /** The container create or delete whose answer the kill cut off, if any. */
+  adminCut?: { op: 'create' | 'delete'; name: string };
 }
 
 describe('crash safety: SIGKILL at random moments while clients write', () => {
@@ -294,7 +300,10 @@ describe('crash safety: SIGKILL at random moments while clients write', () => {
           : send({ socketPath: d.socket, path: `/v1/containers/${name}`, method: 'DELETE', timeoutMs: 60_000 }),
       );
       run.adminInFlight = false;
-      if (!r) return;
+      if (!r) {
+        if (run.killed) run.adminCut = { op: create ? 'create' : 'delete', name };
+        return;
+      }
       cell.known = create ? true : null;
       cell.maybe = undefined;
     }
@@ -384,6 +393,9 @@ describe('crash safety: SIGKILL at random moments while clients write', () => {
   }
 
   let boundaryKills = 0;
+  /** Per kill: file writes (PUT or DELETE) whose answer was cut off: each may leave one temp file at most. */
+  let fileWritesCut = 0;
+  const adminCuts: { op: 'create' | 'delete'; name: string }[] = [];
 
   /**
    * When to kill: at random; now and then right while a container is being created or deleted; and right after
@@ -415,6 +427,8 @@ describe('crash safety: SIGKILL at random moments while clients write', () => {
       run.killed = true;
       await d.stop('SIGKILL');
       await Promise.all(writers);
+      fileWritesCut += [...files.values()].filter((c) => c.maybe !== undefined).length;
+      if (run.adminCut) adminCuts.push(run.adminCut);
 
       const db = checkDatabase(join(d.stateDir, 'hoody.db'));
       if (db.integrity === 'ok' && db.foreignKeyViolations === 0) tally.integrityOk++;
@@ -474,5 +488,74 @@ describe('crash safety: SIGKILL at random moments while clients write', () => {
     assert.ok(tally.acked >= CYCLES * 10, `only ${tally.acked} acknowledged writes`);
     assert.equal(new Set(slots).size, slots.length, `a slot fired twice: ${JSON.stringify(slots)}`);
     assert.ok(slots.length >= 1, 'the minute entry fired at least once');
+    // A write cut short leaves at most its own temp file (beside the target, never the target).
+    assert.ok(tally.tempFiles <= fileWritesCut, `${tally.tempFiles} temp files left by ${fileWritesCut} cut-off file writes`);
+    // Reconciliation touched only what a kill interrupted: each undone create was a create the kill cut off,
+    // each finished delete a cut-off delete, and neither is there any more (row, engine container, volume).
+    const cutCreates = adminCuts.filter((c) => c.op === 'create').map((c) => c.name);
+    const cutDeletes = adminCuts.filter((c) => c.op === 'delete').map((c) => c.name);
+    const r = await readReconciled();
+    for (const name of r.undoneCreates) assert.ok(cutCreates.includes(name), `undid create ${name}, which no kill cut off (${cutCreates})`);
+    for (const name of r.finishedDeletes) assert.ok(cutDeletes.includes(name), `finished delete ${name}, which no kill cut off (${cutDeletes})`);
+    for (const name of [...r.orphanContainers, ...r.orphanVolumes]) assert.ok([...cutCreates, ...cutDeletes].includes(name), `orphan ${name} was not in flight at a kill`);
+    assert.ok(r.undoneCreates.length + r.finishedDeletes.length <= adminCuts.length, JSON.stringify({ r, adminCuts }));
+    const listed = new Set((await d.client.call<{ name: string }[]>('GET', '/v1/containers')).map((c) => c.name));
+    const pool = poolPaths(loadConfig({}, d.env).stateDir);
+    for (const name of [...r.undoneCreates, ...r.finishedDeletes]) {
+      assert.ok(!listed.has(name), `${name} is still listed`);
+      assert.ok(!existsSync(join(pool.containers, name)), `${name}'s volume is still there`);
+    }
+  });
+
+  /** What the restarts' reconciliations report, summed over the daemon's log. */
+  async function readReconciled(): Promise<Record<'undoneCreates' | 'finishedDeletes' | 'orphanContainers' | 'orphanVolumes', string[]>> {
+    const out = { undoneCreates: [] as string[], finishedDeletes: [] as string[], orphanContainers: [] as string[], orphanVolumes: [] as string[] };
+    for (const line of (await readFile(join(d.stateDir, 'hoodyd.log'), 'utf8')).split('\n')) {
+      if (!line.includes('reconciled with the engine')) continue;
+      const r = JSON.parse(line) as Partial<typeof out>;
+      for (const k of Object.keys(out) as (keyof typeof out)[]) out[k].push(...(r[k] ?? []));
+    }
+    return out;
+  }
+});
+
+describe('crash safety: what the daemon finds at start that it did not make is removed', () => {
+  let d: TestDaemon;
+  const planted: string[] = [];
+  before(async () => {
+    d = await startTestDaemon();
+  });
+  after(async () => {
+    for (const id of planted) await execa('docker', ['rm', '-f', id], { reject: false });
+    await d?.destroy();
+  });
+
+  test('an engine container with hoody\'s labels and no row, and a volume with no row, are gone after a start', async () => {
+    await d.client.call('POST', '/v1/containers', { name: 'kept' });
+    const kept = await d.client.call<{ engineId: string }>('GET', '/v1/containers/kept');
+    const labels = JSON.parse((await execa('docker', ['inspect', '-f', '{{json .Config.Labels}}', kept.engineId])).stdout) as Record<string, string>;
+    const pool = poolPaths(loadConfig({}, d.env).stateDir);
+    await d.stop('SIGKILL');
+    // Planted while the daemon is down: labelled as hoody labels its own (this instance), but no row names them.
+    assert.ok(labels[LABEL_INSTANCE], JSON.stringify(labels));
+    const ghostLabels = Object.entries({ ...labels, [LABEL_NAME]: 'ghost', [LABEL_ID]: 'ghost-id' }).flatMap(([k, v]) => ['--label', `${k}=${v}`]);
+    const ghost = (await execa('docker', ['create', '--name', `hoody-test-ghost-${randomBytes(3).toString('hex')}`, ...ghostLabels, BUSYBOX_IMAGE])).stdout.trim();
+    planted.push(ghost);
+    const orphanVolume = join(pool.containers, 'stray');
+    await execa('btrfs', ['subvolume', 'create', orphanVolume]);
+    await d.restart();
+    // Reconciliation ran before the admin socket answered: both are gone now, and reported.
+    assert.notEqual((await execa('docker', ['inspect', ghost], { reject: false })).exitCode, 0, 'the orphan container is gone');
+    assert.ok(!existsSync(orphanVolume), 'the orphan volume is gone');
+    const r = (await readFile(join(d.stateDir, 'hoodyd.log'), 'utf8'))
+      .split('\n')
+      .filter((l) => l.includes('reconciled with the engine'))
+      .map((l) => JSON.parse(l) as { orphanContainers: string[]; orphanVolumes: string[] })
+      .at(-1);
+    assert.equal(r?.orphanContainers.length, 1, JSON.stringify(r));
+    assert.deepEqual(r?.orphanVolumes, ['stray']);
+    // What hoody made is untouched.
+    assert.deepEqual((await d.client.call<{ name: string; state: string }[]>('GET', '/v1/containers')).map((c) => [c.name, c.state]), [['kept', 'running']]);
+    assert.ok(existsSync(join(pool.containers, 'kept')));
   });
 });

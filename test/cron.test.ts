@@ -72,6 +72,8 @@ describe('cron schedules (pure, injected time)', () => {
     assert.deepEqual(next('0 0 */2 * 1', '2025-03-01T00:00:00Z', 3), ['2025-03-03', '2025-03-17', '2025-03-31']);
     assert.deepEqual(next('@weekly', '2025-03-01T00:00:00Z', 2), ['2025-03-02', '2025-03-09']);
     assert.deepEqual(next('@monthly', '2025-03-01T00:00:00Z', 2), ['2025-04-01', '2025-05-01']);
+    assert.deepEqual(next('@annually', '2025-03-01T00:00:00Z', 2), ['2026-01-01', '2027-01-01']);
+    assert.deepEqual(next('@midnight', '2025-03-01T10:00:00Z', 2), ['2025-03-02', '2025-03-03']);
   });
 
   test('next run is strictly after now and after the last claimed slot, in the entry time zone', () => {
@@ -170,6 +172,13 @@ describe('cron service against real containers', () => {
     assert.equal(off.next_run, null);
     assert.equal(off.comment, 'paused');
     assert.equal(cron.add(a.name, 'root', { schedule: '@reboot', command: 'true' }, 'tok').next_run, null);
+    // The two macros that are only aliases: next 1 January 00:00 and the next midnight, in the entry's zone.
+    const now = new Date();
+    const annually = cron.add(a.name, 'root', { schedule: '@annually', command: 'true' }, 'tok');
+    assert.equal(annually.next_run, new Date(Date.UTC(now.getUTCFullYear() + 1, 0, 1)).toISOString());
+    const midnight = cron.add(a.name, 'root', { schedule: '@midnight', command: 'true', timezone: 'Asia/Tokyo' }, 'tok');
+    const tokyo = new Date(now.getTime() + 9 * 3600_000); // Tokyo has no DST: UTC+9 all year
+    assert.equal(midnight.next_run, new Date(Date.UTC(tokyo.getUTCFullYear(), tokyo.getUTCMonth(), tokyo.getUTCDate() + 1) - 9 * 3600_000).toISOString());
     for (const x of cron.list(a.name, 'root')) cron.remove(a.name, 'root', x.id);
   });
 
@@ -293,7 +302,9 @@ describe('cron service against real containers', () => {
       await next.start();
       assert.deepEqual(next.list(c.name, 'root').map((e) => e.id), [tick.id]);
       await until('the second tick', 65_000, () => done(next.runsOf(c.name, 'root', tick.id)).length >= 2);
-      await sleep(1500); // a second firing of the same slot would show by now
+      // Once the scheduler has planned past the second slot, any second firing of a slot would be logged.
+      const second = done(next.runsOf(c.name, 'root', tick.id))[0]!.scheduled_for ?? '';
+      await until('the scheduler to plan past the second slot', 65_000, () => (next.get(c.name, 'root', tick.id).next_run ?? '') > second);
       const runs = next.runsOf(c.name, 'root', tick.id);
       assert.equal(runs.length, 2, JSON.stringify(runs));
       assert.notEqual(runs[0]!.scheduled_for, runs[1]!.scheduled_for);
@@ -315,7 +326,9 @@ describe('cron service against real containers', () => {
         assert.equal(run.triggered_by, 'scheduler');
         const slot = Date.parse(run.scheduled_for ?? '');
         assert.equal(slot % 60_000, 0);
-        assert.ok(Date.parse(run.started_at) - slot < 1000, `fired late: ${JSON.stringify(run)}`);
+        // Fired for its own slot: not before it, and before the next one (how late is a figure for bench/).
+        const started = Date.parse(run.started_at);
+        assert.ok(started >= slot && started < slot + 60_000, `not within its slot: ${JSON.stringify(run)}`);
       }
       // meanwhile the slow entry's second slot found its first run still going
       const slowRuns = cron.runsOf(a.name, 'root', slow.id);
@@ -327,8 +340,10 @@ describe('cron service against real containers', () => {
     })();
 
     const expiryCase = (async () => {
-      await until('expiry', 75_000, () => Date.now() > Date.parse(expiresAt) + 1000);
-      const e = cron.get(a.name, 'root', expiring.id);
+      const e = await until('the entry to report expired', 120_000, () => {
+        const x = cron.get(a.name, 'root', expiring.id);
+        return x.expired && cron.runsOf(a.name, 'root', expiring.id).some((r) => r.status === 'expired') && x;
+      });
       assert.equal(e.expired, true);
       assert.equal(e.next_run, null);
       const runs = cron.runsOf(a.name, 'root', expiring.id);
