@@ -10,6 +10,7 @@ import { errors, isHoodyError } from '../containers/errors.js';
 import { ProxyNamespace } from '../containers/proxy/namespace.js';
 import { proxyMigrations } from '../containers/proxy/schema.js';
 import { HostCa } from '../containers/tls/ca.js';
+import { startPrivateEngine } from './support/engine.js';
 import { ROOT, startTestDaemon, type TestDaemon, testContext } from './support/host.js';
 import { consistencyProblems, errorShape, type Reply, send } from './support/reliability.js';
 
@@ -61,6 +62,8 @@ describe('the error catalogue', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     try {
       const port = (server.address() as { port: number }).port;
+      // The certificate's owner must be a container row (no engine container is needed for this path).
+      t.ctx.store.insert({ name: 'k', id: 'cat-k', engineId: null, image: 'hoody/busybox', memoryBytes: 64 * 1024 * 1024, nanoCpus: 1e9, diskBytes: null, pidsLimit: 64, volume: join(t.config.stateDir, 'none'), phase: 'ready', desired: 'running', clonedFrom: null, createdAt: new Date().toISOString() });
       const proxy = new ProxyNamespace(t.db, t.ctx, 'hoody.localhost', () => port, { hostNames: () => new Set() });
       const mine = await ca.issue(['served.example']);
       const err = await proxy.service.putCert('k', { domain: 'served.example', cert: mine.cert, key: mine.key }).then(
@@ -73,6 +76,23 @@ describe('the error catalogue', () => {
     } finally {
       server.close();
       await t.cleanup();
+    }
+  });
+});
+
+describe('an engine whose storage driver cannot bound a root filesystem', () => {
+  test('a create with a disk limit is a 500 HOODY_ROOT_QUOTA_UNSUPPORTED and is undone (a private dockerd on vfs)', async () => {
+    const engine = await startPrivateEngine('vfs');
+    let d: TestDaemon | undefined;
+    try {
+      d = await startTestDaemon({ HOODY_DOCKER_SOCKET: engine.socket });
+      const r = await send({ socketPath: d.socket, path: '/v1/containers', method: 'POST', body: { name: 'v', disk: '64m' }, timeoutMs: 120_000 });
+      expectError(r, 500, 'HOODY_ROOT_QUOTA_UNSUPPORTED', 'a disk limit on vfs');
+      assert.equal((await d.client.call<unknown[]>('GET', '/v1/containers')).length, 0, 'nothing half created');
+      assert.deepEqual(await consistencyProblems(d), []);
+    } finally {
+      await d?.destroy();
+      await engine.destroy();
     }
   });
 });

@@ -42,7 +42,8 @@ async function freeSubnet(): Promise<number> {
   }
 }
 
-export async function startPrivateEngine(): Promise<PrivateEngine> {
+/** `storageDriver`: the graph driver of the private engine (overlay2, like hoody's own; vfs to see what hoody refuses). */
+export async function startPrivateEngine(storageDriver: 'overlay2' | 'vfs' = 'overlay2'): Promise<PrivateEngine> {
   const dir = await tempStateDir();
   const socket = join(dir, 'docker.sock');
   // The test sweep leaves a dir alone while the pid in its hoodyd.pid lives: dockerd's pid file keeps it.
@@ -62,7 +63,7 @@ export async function startPrivateEngine(): Promise<PrivateEngine> {
         '--exec-root', join(dir, 'exec'),
         '--pidfile', pidFile,
         '-H', `unix://${socket}`,
-        '--storage-driver', 'overlay2',
+        '--storage-driver', storageDriver,
         '--bridge', bridge,
         '--iptables=false',
         '--ip6tables=false',
