@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { parseBytes } from '../host/pool.js';
+import { type ExecConfig, loadExecConfig } from './exec-config.js';
 
 export interface Config {
   stateDir: string;
@@ -30,6 +31,7 @@ export interface Config {
   instance: string;
   dbPath: string;
   defaults: { memoryBytes: number; nanoCpus: number; diskBytes: number | null; pidsLimit: number };
+  exec: ExecConfig;
 }
 
 export const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
@@ -97,5 +99,6 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       diskBytes: parseBytes(env.HOODY_DEFAULT_DISK ?? '2g'),
       pidsLimit: Number(env.HOODY_DEFAULT_PIDS ?? '512'),
     },
+    exec: loadExecConfig(env),
   };
 }

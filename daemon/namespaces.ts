@@ -62,6 +62,13 @@ export function buildNamespaces(
     log: log.child({ ns: 'exec' }),
     domain: config.domain,
     acme,
+    maxLiveIsolates: config.exec.maxLiveIsolates,
+    budget: config.exec,
+    // One group per daemon (tests run several at once); a SIGKILLed daemon's group is swept at the next start.
+    cgroup:
+      config.exec.cgroup === 'off'
+        ? null
+        : { name: `hoody-exec-${process.pid}`, sweepPrefix: 'hoody-exec-', memoryBytes: config.exec.workerMemoryBytes, cpus: config.exec.workerCpus },
     // A script's relative fetch: this container's own API, in process, with the caller's own authority.
     selfFetch: async (container, tokenId, req) => {
       const res = await publicApp().inject({
