@@ -69,13 +69,11 @@ export class IsolatePool {
     return [...this.byKey.values()].flat();
   }
 
-  private idle(s: Slot): boolean {
-    return s.active === 0 && s.probeSince === 0;
-  }
-
   acquire(key: string, container: string, memoryMb: number): Slot | null {
     for (const s of [...(this.byKey.get(key) ?? [])]) if (s.active === 0 && s.memoryMb !== memoryMb) this.discard(s); // @memory changed
-    let slot = (this.byKey.get(key) ?? []).find((s) => s.memoryMb === memoryMb && this.idle(s));
+    // A slot whose probe is still out is taken too: a probe answers in well under a millisecond unless the isolate
+    // is stuck, and then this run times out (its own script's doing) and the isolate is disposed.
+    let slot = (this.byKey.get(key) ?? []).find((s) => s.memoryMb === memoryMb && s.active === 0);
     if (!slot) {
       if (!this.makeRoom(container, memoryMb)) return null;
       slot = this.create(key, container, memoryMb);

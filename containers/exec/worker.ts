@@ -6,6 +6,7 @@
  */
 import ivm from 'isolated-vm';
 import { cpuOf, IsolatePool, type Slot } from './pool.js';
+import { deprioritizeHeavyThreads } from './threads.js';
 import { PRELUDE } from './prelude.js';
 import type { FromWorker, HostOp, RunFailure, RunOutcome, ToWorker, WorkerConfig } from './protocol.js';
 
@@ -199,3 +200,4 @@ process.on('message', (msg: ToWorker) => {
 process.on('disconnect', () => process.exit(0));
 setInterval(() => pool.sweep(), Math.max(1000, Math.min(config.idleMs / 2, 10_000))).unref();
 setInterval(() => pool.watchdog(), 1000).unref();
+deprioritizeHeavyThreads();
