@@ -1,5 +1,6 @@
 import type { CgroupLimits } from '../../host/cgroup.js';
 import { fail, type HoodyError } from '../errors.js';
+import { MAX_MEMORY_MB } from './directives.js';
 
 /** Default hard limits of the exec worker's cgroup: 1 GiB, one core (the daemon keeps the other cores). */
 export const DEFAULT_WORKER_LIMITS: Readonly<CgroupLimits> = Object.freeze({ memoryBytes: 1024 * 1024 * 1024, cpus: 1 });
@@ -18,6 +19,8 @@ export interface ExecBudgetLimits {
   hostMemoryMb: number;
   /** The longest a run waits for a slot before it is refused. */
   queueWaitMs: number;
+  /** Extra runs (each up to the @memory ceiling) a container may have for nested runs (scripts fetching scripts). */
+  nestedReserve: number;
 }
 
 export const DEFAULT_BUDGET: Readonly<ExecBudgetLimits> = Object.freeze({
@@ -27,6 +30,7 @@ export const DEFAULT_BUDGET: Readonly<ExecBudgetLimits> = Object.freeze({
   hostRuns: 64,
   hostMemoryMb: 768,
   queueWaitMs: 5000,
+  nestedReserve: 4,
 });
 
 interface Usage {
@@ -53,8 +57,16 @@ export class ExecBudget {
 
   constructor(readonly limits: ExecBudgetLimits) {}
 
-  /** Waits for a slot; resolves with its release function, or rejects with HOODY_EXEC_BUSY / HOODY_EXEC_OVERLOADED. */
-  acquire(container: string, memoryMb: number): Promise<() => void> {
+  /**
+   * Waits for a slot; resolves with its release function, or rejects with HOODY_EXEC_BUSY / HOODY_EXEC_OVERLOADED.
+   * A nested run (a script's fetch of another script) may use a fixed reserve beyond the container's budget:
+   * its caller holds a slot while it waits for it, so without the reserve a chain would wait on itself.
+   */
+  acquire(container: string, memoryMb: number, nested = false): Promise<() => void> {
+    if (nested) {
+      if (this.fits(container, memoryMb, this.limits.nestedReserve)) return Promise.resolve(this.take(container, memoryMb));
+      return Promise.reject(this.refusal(container, memoryMb, 'nested runs past the reserve'));
+    }
     if (!this.queues.has(container) && this.fits(container, memoryMb)) return Promise.resolve(this.take(container, memoryMb));
     const queue = this.queues.get(container) ?? [];
     if (queue.length >= this.limits.containerQueue) return Promise.reject(this.refusal(container, memoryMb, 'queue full'));
@@ -81,12 +93,12 @@ export class ExecBudget {
     return { ...(container === undefined ? this.host : (this.usage.get(container) ?? { runs: 0, memoryMb: 0 })) };
   }
 
-  private fits(container: string, memoryMb: number): boolean {
+  private fits(container: string, memoryMb: number, reserve = 0): boolean {
     const u = this.usage.get(container) ?? { runs: 0, memoryMb: 0 };
     return (
-      u.runs < this.limits.containerRuns &&
+      u.runs < this.limits.containerRuns + reserve &&
       // one run always fits an idle container, whatever its @memory (the ceiling is checked at write time)
-      (u.runs === 0 || u.memoryMb + memoryMb <= this.limits.containerMemoryMb) &&
+      (u.runs === 0 || u.memoryMb + memoryMb <= this.limits.containerMemoryMb + reserve * MAX_MEMORY_MB) &&
       this.host.runs < this.limits.hostRuns &&
       (this.host.runs === 0 || this.host.memoryMb + memoryMb <= this.limits.hostMemoryMb)
     );

@@ -8,7 +8,7 @@ import { FileArea } from '../files.js';
 import type { LogSource } from '../logs.js';
 import type { ContainerRow } from '../store.js';
 import { DEFAULT_BUDGET, ExecBudget, type ExecBudgetLimits } from './budget.js';
-import { type Directives, parseDirectives } from './directives.js';
+import { type Directives, MAX_MEMORY_MB, parseDirectives } from './directives.js';
 import { type OutboundResponse, outboundFetch } from './outbound.js';
 import type { HostOp, RunOutcome, ScriptRequest } from './protocol.js';
 import { ExecLog, type ExecLogEntry, type ExecLogQuery } from './schema.js';
@@ -243,7 +243,13 @@ export class ExecService implements NamespaceHooks {
     const l = this.budget.limits;
     this.worker = new WorkerHost({
       log: deps.log.child({ ns: 'exec' }),
-      config: { maxLiveIsolates, idleMs: deps.idleMs ?? 60_000, containerMemoryMb: l.containerMemoryMb, hostMemoryMb: l.hostMemoryMb },
+      // The worker's per-container cap backs the daemon's up; nested runs may use the reserve on top.
+      config: {
+        maxLiveIsolates,
+        idleMs: deps.idleMs ?? 60_000,
+        containerMemoryMb: l.containerMemoryMb + l.nestedReserve * MAX_MEMORY_MB,
+        hostMemoryMb: l.hostMemoryMb,
+      },
       cgroup: this.cgroup,
       onCall: (id, call, op, args) => this.serveCall(id, call, op, args),
     });
@@ -322,7 +328,7 @@ export class ExecService implements NamespaceHooks {
     const request = scriptRequest(input);
     const started = new Date();
     // Waits its turn within the container's and the host's budget, or is refused (429/503) without running.
-    const release = await this.budget.acquire(row.id, prepared.directives.memoryMb);
+    const release = await this.budget.acquire(row.id, prepared.directives.memoryMb, depth > 0);
     const id = ++this.seq;
     const active: ActiveRun = { row, input, abort: new AbortController() };
     this.active.set(id, active);
