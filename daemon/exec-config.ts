@@ -15,7 +15,7 @@ export interface ExecConfig {
   containerQueue: number;
   /** The longest a run waits in the queue (HOODY_EXEC_QUEUE_WAIT, 5s). */
   queueWaitMs: number;
-  /** Sum of `@memory` of all live isolates, MB (HOODY_EXEC_ISOLATE_MEMORY, 3/4 of the worker limit). */
+  /** Sum of `@memory` of all live isolates, MB (HOODY_EXEC_ISOLATE_MEMORY, 64 MB per allowed live isolate). */
   hostMemoryMb: number;
   /** The worker's cgroup: 'auto' (default) or 'off' (HOODY_EXEC_CGROUP). */
   cgroup: 'auto' | 'off';
@@ -39,13 +39,15 @@ export function loadExecConfig(env: NodeJS.ProcessEnv): ExecConfig {
   const containerMemoryMb = mb('HOODY_EXEC_CONTAINER_MEMORY', `${DEFAULT_BUDGET.containerMemoryMb}m`);
   // One script at the @memory ceiling must always fit its container's budget.
   if (containerMemoryMb < MAX_MEMORY_MB) throw new Error(`HOODY_EXEC_CONTAINER_MEMORY must be at least ${MAX_MEMORY_MB}m (the @memory ceiling)`);
+  const maxLiveIsolates = positive(env.HOODY_EXEC_MAX_ISOLATES ?? '64', 'HOODY_EXEC_MAX_ISOLATES');
   return {
-    maxLiveIsolates: positive(env.HOODY_EXEC_MAX_ISOLATES ?? '64', 'HOODY_EXEC_MAX_ISOLATES'),
+    maxLiveIsolates,
     containerRuns: positive(env.HOODY_EXEC_CONTAINER_RUNS ?? String(DEFAULT_BUDGET.containerRuns), 'HOODY_EXEC_CONTAINER_RUNS'),
     containerMemoryMb,
     containerQueue: Number(env.HOODY_EXEC_CONTAINER_QUEUE ?? String(DEFAULT_BUDGET.containerQueue)) || 0,
     queueWaitMs: parseDuration(env.HOODY_EXEC_QUEUE_WAIT ?? `${DEFAULT_BUDGET.queueWaitMs}ms`, 'HOODY_EXEC_QUEUE_WAIT'),
-    hostMemoryMb: env.HOODY_EXEC_ISOLATE_MEMORY ? mb('HOODY_EXEC_ISOLATE_MEMORY', '0') : Math.floor((workerMemoryBytes * 3) / 4 / 1048576),
+    // Limits, not use: by default the host's live isolates may all have the default 64 MB; the cgroup is the hard stop.
+    hostMemoryMb: env.HOODY_EXEC_ISOLATE_MEMORY ? mb('HOODY_EXEC_ISOLATE_MEMORY', '0') : maxLiveIsolates * 64,
     cgroup: env.HOODY_EXEC_CGROUP === 'off' ? 'off' : 'auto',
     workerMemoryBytes,
     workerCpus,

@@ -28,7 +28,7 @@ export const DEFAULT_BUDGET: Readonly<ExecBudgetLimits> = Object.freeze({
   containerMemoryMb: 256,
   containerQueue: 8,
   hostRuns: 64,
-  hostMemoryMb: 768,
+  hostMemoryMb: 4096,
   queueWaitMs: 5000,
   nestedReserve: 4,
 });

@@ -46,7 +46,7 @@ const config: WorkerConfig = {
   maxLiveIsolates: 64,
   idleMs: 60_000,
   containerMemoryMb: 256,
-  hostMemoryMb: 768,
+  hostMemoryMb: 4096,
   ...(JSON.parse(process.argv[2] ?? '{}') as Partial<WorkerConfig>),
 };
 const pool = new IsolatePool(
