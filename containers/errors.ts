@@ -131,6 +131,19 @@ export const errors = {
   },
 
   // boundary: exec budgets (issue 10.6)
+  SCRIPT_MEMORY_CEILING: {
+    status: 400,
+    message: (mb: number, max: number) => `@memory ${mb} MB is above this host's ceiling of ${max} MB per isolate`,
+  },
+  EXEC_BUSY: {
+    status: 429,
+    message: (d: string) => `this container already runs its budget of scripts at once (${d}); retry later`,
+  },
+  EXEC_OVERLOADED: { status: 503, message: (d: string) => `the host's exec capacity is taken (${d}); retry later` },
+  EXEC_WORKER_OOM: {
+    status: 503,
+    message: (mb: number) => `the exec worker hit its ${mb} MB memory limit and was restarted; retry`,
+  },
 
   // boundary: egress and user namespaces (issue 10.7, 10.9)
 

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { type Limits, limitsFromEnv } from '../containers/limits.js';
 import { parseBytes } from '../host/pool.js';
+import { type ExecConfig, loadExecConfig } from './exec-config.js';
 
 export interface Config {
   stateDir: string;
@@ -42,6 +43,7 @@ export interface Config {
   logMaxBytes: number;
   /** Rotated files kept beside the live one (file.1 … file.N). */
   logKeep: number;
+  exec: ExecConfig;
 }
 
 export const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
@@ -117,5 +119,6 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     logFile: (flags.logFile ?? env.HOODY_LOG_FILE) ? resolve(stateDir, flags.logFile ?? env.HOODY_LOG_FILE ?? '') : null,
     logMaxBytes: parseBytes(env.HOODY_LOG_MAX_SIZE ?? '16m'),
     logKeep: Math.max(1, Number(env.HOODY_LOG_KEEP ?? '5') || 5),
+    exec: loadExecConfig(env),
   };
 }

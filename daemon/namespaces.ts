@@ -69,6 +69,13 @@ export function buildNamespaces(
     domain: config.domain,
     acme,
     limits: { scripts: config.limits.scripts, scriptBytes: config.limits.scriptBytes, runsKept: config.limits.execRunsKept },
+    maxLiveIsolates: config.exec.maxLiveIsolates,
+    budget: config.exec,
+    // One group per daemon (tests run several at once); a SIGKILLed daemon's group is swept at the next start.
+    cgroup:
+      config.exec.cgroup === 'off'
+        ? null
+        : { name: `hoody-exec-${process.pid}`, sweepPrefix: 'hoody-exec-', memoryBytes: config.exec.workerMemoryBytes, cpus: config.exec.workerCpus },
     // A script's relative fetch: this container's own API, in process. Who calls stays in the daemon's table;
     // the request carries only a one-time handle, taken off before any hook, route or script sees it.
     selfFetch: async (call, req) => {

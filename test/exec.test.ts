@@ -73,7 +73,8 @@ async function harness(): Promise<Harness> {
       return { cert: `CERT ${domains.join(',')}`, key: 'KEY' };
     },
   };
-  const exec = new ExecService({ db: t.db, log: pino({ level: 'silent' }), selfFetch, acme });
+  // A queue deep enough for the 200-concurrent-requests test below (the default budget would refuse most of them).
+  const exec = new ExecService({ db: t.db, log: pino({ level: 'silent' }), selfFetch, acme, budget: { containerQueue: 256 } });
   installErrorHandling(app);
   app.decorateRequest('hoody', null as unknown as CallerContext);
   // Stands in for the public router: resolves the token (Bearer, ?token=, or the in-process call's token id).
@@ -440,7 +441,8 @@ describe('exec', { timeout: 300_000 }, () => {
       ['bad2.ts', '// comment\n// @bogus yes\nreturn 1;', 'HOODY_SCRIPT_DIRECTIVE_INVALID', /line 2.*@bogus/],
       ['bad3.ts', '// @cors https://app.example/path\nreturn 1;', 'HOODY_SCRIPT_DIRECTIVE_INVALID', /origin/],
       ['bad4.ts', '// @auth maybe\nreturn 1;', 'HOODY_SCRIPT_DIRECTIVE_INVALID', /token or none/],
-      ['bad5.ts', '// @memory 99999\nreturn 1;', 'HOODY_SCRIPT_DIRECTIVE_INVALID', /between/],
+      ['bad5.ts', '// @memory 99999\nreturn 1;', 'HOODY_SCRIPT_MEMORY_CEILING', /ceiling of 128 MB/],
+      ['bad5b.ts', '// @memory 4\nreturn 1;', 'HOODY_SCRIPT_DIRECTIVE_INVALID', /between/],
       ['bad6.ts', 'const x: number = ;\nreturn x;', 'HOODY_SCRIPT_SYNTAX', /line 1/],
       ['bad7.js', 'const x: number = 1;', 'HOODY_SCRIPT_SYNTAX', /line 1/],
       ['bad8.ts', 'return 1;\n}\n{', 'HOODY_SCRIPT_SYNTAX', /line/],

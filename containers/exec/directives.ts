@@ -26,7 +26,11 @@ export const MAX_TIMEOUT_MS = 300_000;
 export const MIN_TIMEOUT_MS = 10;
 /** isolated-vm refuses less than 8 MB. */
 export const MIN_MEMORY_MB = 8;
-export const MAX_MEMORY_MB = 1024;
+/**
+ * The `@memory` ceiling: a heap limit per isolate. 128 MB fits every script that fetches, transforms JSON and
+ * writes files; a container's isolates share a budget (ExecBudget) and the worker a hard cgroup limit anyway.
+ */
+export const MAX_MEMORY_MB = 128;
 
 const DIRECTIVE = /^\/\/\s*@(\S+)(?:\s+(.*?))?\s*$/;
 
@@ -82,6 +86,8 @@ export function parseDirectives(source: string): Directives {
         d.timeoutMs = integer(value, line, text, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, 'ms');
         break;
       case 'memory':
+        // Above the ceiling is its own code: the script is fine, the host's budget is what refuses it.
+        if (value !== undefined && /^\d+$/.test(value) && Number(value) > MAX_MEMORY_MB) throw fail('SCRIPT_MEMORY_CEILING', Number(value), MAX_MEMORY_MB);
         d.memoryMb = integer(value, line, text, MIN_MEMORY_MB, MAX_MEMORY_MB, 'MB');
         break;
       case 'cors':

@@ -28,8 +28,11 @@ export type RunOutcome =
   | { kind: 'bytes'; body: Uint8Array }
   | { kind: 'response'; status: number; headers: Record<string, string>; body: string | Uint8Array | null };
 
-/** thrown: the script threw; aborted: another run disposed the shared isolate; internal: the worker's fault. */
-export type RunFailure = 'thrown' | 'timeout' | 'memory' | 'aborted' | 'internal';
+/**
+ * thrown: the script threw; aborted: another run disposed the shared isolate; busy: no isolate could be made
+ * within the worker's caps; oom: the worker was killed at its cgroup's memory limit; internal: the worker's fault.
+ */
+export type RunFailure = 'thrown' | 'timeout' | 'memory' | 'aborted' | 'busy' | 'oom' | 'internal';
 
 export type ToWorker =
   | {
@@ -50,8 +53,13 @@ export type ToWorker =
 
 /** Passed to the worker as its one argv entry (JSON). */
 export interface WorkerConfig {
+  /** Live isolates (idle or busy), never exceeded: idle ones are disposed to make room. */
   maxLiveIsolates: number;
   idleMs: number;
+  /** Sum of the memory limits of one container's live isolates (MB). */
+  containerMemoryMb: number;
+  /** Sum of the memory limits of all live isolates (MB). */
+  hostMemoryMb: number;
 }
 
 export type FromWorker =

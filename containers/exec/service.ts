@@ -1,12 +1,14 @@
 import { isUtf8 } from 'node:buffer';
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
+import { Cgroup, type CgroupLimits } from '../../host/cgroup.js';
 import type { NamespaceHooks } from '../context.js';
 import { fail, type HoodyError, isHoodyError } from '../errors.js';
 import { FileArea } from '../files.js';
 import type { LogSource } from '../logs.js';
 import type { ContainerRow } from '../store.js';
-import { type Directives, parseDirectives } from './directives.js';
+import { DEFAULT_BUDGET, ExecBudget, type ExecBudgetLimits } from './budget.js';
+import { type Directives, MAX_MEMORY_MB, parseDirectives } from './directives.js';
 import { type AcmeHook, flatHeaders, hostCall, type RunCaller, type SelfFetch } from './host-calls.js';
 import type { HostOp, ScriptRequest } from './protocol.js';
 import { httpResult, type RunResult } from './result.js';
@@ -29,6 +31,13 @@ export interface ExecDeps {
   idleMs?: number;
   /** Per-container caps: files in /scripts written through the API, bytes per script, exec log rows kept. */
   limits?: { scripts: number; scriptBytes: number; runsKept: number };
+  /** Runs and isolate memory per container and for the host (DEFAULT_BUDGET for what is not given). */
+  budget?: Partial<Omit<ExecBudgetLimits, 'hostRuns'>>;
+  /**
+   * The exec worker's cgroup: `name` (unique per daemon) with a hard memory and CPU limit; null: none.
+   * A machine without a usable controller logs a warning and runs the worker without one.
+   */
+  cgroup?: ({ name: string; sweepPrefix: string } & CgroupLimits) | null;
 }
 
 export interface RunInput {
@@ -71,6 +80,8 @@ export interface ScriptInfo {
 /** Scripts calling scripts through fetch go at most this deep (508 beyond). */
 export const MAX_EXEC_DEPTH = 4;
 const CONSOLE_CAP = 16 * 1024;
+/** Characters of an error kept in the exec log and the answer (the worker cuts a thrown message already). */
+const ERROR_CAP = 8192;
 const RUNNABLE = /\.(ts|js)$/;
 
 interface ActiveRun {
@@ -110,7 +121,7 @@ function scriptRequest(input: RunInput): ScriptRequest {
   return { method: input.method.toUpperCase(), path: input.path, query, headers, body, dry_run: input.dryRun };
 }
 
-function failure(report: Extract<RunReport, { type: 'failed' }>, d: Directives): HoodyError {
+function failure(report: Extract<RunReport, { type: 'failed' }>, d: Directives, workerMb: number): HoodyError {
   switch (report.failure) {
     case 'thrown':
       return fail('SCRIPT_ERROR', report.message);
@@ -120,6 +131,10 @@ function failure(report: Extract<RunReport, { type: 'failed' }>, d: Directives):
       return fail('SCRIPT_MEMORY', d.memoryMb);
     case 'aborted':
       return fail('SCRIPT_ABORTED');
+    case 'busy':
+      return fail('EXEC_OVERLOADED', report.message);
+    case 'oom':
+      return fail('EXEC_WORKER_OOM', workerMb);
     case 'internal':
       return fail('EXEC_WORKER_FAILED', report.message);
   }
@@ -137,16 +152,44 @@ export class ExecService implements NamespaceHooks {
   private readonly scriptWrites = new Map<string, Promise<void>>();
   private readonly execLog: ExecLog;
   private readonly domain: string;
+  private readonly budget: ExecBudget;
+  private readonly cgroup: Cgroup | null;
   private seq = 0;
 
   constructor(private readonly deps: ExecDeps) {
     this.domain = deps.domain ?? 'hoody.localhost';
     this.execLog = new ExecLog(deps.db, (err) => deps.log.error({ err }, 'exec log write failed'), deps.limits?.runsKept);
+    const maxLiveIsolates = deps.maxLiveIsolates ?? 64;
+    // The host's runs in flight are its busy isolates: the live-isolate cap bounds both.
+    this.budget = new ExecBudget({ ...DEFAULT_BUDGET, ...deps.budget, hostRuns: maxLiveIsolates });
+    this.cgroup = null;
+    if (deps.cgroup) {
+      try {
+        this.cgroup = Cgroup.create(deps.cgroup.name, deps.cgroup);
+        this.cgroup.sweepStale(deps.cgroup.sweepPrefix);
+        deps.log.info({ cgroup: this.cgroup.dirs, version: this.cgroup.version, ...deps.cgroup }, 'exec worker cgroup ready');
+      } catch (err) {
+        deps.log.warn({ err }, 'no cgroup for the exec worker: it runs without a hard memory and CPU limit');
+      }
+    }
+    const l = this.budget.limits;
     this.worker = new WorkerHost({
       log: deps.log.child({ ns: 'exec' }),
-      config: { maxLiveIsolates: deps.maxLiveIsolates ?? 64, idleMs: deps.idleMs ?? 60_000 },
+      // The worker's per-container cap backs the daemon's up; nested runs may use the reserve on top.
+      config: {
+        maxLiveIsolates,
+        idleMs: deps.idleMs ?? 60_000,
+        containerMemoryMb: l.containerMemoryMb + l.nestedReserve * MAX_MEMORY_MB,
+        hostMemoryMb: l.hostMemoryMb,
+      },
+      cgroup: this.cgroup,
       onCall: (id, call, op, args) => this.serveCall(id, call, op, args),
     });
+  }
+
+  /** The exec worker's cgroup (null without one): its directories and limits. */
+  get workerCgroup(): Cgroup | null {
+    return this.cgroup;
   }
 
   /** Live isolates and runs in flight (for metrics). */
@@ -215,8 +258,10 @@ export class ExecService implements NamespaceHooks {
     const depth = input.depth ?? 0;
     if (depth > MAX_EXEC_DEPTH) throw fail('SCRIPT_LOOP', depth);
     const request = scriptRequest(input);
-    const id = ++this.seq;
     const started = new Date();
+    // Waits its turn within the container's and the host's budget, or is refused (429/503) without running.
+    const release = await this.budget.acquire(row.id, prepared.directives.memoryMb, depth > 0);
+    const id = ++this.seq;
     const active: ActiveRun = { row, input, abort: new AbortController() };
     this.active.set(id, active);
     let report: RunReport;
@@ -232,6 +277,7 @@ export class ExecService implements NamespaceHooks {
         request,
       });
     } finally {
+      release();
       this.active.delete(id);
       active.abort.abort();
     }
@@ -243,7 +289,8 @@ export class ExecService implements NamespaceHooks {
       } catch (err) {
         error = err as HoodyError;
       }
-    } else error = failure(report, prepared.directives);
+    } else error = failure(report, prepared.directives, Math.round((this.cgroup?.limits.memoryBytes ?? 0) / 1048576));
+    if (error && error.message.length > ERROR_CAP) error.message = `${error.message.slice(0, ERROR_CAP)}… [cut]`;
     this.execLog.add({
       container: row.name,
       script: prepared.file,

@@ -1,8 +1,10 @@
 import { type ChildProcess, fork } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import type { Cgroup } from '../../host/cgroup.js';
 import type { FromWorker, HostOp, ToWorker, WorkerConfig, WorkerStats } from './protocol.js';
 
 export type RunMessage = Omit<Extract<ToWorker, { type: 'run' }>, 'type'>;
@@ -10,6 +12,11 @@ export type RunReport = Extract<FromWorker, { type: 'done' | 'failed' }>;
 
 /** Extra wall time the daemon grants the worker beyond a run's own limit before it declares the worker stuck. */
 const BACKSTOP_GRACE_MS = 10_000;
+/** How often the daemon samples the worker's CPU time. */
+const IDLE_CHECK_MS = 1000;
+/** A worker with no run in flight that uses this share of a core for IDLE_CHECKS samples in a row is stuck. */
+const IDLE_CPU_SHARE = 0.5;
+const IDLE_CHECKS = 3;
 
 interface Pending {
   resolve(report: RunReport): void;
@@ -21,8 +28,24 @@ interface Pending {
 export interface WorkerHostOptions {
   log: Logger;
   config: WorkerConfig;
+  /** The worker runs in it (hard memory and CPU limit); null: no cgroup on this machine. */
+  cgroup: Cgroup | null;
   /** A script asked for a host function; answer with reply(). */
   onCall(id: number, call: number, op: HostOp, args: unknown): void;
+}
+
+const CLK_TCK = 100;
+
+/** utime+stime of a process in clock ticks; null once it is gone. */
+function cpuTicks(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return null;
+  }
 }
 
 function workerEntry(): { file: string; execArgv: string[] } {
@@ -45,6 +68,7 @@ export class WorkerHost {
   private closed = false;
   private statsSeq = 0;
   private readonly statsWaiting = new Map<number, (s: WorkerStats) => void>();
+  private idleWatch: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: WorkerHostOptions) {}
 
@@ -102,13 +126,41 @@ export class WorkerHost {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.idleWatch) clearInterval(this.idleWatch);
     const child = this.child;
-    if (!child) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    child.disconnect?.();
-    const force = setTimeout(() => child.kill('SIGKILL'), 2000);
-    await exited;
-    clearTimeout(force);
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      child.disconnect?.();
+      const force = setTimeout(() => child.kill('SIGKILL'), 2000);
+      await exited;
+      clearTimeout(force);
+    }
+    this.opts.cgroup?.remove();
+  }
+
+  /**
+   * The last line of defence against code that escaped every run (a continuation spinning on an isolate thread
+   * that the worker's own watchdog could not stop): a worker with nothing in flight that keeps burning CPU is
+   * killed; it restarts on the next run. Measured from outside, in /proc, so a wedged worker cannot hide it.
+   */
+  private watchIdle(child: ChildProcess): void {
+    if (this.idleWatch) clearInterval(this.idleWatch);
+    let last = cpuTicks(child.pid);
+    let hot = 0;
+    this.idleWatch = setInterval(() => {
+      const now = cpuTicks(child.pid);
+      if (now === null || last === null || this.child !== child) return;
+      const share = (now - last) / CLK_TCK / (IDLE_CHECK_MS / 1000);
+      last = now;
+      const busy = [...this.pending.values()].some((p) => p.child === child);
+      hot = !busy && share >= IDLE_CPU_SHARE ? hot + 1 : 0;
+      if (hot >= IDLE_CHECKS) {
+        this.opts.log.error({ worker: child.pid, share }, 'exec worker kept using CPU with no run in flight; killing it');
+        hot = 0;
+        child.kill('SIGKILL');
+      }
+    }, IDLE_CHECK_MS);
+    this.idleWatch.unref();
   }
 
   private post(child: ChildProcess, msg: ToWorker): void {
@@ -139,6 +191,16 @@ export class WorkerHost {
     });
     this.child = child;
     const log = this.opts.log.child({ worker: child.pid });
+    const cgroup = this.opts.cgroup;
+    const oomBase = cgroup?.oomKills() ?? 0;
+    if (cgroup && child.pid !== undefined) {
+      try {
+        cgroup.add(child.pid);
+      } catch (err) {
+        log.warn({ err }, 'exec worker could not join its cgroup; it runs without the hard limit');
+      }
+    }
+    this.watchIdle(child);
     if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => log.warn({ line }, 'exec worker stderr'));
     child.on('message', (msg: FromWorker) => {
       switch (msg.type) {
@@ -162,10 +224,12 @@ export class WorkerHost {
     child.on('exit', (code, signal) => {
       if (this.child === child) this.child = null;
       const why = signal ? `killed by ${signal}` : `exit code ${code}`;
-      if (!this.closed) log.warn({ code, signal, inFlight: this.pending.size }, 'exec worker exited');
+      // The kernel counts the kill before delivering it: by now a cgroup OOM kill shows in the counter.
+      const oom = cgroup !== null && cgroup !== undefined && cgroup.oomKills() > oomBase;
+      if (!this.closed) log.warn({ code, signal, oom, inFlight: this.pending.size }, 'exec worker exited');
       for (const [id, p] of [...this.pending])
         if (p.child === child)
-          this.settle(id, { type: 'failed', id, cpuMs: 0, console: '', failure: 'internal', message: `the exec worker died (${why})` });
+          this.settle(id, { type: 'failed', id, cpuMs: 0, console: '', failure: oom ? 'oom' : 'internal', message: `the exec worker died (${why})` });
     });
     return child;
   }
