@@ -60,7 +60,7 @@ export const errors = {
   SCRIPT_MEMORY: { status: 503, message: (mb: number) => `script exceeded its ${mb} MB memory limit` },
   SCRIPT_ABORTED: {
     status: 503,
-    message: () => 'the isolate running this request was disposed by another request of the same script; retry',
+    message: () => 'the isolate running this request was disposed (its container is being deleted); retry',
   },
   SCRIPT_RESPONSE_INVALID: { status: 502, message: (d: string) => `script answered with an invalid response: ${d}` },
   SCRIPT_LOOP: { status: 508, message: (n: number) => `scripts called scripts ${n} levels deep; refusing` },

@@ -97,6 +97,41 @@ describe('an engine whose storage driver cannot bound a root filesystem', () => 
   });
 });
 
+describe('exec: runs cut short by the host', () => {
+  test('a run in flight when its container is deleted is a 503 HOODY_SCRIPT_ABORTED; a nested run with no isolate left is a 503 HOODY_EXEC_OVERLOADED', async () => {
+    // One live isolate for the whole host: a script that calls another script leaves none for the inner run.
+    const d = await startTestDaemon({ HOODY_EXEC_MAX_ISOLATES: '1' });
+    try {
+      const { listeners } = await d.client.call<{ listeners: Ports }>('GET', '/v1/host');
+      const token = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'x' })).token;
+      const api = (method: string, path: string, body?: string, host = 'api.x.hoody.localhost') =>
+        send({ port: listeners.http, host, path, method, body, headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' }, timeoutMs: 60_000 });
+      assert.equal((await api('PUT', '/api/v1/scripts/inner.ts', 'return 1;')).status, 201);
+      assert.equal((await api('PUT', '/api/v1/scripts/outer.ts', "const r = await fetch('/scripts/inner');\nreturn { status: r.status, body: await r.text() };")).status, 201);
+      const outer = await api('GET', '/scripts/outer', undefined, 'exec.x.hoody.localhost');
+      assert.equal(outer.status, 200, outer.text());
+      const inner = outer.json<{ status: number; body: string }>();
+      assert.equal(inner.status, 503, inner.body);
+      assert.equal(JSON.parse(inner.body).error.code, 'HOODY_EXEC_OVERLOADED');
+
+      // A run that says when it is running, then waits; the container is deleted under it.
+      assert.equal((await api('PUT', '/api/v1/scripts/slow.ts', "// @timeout 60000\nawait files.write('running', 'yes');\nawait new Promise((r) => setTimeout(r, 30000));\nreturn 'late';")).status, 201);
+      const slow = api('GET', '/scripts/slow', undefined, 'exec.x.hoody.localhost');
+      const deadline = Date.now() + 30_000;
+      while ((await api('GET', '/api/v1/files/running')).status !== 200) {
+        assert.ok(Date.now() < deadline, 'the slow run never started');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const deleting = d.client.call('DELETE', '/v1/containers/x');
+      const r = await slow;
+      await deleting;
+      expectError(r, 503, 'HOODY_SCRIPT_ABORTED', 'a run whose container was deleted');
+    } finally {
+      await d.destroy();
+    }
+  });
+});
+
 describe('errors an operator or a tenant can provoke, each with its code', () => {
   let d: TestDaemon;
   let ports: Ports;
