@@ -56,9 +56,17 @@ export function withoutSubvolumeIoctls(profile: SeccompProfile): SeccompProfile 
 /** Where a running container's OCI spec lives: dockerd's own containerd, or a system containerd. */
 const BUNDLE_ROOTS = ['/var/run/docker/containerd/daemon', '/run/docker/containerd/daemon', '/run/containerd'];
 
-async function readBundleSeccomp(id: string): Promise<SeccompProfile | null> {
-  for (const root of BUNDLE_ROOTS) {
-    const text = await readFile(`${root}/io.containerd.runtime.v2.task/moby/${id}/config.json`, 'utf8').catch(() => null);
+/** The bundle's config.json through the container's shim: the shim's working directory is the bundle, wherever the engine's exec root is. */
+async function shimBundleSpec(pid: number): Promise<string | null> {
+  if (!pid) return null;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  return ppid > 1 ? readFile(`/proc/${ppid}/cwd/config.json`, 'utf8').catch(() => null) : null;
+}
+
+async function readBundleSeccomp(id: string, pid: number): Promise<SeccompProfile | null> {
+  for (const path of [null, ...BUNDLE_ROOTS]) {
+    const text = path === null ? await shimBundleSpec(pid) : await readFile(`${path}/io.containerd.runtime.v2.task/moby/${id}/config.json`, 'utf8').catch(() => null);
     if (text === null) continue;
     const spec = JSON.parse(text) as { linux?: { seccomp?: SeccompProfile } };
     if (spec.linux?.seccomp) return spec.linux.seccomp;
@@ -89,9 +97,10 @@ export async function engineDefaultProfile(docker: Docker, images: string[], cap
     if (!c) continue;
     try {
       await c.start();
-      const profile = await readBundleSeccomp(c.id);
+      const pid = Number((await c.inspect()).State?.Pid ?? 0);
+      const profile = await readBundleSeccomp(c.id, pid);
       if (profile) return profile;
-      errors.push(`${image}: no runtime spec under ${BUNDLE_ROOTS.join(', ')}`);
+      errors.push(`${image}: no runtime spec beside its shim nor under ${BUNDLE_ROOTS.join(', ')}`);
     } catch (err) {
       errors.push(`${image}: ${(err as Error).message}`);
     } finally {

@@ -109,10 +109,10 @@ describe('exec: runs cut short by the host', () => {
       assert.equal((await api('PUT', '/api/v1/scripts/inner.ts', 'return 1;')).status, 201);
       assert.equal((await api('PUT', '/api/v1/scripts/outer.ts', "const r = await fetch('/scripts/inner');\nreturn { status: r.status, body: await r.text() };")).status, 201);
       const outer = await api('GET', '/scripts/outer', undefined, 'exec.x.hoody.localhost');
-      assert.equal(outer.status, 200, outer.text());
-      const inner = outer.json<{ status: number; body: string }>();
-      assert.equal(inner.status, 503, inner.body);
-      assert.equal(JSON.parse(inner.body).error.code, 'HOODY_EXEC_OVERLOADED');
+      // The refusal reaches the client either as the outer run's own answer or as what its fetch got.
+      const refused = outer.status === 200 ? outer.json<{ status: number; body: string }>() : { status: outer.status, body: outer.text() };
+      assert.equal(refused.status, 503, refused.body);
+      assert.equal(JSON.parse(refused.body).error.code, 'HOODY_EXEC_OVERLOADED');
 
       // A run that says when it is running, then waits; the container is deleted under it.
       assert.equal((await api('PUT', '/api/v1/scripts/slow.ts', "// @timeout 60000\nawait files.write('running', 'yes');\nawait new Promise((r) => setTimeout(r, 30000));\nreturn 'late';")).status, 201);
