@@ -139,7 +139,12 @@ describe('hoody daemon (foreground) with flags and HOODY_* defaults', () => {
   test('hardening, seen by the engine and from inside: no-new-privileges, all capabilities dropped but a few', async () => {
     const w = await client.call<{ engineId: string }>('GET', '/v1/containers/w');
     const hc = (JSON.parse((await execa('docker', ['inspect', w.engineId])).stdout)[0] as { HostConfig: { SecurityOpt: string[]; CapDrop: string[]; CapAdd: string[] } }).HostConfig;
-    assert.deepEqual(hc.SecurityOpt, ['no-new-privileges']);
+    // no-new-privileges, and the engine's default seccomp profile with the BTRFS subvolume ioctls taken out (issue 10.5).
+    assert.equal(hc.SecurityOpt.length, 2, hc.SecurityOpt.map((o) => o.slice(0, 40)).join(' | '));
+    assert.equal(hc.SecurityOpt[0], 'no-new-privileges');
+    const seccomp = JSON.parse(hc.SecurityOpt[1]!.replace(/^seccomp=/, '')) as { defaultAction: string; syscalls: { names: string[]; args?: unknown[] }[] };
+    assert.equal(seccomp.defaultAction, 'SCMP_ACT_ERRNO');
+    assert.ok(seccomp.syscalls.some((r) => r.names.includes('ioctl') && (r.args?.length ?? 0) > 0), 'ioctl is allowed only by argument');
     assert.deepEqual(hc.CapDrop, ['ALL']);
     const small = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'NET_BIND_SERVICE'];
     assert.deepEqual([...hc.CapAdd].map((c) => c.replace(/^CAP_/, '')).sort(), [...small].sort());
