@@ -160,7 +160,9 @@ export class BtrfsDriver implements StorageDriver {
       } catch (err) {
         // The kernel (6.x) drops the qgroup itself once the cleaner is done: gone is done.
         if (/No such file or directory/.test((err as Error).message)) return;
-        // Busy until the cleaner has dropped the subvolume; wait for it and retry.
+        // Busy until the cleaner has dropped the subvolume. The cleaner only sees a deletion after a commit (the
+        // engine's rmdir of a layer commits nothing: up to 30 s), so commit now, then wait for it and retry.
+        await run('btrfs', ['filesystem', 'sync', mountPath]).catch(() => undefined);
         await run('btrfs', ['subvolume', 'sync', mountPath, String(id)]).catch(() => undefined);
         await new Promise((r) => setTimeout(r, 100));
       }
