@@ -201,7 +201,10 @@ describe('cron over the public API of a real daemon', () => {
     const dates = (await readFile(join(d.stateDir, 'pool', 'containers', 'a', 'files', 'dates'), 'utf8')).trim().split('\n');
     const ok = runs.filter((r) => r.status === 'ok');
     assert.ok(dates.length >= 2, `two lines, got ${dates.length}`);
-    assert.equal(ok.length, dates.length);
+    // The kill lands while a run is in flight: its command may still finish in the container after the daemon died,
+    // and that run is then not logged `ok`. Every line comes from a fired slot, and every `ok` run wrote its line.
+    const fired = runs.filter((r) => r.status !== 'skipped');
+    assert.ok(ok.length <= dates.length && dates.length <= fired.length, `${ok.length} ok runs, ${dates.length} lines, ${fired.length} slots fired`);
     for (const r of ok) {
       assert.equal(r.exit_code, 0);
       assert.equal(r.trigger, 'schedule');

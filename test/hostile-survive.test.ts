@@ -213,7 +213,7 @@ describe('hostile tenant: nothing an upstream or a script answers takes the daem
       ['crlf', "return { status: 200, headers: { 'x-a': 'a\\r\\nset-cookie: pwned=1' }, body: 'x' };", 502, 'HOODY_SCRIPT_RESPONSE_INVALID'],
       ['ctl', "return new Response('x', { headers: { 'x-a': 'a\\u0001b' } });", 502, 'HOODY_SCRIPT_RESPONSE_INVALID'],
       ['unicode', "return new Response('x', { headers: { 'x-a': '\\u20ac' } });", 502, 'HOODY_SCRIPT_RESPONSE_INVALID'],
-      ['huge', '// @memory 256\nreturn new Uint8Array(40 * 1024 * 1024);', 502, 'HOODY_SCRIPT_RESPONSE_TOO_LARGE'],
+      ['huge', '// @memory 128\nreturn new Uint8Array(40 * 1024 * 1024);', 502, 'HOODY_SCRIPT_RESPONSE_TOO_LARGE'],
     ];
     for (const [name, source, status, code] of cases) {
       const put = await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/scripts/${name}.js?token=${tokA}`, method: 'PUT', body: source, headers: { 'content-type': 'text/plain' } });
