@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { startTestDaemon, type TestDaemon } from './support/host.js';
 import { type Answer, call } from './support/http.js';
 import { processesOf } from './support/reliability.js';
+import { cpuTicks } from '../containers/exec/worker-host.js';
 
 interface Ports {
   http: number;
@@ -29,17 +30,6 @@ function code(r: Answer): string {
 function p99(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil(s.length * 0.99) - 1)]!;
-}
-
-/** utime+stime (clock ticks) of a process; null once it is gone. */
-function ticks(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return null;
-  }
 }
 
 /** The memory cgroup's limit file of a process, v1 or v2. */
@@ -176,12 +166,12 @@ describe('hostile tenant: exec budgets (issue 10.6)', () => {
     let calm = false;
     while (Date.now() < deadline && !calm) {
       const pids = await workerPids();
-      const before = new Map(pids.map((p) => [p, ticks(p)]));
+      const before = new Map(pids.map((p) => [p, cpuTicks(p)]));
       const t0 = performance.now();
       assert.equal((await run('b', 'quiet')).status, 200, 'B is served while A spins');
       await new Promise((res) => setTimeout(res, 1000 - (performance.now() - t0)));
       let used = 0;
-      for (const [p, t] of before) used += Math.max(0, (ticks(p) ?? t ?? 0) - (t ?? 0));
+      for (const [p, t] of before) used += Math.max(0, (cpuTicks(p) ?? t ?? 0) - (t ?? 0));
       const share = used / 100 / ((performance.now() - t0) / 1000);
       shares.push(share.toFixed(2));
       calm = share < 0.1;

@@ -37,7 +37,7 @@ export interface WorkerHostOptions {
 const CLK_TCK = 100;
 
 /** utime+stime of a process in clock ticks; null once it is gone. */
-function cpuTicks(pid: number | undefined): number | null {
+export function cpuTicks(pid: number | undefined): number | null {
   if (pid === undefined) return null;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
