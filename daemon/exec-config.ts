@@ -17,11 +17,13 @@ export interface ExecConfig {
   queueWaitMs: number;
   /** Sum of `@memory` of all live isolates, MB (HOODY_EXEC_ISOLATE_MEMORY, 64 MB per allowed live isolate). */
   hostMemoryMb: number;
+  /** CPU of one container's runs in cores, 0 for no CPU budget (HOODY_EXEC_CONTAINER_CPU, 1). */
+  containerCpu: number;
   /** The worker's cgroup: 'auto' (default) or 'off' (HOODY_EXEC_CGROUP). */
   cgroup: 'auto' | 'off';
   /** Hard memory limit of the worker's cgroup (HOODY_EXEC_WORKER_MEMORY, 1g). */
   workerMemoryBytes: number;
-  /** CPU limit of the worker's cgroup in cores, 0 for none (HOODY_EXEC_WORKER_CPUS, 1). */
+  /** CPU limit in cores of the worker's threads that compute for long, 0 for none (HOODY_EXEC_WORKER_CPUS, 1). */
   workerCpus: number;
 }
 
@@ -39,6 +41,9 @@ export function loadExecConfig(env: NodeJS.ProcessEnv): ExecConfig {
   const containerMemoryMb = mb('HOODY_EXEC_CONTAINER_MEMORY', `${DEFAULT_BUDGET.containerMemoryMb}m`);
   // One script at the @memory ceiling must always fit its container's budget.
   if (containerMemoryMb < MAX_MEMORY_MB) throw new Error(`HOODY_EXEC_CONTAINER_MEMORY must be at least ${MAX_MEMORY_MB}m (the @memory ceiling)`);
+  const containerCpu = Number(env.HOODY_EXEC_CONTAINER_CPU ?? String(DEFAULT_BUDGET.containerCpu));
+  if (!Number.isFinite(containerCpu) || containerCpu < 0)
+    throw new Error(`HOODY_EXEC_CONTAINER_CPU must be a number of cores >= 0, got ${env.HOODY_EXEC_CONTAINER_CPU}`);
   const maxLiveIsolates = positive(env.HOODY_EXEC_MAX_ISOLATES ?? '64', 'HOODY_EXEC_MAX_ISOLATES');
   return {
     maxLiveIsolates,
@@ -48,6 +53,7 @@ export function loadExecConfig(env: NodeJS.ProcessEnv): ExecConfig {
     queueWaitMs: parseDuration(env.HOODY_EXEC_QUEUE_WAIT ?? `${DEFAULT_BUDGET.queueWaitMs}ms`, 'HOODY_EXEC_QUEUE_WAIT'),
     // Limits, not use: by default the host's live isolates may all have the default 64 MB; the cgroup is the hard stop.
     hostMemoryMb: env.HOODY_EXEC_ISOLATE_MEMORY ? mb('HOODY_EXEC_ISOLATE_MEMORY', '0') : maxLiveIsolates * 64,
+    containerCpu,
     cgroup: env.HOODY_EXEC_CGROUP === 'off' ? 'off' : 'auto',
     workerMemoryBytes,
     workerCpus,

@@ -2,6 +2,11 @@
  * A cgroup with a hard memory and CPU limit for processes hoody starts (the exec worker). cgroup v2 when the
  * memory and cpu controllers are usable there, else the v1 memory and cpu hierarchies. The group is made beneath
  * the daemon's own cgroup of each hierarchy, so whatever confines the daemon still confines what it starts.
+ *
+ * The CPU limit binds only the group's `heavy` child, into which the process moves its own threads that compute
+ * for long (cpu is a per-thread controller): a quota on the whole group would throttle every short run in it
+ * once one tenant's spinning scripts had used the period up. Where threads cannot be moved, the whole group
+ * gets the quota.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,9 +14,17 @@ import { join } from 'node:path';
 export interface CgroupLimits {
   /** Hard memory limit (bytes): past it the kernel's OOM killer kills a process of the group. */
   memoryBytes: number;
-  /** CPU bandwidth in cores (1.5 = one and a half cores); 0: no CPU limit. */
+  /** CPU bandwidth in cores (1.5 = one and a half cores) of the threads computing for long; 0: no CPU limit. */
   cpus: number;
 }
+
+/** Where to write a thread id to move it into the capped `heavy` child, and back. */
+export interface HeavyThreadFiles {
+  demote: string;
+  restore: string;
+}
+
+const HEAVY = 'heavy';
 
 /** Short CFS periods: a throttled group waits at most one period, so the other tenants' runs in it never stall long. */
 const CFS_PERIOD_US = 10_000;
@@ -66,6 +79,8 @@ export class Cgroup {
     /** v2: the one directory; v1: [memory dir, cpu dir]. */
     readonly dirs: readonly string[],
     readonly limits: CgroupLimits,
+    /** Null when the CPU limit binds the whole group (no limit, or threads cannot be moved here). */
+    readonly heavyThreads: HeavyThreadFiles | null,
   ) {}
 
   /** The directory whose memory limit file holds the hard limit (tests read it). */
@@ -97,8 +112,8 @@ export class Cgroup {
           mkdirSync(dir, { recursive: true });
           writeFileSync(join(dir, 'memory.max'), String(limits.memoryBytes));
           if (existsSync(join(dir, 'memory.swap.max'))) writeFileSync(join(dir, 'memory.swap.max'), '0');
-          writeFileSync(join(dir, 'cpu.max'), limits.cpus > 0 ? `${Math.round(limits.cpus * CFS_PERIOD_US)} ${CFS_PERIOD_US}` : `max ${CFS_PERIOD_US}`);
-          return new Cgroup(2, [dir], limits);
+          writeFileSync(join(dir, 'cpu.max'), `max ${CFS_PERIOD_US}`);
+          return new Cgroup(2, [dir], limits, limits.cpus > 0 ? heavyChildV2(dir, limits.cpus) : null);
         } catch {
           // fall through to v1 (a v2 root with processes in it cannot delegate)
         }
@@ -120,14 +135,14 @@ export class Cgroup {
     }
     const dirs = [memDir];
     const cpu = all.find((m) => m.type === 'cgroup' && m.controllers.includes('cpu'));
+    let heavy: HeavyThreadFiles | null = null;
     if (cpu && limits.cpus > 0) {
       const cpuDir = join(cpu.dir, ownPath('cpu') ?? '/', name);
       mkdirSync(cpuDir, { recursive: true });
-      writeFileSync(join(cpuDir, 'cpu.cfs_period_us'), String(CFS_PERIOD_US));
-      writeFileSync(join(cpuDir, 'cpu.cfs_quota_us'), String(Math.round(limits.cpus * CFS_PERIOD_US)));
       dirs.push(cpuDir);
+      heavy = heavyChildV1(cpuDir, limits.cpus);
     }
-    return new Cgroup(1, dirs, limits);
+    return new Cgroup(1, dirs, limits, heavy);
   }
 
   /**
@@ -140,11 +155,7 @@ export class Cgroup {
       for (const entry of readdirSync(parent)) {
         const m = entry.startsWith(prefix) ? /^(\d+)$/.exec(entry.slice(prefix.length)) : null;
         if (!m || existsSync(`/proc/${m[1]}`)) continue;
-        try {
-          rmdirSync(join(parent, entry));
-        } catch {
-          // not empty or already gone
-        }
+        removeGroup(join(parent, entry));
       }
     }
   }
@@ -161,12 +172,66 @@ export class Cgroup {
 
   /** Removes the group; its processes must have exited. Best effort: a leftover is swept at the next start. */
   remove(): void {
-    for (const dir of this.dirs) {
-      try {
-        rmdirSync(dir);
-      } catch {
-        // still has a process, or already gone
-      }
+    for (const dir of this.dirs) removeGroup(dir);
+  }
+}
+
+/** A group and its heavy child, children first; best effort (a group with a process in it stays). */
+function removeGroup(dir: string): void {
+  for (const d of [join(dir, HEAVY), dir]) {
+    try {
+      rmdirSync(d);
+    } catch {
+      // still has a process, or already gone
     }
+  }
+}
+
+/** SCHED_IDLE for the whole group where the kernel has it (5.15+): it runs only when nothing else wants the CPU. */
+function idle(dir: string): void {
+  if (existsSync(join(dir, 'cpu.idle'))) writeFileSync(join(dir, 'cpu.idle'), '1');
+}
+
+function quotaV1(dir: string, cpus: number): void {
+  writeFileSync(join(dir, 'cpu.cfs_period_us'), String(CFS_PERIOD_US));
+  writeFileSync(join(dir, 'cpu.cfs_quota_us'), String(Math.round(cpus * CFS_PERIOD_US)));
+}
+
+/** v1: `heavy` beneath the cpu group, with the quota and the least weight; else the quota on the whole group. */
+function heavyChildV1(cpuDir: string, cpus: number): HeavyThreadFiles | null {
+  const heavy = join(cpuDir, HEAVY);
+  try {
+    mkdirSync(heavy, { recursive: true });
+    writeFileSync(join(heavy, 'cpu.shares'), '2');
+    idle(heavy);
+    quotaV1(heavy, cpus);
+    return { demote: join(heavy, 'tasks'), restore: join(cpuDir, 'tasks') };
+  } catch {
+    removeGroup(heavy);
+    quotaV1(cpuDir, cpus);
+    return null;
+  }
+}
+
+/** v2: a threaded `heavy` child (cpu is a threaded controller; memory stays on the domain above it). */
+function heavyChildV2(dir: string, cpus: number): HeavyThreadFiles | null {
+  const heavy = join(dir, HEAVY);
+  const max = `${Math.round(cpus * CFS_PERIOD_US)} ${CFS_PERIOD_US}`;
+  try {
+    mkdirSync(heavy, { recursive: true });
+    writeFileSync(join(heavy, 'cgroup.type'), 'threaded');
+    writeFileSync(join(dir, 'cgroup.subtree_control'), '+cpu');
+    writeFileSync(join(heavy, 'cpu.weight'), '1');
+    idle(heavy);
+    writeFileSync(join(heavy, 'cpu.max'), max);
+    return { demote: join(heavy, 'cgroup.threads'), restore: join(dir, 'cgroup.threads') };
+  } catch {
+    try {
+      rmdirSync(heavy);
+    } catch {
+      // a threaded child cannot go back; it stays empty
+    }
+    writeFileSync(join(dir, 'cpu.max'), max);
+    return null;
   }
 }

@@ -21,6 +21,10 @@ export interface ExecBudgetLimits {
   queueWaitMs: number;
   /** Extra runs (each up to the @memory ceiling) a container may have for nested runs (scripts fetching scripts). */
   nestedReserve: number;
+  /** CPU of one container's runs, in cores, averaged over `cpuBurstMs`; 0: no CPU budget. */
+  containerCpu: number;
+  /** CPU time (ms) a container may use ahead of its rate before its next runs wait. */
+  cpuBurstMs: number;
 }
 
 export const DEFAULT_BUDGET: Readonly<ExecBudgetLimits> = Object.freeze({
@@ -31,17 +35,28 @@ export const DEFAULT_BUDGET: Readonly<ExecBudgetLimits> = Object.freeze({
   hostMemoryMb: 4096,
   queueWaitMs: 5000,
   nestedReserve: 4,
+  containerCpu: 1,
+  cpuBurstMs: 1000,
 });
+
+/** Frees a run's slot; the CPU it used (ms) counts against its container's CPU budget. */
+export type Release = (cpuMs?: number) => void;
 
 interface Usage {
   runs: number;
   memoryMb: number;
 }
 
+/** CPU used past a container's rate: it drains at `containerCpu` ms per ms. */
+interface CpuDebt {
+  ms: number;
+  at: number;
+}
+
 interface Waiter {
   memoryMb: number;
   timer: NodeJS.Timeout;
-  resolve(release: () => void): void;
+  resolve(release: Release): void;
 }
 
 /**
@@ -54,15 +69,33 @@ export class ExecBudget {
   private readonly host: Usage = { runs: 0, memoryMb: 0 };
   /** Waiting runs per container; Map order is the round-robin order (a served container moves to the end). */
   private readonly queues = new Map<string, Waiter[]>();
+  private readonly debts = new Map<string, CpuDebt>();
+  private wakeTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly limits: ExecBudgetLimits) {}
+
+  /** CPU a container used beyond its rate, in ms, now. */
+  cpuDebt(container: string, now = Date.now()): number {
+    const d = this.debts.get(container);
+    if (!d) return 0;
+    const ms = Math.max(0, d.ms - (now - d.at) * this.limits.containerCpu);
+    if (ms === 0) this.debts.delete(container);
+    return ms;
+  }
+
+  /** How long until the container's CPU debt is back within the burst (0: it is). */
+  private cpuWait(container: string): number {
+    if (this.limits.containerCpu <= 0) return 0;
+    const over = this.cpuDebt(container) - this.limits.cpuBurstMs;
+    return over > 0 ? over / this.limits.containerCpu : 0;
+  }
 
   /**
    * Waits for a slot; resolves with its release function, or rejects with HOODY_EXEC_BUSY / HOODY_EXEC_OVERLOADED.
    * A nested run (a script's fetch of another script) may use a fixed reserve beyond the container's budget:
    * its caller holds a slot while it waits for it, so without the reserve a chain would wait on itself.
    */
-  acquire(container: string, memoryMb: number, nested = false): Promise<() => void> {
+  acquire(container: string, memoryMb: number, nested = false): Promise<Release> {
     if (nested) {
       if (this.fits(container, memoryMb, this.limits.nestedReserve)) return Promise.resolve(this.take(container, memoryMb));
       return Promise.reject(this.refusal(container, memoryMb, 'nested runs past the reserve'));
@@ -85,6 +118,7 @@ export class ExecBudget {
       };
       queue.push(w);
       this.queues.set(container, queue);
+      this.pump(); // arms the wake-up when only CPU debt holds the queue back
     });
   }
 
@@ -96,6 +130,8 @@ export class ExecBudget {
   private fits(container: string, memoryMb: number, reserve = 0): boolean {
     const u = this.usage.get(container) ?? { runs: 0, memoryMb: 0 };
     return (
+      // a nested run is let through: its caller already waited for the container's CPU
+      (reserve > 0 || this.cpuWait(container) === 0) &&
       u.runs < this.limits.containerRuns + reserve &&
       // one run always fits an idle container, whatever its @memory (the ceiling is checked at write time)
       (u.runs === 0 || u.memoryMb + memoryMb <= this.limits.containerMemoryMb + reserve * MAX_MEMORY_MB) &&
@@ -108,13 +144,16 @@ export class ExecBudget {
   private refusal(container: string, memoryMb: number, why: string): HoodyError {
     const u = this.usage.get(container) ?? { runs: 0, memoryMb: 0 };
     const l = this.limits;
+    const cpuWait = this.cpuWait(container);
+    if (cpuWait > 0)
+      return fail('EXEC_BUSY', `CPU budget of ${l.containerCpu} core(s) spent for ${Math.ceil(cpuWait)} ms more; ${why}`);
     if (u.runs >= l.containerRuns) return fail('EXEC_BUSY', `${u.runs} of ${l.containerRuns} runs; ${why}`);
     if (u.runs > 0 && u.memoryMb + memoryMb > l.containerMemoryMb)
       return fail('EXEC_BUSY', `${u.memoryMb} + ${memoryMb} of ${l.containerMemoryMb} MB of isolate memory; ${why}`);
     return fail('EXEC_OVERLOADED', `${this.host.runs} of ${l.hostRuns} runs, ${this.host.memoryMb} of ${l.hostMemoryMb} MB; ${why}`);
   }
 
-  private take(container: string, memoryMb: number): () => void {
+  private take(container: string, memoryMb: number): Release {
     const u = this.usage.get(container) ?? { runs: 0, memoryMb: 0 };
     u.runs++;
     u.memoryMb += memoryMb;
@@ -122,9 +161,10 @@ export class ExecBudget {
     this.host.runs++;
     this.host.memoryMb += memoryMb;
     let released = false;
-    return () => {
+    return (cpuMs = 0) => {
       if (released) return;
       released = true;
+      if (cpuMs > 0 && this.limits.containerCpu > 0) this.debts.set(container, { ms: this.cpuDebt(container) + cpuMs, at: Date.now() });
       u.runs--;
       u.memoryMb -= memoryMb;
       if (u.runs === 0) this.usage.delete(container);
@@ -136,6 +176,8 @@ export class ExecBudget {
 
   /** Hands free slots to waiting runs, one container at a time in turn. */
   private pump(): void {
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer = null;
     let progress = true;
     while (progress) {
       progress = false;
@@ -149,6 +191,12 @@ export class ExecBudget {
         head.resolve(this.take(container, head.memoryMb));
         progress = true;
       }
+    }
+    // A queue held back only by its CPU debt has no release to wake it: a timer does, when the debt has drained.
+    const waits = [...this.queues.keys()].map((c) => this.cpuWait(c)).filter((w) => w > 0);
+    if (waits.length > 0) {
+      this.wakeTimer = setTimeout(() => this.pump(), Math.ceil(Math.min(...waits)));
+      this.wakeTimer.unref();
     }
   }
 }

@@ -1,4 +1,5 @@
 /** Messages between ExecService (daemon) and the exec worker process, over the fork IPC channel. */
+import type { HeavyThreadFiles } from '../../host/cgroup.js';
 
 /** `request` inside a script. */
 export interface ScriptRequest {
@@ -60,6 +61,8 @@ export interface WorkerConfig {
   containerMemoryMb: number;
   /** Sum of the memory limits of all live isolates (MB). */
   hostMemoryMb: number;
+  /** The cgroup files that demote a thread computing for long, and restore it (null: nice only). */
+  heavyThreads?: HeavyThreadFiles | null;
 }
 
 export type FromWorker =

@@ -181,6 +181,7 @@ export class ExecService implements NamespaceHooks {
         idleMs: deps.idleMs ?? 60_000,
         containerMemoryMb: l.containerMemoryMb + l.nestedReserve * MAX_MEMORY_MB,
         hostMemoryMb: l.hostMemoryMb,
+        heavyThreads: this.cgroup?.heavyThreads ?? null,
       },
       cgroup: this.cgroup,
       onCall: (id, call, op, args) => this.serveCall(id, call, op, args),
@@ -265,6 +266,7 @@ export class ExecService implements NamespaceHooks {
     const active: ActiveRun = { row, input, abort: new AbortController() };
     this.active.set(id, active);
     let report: RunReport;
+    let cpuMs = 0;
     try {
       const d = prepared.directives;
       report = await this.worker.run({
@@ -276,8 +278,9 @@ export class ExecService implements NamespaceHooks {
         limits: { timeoutMs: d.timeoutMs, memoryMb: d.memoryMb, consoleCap: CONSOLE_CAP },
         request,
       });
+      cpuMs = report.cpuMs;
     } finally {
-      release();
+      release(cpuMs);
       this.active.delete(id);
       active.abort.abort();
     }

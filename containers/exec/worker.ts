@@ -6,7 +6,7 @@
  */
 import ivm from 'isolated-vm';
 import { cpuOf, IsolatePool, type Slot } from './pool.js';
-import { deprioritizeHeavyThreads } from './threads.js';
+import { HeavyThreads } from './threads.js';
 import { PRELUDE } from './prelude.js';
 import type { FromWorker, HostOp, RunFailure, RunOutcome, ToWorker, WorkerConfig } from './protocol.js';
 
@@ -58,6 +58,7 @@ const pool = new IsolatePool(
   },
   (text) => process.stderr.write(`${text}\n`),
 );
+const heavy = new HeavyThreads(config.heavyThreads ?? null);
 const runs = new Map<number, Run>();
 
 function answer(run: Run, call: number, ok: boolean, value: unknown): void {
@@ -129,6 +130,8 @@ async function execute(msg: RunMessage): Promise<void> {
     timers: new Set(),
   };
   runs.set(msg.id, run);
+  heavy.setActive(true);
+  heavy.beforeRun();
   const cpu0 = cpuOf(slot);
   // isolated-vm's own timeout covers synchronous execution only; this covers the whole run, awaits included
   const wall = setTimeout(() => {
@@ -159,6 +162,7 @@ async function execute(msg: RunMessage): Promise<void> {
   clearTimeout(wall);
   run.finished = true;
   runs.delete(msg.id);
+  if (runs.size === 0) heavy.setActive(false);
   for (const t of run.timers) clearTimeout(t);
   if (result.type === 'failed' && result.failure !== 'thrown') pool.discard(slot);
   try {
@@ -200,4 +204,3 @@ process.on('message', (msg: ToWorker) => {
 process.on('disconnect', () => process.exit(0));
 setInterval(() => pool.sweep(), Math.max(1000, Math.min(config.idleMs / 2, 10_000))).unref();
 setInterval(() => pool.watchdog(), 1000).unref();
-deprioritizeHeavyThreads();
