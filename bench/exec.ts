@@ -9,7 +9,9 @@
  * - warm: the same script again and again, sequential, on a keep-alive connection, interleaved in blocks with
  *   the ceiling route;
  * - throughput: wrk with keep-alive at a few concurrencies, exec and ceiling alternating (order swapped every
- *   round) to cancel drift; the daemon's CPU (its process and the exec worker) per request from /proc.
+ *   round) to cancel drift; the daemon's CPU (its process and the exec worker) per request from /proc;
+ * - neighbour: the trivial script's latency quiet and while another tenant floods exec with CPU-heavy runs
+ *   (bench/neighbour.ts; `--neighbour 0` skips it).
  *
  * The ceiling is `GET /api/v1/proxy/routes` of the same container: it goes through the same listener, the same
  * host routing, the same container plugin and the same token check (`?token=`, hashed and looked up) as the
@@ -18,6 +20,7 @@
  */
 import { join } from 'node:path';
 import { startBenchDaemon } from './daemon.js';
+import { measureNeighbour, type NeighbourResult } from './neighbour.js';
 import { chartSvg } from './ns-chart.js';
 import {
   dist,
@@ -52,6 +55,7 @@ const DEFAULTS = {
   rounds: '2',
   cold: '40',
   warm: '2000',
+  neighbour: '300',
   'log-level': 'warn',
   budget: '1800',
   out: join(ROOT, 'bench/results'),
@@ -107,6 +111,7 @@ export interface ExecResult {
   warm_ceiling_ms: ReturnType<typeof dist>;
   throughput: Agg[];
   runs: WrkRun[];
+  neighbour: NeighbourResult | null;
   notes: string[];
 }
 
@@ -117,6 +122,7 @@ async function runExec(): Promise<void> {
   const rounds = num(o, 'rounds', 1, 10);
   const coldN = num(o, 'cold', 1, 60);
   const warmN = num(o, 'warm', 100, 100_000);
+  const neighbourN = num(o, 'neighbour', 0, 10_000);
   const budget = num(o, 'budget', 60, 6 * 3600);
   const started = new Date();
   const runId = runIdOf(started);
@@ -247,6 +253,10 @@ async function runExec(): Promise<void> {
     if (disturbed.length)
       notes.push(`Another benchmark or test run was on the box during ${disturbed.length} of ${runs.length} wrk runs (${[...new Set(disturbed.flatMap((r) => r.others))].slice(0, 3).join(' | ')}): those figures are skewed by its load.`);
     if (throughput.some((a) => a.errors > 0)) notes.push('Some wrk runs saw errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
+    const neighbour =
+      neighbourN > 0
+        ? await measureNeighbour({ client: d.client, http, port: d.ports.http, victim: { host: execHost, path: execPath, body: '{"ok":true}' }, runs: neighbourN, dir: host.benchDir, log: (l) => s.log(l) })
+        : null;
 
     const finished = new Date();
     const result: ExecResult = {
@@ -266,10 +276,12 @@ async function runExec(): Promise<void> {
       warm_ceiling_ms: dist(warmCeil),
       throughput,
       runs,
+      neighbour,
       notes,
     };
     process.stdout.write(`\n${table(['latency (ms, sequential, keep-alive)', 'n', 'p50', 'p90', 'p99', 'max'], latencyRows(result))}\n\n`);
     process.stdout.write(`${table(THROUGHPUT_HEADER, throughputRows(result))}\n`);
+    if (neighbour) process.stdout.write(`\n${neighbourLine(neighbour)}\n`);
     const files = await writeResults(o.out!, 'exec', started, result, (svgName) => markdown(result, svgName), svg(result));
     process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
     s.log('removing the container and the daemon');
@@ -281,6 +293,14 @@ async function runExec(): Promise<void> {
 }
 
 const round2 = (v: number | null | undefined, d: number) => round(v, d);
+
+function neighbourLine(n: NeighbourResult): string {
+  const w = n.attacker.wrk;
+  return (
+    `B's trivial run, p50/p99: quiet ${fmt(n.quiet_ms.p50)}/${fmt(n.quiet_ms.p99)} ms (n=${n.quiet_ms.n}), while A floods ${fmt(n.loaded_ms.p50)}/${fmt(n.loaded_ms.p99)} ms (n=${n.loaded_ms.n}); ` +
+    `ratio p50 ${fmt(n.p50_ratio)}, p99 ${fmt(n.p99_ratio)} (goal: p99 within 2). A: ${w.requests} requests over ${w.duration_s} s, ${w.errors.status} refused (non-2xx), ${n.attacker.connections} connections, 500 ms back-off after a refusal.`
+  );
+}
 
 function latencyRows(r: ExecResult): (string | number)[][] {
   const row = (label: string, x: ReturnType<typeof dist>) => [label, x.n, fmt(x.p50), fmt(x.p90), fmt(x.p99), fmt(x.max)];
@@ -325,6 +345,10 @@ function markdown(r: ExecResult, svgName: string | null): string {
   out.push('## Throughput (wrk, keep-alive)', '');
   out.push(mdTable(THROUGHPUT_HEADER, throughputRows(r)), '');
   out.push('CPU µs/req = utime+stime of hoodyd and its exec worker process during the wrk run, divided by the requests answered; in brackets the daemon process\'s part + the worker\'s part.', '');
+  if (r.neighbour) {
+    out.push('## Noisy neighbour (another tenant floods exec with CPU-heavy runs)', '');
+    out.push(neighbourLine(r.neighbour), '');
+  }
   out.push('All runs:', '');
   out.push(
     mdTable(

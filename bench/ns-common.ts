@@ -386,12 +386,14 @@ export interface WrkOptions {
    * host with getaddrinfo, which knows no `*.localhost`, and takes its SNI name from the URL.
    */
   hostsFile?: string;
+  /** More Lua for the hook (e.g. a `response` and `delay` pair that backs off after a refusal). */
+  lua?: string;
 }
 
 /** Runs one wrk measurement (keep-alive, bounded by its duration plus a margin). */
 export async function runWrk(o: WrkOptions): Promise<WrkResult> {
   const lua = join(o.dir, 'wrk-done.lua');
-  await writeFile(lua, WRK_LUA);
+  await writeFile(lua, WRK_LUA + (o.lua ?? ''));
   const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.durationS}s`, '--timeout', '5s', '-s', lua];
   if (o.host) args.push('-H', `Host: ${o.host}`);
   args.push(o.url);

@@ -1,6 +1,8 @@
 import { validateHeaderName, validateHeaderValue } from 'node:http';
-import { fail } from '../errors.js';
+import { fail, type HoodyError } from '../errors.js';
+import type { Directives } from './directives.js';
 import type { RunOutcome } from './protocol.js';
+import type { RunReport } from './worker-host.js';
 
 export interface RunResult {
   status: number;
@@ -52,5 +54,25 @@ export function httpResult(outcome: RunOutcome): RunResult {
       if (typeof outcome.body === 'string' && !headers['content-type']) headers['content-type'] = 'text/plain; charset=utf-8';
       return { status: outcome.status, headers, body };
     }
+  }
+}
+
+/** A failed run as the HTTP error its caller gets. */
+export function failure(report: Extract<RunReport, { type: 'failed' }>, d: Directives, workerMb: number): HoodyError {
+  switch (report.failure) {
+    case 'thrown':
+      return fail('SCRIPT_ERROR', report.message);
+    case 'timeout':
+      return fail('SCRIPT_TIMEOUT', d.timeoutMs);
+    case 'memory':
+      return fail('SCRIPT_MEMORY', d.memoryMb);
+    case 'aborted':
+      return fail('SCRIPT_ABORTED');
+    case 'busy':
+      return fail('EXEC_OVERLOADED', report.message);
+    case 'oom':
+      return fail('EXEC_WORKER_OOM', workerMb);
+    case 'internal':
+      return fail('EXEC_WORKER_FAILED', report.message);
   }
 }

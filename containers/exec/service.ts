@@ -9,9 +9,10 @@ import type { LogSource } from '../logs.js';
 import type { ContainerRow } from '../store.js';
 import { DEFAULT_BUDGET, ExecBudget, type ExecBudgetLimits } from './budget.js';
 import { type Directives, MAX_MEMORY_MB, parseDirectives } from './directives.js';
-import { type AcmeHook, flatHeaders, hostCall, type RunCaller, type SelfFetch } from './host-calls.js';
-import type { HostOp, ScriptRequest } from './protocol.js';
-import { httpResult, type RunResult } from './result.js';
+import { type AcmeHook, hostCall, type SelfFetch } from './host-calls.js';
+import type { HostOp } from './protocol.js';
+import { failure, httpResult, type RunResult } from './result.js';
+import { type RunInput, scriptRequest } from './run-input.js';
 import { ExecLog, type ExecLogEntry, type ExecLogQuery } from './schema.js';
 import { loaderFor, Transpiler } from './transpile.js';
 import { type RunReport, WorkerHost } from './worker-host.js';
@@ -40,22 +41,8 @@ export interface ExecDeps {
   cgroup?: ({ name: string; sweepPrefix: string } & CgroupLimits) | null;
 }
 
-export interface RunInput {
-  method: string;
-  /** The request path as called (without the query). */
-  path: string;
-  query: Record<string, string | string[] | undefined>;
-  headers: Record<string, string | string[] | undefined>;
-  /** The raw body (parsed here: JSON when the content type says so, text otherwise). */
-  body: Buffer | string | null;
-  dryRun: boolean;
-  /** The caller's token (its host calls get its scopes); null for an anonymous `@auth none` run. */
-  caller: RunCaller | null;
-  /** How many scripts up the call chain (scripts calling scripts through fetch); the daemon's record, never a header. */
-  depth?: number;
-}
-
 export type { RunResult } from './result.js';
+export type { RunInput } from './run-input.js';
 
 /** A script found, checked and compiled: what run() needs, and what the route needs to decide auth and CORS. */
 export interface PreparedScript {
@@ -90,54 +77,9 @@ interface ActiveRun {
   abort: AbortController;
 }
 
-function isJsonType(type: string | undefined): boolean {
-  return !!type && /^application\/([\w.+-]*\+)?json\b/i.test(type.trim());
-}
-
 function errorText(err: unknown): string {
   if (isHoodyError(err)) return `${err.code}: ${err.message}`;
   return err instanceof Error ? err.message : String(err);
-}
-
-/** `request` inside the script. The caller's token is not handed to the script (its host calls act for it anyway). */
-function scriptRequest(input: RunInput): ScriptRequest {
-  const headers = flatHeaders(input.headers);
-  delete headers.authorization;
-  for (const k of Object.keys(headers)) if (k.startsWith('x-hoody-')) delete headers[k];
-  const query: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(input.query)) if (v !== undefined && k !== 'token') query[k] = v;
-  let body: unknown = null;
-  const raw = input.body;
-  if (raw !== null && raw.length > 0) {
-    const text = typeof raw === 'string' ? raw : raw.toString('utf8');
-    if (isJsonType(headers['content-type'])) {
-      try {
-        body = JSON.parse(text);
-      } catch (err) {
-        throw fail('BODY_INVALID', `not JSON: ${(err as Error).message}`);
-      }
-    } else body = text;
-  }
-  return { method: input.method.toUpperCase(), path: input.path, query, headers, body, dry_run: input.dryRun };
-}
-
-function failure(report: Extract<RunReport, { type: 'failed' }>, d: Directives, workerMb: number): HoodyError {
-  switch (report.failure) {
-    case 'thrown':
-      return fail('SCRIPT_ERROR', report.message);
-    case 'timeout':
-      return fail('SCRIPT_TIMEOUT', d.timeoutMs);
-    case 'memory':
-      return fail('SCRIPT_MEMORY', d.memoryMb);
-    case 'aborted':
-      return fail('SCRIPT_ABORTED');
-    case 'busy':
-      return fail('EXEC_OVERLOADED', report.message);
-    case 'oom':
-      return fail('EXEC_WORKER_OOM', workerMb);
-    case 'internal':
-      return fail('EXEC_WORKER_FAILED', report.message);
-  }
 }
 
 /**
