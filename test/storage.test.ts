@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -76,6 +76,26 @@ describe('btrfs driver specifics', async () => {
     assert.ok((await driver.qgroupIds(root)).has(`0/${id}`));
     await driver.deleteVolume(path);
     assert.ok(!(await driver.qgroupIds(root)).has(`0/${id}`));
+  });
+
+  test('adopting a directory makes it a volume with its files, owner and mode; an empty one too', async () => {
+    const full = join(root, 'full');
+    await mkdir(join(full, 'etc'), { recursive: true });
+    await writeFile(join(full, 'etc', 'hosts'), 'layer');
+    await chown(full, 1234, 1234);
+    await chmod(full, 0o750);
+    await driver.adoptDirectory(full);
+    assert.ok(await driver.isVolume(full));
+    assert.equal(await readFile(join(full, 'etc', 'hosts'), 'utf8'), 'layer');
+    const st = await stat(full);
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o7777], [1234, 1234, 0o750]);
+    const empty = join(root, 'empty');
+    await mkdir(empty);
+    await driver.adoptDirectory(empty);
+    assert.ok(await driver.isVolume(empty));
+    assert.deepEqual(await readdir(empty), []);
+    assert.deepEqual((await readdir(root)).filter((n) => n.endsWith('.hoody-adopt')), [], 'no aside copy left');
+    for (const v of [full, empty]) await driver.deleteVolume(v);
   });
 
   test('exclusive bytes grow with data written into the volume', async () => {

@@ -140,7 +140,8 @@ export class BtrfsDriver implements StorageDriver {
       await run('btrfs', ['subvolume', 'create', path]);
       await chown(path, st.uid, st.gid);
       await chmod(path, st.mode & 0o7777);
-      await run('cp', ['-a', '--', `${aside}/.`, `${path}/`]);
+      // A container's own layer is empty until it first starts (the usual case): no copy process then.
+      if ((await readdir(aside)).length > 0) await run('cp', ['-a', '--', `${aside}/.`, `${path}/`]);
     } catch (err) {
       if (await this.isVolume(path)) await run('btrfs', ['subvolume', 'delete', path]).catch(() => undefined);
       await rename(aside, path).catch(() => undefined);
