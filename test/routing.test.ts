@@ -132,4 +132,28 @@ describe('public listeners: routing by host, path and token; TLS from the host C
     }
     assert.ok(ok, 'in-container HTTPS works after a restart');
   });
+  test('a JSON body is not coerced: a wrong type is 400 HOODY_BODY_INVALID naming the field; query strings still are', async () => {
+    const put = (body: string) =>
+      curl(d, ['-X', 'PUT', '-H', 'content-type: application/json', '--data', body, `http://127.0.0.1:${ports.http}/c/b/api/v1/proxy/routes/web.example.org?token=${tokB}`]);
+    for (const body of ['{"port": true}', '{"port": "8080"}', '{"port": 8080, "https_redirect": "yes"}']) {
+      const r = await put(body);
+      assert.equal(r.status, 400, `${body}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.error?.code, 'HOODY_BODY_INVALID');
+      assert.match((r.body.error as { message?: string }).message ?? '', /port|https_redirect/);
+    }
+    const routes = await curl(d, [`http://127.0.0.1:${ports.http}/c/b/api/v1/proxy/routes?token=${tokB}`]);
+    assert.ok(!JSON.stringify(routes.body).includes('web.example.org'), 'no route was made from a coerced body');
+    const ok = await put('{"port": 8080}');
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    assert.equal(ok.body.port, 8080);
+    // The admin API too: {"pids": "100"} was taken as 100.
+    await assert.rejects(d.client.call('POST', '/v1/containers', { name: 'coerced', pids: '100' }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'HOODY_BODY_INVALID');
+      assert.match(err.message, /pids/);
+      return true;
+    });
+    // Query strings are text: ?limit=2 is still the number 2.
+    const logs = await curl(d, [`http://127.0.0.1:${ports.http}/c/b/api/v1/logs?source=exec&limit=2&token=${tokB}`]);
+    assert.equal(logs.status, 200, JSON.stringify(logs.body));
+  });
 });

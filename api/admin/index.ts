@@ -3,6 +3,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
 import { answerClientError, frameworkErrors, installErrorHandling } from '../errors.js';
+import { schemaController } from '../validation.js';
 import { containerRoutes } from './containers.js';
 import { type DomainGrants, domainRoutes } from './domains.js';
 import { adminLogRoutes } from './logs.js';
@@ -26,7 +27,7 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
     disableRequestLogging: true,
     frameworkErrors,
     clientErrorHandler: answerClientError,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allowUnionTypes: true } },
+    schemaController: schemaController({ removeAdditional: false, allowUnionTypes: true }),
   });
   installErrorHandling(app);
   app.addSchema(ErrorBody);

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
 import { containerApi, type NamespaceRoutes } from '../container/index.js';
 import { answerClientError, frameworkErrors, installErrorHandling } from '../errors.js';
+import { schemaController } from '../validation.js';
 import { FailureLimiter } from './limiter.js';
 import { type CallAuthority, stripInternalHeaders } from './authority.js';
 
@@ -71,7 +72,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
       };
       return createHttpServer({ maxHeaderSize: 16 * 1024, connectionsCheckingInterval }, handler);
     },
-    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } },
+    schemaController: schemaController({ removeAdditional: false }),
   });
   installErrorHandling(app);
   // First of all hooks: an injected request's handle becomes its daemon-side call record and leaves the headers.
