@@ -12,7 +12,7 @@ export function watchStarts(ctx: ContainerContext): () => void {
       if (e.action !== 'start') return;
       const name = e.labels[LABEL_NAME];
       const row = name ? ctx.store.get(name) : undefined;
-      if (!row || row.phase !== 'ready') return;
+      if (row?.phase !== 'ready') return;
       for (const hook of ctx.hooks) {
         hook.started?.({ ...row, engineId: row.engineId ?? e.id }).catch((err: unknown) =>
           ctx.log.error({ err, container: row.name }, 'start hook failed'),

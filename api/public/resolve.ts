@@ -57,7 +57,7 @@ export function resolveCaller(ctx: ContainerContext, domain: string, limiter?: F
     // An in-process call reaches its own container and nothing else, whatever its path or token says.
     if (call && call.container !== name) throw fail('CONTAINER_UNKNOWN', name);
     const container = ctx.store.get(name);
-    if (!container || container.phase !== 'ready') throw fail('CONTAINER_UNKNOWN', name);
+    if (container?.phase !== 'ready') throw fail('CONTAINER_UNKNOWN', name);
     if (token && token.container !== container.name) throw fail('CONTAINER_UNKNOWN', name);
     req.hoody = { container, token, service, depth: call?.depth ?? 0 };
   };
