@@ -513,19 +513,22 @@ describe('fuzz: malformed input on every route', () => {
 
   test('fixed cases kept from earlier fuzz failures: each is refused and writes nothing', async () => {
     // 2026-11-30 (c53e2bc, CI run): a token request whose scopes filtered down to none was accepted and made a
-    // token row with empty scopes. Coerced or empty, a scope list with nothing valid in it is a 400.
-    const cases: { path: string; body: string }[] = [
-      { path: '/v1/containers/f/tokens', body: '{"scopes":""}' },
-      { path: '/v1/containers/f/tokens', body: '{"scopes":[]}' },
-      { path: '/v1/containers/f/tokens', body: '{"scopes":[" "]}' },
-      { path: '/v1/containers/f/tokens', body: '{"scopes":["","cron"]}' },
-      { path: '/v1/containers/f/tokens', body: '{"user":"root","scopes":","}' },
-      { path: '/v1/containers/f/tokens/rotate', body: '{"scopes":[]}' },
+    // token row with empty scopes. A scope list with nothing valid in it is 400 HOODY_SCOPE_INVALID; a string
+    // where the list belongs is refused by the schema (bodies are not coerced, so "" no longer becomes [""]).
+    const cases: { path: string; body: string; code: string }[] = [
+      { path: '/v1/containers/f/tokens', body: '{"scopes":""}', code: 'HOODY_BODY_INVALID' },
+      { path: '/v1/containers/f/tokens', body: '{"scopes":[""]}', code: 'HOODY_SCOPE_INVALID' },
+      { path: '/v1/containers/f/tokens', body: '{"scopes":[]}', code: 'HOODY_SCOPE_INVALID' },
+      { path: '/v1/containers/f/tokens', body: '{"scopes":[" "]}', code: 'HOODY_SCOPE_INVALID' },
+      { path: '/v1/containers/f/tokens', body: '{"scopes":["","cron"]}', code: 'HOODY_SCOPE_INVALID' },
+      { path: '/v1/containers/f/tokens', body: '{"user":"root","scopes":","}', code: 'HOODY_BODY_INVALID' },
+      { path: '/v1/containers/f/tokens', body: '{"user":"root","scopes":[","]}', code: 'HOODY_SCOPE_INVALID' },
+      { path: '/v1/containers/f/tokens/rotate', body: '{"scopes":[]}', code: 'HOODY_SCOPE_INVALID' },
     ];
     for (const c of cases) {
       const r = await admin('POST', c.path, c.body, { 'content-type': 'application/json' });
       assert.equal(r.status, 400, `${c.path} ${c.body}: ${r.status} ${r.text().slice(0, 120)}`);
-      assert.equal(errorShape(r)?.code, 'HOODY_SCOPE_INVALID', c.body);
+      assert.equal(errorShape(r)?.code, c.code, c.body);
     }
     await assertUnchanged('after the fixed cases');
   });
