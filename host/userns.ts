@@ -37,13 +37,13 @@ export function parseSubIds(text: string): Range[] {
   return out;
 }
 
-/** The first start >= 100000, on a 65536 boundary past any range in use, where `count` ids overlap none of `taken`. */
+/** The lowest start >= 100000 where `count` ids overlap none of `taken` (as useradd allocates: 100000, 165536, …). */
 export function freeStart(taken: readonly { start: number; count: number }[], count = REMAP_COUNT): number {
   let start = FIRST_ID;
   for (;;) {
     const hit = taken.find((r) => start < r.start + r.count && r.start < start + count);
     if (!hit) return start;
-    start = Math.ceil((hit.start + hit.count) / REMAP_COUNT) * REMAP_COUNT;
+    start = hit.start + hit.count;
   }
 }
 
