@@ -4,7 +4,7 @@ import { type FileHandle, mkdir, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setImmediate as breathe } from 'node:timers/promises';
-import { AT_REMOVEDIR, closeFd, fdPath, mkdirAt, NO_LINKS, O_PATH, openAnchor, openBeneath, renameAt, STAY_BENEATH, unlinkAt } from '../host/beneath.js';
+import { AT_REMOVEDIR, chownFd, closeFd, fdPath, mkdirAt, NO_LINKS, O_PATH, openAnchor, openBeneath, renameAt, STAY_BENEATH, unlinkAt } from '../host/beneath.js';
 import { fail, type HoodyError, isHoodyError } from './errors.js';
 import { BATCH, emptyTree, lstatAt, MAX_TREE_DEPTH, walkTree } from './files-tree.js';
 import type { ContainerRow } from './store.js';
@@ -48,6 +48,15 @@ function errno(err: unknown): string | undefined {
 function missing(err: unknown): boolean {
   const code = errno(err);
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
+ * What hoodyd makes in a tenant's tree belongs to the owner of the directory it is made in (with user namespaces:
+ * the container's mapped root, not host root, so the container can change it). `fd` is the new object itself.
+ */
+function inheritOwner(fd: number, owner: Pick<Stats, 'uid' | 'gid'>): void {
+  const st = fstatSync(fd);
+  if (st.uid !== owner.uid || st.gid !== owner.gid) chownFd(fd, owner.uid, owner.gid);
 }
 
 function parentOf(rel: string): { parent: string; name: string } {
@@ -216,12 +225,20 @@ export class FileArea {
     }
     for (let i = have; i < segments.length; i++) {
       try {
+        let made = false;
         try {
           mkdirAt(fd, segments[i]!, 0o755);
+          made = true;
         } catch (err) {
           if (errno(err) !== 'EEXIST') throw err;
         }
         const next = openBeneath(fd, segments[i]!, O_PATH | O_DIRECTORY | O_NOFOLLOW, { resolve: NO_LINKS });
+        try {
+          if (made) inheritOwner(next, fstatSync(fd));
+        } catch (err) {
+          closeFd(next);
+          throw err;
+        }
         closeFd(fd);
         fd = next;
       } catch (err) {
@@ -260,6 +277,8 @@ export class FileArea {
       let fd: number | undefined;
       try {
         fd = openBeneath(parent, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, { mode, resolve: NO_LINKS });
+        // A replaced file keeps its owner (as its mode); a new one gets its directory's.
+        inheritOwner(fd, previous?.isFile() ? previous : fstatSync(parent));
         await writeFd(fd, data);
         await fsyncFd(fd);
         const st = fstatSync(fd);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { lchown, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ContainerSpec } from '../host/engine.js';
 import { type ContainerContext, engineName, LABEL_ID, LABEL_INSTANCE, LABEL_NAME } from './context.js';
@@ -38,6 +38,26 @@ export async function ensureTemplate(ctx: ContainerContext): Promise<void> {
   if (!(await ctx.storage.isVolume(path))) await ctx.storage.createVolume(path);
   await mkdir(join(path, 'files'), { recursive: true });
   await mkdir(join(path, 'scripts'), { recursive: true });
+  await ownAreas(ctx, path);
+}
+
+/**
+ * The two areas of a data volume belong to the container's root as the host sees it: the engine's mapped root
+ * with user namespaces (else the container could not write /files), host root without. Only for a volume no
+ * container has mounted yet (the template, a fresh snapshot): lchown never follows a link.
+ */
+async function ownAreas(ctx: ContainerContext, volume: string): Promise<void> {
+  let owner: { uid: number; gid: number };
+  try {
+    owner = (await ctx.engine.userns()) ?? { uid: 0, gid: 0 };
+  } catch (err) {
+    throw engineFailure(err);
+  }
+  for (const area of ['files', 'scripts']) {
+    await lchown(join(volume, area), owner.uid, owner.gid).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw storageFailure(err); // an old volume without it: made on first use
+    });
+  }
 }
 
 function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
@@ -109,6 +129,7 @@ async function provision(ctx: ContainerContext, base: Omit<ContainerRow, 'phase'
       throw storageFailure(err);
     }
     undo.push('volume', () => ctx.storage.deleteVolume(row.volume));
+    await ownAreas(ctx, row.volume); // a clone of a volume made on a rootful engine, or an older template
     try {
       if (row.diskBytes !== null) await ctx.storage.setQuota(row.volume, row.diskBytes);
     } catch (err) {

@@ -19,6 +19,11 @@ export interface Config {
   image: string;
   storageDriver: 'btrfs' | 'dir';
   engineStorageDriver: 'overlay2' | 'btrfs';
+  /**
+   * User namespaces for a dockerd hoody starts (HOODY_USERNS): 'auto' (default) remaps unless the engine's data
+   * root already holds containers made without it; 'on' always; 'off' never (containers run rootful).
+   */
+  userns: 'auto' | 'on' | 'off';
   logLevel: string;
   /** 'restricted' (default): containers reach the host only on the public ports, and no other container. */
   containerEgress: 'restricted' | 'open';
@@ -78,6 +83,14 @@ function port(value: string | number, name: string): number {
   return n;
 }
 
+function usernsSetting(value: string | undefined): Config['userns'] {
+  const v = (value ?? 'auto').trim().toLowerCase();
+  if (v === 'auto' || v === '') return 'auto';
+  if (['on', '1', 'true', 'yes'].includes(v)) return 'on';
+  if (['off', '0', 'false', 'no'].includes(v)) return 'off';
+  throw new Error(`HOODY_USERNS must be auto, on or off, got ${value}`);
+}
+
 /** Flags override env; env overrides defaults (DESIGN.md, Configuration). */
 export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const pick = (flag: string | number | undefined, envName: string, def: string): string =>
@@ -99,6 +112,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     image: pick(flags.image, 'HOODY_IMAGE', 'hoody/base'),
     storageDriver: (env.HOODY_STORAGE_DRIVER as 'btrfs' | 'dir' | undefined) ?? 'btrfs',
     engineStorageDriver: (env.HOODY_ENGINE_STORAGE_DRIVER as 'overlay2' | 'btrfs' | undefined) ?? 'overlay2',
+    userns: usernsSetting(env.HOODY_USERNS),
     logLevel: pick(flags.logLevel, 'HOODY_LOG_LEVEL', 'info'),
     containerEgress: env.HOODY_CONTAINER_EGRESS === 'open' ? 'open' : 'restricted',
     tokenFailureLimit: Number(env.HOODY_TOKEN_FAILURE_LIMIT ?? '100') || 100,

@@ -5,11 +5,14 @@ import { DockerEngine, ensureEngine } from '../host/engine.js';
 import { BASE_IMAGE, BUSYBOX_IMAGE, buildBaseImage, buildBusyboxImage } from '../host/images.js';
 import { KsmController } from '../host/ksm.js';
 import { ensurePool, type PoolSetupResult } from '../host/pool.js';
+import { ensureRemapUser, REMAP_USER, rootfulContainersIn } from '../host/userns.js';
 import type { Config } from './config.js';
 
 export interface SetupReport {
   pool: PoolSetupResult;
   engineStarted: boolean;
+  /** The user dockerd was started with `--userns-remap` for; null when hoody did not start it or left remap off. */
+  usernsRemap: string | null;
   ksm: boolean;
   imagesBuilt: string[];
 }
@@ -36,11 +39,13 @@ export async function setupHost(
     await applyHostEgress(egressNames(config.instance), (await savedEgressPorts(config.stateDir)) ?? [config.httpPort, config.httpsPort]);
   }
   step(`engine: ${config.dockerSocket}`);
+  const remap = await usernsRemapFor(config, pool.paths.engine, log, step);
   const engine = await ensureEngine({
     socketPath: config.dockerSocket,
     dataRoot: pool.paths.engine,
     storageDriver: config.engineStorageDriver,
     logFile: join(config.stateDir, 'dockerd.log'),
+    usernsRemap: remap,
   });
   const ksm = new KsmController();
   let ksmOn = false;
@@ -63,6 +68,29 @@ export async function setupHost(
       imagesBuilt.push(BASE_IMAGE);
     }
   }
-  log.info({ pool: pool.paths.root, poolKind: pool.kind, engineStarted: engine.started, ksm: ksmOn, imagesBuilt }, 'host ready');
-  return { pool, engineStarted: engine.started, ksm: ksmOn, imagesBuilt };
+  const usernsRemap = engine.started ? remap : null;
+  log.info({ pool: pool.paths.root, poolKind: pool.kind, engineStarted: engine.started, usernsRemap, ksm: ksmOn, imagesBuilt }, 'host ready');
+  return { pool, engineStarted: engine.started, usernsRemap, ksm: ksmOn, imagesBuilt };
+}
+
+/**
+ * The `--userns-remap` user for a dockerd this call may start (issue 10.9): root in a container is then an
+ * unprivileged host uid. 'auto' leaves an engine whose data root already holds rootful containers as it was
+ * (a remapped engine would not see them), loudly; HOODY_USERNS=on switches it anyway, off never remaps.
+ */
+async function usernsRemapFor(config: Config, dataRoot: string, log: Logger, step: (s: string) => void): Promise<string | null> {
+  if (config.userns === 'off') return null;
+  if (await new DockerEngine(config.dockerSocket).ping()) return null; // an engine that answers is used as it is
+  if (config.userns === 'auto') {
+    const rootful = await rootfulContainersIn(dataRoot);
+    if (rootful > 0) {
+      const message = `the engine's data root ${dataRoot} holds ${rootful} containers made without user namespaces: starting it rootful as before (HOODY_USERNS=on remaps it; those containers then show as missing)`;
+      log.warn({ dataRoot, rootful }, message);
+      step(`WARNING: ${message}`);
+      return null;
+    }
+  }
+  const mapping = await ensureRemapUser();
+  step(`engine: user namespaces, container root = host uid ${mapping.uid} (${REMAP_USER})`);
+  return REMAP_USER;
 }

@@ -25,6 +25,7 @@ export const O_PATH = 0o10000000;
 const O_CLOEXEC = 0o2000000;
 export const AT_FDCWD = -100;
 export const AT_REMOVEDIR = 0x200;
+const AT_EMPTY_PATH = 0x1000;
 const SYS_OPENAT2 = 437; // one number on every architecture (the unified syscall table)
 const errnos = osConstants.errno as Record<string, number>;
 
@@ -36,6 +37,7 @@ interface Libc {
   renameat: Fn;
   readlinkat: Fn;
   symlinkat: Fn;
+  fchownat: Fn;
   errno(): number;
 }
 
@@ -54,6 +56,7 @@ function load(): Libc | null {
       renameat: lib.func('int renameat(int, const uint8_t *, int, const uint8_t *)'),
       readlinkat: lib.func('long readlinkat(int, const uint8_t *, _Out_ uint8_t *, size_t)'),
       symlinkat: lib.func('int symlinkat(const uint8_t *, int, const uint8_t *)'),
+      fchownat: lib.func('int fchownat(int, const uint8_t *, uint32_t, uint32_t, int)'),
       errno: () => koffi.errno(),
     };
   } catch {
@@ -136,6 +139,15 @@ export function readlinkFd(fd: number): Buffer {
 export function symlinkAt(target: string | Buffer, dirfd: number, name: string | Buffer): void {
   const l = need();
   check('symlinkat', l.symlinkat(cstr(target), dirfd, cstr(name)), l);
+}
+
+/**
+ * Gives the object a descriptor holds (also an O_PATH one) to uid:gid: fchownat with an empty name, so nothing is
+ * looked up by name and a symlink is never followed.
+ */
+export function chownFd(fd: number, uid: number, gid: number): void {
+  const l = need();
+  check('fchownat', l.fchownat(fd, cstr(''), uid, gid, AT_EMPTY_PATH), l);
 }
 
 export function closeFd(fd: number): void {

@@ -7,6 +7,7 @@ import Docker from 'dockerode';
 import { BUSYBOX_IMAGE } from './images.js';
 import { enableMemoryMerge } from './memory-merge.js';
 import { engineDefaultProfile, type SeccompProfile, withoutSubvolumeIoctls } from './seccomp.js';
+import { mappingFromInfo, type UsernsMapping } from './userns.js';
 
 export interface ContainerSpec {
   name: string;
@@ -85,6 +86,8 @@ export interface ContainerEngine {
   /** Attaches a container to this network only (detached from every other); the engine keeps it across restarts. */
   moveToNetwork(id: string, network: string): Promise<void>;
   info(): Promise<EngineInfo>;
+  /** The engine's user-namespace mapping (what a container's root is on the host), null when rootful. */
+  userns(): Promise<UsernsMapping | null>;
   /** Runs a command inside a running container (docker exec), capped in time and output. */
   exec(id: string, opts: ExecOptions): Promise<ExecResult>;
   /** Container events with these labels, reconnecting after an engine restart; returns an unsubscribe. */
@@ -98,6 +101,8 @@ export interface EngineInfo {
   dockerRootDir: string;
   containers: number;
   images: number;
+  /** User namespaces (`--userns-remap`): the host uid/gid a container's root is; null when containers run rootful. */
+  userns: UsernsMapping | null;
 }
 
 /** Containers we create drop every capability but the few ordinary programs need. */
@@ -112,6 +117,7 @@ export class DockerEngine implements ContainerEngine {
   readonly docker: Docker;
   #profile: Promise<SeccompProfile> | undefined;
   #driver: Promise<string> | undefined;
+  #userns: Promise<UsernsMapping | null> | undefined;
 
   constructor(readonly socketPath: string) {
     this.docker = new Docker({ socketPath });
@@ -132,6 +138,14 @@ export class DockerEngine implements ContainerEngine {
       this.#driver = undefined;
     });
     return this.#driver;
+  }
+
+  userns(): Promise<UsernsMapping | null> {
+    this.#userns ??= this.info().then((i) => i.userns);
+    this.#userns.catch(() => {
+      this.#userns = undefined;
+    });
+    return this.#userns;
   }
 
   async ping(): Promise<boolean> {
@@ -388,6 +402,7 @@ export class DockerEngine implements ContainerEngine {
       DockerRootDir: string;
       Containers: number;
       Images: number;
+      SecurityOptions?: string[];
     };
     const backing = i.DriverStatus?.find(([k]) => k === 'Backing Filesystem')?.[1] ?? '';
     return {
@@ -397,6 +412,7 @@ export class DockerEngine implements ContainerEngine {
       dockerRootDir: i.DockerRootDir,
       containers: i.Containers,
       images: i.Images,
+      userns: mappingFromInfo(i.SecurityOptions, i.DockerRootDir),
     };
   }
 }
@@ -450,7 +466,22 @@ export interface StartEngineOptions {
   dataRoot: string;
   storageDriver: 'overlay2' | 'btrfs';
   logFile: string;
+  /** `--userns-remap` with this user (its /etc/subuid and /etc/subgid ranges); null: containers run rootful. */
+  usernsRemap?: string | null;
   timeoutMs?: number;
+}
+
+/** dockerd's arguments for an engine hoody starts (also what the test suite's private engines add to theirs). */
+export function engineArgs(opts: Pick<StartEngineOptions, 'dataRoot' | 'storageDriver' | 'socketPath' | 'usernsRemap'>): string[] {
+  return [
+    '--data-root',
+    opts.dataRoot,
+    '--storage-driver',
+    opts.storageDriver,
+    '-H',
+    `unix://${opts.socketPath}`,
+    ...(opts.usernsRemap ? ['--userns-remap', opts.usernsRemap] : []),
+  ];
 }
 
 /**
@@ -466,18 +497,7 @@ export async function ensureEngine(opts: StartEngineOptions): Promise<{ started:
   await mkdir(dirname(opts.socketPath), { recursive: true });
   const dockerd = ['/usr/sbin/dockerd', '/usr/bin/dockerd'].find((p) => existsSync(p)) ?? 'dockerd';
   const out = openSync(opts.logFile, 'a');
-  const child = spawn(
-    dockerd,
-    [
-      '--data-root',
-      opts.dataRoot,
-      '--storage-driver',
-      opts.storageDriver,
-      '-H',
-      `unix://${opts.socketPath}`,
-    ],
-    { detached: true, stdio: ['ignore', out, out] },
-  );
+  const child = spawn(dockerd, engineArgs(opts), { detached: true, stdio: ['ignore', out, out] });
   child.unref();
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   while (Date.now() < deadline) {

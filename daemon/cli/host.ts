@@ -22,7 +22,7 @@ const quietLog = () => pino({ level: 'warn' });
 interface HostInfoView {
   listeners: { http: number | null; https: number | null; domain: string };
   pool: { path: string; image: string | null; filesystem: { fstype: string; source: string }; usage: { sizeBytes: number; usedBytes: number; freeBytes: number } };
-  engine: { available: boolean; serverVersion?: string; storageDriver?: string; backingFilesystem?: string; dockerRootDir?: string; dataRootOnPool?: boolean; error?: string };
+  engine: { available: boolean; serverVersion?: string; storageDriver?: string; backingFilesystem?: string; dockerRootDir?: string; dataRootOnPool?: boolean; userns?: { uid: number; gid: number } | null; error?: string };
   ksm: { available: boolean; knobs: Record<string, string>; pagesSharing: number; generalProfitBytes: number };
   host: { kernel: string; cpus: number; memory: { totalBytes: number; usedBytes: number } };
 }
@@ -71,7 +71,7 @@ export function hostCommands(program: Command): void {
     const config = configFrom(cmd);
     const r = await setupHost(config, quietLog(), { images: o.images, onStep: (s) => !o.json && process.stderr.write(`${s}\n`) });
     if (o.json) printJson(r);
-    else process.stdout.write(`pool ${r.pool.paths.root} (${r.pool.kind}${r.pool.created ? ', new' : ''}); engine ${r.engineStarted ? 'started' : 'already running'}; KSM ${r.ksm ? 'on' : 'unavailable'}${r.imagesBuilt.length ? `; built ${r.imagesBuilt.join(', ')}` : ''}\n`);
+    else process.stdout.write(`pool ${r.pool.paths.root} (${r.pool.kind}${r.pool.created ? ', new' : ''}); engine ${r.engineStarted ? `started${r.usernsRemap ? ` with --userns-remap ${r.usernsRemap}` : ' rootful'}` : 'already running'}; KSM ${r.ksm ? 'on' : 'unavailable'}${r.imagesBuilt.length ? `; built ${r.imagesBuilt.join(', ')}` : ''}\n`);
   });
   host
     .command('info')
@@ -86,7 +86,7 @@ export function hostCommands(program: Command): void {
         [
           `pool:    ${i.pool.path} on ${i.pool.filesystem.fstype} (${i.pool.filesystem.source}), ${mib(i.pool.usage.usedBytes)} used of ${mib(i.pool.usage.sizeBytes)}`,
           e.available
-            ? `engine:  docker ${e.serverVersion}, storage driver ${e.storageDriver} on ${e.backingFilesystem || '-'}, data root ${e.dockerRootDir}${e.dataRootOnPool ? ' (on the pool)' : ''}`
+            ? `engine:  docker ${e.serverVersion}, storage driver ${e.storageDriver} on ${e.backingFilesystem || '-'}, data root ${e.dockerRootDir}${e.dataRootOnPool ? ' (on the pool)' : ''}, ${e.userns ? `user namespaces (container root = host uid ${e.userns.uid})` : 'no user namespaces (container root = host root)'}`
             : `engine:  unavailable: ${e.error}`,
           `ksm:     run=${i.ksm.knobs.run ?? '-'} pages_sharing=${i.ksm.pagesSharing} general_profit=${mib(i.ksm.generalProfitBytes)}`,
           `host:    ${i.host.kernel}, ${i.host.cpus} cpus, ${mib(i.host.memory.usedBytes)} used of ${mib(i.host.memory.totalBytes)}`,

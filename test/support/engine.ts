@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { DockerEngine } from '../../host/engine.js';
 import { buildBusyboxImage } from '../../host/images.js';
+import { ensureRemapUser, REMAP_USER } from '../../host/userns.js';
 import { tempStateDir } from './host.js';
 
 /**
@@ -42,8 +43,16 @@ async function freeSubnet(): Promise<number> {
   }
 }
 
-/** `storageDriver`: the graph driver of the private engine (overlay2, like hoody's own; vfs to see what hoody refuses). */
-export async function startPrivateEngine(storageDriver: 'overlay2' | 'vfs' = 'overlay2'): Promise<PrivateEngine> {
+/**
+ * `storageDriver`: the graph driver of the private engine (overlay2, like hoody's own; vfs to see what hoody refuses).
+ * `userns`: containers in user namespaces, as in an engine `hoody up` starts (default unless HOODY_USERNS=off).
+ */
+export async function startPrivateEngine(
+  storageDriver: 'overlay2' | 'vfs' = 'overlay2',
+  opts: { userns?: boolean } = {},
+): Promise<PrivateEngine> {
+  const userns = opts.userns ?? process.env.HOODY_USERNS?.toLowerCase() !== 'off';
+  if (userns) await ensureRemapUser();
   const dir = await tempStateDir();
   const socket = join(dir, 'docker.sock');
   // The test sweep leaves a dir alone while the pid in its hoodyd.pid lives: dockerd's pid file keeps it.
@@ -68,6 +77,7 @@ export async function startPrivateEngine(storageDriver: 'overlay2' | 'vfs' = 'ov
         '--iptables=false',
         '--ip6tables=false',
         '--ip-masq=false',
+        ...(userns ? ['--userns-remap', REMAP_USER] : []),
       ],
       { stdio: ['ignore', out, out], detached: true },
     );
