@@ -368,7 +368,7 @@ describe('exec', { timeout: 300_000 }, () => {
     assert.equal(j.own, 'hello from files');
     assert.equal(j.status, 200);
     for (const k of ['meta', 'loop', 'local', 'v6', 'mapped', 'priv', 'hoody', 'unix'])
-      assert.match(String(j[k]), /^fetch refused: /, `${k}: ${j[k]}`);
+      assert.match(String(j[k]), /^HOODY_FETCH_REFUSED: fetch refused: /, `${k}: ${j[k]}`);
   });
 
   it('stops scripts that call themselves through fetch after a few levels (508)', async () => {
