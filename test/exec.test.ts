@@ -24,6 +24,12 @@ import { type TestContext, testContext } from './support/host.js';
 /**
  * Exec against the real things: a busybox container on the BTRFS pool, its data volume, the exec worker
  * process with real isolates, and the routes behind a fastify app driven over real HTTP.
+ *
+ * This harness is the extra, not the proof: its onRequest hook and call header stand in for the public router,
+ * and its ACME hook is a fake. What depends on them is tested against a real daemon over real HTTP as well:
+ * token resolution, scopes, the caller in the log, no token reaching a script, preflights and fetch policy in
+ * exec-http.test.ts; caller authority, forged headers and the depth limit in hostile-authority.test.ts;
+ * acme.order from a script against pebble (issued, and dry run) in pipeline.test.ts.
  */
 
 interface Harness {
