@@ -13,6 +13,7 @@ import { poolPaths } from '../host/pool.js';
 import { startTestDaemon, type TestDaemon } from './support/host.js';
 import { servedCertificate } from './support/http.js';
 import { checkDatabase, consistencyProblems, processesOf, type Reply, send, staleQgroups } from './support/reliability.js';
+import { until } from './support/wait.js';
 
 /**
  * Crash safety: clients write over the public and admin APIs while the daemon is SIGKILLed at random moments.
@@ -442,10 +443,11 @@ describe('crash safety: SIGKILL at random moments while clients write', () => {
       tally.cycles++;
     }
 
-    // The exec worker of a killed daemon leaves with it (it exits when its IPC channel closes).
-    await sleep(500);
-    const workers = (await processesOf(d.stateDir)).filter((p) => p.cmdline.includes('worker.js'));
-    assert.ok(workers.length <= 1, `exec workers alive: ${JSON.stringify(workers)}`);
+    // The exec worker of a killed daemon leaves with it (it exits when its IPC channel closes): at most the live one.
+    const workers = () => processesOf(d.stateDir).then((ps) => ps.filter((p) => p.cmdline.includes('worker.js')));
+    await until('the exec workers of killed daemons to exit', async () => (await workers()).length <= 1, { timeoutMs: 10_000 }).catch(async (err: Error) =>
+      assert.fail(`${err.message}: ${JSON.stringify(await workers())}`),
+    );
 
     // Files and scripts: the temp files writes cut short are swept at each start; none is left on disk.
     const volume = join(poolPaths(loadConfig({}, d.env).stateDir).containers, 'a');
