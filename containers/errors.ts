@@ -107,6 +107,7 @@ export const errors = {
   FETCH_HEADER_TOO_LONG: { status: 431, message: (name: string, max: number) => `fetch header ${name} longer than ${max} bytes` },
   FETCH_HEADERS_TOO_MANY: { status: 431, message: (max: number) => `more than ${max} fetch headers` },
   FETCH_HEADERS_TOO_LARGE: { status: 431, message: (max: number) => `fetch headers larger than ${max} bytes in all` },
+  FETCH_REFUSED: { status: 403, message: (why: string) => `fetch refused: ${why}` },
 
   // boundary: names granted, not grabbed (issue 10.4)
   NAME_RESERVED: { status: 403, message: (n: string, why: string) => `${JSON.stringify(n)} is not a tenant's name: ${why}` },

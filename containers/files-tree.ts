@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { constants, fstatSync, type Stats } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { setImmediate as breathe } from 'node:timers/promises';
@@ -23,6 +24,55 @@ function code(err: unknown): string | undefined {
 
 function tooDeep(rel: string): HoodyError {
   return fail('PATH_TOO_DEEP', `${rel || '/'} nests directories more than ${MAX_TREE_DEPTH} levels deep`);
+}
+
+/** The temp file an atomic write of `name` goes through, beside its target: `.<name>.<12 hex>.tmp`. */
+export function tempName(name: string): string {
+  return `.${name}.${randomBytes(6).toString('hex')}.tmp`;
+}
+
+// tempName()'s shape; tested on the raw name read as latin1, so any bytes of the target's name match `.+`.
+const TEMP_NAME = /^\..+\.[0-9a-f]{12}\.tmp$/s;
+
+/**
+ * Removes hoody's own temp files (atomic writes a kill cut short) under an open directory of a tenant's tree:
+ * regular files named like tempName() and nothing else, by unlinkat on their parent's descriptor; no symlink is
+ * followed and no directory left through. Visits at most `limit` entries. Returns the removed paths.
+ */
+export async function sweepTempFiles(top: number, limit = 100_000): Promise<string[]> {
+  const removed: string[] = [];
+  let seen = 0;
+  const visit = async (dir: number, at: string, depth: number): Promise<void> => {
+    if (depth > MAX_TREE_DEPTH) return; // nothing of ours is that deep: write() refuses such paths
+    const names = await readdir(fdPath(dir), { encoding: 'buffer' });
+    for (const name of names) {
+      if (++seen > limit) return;
+      if (seen % BATCH === 0) await breathe();
+      let fd: number;
+      try {
+        fd = openBeneath(dir, name, O_PATH | O_NOFOLLOW, { resolve: NO_LINKS });
+      } catch {
+        continue; // gone, or swapped meanwhile
+      }
+      const path = at ? `${at}/${name.toString('utf8')}` : name.toString('utf8');
+      try {
+        const st = fstatSync(fd);
+        if (st.isDirectory()) await visit(fd, path, depth + 1);
+        else if (st.isFile() && TEMP_NAME.test(name.toString('latin1'))) {
+          try {
+            unlinkAt(dir, name, 0); // the name in this directory only; a swapped-in directory fails (EISDIR)
+            removed.push(path);
+          } catch {
+            // gone or swapped meanwhile: the tenant's own business
+          }
+        }
+      } finally {
+        closeFd(fd);
+      }
+    }
+  };
+  await visit(top, '', 1);
+  return removed;
 }
 
 /** lstat() of one name in an open directory, never following it; null when it is gone. */

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { constants, fstatSync, fsync, type Stats, writeFile } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -6,7 +5,7 @@ import { promisify } from 'node:util';
 import { setImmediate as breathe } from 'node:timers/promises';
 import { AT_REMOVEDIR, chownFd, closeFd, fdPath, mkdirAt, NO_LINKS, O_PATH, openAnchor, openBeneath, renameAt, STAY_BENEATH, unlinkAt } from '../host/beneath.js';
 import { fail, type HoodyError, isHoodyError } from './errors.js';
-import { BATCH, emptyTree, lstatAt, MAX_TREE_DEPTH, walkTree } from './files-tree.js';
+import { BATCH, emptyTree, lstatAt, MAX_TREE_DEPTH, sweepTempFiles, tempName, walkTree } from './files-tree.js';
 import type { ContainerRow } from './store.js';
 
 /** The two areas of a container's data volume: `files/` (mounted at /files) and `scripts/` (at /scripts). */
@@ -273,7 +272,7 @@ export class FileArea {
       // The permission bits carry over, never setuid/setgid: the daemon writes as root.
       const mode = previous?.isFile() ? previous.mode & 0o777 : 0o644;
       const parent = this.makeDirs(root, parentRel, rel);
-      const tmp = `.${name}.${randomBytes(6).toString('hex')}.tmp`;
+      const tmp = tempName(name);
       let fd: number | undefined;
       try {
         fd = openBeneath(parent, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, { mode, resolve: NO_LINKS });
@@ -357,6 +356,22 @@ export class FileArea {
         closeFd(dir);
       }
     });
+  }
+
+  /** Removes the temp files of writes a crash cut short (startup); their paths in the area. A missing area has none. */
+  async sweepTemp(): Promise<string[]> {
+    let root: number;
+    try {
+      root = openAnchor(this.root);
+    } catch (err) {
+      if (missing(err)) return [];
+      throw err;
+    }
+    try {
+      return await sweepTempFiles(root);
+    } finally {
+      closeFd(root);
+    }
   }
 
   /** Regular files under a directory, recursively, without following symlinks; at most `limit` of them. */

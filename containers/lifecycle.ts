@@ -2,6 +2,7 @@ import type { EngineContainer } from '../host/engine.js';
 import { type ContainerContext, LABEL_INSTANCE, LABEL_NAME } from './context.js';
 import { fail } from './errors.js';
 import { engineFailure } from './failures.js';
+import { FileArea } from './files.js';
 import { finishDelete, readyRow } from './provision.js';
 import { removeEngineContainer } from './rootfs.js';
 import type { ContainerRow } from './store.js';
@@ -112,14 +113,17 @@ export interface ReconcileReport {
   orphanContainers: string[];
   orphanVolumes: string[];
   missing: string[];
+  /** `<container>/<area>/<path>` of the temp files of writes a kill cut short, removed. */
+  tempFiles: string[];
 }
 
 /**
  * Startup reconciliation: finish what a crash cut short (creates are undone, deletes finished), remove
- * engine containers and volumes no row owns, and report containers removed behind the daemon's back.
+ * engine containers and volumes no row owns, sweep the temp files of file writes a kill cut short (in the
+ * tenant's tree, beneath a descriptor), and report containers removed behind the daemon's back.
  */
 export async function reconcile(ctx: ContainerContext): Promise<ReconcileReport> {
-  const report: ReconcileReport = { undoneCreates: [], finishedDeletes: [], orphanContainers: [], orphanVolumes: [], missing: [] };
+  const report: ReconcileReport = { undoneCreates: [], finishedDeletes: [], orphanContainers: [], orphanVolumes: [], missing: [], tempFiles: [] };
   for (const row of ctx.store.list()) {
     if (row.phase === 'ready') continue;
     try {
@@ -145,5 +149,15 @@ export async function reconcile(ctx: ContainerContext): Promise<ReconcileReport>
     }
   }
   for (const row of rows.values()) if (!live.has(row.name)) report.missing.push(row.name);
+  for (const row of rows.values()) {
+    if (row.phase !== 'ready') continue;
+    for (const area of ['files', 'scripts'] as const) {
+      try {
+        for (const path of await FileArea.of(row, area).sweepTemp()) report.tempFiles.push(`${row.name}/${area}/${path}`);
+      } catch (err) {
+        ctx.log.warn({ err, container: row.name, area }, 'sweeping temp files failed; they stay until the next start');
+      }
+    }
+  }
   return report;
 }

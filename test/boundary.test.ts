@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { egressNames, hostEgressRules } from '../host/egress.js';
 import { netnsRules } from '../host/netns.js';
@@ -17,6 +17,17 @@ async function ipOf(engineId: string): Promise<{ ip: string; gateway: string }> 
   const r = await dockerExec(engineId, ['sh', '-c', "ip -4 -o addr show eth0 | awk '{print $4}'; ip route | awk '/default/ {print $3}'"]);
   const [cidr, gateway] = r.output.trim().split('\n');
   return { ip: cidr!.split('/')[0]!, gateway: gateway! };
+}
+
+/** Everything a TCP server sends on connect (the host service below writes one line and closes). */
+function readAll(host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const s = connect({ host, port }, () => s.end());
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    s.on('error', reject);
+  });
 }
 
 /** A plain HTTP GET from inside a container with busybox nc (its static wget crashes on this image). */
@@ -56,7 +67,8 @@ describe('containers are a boundary', () => {
         for (const n of ['a', 'b']) await d.client.call('POST', '/v1/containers', { name: n });
         a = await d.client.call<View>('GET', '/v1/containers/a');
         b = await d.client.call<View>('GET', '/v1/containers/b');
-        await dockerExec(b.engineId, ['sh', '-c', 'mkdir -p /tmp/www && echo b > /tmp/www/index.html && httpd -p 8080 -h /tmp/www']);
+        const httpd = await dockerExec(b.engineId, ['sh', '-c', 'mkdir -p /tmp/www && echo b > /tmp/www/index.html && httpd -p 8080 -h /tmp/www']);
+        assert.equal(httpd.exitCode, 0, httpd.output);
         // Some other service of the host's, on all interfaces.
         hostServer = createServer((s) => s.end('host service\n'));
         await new Promise<void>((r) => hostServer.listen(0, '0.0.0.0', r));
@@ -83,15 +95,27 @@ describe('containers are a boundary', () => {
       test(egress === 'restricted' ? 'other containers, other host ports and link-local are unreachable' : 'the operator opted in: other containers and host ports are reachable', async () => {
         const { ip: bIp } = await ipOf(b.engineId);
         const { gateway } = await ipOf(a.engineId);
-        const toB = /HTTP\/1\.[01] 200/.test(await httpGet(a.engineId, bIp, 8080, '/index.html'));
+        // The controls, so that "unreachable" below means the policy: b's server and the host's service do
+        // serve (seen from b itself and from the host), and a's nc does reach the gateway on a port it may use.
+        // Status 200 and the body "b" (the exec output loses its final newline).
+        const served = /^HTTP\/1\.[01] 200 [\s\S]*?\r?\n\r?\nb\n?$/;
+        assert.match(await httpGet(b.engineId, '127.0.0.1', 8080, '/index.html'), served, "b's httpd serves");
+        const fromHost = await fetch(`http://${bIp}:8080/index.html`);
+        assert.deepEqual([fromHost.status, await fromHost.text()], [200, 'b\n'], "b's httpd answers on its bridge address");
+        assert.equal(await readAll(gateway, hostPort), 'host service\n', "the host's service answers on the gateway address");
+        const listener = await httpGet(a.engineId, gateway, ports.http, '/');
+        assert.match(listener, /^HTTP\/1\.[01] 404 /, `a reaches hoody's listener on the gateway: ${listener}`);
+        assert.match(listener, /HOODY_NOT_FOUND/);
+
+        const toB = await httpGet(a.engineId, bIp, 8080, '/index.html');
         const toHost = await dockerExec(a.engineId, ['sh', '-c', `nc -w 3 ${gateway} ${hostPort} </dev/null`]);
         if (egress === 'restricted') {
-          assert.equal(toB, false, 'b is unreachable');
+          assert.doesNotMatch(toB, /HTTP\/1\.[01]|\bb\n/, `b is unreachable: ${toB}`);
           assert.doesNotMatch(toHost.output, /host service/);
           assert.match(await httpGet(a.engineId, '169.254.169.254', 80), /can't connect|refused|unreachable/i);
         } else {
-          assert.equal(toB, true, 'b is reachable');
-          assert.match(toHost.output, /host service/);
+          assert.match(toB, served, 'b is reachable');
+          assert.equal(toHost.output, 'host service', 'the host service answered a');
         }
       });
     });

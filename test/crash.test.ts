@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { LABEL_ID, LABEL_INSTANCE, LABEL_NAME } from '../containers/context.js';
@@ -13,6 +13,7 @@ import { poolPaths } from '../host/pool.js';
 import { startTestDaemon, type TestDaemon } from './support/host.js';
 import { servedCertificate } from './support/http.js';
 import { checkDatabase, consistencyProblems, processesOf, type Reply, send, staleQgroups } from './support/reliability.js';
+import { until } from './support/wait.js';
 
 /**
  * Crash safety: clients write over the public and admin APIs while the daemon is SIGKILLed at random moments.
@@ -22,6 +23,8 @@ import { checkDatabase, consistencyProblems, processesOf, type Reply, send, stal
  */
 const CYCLES = Math.max(1, Number(process.env.HOODY_CRASH_CYCLES ?? '10'));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The name of an atomic write's temp file beside its target (containers/files-tree.ts tempName()). */
+const TEMP_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/s;
 
 interface Ports {
   http: number;
@@ -44,7 +47,7 @@ interface Tally {
   problems: string[];
   unexpected: string[];
   integrityOk: number;
-  /** Leftover `.name.<hex>.tmp` files of writes cut short (garbage beside the target, never the target). */
+  /** `.name.<hex>.tmp` files of writes cut short still on disk after the last recovery (the start sweeps them). */
   tempFiles: number;
 }
 
@@ -440,17 +443,16 @@ describe('crash safety: SIGKILL at random moments while clients write', () => {
       tally.cycles++;
     }
 
-    // The exec worker of a killed daemon leaves with it (it exits when its IPC channel closes).
-    await sleep(500);
-    const workers = (await processesOf(d.stateDir)).filter((p) => p.cmdline.includes('worker.js'));
-    assert.ok(workers.length <= 1, `exec workers alive: ${JSON.stringify(workers)}`);
+    // The exec worker of a killed daemon leaves with it (it exits when its IPC channel closes): at most the live one.
+    const workers = () => processesOf(d.stateDir).then((ps) => ps.filter((p) => p.cmdline.includes('worker.js')));
+    await until('the exec workers of killed daemons to exit', async () => (await workers()).length <= 1, { timeoutMs: 10_000 }).catch(async (err: Error) =>
+      assert.fail(`${err.message}: ${JSON.stringify(await workers())}`),
+    );
 
-    // Files: no target is ever a temp file; count the temp files writes cut short left beside their targets.
-    for (const dir of ['w0/d0', 'w0/d1', 'w1/d0', 'w1/d1']) {
-      const listing = await api('GET', `/api/v1/files/${dir}`);
-      if (listing.status !== 200) continue;
-      tally.tempFiles += listing.json<{ entries: { name: string }[] }>().entries.filter((e) => e.name.endsWith('.tmp')).length;
-    }
+    // Files and scripts: the temp files writes cut short are swept at each start; none is left on disk.
+    const volume = join(poolPaths(loadConfig({}, d.env).stateDir).containers, 'a');
+    const leftovers = (await readdir(volume, { recursive: true })).filter((p) => TEMP_FILE.test(basename(p)));
+    tally.tempFiles = leftovers.length;
 
     const runs = (await api('GET', `/users/me/entries/${minuteEntry}/runs?limit=1000`, undefined, owner, 'cron.a.hoody.localhost')).json<
       { trigger: string; scheduled_for: string | null; status: string }[]
@@ -475,6 +477,7 @@ describe('crash safety: SIGKILL at random moments while clients write', () => {
       cron_minute_runs: slots.length,
       distinct_slots: new Set(slots).size,
       temp_files_left: tally.tempFiles,
+      temp_files_swept: (await readReconciled()).tempFiles.length,
       reconciled,
       kill_moments: Object.fromEntries([...new Set(moments)].map((m) => [m, moments.filter((x) => x === m).length])),
       seconds: elapsed,
@@ -488,8 +491,11 @@ describe('crash safety: SIGKILL at random moments while clients write', () => {
     assert.ok(tally.acked >= CYCLES * 10, `only ${tally.acked} acknowledged writes`);
     assert.equal(new Set(slots).size, slots.length, `a slot fired twice: ${JSON.stringify(slots)}`);
     assert.ok(slots.length >= 1, 'the minute entry fired at least once');
-    // A write cut short leaves at most its own temp file (beside the target, never the target).
-    assert.ok(tally.tempFiles <= fileWritesCut, `${tally.tempFiles} temp files left by ${fileWritesCut} cut-off file writes`);
+    // A write cut short leaves at most its own temp file (beside its target), and the next start sweeps it.
+    assert.deepEqual(leftovers, [], 'temp files left after recovery');
+    const swept = (await readReconciled()).tempFiles;
+    for (const p of swept) assert.match(p, /^a\/(files\/w[01]\/d[01]\/\.f[0-3]\.bin|scripts\/crash\/\.s[0-3]\.ts)\.[0-9a-f]{12}\.tmp$/, 'only temp files of cut writes are swept');
+    assert.ok(swept.length <= fileWritesCut + CYCLES, `${swept.length} temp files swept after ${fileWritesCut} cut-off file writes and ${CYCLES} kills`);
     // Reconciliation touched only what a kill interrupted: each undone create was a create the kill cut off,
     // each finished delete a cut-off delete, and neither is there any more (row, engine container, volume).
     const cutCreates = adminCuts.filter((c) => c.op === 'create').map((c) => c.name);
@@ -508,8 +514,8 @@ describe('crash safety: SIGKILL at random moments while clients write', () => {
   });
 
   /** What the restarts' reconciliations report, summed over the daemon's log. */
-  async function readReconciled(): Promise<Record<'undoneCreates' | 'finishedDeletes' | 'orphanContainers' | 'orphanVolumes', string[]>> {
-    const out = { undoneCreates: [] as string[], finishedDeletes: [] as string[], orphanContainers: [] as string[], orphanVolumes: [] as string[] };
+  async function readReconciled(): Promise<Record<'undoneCreates' | 'finishedDeletes' | 'orphanContainers' | 'orphanVolumes' | 'tempFiles', string[]>> {
+    const out = { undoneCreates: [] as string[], finishedDeletes: [] as string[], orphanContainers: [] as string[], orphanVolumes: [] as string[], tempFiles: [] as string[] };
     for (const line of (await readFile(join(d.stateDir, 'hoodyd.log'), 'utf8')).split('\n')) {
       if (!line.includes('reconciled with the engine')) continue;
       const r = JSON.parse(line) as Partial<typeof out>;
@@ -557,5 +563,40 @@ describe('crash safety: what the daemon finds at start that it did not make is r
     // What hoody made is untouched.
     assert.deepEqual((await d.client.call<{ name: string; state: string }[]>('GET', '/v1/containers')).map((c) => [c.name, c.state]), [['kept', 'running']]);
     assert.ok(existsSync(join(pool.containers, 'kept')));
+  });
+
+  test("temp files of writes a kill cut short are swept at start: hoody's own pattern only, nothing followed, nothing outside", async () => {
+    await d.client.call('POST', '/v1/containers', { name: 'tmps' });
+    const vol = join(poolPaths(loadConfig({}, d.env).stateDir).containers, 'tmps');
+    const outside = join(d.stateDir, 'outside');
+    await d.stop('SIGKILL');
+    const file = async (rel: string, body = 'x') => {
+      await mkdir(join(vol, rel, '..'), { recursive: true });
+      await writeFile(join(vol, rel), body);
+    };
+    // Ours: what write() leaves when killed between the temp file and the rename, in files/ and scripts/.
+    const ours = ['files/deep/er/.report.pdf.0123456789ab.tmp', 'files/.a b.ünï.fedcba987654.tmp', 'scripts/certs/.renew.ts.aaaaaaaaaaaa.tmp'];
+    for (const rel of ours) await file(rel, 'half written');
+    // Not ours, or not a file: each stays.
+    const kept = ['files/.notes.txt.tmp', 'files/.x.0123456789AB.tmp', 'files/keep.0123456789ab.tmp', 'files/.x.0123456789ab.tmp.bak', 'files/.dir.0123456789ab.tmp/inner.txt'];
+    for (const rel of kept) await file(rel);
+    // Links never followed: a link named like ours (to a file outside), and a link to a directory outside holding one.
+    await mkdir(outside, { recursive: true });
+    await writeFile(join(outside, 'target'), 'host file');
+    await writeFile(join(outside, '.victim.0123456789ab.tmp'), 'host temp');
+    await symlink(join(outside, 'target'), join(vol, 'files', '.link.0123456789ab.tmp'));
+    await symlink(outside, join(vol, 'files', 'escape'));
+    await d.restart();
+    for (const rel of ours) assert.ok(!existsSync(join(vol, rel)), `${rel} was swept`);
+    for (const rel of kept) assert.ok(existsSync(join(vol, rel)), `${rel} is kept`);
+    assert.ok((await lstat(join(vol, 'files', '.link.0123456789ab.tmp'))).isSymbolicLink(), 'a link named like ours is kept');
+    assert.equal(await readFile(join(outside, 'target'), 'utf8'), 'host file');
+    assert.equal(await readFile(join(outside, '.victim.0123456789ab.tmp'), 'utf8'), 'host temp', 'nothing outside the area is touched');
+    const r = (await readFile(join(d.stateDir, 'hoodyd.log'), 'utf8'))
+      .split('\n')
+      .filter((l) => l.includes('reconciled with the engine'))
+      .map((l) => JSON.parse(l) as { tempFiles: string[] })
+      .at(-1);
+    assert.deepEqual(r?.tempFiles.slice().sort(), ours.map((p) => `tmps/${p}`).sort());
   });
 });

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { type AddressInfo, isIPv4 } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { startTestDaemon, type TestDaemon } from './support/host.js';
+import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
 import { type Answer, call } from './support/http.js';
 
 interface Ports {
@@ -87,39 +89,123 @@ return { ok: true };`;
     const log = (await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/logs?source=exec&token=${tokens.get('a')}` })).json<{ script: string; error: string | null }[]>();
     assert.match(log.find((l) => l.script === 'boom.js')?.error ?? '', /boom/);
 
-    await put('a', 'open.js', '// @auth none\n// @cors *\nreturn { dry: request.dry_run };');
-    const pre = await run('a', 'open', '', { method: 'OPTIONS', token: null, headers: { origin: 'https://x.example', 'access-control-request-method': 'POST' } });
-    assert.ok(pre.status === 204 || pre.status === 200, String(pre.status));
+    await put('a', 'open.js', '// @auth none\n// @cors *\nconsole.log("ran", request.method);\nreturn { dry: request.dry_run };');
+    const openRuns = async () =>
+      (await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/logs?source=exec&token=${tokens.get('a')}` })).json<{ script: string; method: string }[]>().filter((l) => l.script === 'open.js');
+    const pre = await run('a', 'open', '', {
+      method: 'OPTIONS',
+      token: null,
+      headers: { origin: 'https://x.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type, x-k' },
+    });
+    // The effect of a preflight: the browser is allowed the method and headers it asked for, and the script never ran.
+    assert.equal(pre.status, 204, pre.text);
+    assert.equal(pre.text, '');
     assert.equal(pre.headers['access-control-allow-origin'], '*');
+    assert.match(String(pre.headers['access-control-allow-methods']), /\bPOST\b/);
+    assert.equal(pre.headers['access-control-allow-headers'], 'content-type, x-k');
+    assert.deepEqual(await openRuns(), [], 'a preflight does not run the script');
     const open = await run('a', 'open', 'dry_run=true', { token: null });
     assert.equal(open.status, 200);
     assert.equal(open.headers['access-control-allow-origin'], '*');
     assert.deepEqual(open.json(), { dry: true });
+    assert.deepEqual((await openRuns()).map((l) => l.method), ['GET'], 'the real request ran it once');
     assert.equal((await run('a', 'renew', '', { token: null })).status, 401);
   });
 
-  test("fetch reaches this container's own files, never another container's namespace, the admin API or metadata", async () => {
+  test('the real router: 401 without a token (even for a missing script), 404 with one, 403 without the exec scope; the caller is logged, its token never reaches the script', async () => {
+    const code = (r: Answer) => r.json<{ error: { code: string } }>().error.code;
+    assert.equal((await put('a', 'whoami.ts', 'return { query: request.query, auth: request.headers.authorization ?? null };')).status, 201);
+    assert.equal((await put('a', 'anon.ts', '// @auth none\nreturn 1;')).status, 201);
+    const byQuery = await run('a', 'whoami', 'k=v');
+    assert.equal(byQuery.status, 200, byQuery.text);
+    assert.deepEqual(byQuery.json(), { query: { k: 'v' }, auth: null });
+    const byBearer = await run('a', 'whoami', 'k=w', { token: null, headers: { authorization: `Bearer ${tokens.get('a')}` } });
+    assert.deepEqual(byBearer.json(), { query: { k: 'w' }, auth: null });
+    for (const [what, r, status, expected] of [
+      ['no token', await run('a', 'whoami', '', { token: null }), 401, 'HOODY_UNAUTHORIZED'],
+      ['no token, missing script', await run('a', 'no/such', '', { token: null }), 401, 'HOODY_UNAUTHORIZED'],
+      ['wrong token', await run('a', 'whoami', '', { token: 'hdy_not-a-token' }), 401, 'HOODY_UNAUTHORIZED'],
+      ["b's token", await run('a', 'whoami', '', { token: tokens.get('b')! }), 404, 'HOODY_CONTAINER_UNKNOWN'],
+      ['missing script', await run('a', 'no/such'), 404, 'HOODY_SCRIPT_UNKNOWN'],
+    ] as const) {
+      assert.equal(r.status, status, `${what}: ${r.text}`);
+      assert.equal(code(r), expected, what);
+    }
+    const filesOnly = await d.client.call<{ token: string }>('POST', '/v1/containers/a/tokens', { user: 'root', scopes: ['files'] });
+    const forbidden = await run('a', 'whoami', '', { token: filesOnly.token });
+    assert.equal(forbidden.status, 403, forbidden.text);
+    assert.equal(code(forbidden), 'HOODY_FORBIDDEN');
+    const execOnly = await d.client.call<{ token: string }>('POST', '/v1/containers/a/tokens', { user: 'root', scopes: ['exec'] });
+    assert.equal((await run('a', 'whoami', '', { token: execOnly.token })).status, 200);
+    assert.equal((await run('a', 'anon', '', { token: null })).status, 200);
+    const log = (await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/logs?source=exec&token=${tokens.get('a')}` })).json<{ script: string; tokenId: string | null }[]>();
+    const who = log.filter((l) => l.script === 'whoami.ts').map((l) => l.tokenId);
+    assert.equal(who.length, 3, JSON.stringify(who));
+    assert.ok(who[0] && who[0] === who[1], 'both owner runs name the owner token');
+    assert.ok(who[2] && who[2] !== who[0], 'the exec-only token is logged as itself');
+    assert.deepEqual(log.filter((l) => l.script === 'anon.ts').map((l) => l.tokenId), [null], 'an @auth none run has no caller');
+  });
+
+  test("fetch reaches this container's own files; every outside target that would answer is refused by the policy (HOODY_FETCH_REFUSED)", async () => {
+    const tb = tokens.get('b')!;
     await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/files/x?token=${tokens.get('a')}`, method: 'PUT', body: 'mine', headers: { 'content-type': 'text/plain' } });
-    await call({ port: ports.http, host: 'api.b.hoody.localhost', path: `/api/v1/files/x?token=${tokens.get('b')}`, method: 'PUT', body: 'theirs', headers: { 'content-type': 'text/plain' } });
-    const probe = `const out: Record<string, string> = {};
-const tries: [string, string][] = [
-  ['own', '/api/v1/files/x'],
-  ['other-path', '/c/b/api/v1/files/x'],
-  ['other-host', 'http://api.b.hoody.localhost:${ports.http}/api/v1/files/x'],
-  ['other-https', 'https://api.b.hoody.localhost:${ports.https}/api/v1/files/x'],
-  ['loopback', 'http://127.0.0.1:${ports.http}/c/b/api/v1/files/x'],
-  ['admin', 'http://localhost/v1/containers'],
-  ['metadata', 'http://169.254.169.254/latest/meta-data/'],
-];
-for (const [k, u] of tries) {
-  try { const r = await fetch(u); out[k] = r.status + ':' + (await r.text()); } catch (e) { out[k] = 'refused:' + String(e).slice(0, 60); }
+    await call({ port: ports.http, host: 'api.b.hoody.localhost', path: `/api/v1/files/x?token=${tb}`, method: 'PUT', body: 'theirs', headers: { 'content-type': 'text/plain' } });
+    // Targets that answer when nothing stops the fetch: a host service on loopback, the daemon's own listener
+    // with b's valid token, and an HTTP server in container b on its bridge address.
+    const hostService = createServer((_req, res) => res.end('host secret'));
+    await new Promise<void>((r) => hostService.listen(0, '127.0.0.1', r));
+    const hostPort = (hostService.address() as AddressInfo).port;
+    const b = await d.client.call<{ engineId: string }>('GET', '/v1/containers/b');
+    const served = await dockerExec(b.engineId, ['sh', '-c', 'mkdir -p /tmp/www && echo theirs-httpd > /tmp/www/index.html && httpd -p 8080 -h /tmp/www && hostname -i']);
+    assert.equal(served.exitCode, 0, served.output);
+    const bIp = served.output.trim().split(/\s+/).find((w) => isIPv4(w))!;
+    assert.ok(bIp, served.output);
+    const theirs = `/c/b/api/v1/files/x?token=${tb}`;
+    const targets: Record<string, [url: string, expect: RegExp]> = {
+      hostLoopback: [`http://127.0.0.1:${hostPort}/`, /^HOODY_FETCH_REFUSED: fetch refused: 127\.0\.0\.1 is a loopback/],
+      daemonLoopback: [`http://127.0.0.1:${ports.http}${theirs}`, /^HOODY_FETCH_REFUSED: fetch refused: 127\.0\.0\.1 is a loopback/],
+      daemonLocalhost: [`http://localhost:${ports.http}${theirs}`, /^HOODY_FETCH_REFUSED: fetch refused: localhost is loopback/],
+      daemonHttps: [`https://127.0.0.1:${ports.https}${theirs}`, /^HOODY_FETCH_REFUSED: fetch refused: 127\.0\.0\.1 is a loopback/],
+      otherContainer: [`http://${bIp}:8080/index.html`, new RegExp(`^HOODY_FETCH_REFUSED: fetch refused: ${bIp.replaceAll('.', '\\.')} is a loopback, link-local, private or reserved`)],
+      // No wildcard DNS for *.hoody.localhost on the host: the hoody-domain rule must be what refuses, by name.
+      otherHost: [`http://api.b.hoody.localhost:${ports.http}/api/v1/files/x?token=${tb}`, /^HOODY_FETCH_REFUSED: fetch refused: api\.b\.hoody\.localhost is under the hoody domain/],
+      metadata: ['http://169.254.169.254/latest/meta-data/', /^HOODY_FETCH_REFUSED: fetch refused: 169\.254\.169\.254 is a loopback, link-local/],
+      file: ['file:///etc/passwd', /^HOODY_FETCH_REFUSED: fetch refused: only http and https URLs/],
+    };
+    try {
+      // The controls: from outside the policy each target does answer.
+      const direct = async (u: string) => {
+        const r = await fetch(u);
+        return `${r.status}:${(await r.text()).trim()}`;
+      };
+      assert.equal(await direct(targets.hostLoopback![0]), '200:host secret');
+      assert.equal(await direct(targets.daemonLoopback![0]), '200:theirs');
+      assert.equal(await direct(targets.daemonLocalhost![0]), '200:theirs');
+      assert.equal(await direct(targets.otherContainer![0]), '200:theirs-httpd');
+      const probe = `// @timeout 20000
+const out: Record<string, string> = {};
+const tries: Record<string, string> = ${JSON.stringify(Object.fromEntries(Object.entries(targets).map(([k, [u]]) => [k, u])))};
+out.own = await (await fetch('/api/v1/files/x')).text();
+// A relative URL stays on this container, and a token the script adds does not switch it to b.
+const other = await fetch('/c/b/api/v1/files/x?token=${tb}');
+out.otherPath = other.status + ':' + (await other.json()).error.code;
+out.ownWithTheirToken = await (await fetch('/api/v1/files/x?token=${tb}')).text();
+for (const [k, u] of Object.entries(tries)) {
+  try { const r = await fetch(u); out[k] = 'fetched ' + r.status + ':' + (await r.text()).slice(0, 60); } catch (e) { out[k] = (e as Error).message; }
 }
 return out;`;
-    assert.equal((await put('a', 'probe.ts', probe)).status, 201);
-    const out = (await run('a', 'probe')).json<Record<string, string>>();
-    process.stdout.write(`# fetch probe: ${JSON.stringify(out)}\n`);
-    assert.equal(out.own, '200:mine');
-    for (const k of ['other-path', 'other-host', 'other-https', 'loopback', 'admin', 'metadata']) assert.doesNotMatch(out[k]!, /theirs|^200/, `${k}: ${out[k]}`);
+      assert.equal((await put('a', 'probe.ts', probe)).status, 201);
+      const r = await run('a', 'probe');
+      assert.equal(r.status, 200, r.text);
+      const out = r.json<Record<string, string>>();
+      process.stdout.write(`# fetch probe: ${JSON.stringify(out)}\n`);
+      assert.equal(out.own, 'mine');
+      assert.equal(out.otherPath, '404:HOODY_NOT_FOUND');
+      assert.equal(out.ownWithTheirToken, 'mine');
+      for (const [k, [, expect]] of Object.entries(targets)) assert.match(out[k]!, expect, `${k}: ${out[k]}`);
+    } finally {
+      hostService.close();
+    }
   });
 
   test('process, require, import(fs) and constructor.constructor give nothing usable', async () => {

@@ -20,10 +20,17 @@ import { issueToken } from '../containers/token-service.js';
 import { hashToken } from '../containers/tokens.js';
 import { migrate } from '../daemon/db.js';
 import { type TestContext, testContext } from './support/host.js';
+import { until } from './support/wait.js';
 
 /**
  * Exec against the real things: a busybox container on the BTRFS pool, its data volume, the exec worker
  * process with real isolates, and the routes behind a fastify app driven over real HTTP.
+ *
+ * This harness is the extra, not the proof: its onRequest hook and call header stand in for the public router,
+ * and its ACME hook is a fake. What depends on them is tested against a real daemon over real HTTP as well:
+ * token resolution, scopes, the caller in the log, no token reaching a script, preflights and fetch policy in
+ * exec-http.test.ts; caller authority, forged headers and the depth limit in hostile-authority.test.ts;
+ * acme.order from a script against pebble (issued, and dry run) in pipeline.test.ts.
  */
 
 interface Harness {
@@ -224,7 +231,7 @@ describe('exec', { timeout: 300_000 }, () => {
   });
 
   it('ends an endless loop after an await at its @timeout (504) while other requests are served', async () => {
-    await putOk('slow.ts', '// @timeout 500\nawait new Promise((r) => setTimeout(r, 20));\nwhile (true) {}');
+    await putOk('slow.ts', '// @timeout 1500\nawait files.write("slow.started", "1");\nawait new Promise((r) => setTimeout(r, 20));\nwhile (true) {}');
     await putOk('quick.ts', 'return { quick: true };');
     await call('/scripts/quick'); // warm
     let slowDoneAt = 0;
@@ -232,14 +239,15 @@ describe('exec', { timeout: 300_000 }, () => {
       slowDoneAt = Date.now();
       return r;
     });
-    await new Promise((r) => setTimeout(r, 100));
+    await until('the slow script to run', async () => (await call('/api/v1/files/slow.started')).status === 200, { timeoutMs: 10_000, everyMs: 20 });
     const quick = await call('/scripts/quick');
     const quickDoneAt = Date.now();
     assert.equal(quick.status, 200);
     const s = await slow;
     assert.equal(s.status, 504, s.text);
     assert.equal(errorCode(s.json), 'HOODY_SCRIPT_TIMEOUT');
-    assert.ok(s.ms >= 500 && s.ms < 1000, `timed out after ${s.ms} ms`);
+    // At its own @timeout, not at some later default; the slack is for a loaded box (latency lives in bench/).
+    assert.ok(s.ms >= 1500 && s.ms < 6000, `timed out after ${s.ms} ms`);
     assert.ok(quickDoneAt < slowDoneAt, 'the quick script answered while the slow one still ran');
     const again = await call('/scripts/quick');
     assert.equal(again.status, 200);
@@ -250,7 +258,7 @@ describe('exec', { timeout: 300_000 }, () => {
     const s = await call('/scripts/spin');
     assert.equal(s.status, 504, s.text);
     assert.equal(errorCode(s.json), 'HOODY_SCRIPT_TIMEOUT');
-    assert.ok(s.ms >= 500 && s.ms < 1000, `timed out after ${s.ms} ms`);
+    assert.ok(s.ms >= 500 && s.ms < 5000, `timed out after ${s.ms} ms`);
   });
 
   it('answers a memory bomb with HOODY_SCRIPT_MEMORY, and the next request runs in a new isolate', async () => {
@@ -368,7 +376,7 @@ describe('exec', { timeout: 300_000 }, () => {
     assert.equal(j.own, 'hello from files');
     assert.equal(j.status, 200);
     for (const k of ['meta', 'loop', 'local', 'v6', 'mapped', 'priv', 'hoody', 'unix'])
-      assert.match(String(j[k]), /^fetch refused: /, `${k}: ${j[k]}`);
+      assert.match(String(j[k]), /^HOODY_FETCH_REFUSED: fetch refused: /, `${k}: ${j[k]}`);
   });
 
   it('stops scripts that call themselves through fetch after a few levels (508)', async () => {
@@ -500,12 +508,13 @@ describe('exec', { timeout: 300_000 }, () => {
   });
 
   it('survives the worker dying mid-run: the run fails with 502, the next one gets a new worker', async () => {
-    await putOk('wait.ts', '// @timeout 5000\nawait new Promise((r) => setTimeout(r, 3000));\nreturn 1;');
+    await putOk('wait.ts', '// @timeout 20000\nawait files.write("wait.started", "1");\nawait new Promise((r) => setTimeout(r, 15000));\nreturn 1;');
     await call('/scripts/quick');
     const pid = h.exec.workerPid;
     assert.ok(pid);
     const pending = call('/scripts/wait');
-    await new Promise((r) => setTimeout(r, 300));
+    // Killed mid-run: once the run is under way (it wrote its mark), not after a guessed delay.
+    await until('the run to be under way', async () => (await call('/api/v1/files/wait.started')).status === 200, { timeoutMs: 10_000, everyMs: 20 });
     process.kill(pid, 'SIGKILL');
     const r = await pending;
     assert.equal(r.status, 502, r.text);
@@ -540,8 +549,7 @@ describe('exec', { timeout: 300_000 }, () => {
     try {
       for (let i = 0; i < 6; i++) assert.equal((await svc.run(h.row, `cap/s${i}`, input)).body.toString(), String(i));
       assert.equal((await svc.stats()).liveIsolates, 3);
-      await new Promise((r) => setTimeout(r, 2500));
-      assert.equal((await svc.stats()).liveIsolates, 0, 'idle isolates disposed');
+      await until('idle isolates to be disposed', async () => (await svc.stats()).liveIsolates === 0, { timeoutMs: 15_000 });
       await svc.run(h.row, 'cap/s0', input);
       await svc.run(h.row, 'cap/s1', input);
       assert.equal((await svc.stats()).liveIsolates, 2);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { chmod, copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -112,6 +112,32 @@ describe('the weekly renewal pipeline, whole: cron -> exec -> ACME (pebble) -> l
     assert.match(hoodyLogs.stdout, new RegExp(`cron ${e.id} manual ok exit=0`));
     const execLogs = await d.hoody(['logs', 'site', '--exec']);
     assert.match(execLogs.stdout, /exec GET certs\/renew.ts 200/);
+  });
+
+  test("a script's acme.order against pebble: issued for the name it asked; ?dry_run=true reaches acme.order and issues nothing", async () => {
+    const src = '// @timeout 60000\nconst order = await acme.order(String(request.query.d));\nreturn { dry: request.dry_run, order };';
+    const put = await call({ port: ports.http, host: 'api.site.hoody.localhost', path: `/api/v1/scripts/order.ts?token=${token}`, method: 'PUT', body: src, headers: { 'content-type': 'text/plain' } });
+    assert.equal(put.status, 201, put.text);
+    const order = (query: string) => call({ port: ports.http, host: 'exec.site.hoody.localhost', path: `/scripts/order?${query}&token=${token}` });
+    // A name pebble has not validated yet (it reuses the authorizations of app1/app2 from the renewal).
+    assert.equal((await api('PUT', '/api/v1/proxy/routes/app3.test', { port: 8080 })).status, 200);
+    const queries = pebble.dnsQueries.length;
+    const wet = await order('d=app3.test');
+    assert.equal(wet.status, 200, wet.text);
+    const w = wet.json<{ dry: boolean; order: { issued: boolean; dryRun: boolean; cert: string; key: string } }>();
+    assert.deepEqual([w.dry, w.order.issued, w.order.dryRun], [false, true, false]);
+    const cert = new X509Certificate(w.order.cert);
+    assert.ok(cert.checkIssued(new X509Certificate(await pebble.intermediatePem())), "issued by pebble's intermediate");
+    assert.ok(cert.checkHost('app3.test'));
+    assert.ok(cert.checkPrivateKey(createPrivateKey(w.order.key)), 'the key matches');
+    assert.ok(pebble.dnsQueries.slice(queries).includes('app3.test'), `pebble validated the name: ${pebble.dnsQueries.slice(queries)}`);
+    const validated = pebble.dnsQueries.length;
+    const dry = await order('d=app3.test&dry_run=true');
+    assert.equal(dry.status, 200, dry.text);
+    assert.deepEqual(dry.json(), { dry: true, order: { issued: false, dryRun: true, domains: ['app3.test'] } });
+    assert.equal(pebble.dnsQueries.length, validated, 'a dry run without a staging directory sends nothing to the CA');
+    const log = (await api('GET', '/api/v1/logs?source=exec')).json<{ script: string; dryRun: boolean; status: number }[]>().filter((l) => l.script === 'order.ts');
+    assert.deepEqual(log.map((l) => [l.status, l.dryRun]), [[200, false], [200, true]]);
   });
 
   test('?dry_run=true on the renewal script touches no served certificate', async () => {

@@ -2,6 +2,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { fail, type HoodyError, isHoodyError } from '../errors.js';
 
 /**
  * Absolute-URL fetch for scripts, and its policy: only http(s) to public addresses. Refused: loopback,
@@ -47,11 +48,9 @@ for (const [net, bits] of [
 ] as const)
   blocked6.addSubnet(net, bits, 'ipv6');
 
-export class FetchRefused extends Error {
-  constructor(reason: string) {
-    super(`fetch refused: ${reason}`);
-    this.name = 'FetchRefused';
-  }
+/** The policy's one refusal: HOODY_FETCH_REFUSED, the script sees its code and the rule that refused. */
+function refused(reason: string): HoodyError {
+  return fail('FETCH_REFUSED', reason);
 }
 
 /** Why an address may not be fetched from a script, or null when it may. */
@@ -82,10 +81,10 @@ export function urlRefusal(url: URL, domain: string): string | null {
 const guardedLookup: LookupFunction = (hostname, options, callback) => {
   dnsLookup(hostname, { all: true, family: options.family ?? 0 }).then(
     (addresses) => {
-      if (addresses.length === 0) return callback(new FetchRefused(`${hostname} does not resolve`), '', 4);
+      if (addresses.length === 0) return callback(refused(`${hostname} does not resolve`), '', 4);
       for (const a of addresses) {
         const why = addressRefusal(a.address);
-        if (why) return callback(new FetchRefused(`${hostname} resolves to ${why}`), '', 4);
+        if (why) return callback(refused(`${hostname} resolves to ${why}`), '', 4);
       }
       if (options.all) (callback as unknown as (e: null, a: typeof addresses) => void)(null, addresses);
       else callback(null, addresses[0]!.address, addresses[0]!.family);
@@ -149,7 +148,7 @@ function once(url: URL, req: OutboundRequest, opts: OutboundOptions, maxBytes: n
       });
     });
     r.on('timeout', () => r.destroy(new Error(`fetch failed: ${url.origin} did not answer`)));
-    r.on('error', (err) => reject(err instanceof FetchRefused ? err : new Error(`fetch failed: ${err.message}`)));
+    r.on('error', (err) => reject(isHoodyError(err) ? err : new Error(`fetch failed: ${err.message}`)));
     r.end(req.body ?? undefined);
   });
 }
@@ -166,7 +165,7 @@ export async function outboundFetch(req: OutboundRequest, opts: OutboundOptions)
   let current = { ...req };
   for (let hop = 0; ; hop++) {
     const why = urlRefusal(url, opts.domain);
-    if (why) throw new FetchRefused(why);
+    if (why) throw refused(why);
     const res = await once(url, current, opts, maxBytes);
     const location = res.headers.location;
     if (![301, 302, 303, 307, 308].includes(res.status) || !location) return res;
