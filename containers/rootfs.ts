@@ -41,6 +41,8 @@ export async function removeEngineContainer(ctx: ContainerContext, engineId: str
   } catch (err) {
     throw engineFailure(err);
   }
+  // A kill in the middle of boundRootLayer leaves the layer directory moved aside: the engine cannot remove it so.
+  if (layerDir) await ctx.storage.recoverAdoption(layerDir).catch(() => undefined);
   const volumeId = layerDir ? await ctx.storage.volumeId(layerDir).catch(() => null) : null;
   try {
     await ctx.engine.remove(engineId);

@@ -98,6 +98,23 @@ describe('btrfs driver specifics', async () => {
     for (const v of [full, empty]) await driver.deleteVolume(v);
   });
 
+  test('an adoption a kill cut short is put back: the moved-aside directory is the truth, a partial subvolume goes', async () => {
+    for (const partial of [false, true]) {
+      const path = join(root, `cut${partial ? 'p' : ''}`);
+      await mkdir(`${path}.hoody-adopt`, { recursive: true });
+      await writeFile(join(`${path}.hoody-adopt`, 'f'), 'orig');
+      if (partial) await driver.createVolume(path); // killed after the subvolume was made, before the copy
+      await driver.recoverAdoption(path);
+      assert.equal(await readFile(join(path, 'f'), 'utf8'), 'orig');
+      assert.equal(await driver.isVolume(path), false);
+      assert.deepEqual((await readdir(root)).filter((n) => n.startsWith(`cut${partial ? 'p' : ''}.`)), []);
+      await driver.adoptDirectory(path);
+      assert.ok(await driver.isVolume(path));
+      assert.equal(await readFile(join(path, 'f'), 'utf8'), 'orig');
+      await driver.deleteVolume(path);
+    }
+  });
+
   test('exclusive bytes grow with data written into the volume', async () => {
     const path = join(root, 'x');
     await driver.createVolume(path);

@@ -120,18 +120,23 @@ export class BtrfsDriver implements StorageDriver {
     return out;
   }
 
+  async recoverAdoption(path: string): Promise<void> {
+    const aside = `${path}.hoody-adopt`;
+    await rm(`${path}.hoody-adopted`, { recursive: true, force: true });
+    if (!(await lstat(aside).then(() => true, () => false))) return;
+    // A crash cut an adoption short: the aside copy is the truth, the subvolume (if any) may be partial.
+    if (await this.isVolume(path)) await run('btrfs', ['subvolume', 'delete', path]);
+    await rename(aside, path);
+  }
+
   /**
    * Turns an existing plain directory into a subvolume holding the same entries (modes, owners, xattrs
    * kept), so a qgroup can bound what is written below it. Idempotent; a failure puts the directory back.
    */
   async adoptDirectory(path: string): Promise<void> {
     if (!path.startsWith('/') || path.length < 2) throw new Error(`adoptDirectory needs an absolute path, got ${JSON.stringify(path)}`);
+    await this.recoverAdoption(path);
     const aside = `${path}.hoody-adopt`;
-    if (await lstat(aside).then(() => true, () => false)) {
-      // A crash cut an earlier adoption short: the aside copy is the truth, the subvolume may be partial.
-      if (await this.isVolume(path)) await run('btrfs', ['subvolume', 'delete', path]);
-      await rename(aside, path);
-    }
     if (await this.isVolume(path)) return;
     const st = await lstat(path);
     if (!st.isDirectory()) throw new Error(`${path} is not a directory`);
@@ -147,7 +152,10 @@ export class BtrfsDriver implements StorageDriver {
       await rename(aside, path).catch(() => undefined);
       throw err;
     }
-    await rm(aside, { recursive: true, force: true });
+    // Renamed first: a kill while it is being removed must not leave a partial copy that looks like the truth.
+    const done = `${path}.hoody-adopted`;
+    await rename(aside, done);
+    await rm(done, { recursive: true, force: true });
   }
 
   /** Removes the level-0 qgroup a deleted subvolume leaves behind, so no orphan remains. */

@@ -37,6 +37,7 @@ export class DirDriver implements StorageDriver {
   async forgetVolume(): Promise<void> {}
   /** Nothing to do: this driver enforces no quota, so a plain directory is as good as a volume. */
   async adoptDirectory(): Promise<void> {}
+  async recoverAdoption(): Promise<void> {}
   async isVolume(path: string): Promise<boolean> {
     return stat(join(path, MARKER)).then(
       () => true,

@@ -24,6 +24,8 @@ export interface StorageDriver {
   forgetVolume(parent: string, id: number): Promise<void>;
   /** Turns an existing directory into a volume in place (entries, modes and owners kept), so a quota can bound it. */
   adoptDirectory(path: string): Promise<void>;
+  /** Puts back the original directory of an adoption a crash cut short (no-op when none was). */
+  recoverAdoption(path: string): Promise<void>;
   isVolume(path: string): Promise<boolean>;
   listVolumes(parent: string): Promise<string[]>;
   setQuota(path: string, bytes: number | null): Promise<void>;
