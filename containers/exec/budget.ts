@@ -83,6 +83,15 @@ export class ExecBudget {
     return ms;
   }
 
+  /**
+   * Runs a container may have at once: all of `containerRuns`, or one while it computes beyond its CPU rate
+   * (a debt past a tenth of the burst), so a flood of heavy runs never spins several threads at once.
+   */
+  private runsAllowed(container: string): number {
+    const l = this.limits;
+    return l.containerCpu > 0 && this.cpuDebt(container) > l.cpuBurstMs / 10 ? 1 : l.containerRuns;
+  }
+
   /** How long until the container's CPU debt is back within the burst (0: it is). */
   private cpuWait(container: string): number {
     if (this.limits.containerCpu <= 0) return 0;
@@ -132,7 +141,7 @@ export class ExecBudget {
     return (
       // a nested run is let through: its caller already waited for the container's CPU
       (reserve > 0 || this.cpuWait(container) === 0) &&
-      u.runs < this.limits.containerRuns + reserve &&
+      u.runs < this.runsAllowed(container) + reserve &&
       // one run always fits an idle container, whatever its @memory (the ceiling is checked at write time)
       (u.runs === 0 || u.memoryMb + memoryMb <= this.limits.containerMemoryMb + reserve * MAX_MEMORY_MB) &&
       this.host.runs < this.limits.hostRuns &&
@@ -147,7 +156,9 @@ export class ExecBudget {
     const cpuWait = this.cpuWait(container);
     if (cpuWait > 0)
       return fail('EXEC_BUSY', `CPU budget of ${l.containerCpu} core(s) spent for ${Math.ceil(cpuWait)} ms more; ${why}`);
-    if (u.runs >= l.containerRuns) return fail('EXEC_BUSY', `${u.runs} of ${l.containerRuns} runs; ${why}`);
+    const allowed = this.runsAllowed(container);
+    if (u.runs >= allowed)
+      return fail('EXEC_BUSY', `${u.runs} of ${allowed} runs${allowed < l.containerRuns ? ' (one at a time past its CPU rate)' : ''}; ${why}`);
     if (u.runs > 0 && u.memoryMb + memoryMb > l.containerMemoryMb)
       return fail('EXEC_BUSY', `${u.memoryMb} + ${memoryMb} of ${l.containerMemoryMb} MB of isolate memory; ${why}`);
     return fail('EXEC_OVERLOADED', `${this.host.runs} of ${l.hostRuns} runs, ${this.host.memoryMb} of ${l.hostMemoryMb} MB; ${why}`);

@@ -107,7 +107,11 @@ export class ExecLog {
       `DELETE FROM exec_runs WHERE container = ? AND id <
          (SELECT id FROM exec_runs WHERE container = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
     );
+    // A log row is not an acknowledged write: with WAL, synchronous=NORMAL keeps it through kill -9 (only power
+    // loss can take the last ones) and spares the fsync that was most of a run's cost on the daemon's thread.
+    const level = this.db.pragma('synchronous', { simple: true }) as number;
     try {
+      this.db.pragma('synchronous = NORMAL');
       this.db.transaction(() => {
         for (const e of rows)
           insert.run(e.container, e.script, e.method, e.time, e.status, Math.round(e.durationMs), e.cpuMs, e.tokenId, e.dryRun ? 1 : 0, e.console, e.error, e.container);
@@ -115,6 +119,8 @@ export class ExecLog {
       })();
     } catch (err) {
       this.onError(err);
+    } finally {
+      this.db.pragma(`synchronous = ${level}`);
     }
   }
 
