@@ -16,7 +16,8 @@ export const NewContainer = Type.Object(
     name: Type.String({ maxLength: 256 }),
     image: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
     memory: Type.Optional(Size),
-    cpus: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0 }), Type.String({ maxLength: 16 })])),
+    // Not bounded here: a number out of range is HOODY_LIMIT_INVALID from the parser, like a string one.
+    cpus: Type.Optional(Type.Union([Type.Number(), Type.String({ maxLength: 16 })])),
     // One type list, not a union: with coerceTypes an anyOf turns null into "" (the string branch comes first),
     // so `"disk": null` (no quota) was refused as an invalid size.
     disk: Type.Optional(
