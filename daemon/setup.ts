@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { applyHostEgress, egressNames, savedEgressPorts } from '../host/egress.js';
-import { DockerEngine, ensureEngine } from '../host/engine.js';
+import { DockerEngine } from '../host/engine.js';
+import { ensureEngine } from '../host/engine-start.js';
 import { BASE_IMAGE, BUSYBOX_IMAGE, buildBaseImage, buildBusyboxImage } from '../host/images.js';
 import { KsmController } from '../host/ksm.js';
 import { ensurePool, type PoolSetupResult } from '../host/pool.js';

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { engineArgs } from '../host/engine.js';
+import { engineArgs } from '../host/engine-start.js';
 import { ensureRemapUser, freeStart, mappingFromInfo, parseSubIds, REMAP_USER } from '../host/userns.js';
 
 describe('user namespaces: the remap user, its range and what the engine reports', () => {
