@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LABEL_INSTANCE } from '../containers/context.js';
 import { AdminClient } from '../daemon/client.js';
+import { destroyHostEgress } from '../host/egress.js';
 import { loadConfig } from '../daemon/config.js';
 import { DockerEngine } from '../host/engine.js';
 import { poolPaths } from '../host/pool.js';
@@ -86,6 +87,8 @@ export async function startBenchDaemon(opts: StartDaemonOptions): Promise<BenchD
     const engine = new DockerEngine(opts.dockerSocket);
     const left = await engine.list({ [LABEL_INSTANCE]: instance }).catch(() => []);
     await runPool(left, 2, async (c) => engine.remove(c.id).catch(() => undefined));
+    // The daemon's own network and host chains: left behind, every run would use up one of the engine's address pools.
+    await destroyHostEgress(engine.docker, instance, stateDir).catch(() => undefined);
     const storage = defaultStorageRegistry().create('btrfs');
     const paths = poolPaths(stateDir);
     const snapshotDirs = await readdir(paths.snapshots).catch(() => [] as string[]);
