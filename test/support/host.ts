@@ -164,11 +164,20 @@ export async function startTestDaemon(extraEnv: NodeJS.ProcessEnv = {}, opts: { 
       const ctx = buildContainerContext(config, db, pino({ level: 'silent' }));
       for (const row of ctx.store.list()) await removeContainer(ctx, row.name).catch(() => undefined);
       db.close();
-      await destroyHostEgress(new DockerEngine(config.dockerSocket).docker, config.instance, stateDir).catch(() => undefined);
+      await removeEgressOf(env, stateDir);
       await removeStateDir(ctx, stateDir);
     },
   };
   return d;
+}
+
+/**
+ * Removes the network and host chains of the daemon on `stateDir` (its instance): they outlive the daemon on
+ * purpose, so a test that starts one itself must remove them (else every run uses up one of the engine's address pools).
+ */
+export async function removeEgressOf(env: NodeJS.ProcessEnv, stateDir: string): Promise<void> {
+  const config = loadConfig({ stateDir }, { ...process.env, ...env });
+  await destroyHostEgress(new DockerEngine(config.dockerSocket).docker, config.instance, stateDir).catch(() => undefined);
 }
 
 /** Runs a command inside a container through the docker CLI-free engine API (docker exec). */
