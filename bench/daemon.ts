@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { LABEL_INSTANCE } from '../containers/context.js';
 import { AdminClient } from '../daemon/client.js';
 import { destroyHostEgress } from '../host/egress.js';
+import { stopHaproxyOf } from '../host/haproxy/process.js';
 import { loadConfig } from '../daemon/config.js';
 import { DockerEngine } from '../host/engine.js';
 import { poolPaths } from '../host/pool.js';
@@ -89,6 +90,7 @@ export async function startBenchDaemon(opts: StartDaemonOptions): Promise<BenchD
     await runPool(left, 2, async (c) => engine.remove(c.id).catch(() => undefined));
     // The daemon's own network and host chains: left behind, every run would use up one of the engine's address pools.
     await destroyHostEgress(engine.docker, instance, stateDir).catch(() => undefined);
+    await stopHaproxyOf(stateDir).catch(() => undefined);
     const storage = defaultStorageRegistry().create('btrfs');
     const paths = poolPaths(stateDir);
     const snapshotDirs = await readdir(paths.snapshots).catch(() => [] as string[]);

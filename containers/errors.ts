@@ -157,6 +157,10 @@ export const errors = {
 
   // tests (issue 16)
 
+  // the data plane (issue 13.1)
+  DAEMON_UNAVAILABLE: { status: 503, message: () => 'hoodyd is restarting; retry shortly' },
+  DATA_PLANE_UNAVAILABLE: { status: 503, message: (d: string) => `the data plane (HAProxy) did not take the change: ${d}` },
+
 } as const;
 
 export type ErrorName = keyof typeof errors;

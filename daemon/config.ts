@@ -37,6 +37,11 @@ export interface Config {
   reservedNames: string[];
   /** Proxy: a container must send its response head within this, and may not stall a body longer. */
   proxyUpstreamTimeoutMs: number;
+  /**
+   * Who serves tenants' routed hostnames (HOODY_DATA_PLANE): 'haproxy' (default) is a process of its own that
+   * keeps serving while hoodyd restarts; 'node' forwards inside hoodyd (a box without HAProxy).
+   */
+  dataPlane: 'haproxy' | 'node';
   /** Short id of this daemon (from its state dir); labels its containers on a shared engine. */
   instance: string;
   dbPath: string;
@@ -120,6 +125,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     headersTimeoutMs: parseDuration(env.HOODY_HEADERS_TIMEOUT ?? '20s', 'HOODY_HEADERS_TIMEOUT'),
     reservedNames: (env.HOODY_RESERVED_NAMES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
     proxyUpstreamTimeoutMs: parseDuration(env.HOODY_PROXY_UPSTREAM_TIMEOUT ?? '60s', 'HOODY_PROXY_UPSTREAM_TIMEOUT'),
+    dataPlane: dataPlaneSetting(env.HOODY_DATA_PLANE),
     instance,
     dbPath: join(stateDir, 'hoody.db'),
     defaults: {
@@ -135,4 +141,10 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     logKeep: Math.max(1, Number(env.HOODY_LOG_KEEP ?? '5') || 5),
     exec: loadExecConfig(env),
   };
+}
+
+function dataPlaneSetting(value: string | undefined): 'haproxy' | 'node' {
+  if (value === undefined || value === '' || value === 'haproxy') return 'haproxy';
+  if (value === 'node') return 'node';
+  throw new Error(`HOODY_DATA_PLANE must be haproxy or node, not ${JSON.stringify(value)}`);
 }

@@ -26,6 +26,7 @@ import { watchStarts } from './events.js';
 import { loadHostTrust } from './tls.js';
 import { buildPublicServer, type PublicServer } from '../api/public/server.js';
 import { buildNamespaces } from './namespaces.js';
+import { dataPlanePorts, type StartedDataPlane, startDataPlane } from './data-plane.js';
 import { ServiceNetwork } from '../containers/network.js';
 import { ServiceCertificates } from '../containers/tls/sni.js';
 import { VERSION } from './version.js';
@@ -78,7 +79,10 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const certs = new ServiceCertificates(trust.ca, config.domain, (name) => ctx.store.get(name)?.phase === 'ready');
   // A deleted container's service certificate goes with it.
   ctx.hooks.push({ open: async () => undefined, close: async (row) => certs.forget(row.name) });
-  let ports = { http: config.httpPort, https: config.httpsPort };
+  const haproxy = config.dataPlane === 'haproxy';
+  // HAProxy holds the public ports; hoodyd listens behind it. Without it, hoodyd holds them itself.
+  let ports = haproxy ? await dataPlanePorts(config) : { http: config.httpPort, https: config.httpsPort };
+  let dataPlane: StartedDataPlane | undefined;
   const egress = egressNames(config.instance);
   const restricted = config.containerEgress === 'restricted';
   // The host chains are in force since setupHost(); the network they are bound to is made here if missing.
@@ -91,7 +95,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   }
   if (!restricted) await destroyHostEgress(new DockerEngine(config.dockerSocket).docker, config.instance, config.stateDir).catch((err: unknown) => log.warn({ err }, 'removing the egress policy failed'));
   let pub: PublicServer | undefined;
-  const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app);
+  const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane);
 
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
@@ -105,14 +109,16 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     calls: ns.calls,
     tokenFailureLimit: config.tokenFailureLimit,
     headersTimeoutMs: config.headersTimeoutMs,
-    intercept: (req, res) => ns.proxy.forwarder.handle(req, res),
-    upgrade: (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
+    // Routed hostnames reach hoodyd only when it is the data plane itself.
+    intercept: haproxy ? undefined : (req, res) => ns.proxy.forwarder.handle(req, res),
+    upgrade: haproxy ? undefined : (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
     // Service hostnames always get the host CA's certificate, whatever a tenant installed (issue 10.4).
     sni: async (name) => (await certs.contextFor(name)) ?? ns.proxy.service.context(name) ?? null,
     defaultContext: () => certs.defaultContext(),
   });
-  ports = await pub.listen(config.httpPort, config.httpsPort);
-  log.info({ http: ports.http, https: ports.https, domain: config.domain }, 'public listeners up');
+  if (haproxy) dataPlane = await startDataPlane(config, ports, trust.ca, pub, ns.proxy, log);
+  else ports = await pub.listen(config.httpPort, config.httpsPort);
+  log.info({ http: ports.http, https: ports.https, domain: config.domain, dataPlane: config.dataPlane }, 'public listeners up');
   const saved = await savedEgressPorts(config.stateDir);
   if (restricted && (saved?.[0] !== ports.http || saved?.[1] !== ports.https)) {
     await applyHostEgress(egress, [ports.http, ports.https]); // setupHost() put the last ones in: only a change rewrites
@@ -156,6 +162,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
       stopEvents();
       await admin.close();
       await pub?.close();
+      await dataPlane?.plane.close(); // HAProxy itself keeps serving: the data plane outlives hoodyd
       await ns.close();
       db.close();
       log.info('hoodyd stopped');

@@ -15,6 +15,7 @@ import { CronService } from '../containers/cron/service.js';
 import { ExecService } from '../containers/exec/service.js';
 import type { LogSource } from '../containers/logs.js';
 import { ProxyNamespace } from '../containers/proxy/namespace.js';
+import type { DataPlane } from '../containers/proxy/plane.js';
 import { ownHostNames } from '../host/names.js';
 import type { Config } from './config.js';
 
@@ -42,6 +43,7 @@ export function buildNamespaces(
   ctx: ContainerContext,
   httpsPort: () => number,
   publicApp: () => FastifyInstance,
+  plane: () => DataPlane | undefined = () => undefined,
 ): Namespaces {
   const log = ctx.log;
   const calls = new CallAuthority();
@@ -49,6 +51,7 @@ export function buildNamespaces(
     hostNames: () => ownHostNames(config.reservedNames),
     limits: { routes: config.limits.routes, certs: config.limits.certs },
     upstream: { headersTimeoutMs: config.proxyUpstreamTimeoutMs, idleTimeoutMs: config.proxyUpstreamTimeoutMs },
+    plane,
   });
   const challenges = new Http01Challenges();
   const acme = new AcmeService({

@@ -10,7 +10,7 @@ import { AdminClient } from '../daemon/client.js';
 import { BUSYBOX_IMAGE } from '../host/images.js';
 import { poolPaths } from '../host/pool.js';
 import { BtrfsDriver } from '../host/storage/btrfs.js';
-import { dockerExec, HOODY, removeEgressOf, tempStateDir } from './support/host.js';
+import { dockerExec, HOODY, removeInstanceOf, tempStateDir } from './support/host.js';
 import { call, servedCertificate } from './support/http.js';
 
 /** The CLI entry points no other test runs: host setup, the foreground daemon and its flags, logs, rm. */
@@ -107,7 +107,7 @@ describe('hoody daemon (foreground) with flags and HOODY_* defaults', () => {
       child.kill('SIGTERM');
       await exited;
     }
-    if (stateDir) await removeEgressOf(env, stateDir);
+    if (stateDir) await removeInstanceOf(env, stateDir);
     // What it made on the pool: subvolumes first, then the directory (only our own temp state dir).
     const storage = new BtrfsDriver();
     const paths = poolPaths(stateDir);

@@ -72,7 +72,11 @@ function codeOf(text: string | undefined): string {
 }
 
 /** Each case: a tenant app on its own port answering every connection with these raw bytes (sh printf). */
-const HOSTILE: { name: string; port: number; reply: string; expect: { status: number; code: string } | 'clean close' }[] = [
+type Expect = { status: number; code: string } | 'clean close';
+
+/** Each case: a tenant app on its own port answering every connection with these raw bytes (sh printf). `haproxy`:
+ * what HAProxy answers where it differs from hoodyd's own forwarder (it does not tell why a head was refused). */
+const HOSTILE: { name: string; port: number; reply: string; expect: Expect; haproxy?: Expect }[] = [
   { name: 'status 000', port: 8101, reply: String.raw`printf 'HTTP/1.1 000 Zero\r\ncontent-length: 2\r\n\r\nok'`, expect: { status: 502, code: 'HOODY_PROXY_UPSTREAM_FAILED' } },
   { name: 'status 099', port: 8102, reply: String.raw`printf 'HTTP/1.1 099 Low\r\ncontent-length: 2\r\n\r\nok'`, expect: { status: 502, code: 'HOODY_PROXY_UPSTREAM_FAILED' } },
   { name: 'status 99999', port: 8103, reply: String.raw`printf 'HTTP/1.1 99999 Big\r\ncontent-length: 2\r\n\r\nok'`, expect: { status: 502, code: 'HOODY_PROXY_UPSTREAM_FAILED' } },
@@ -92,15 +96,19 @@ const HOSTILE: { name: string; port: number; reply: string; expect: { status: nu
     port: 8110,
     reply: String.raw`printf 'HTTP/1.1 200 OK\r\n'; i=0; while [ $i -lt 1000 ]; do printf 'x-%d: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n' $i; i=$((i+1)); done; printf 'content-length: 2\r\n\r\nok'`,
     expect: { status: 502, code: 'HOODY_PROXY_UPSTREAM_HEADERS_TOO_LARGE' },
+    haproxy: { status: 502, code: 'HOODY_PROXY_UPSTREAM_FAILED' },
   },
   { name: 'a body shorter than its content-length', port: 8111, reply: String.raw`printf 'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nok'`, expect: 'clean close' },
   { name: 'a body that stalls mid-way', port: 8112, reply: String.raw`printf 'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nok'; sleep 60`, expect: 'clean close' },
 ];
 
-describe('hostile tenant: nothing an upstream or a script answers takes the daemon down (issue 10.2)', () => {
+// Both data planes: HAProxy (the default) and hoodyd's own forwarder (HOODY_DATA_PLANE=node).
+for (const plane of ['haproxy', 'node'] as const) describe(`hostile tenant (${plane} data plane): nothing an upstream or a script answers takes the daemon or the data plane down (issue 10.2)`, () => {
   let d: TestDaemon;
   let ports: Ports;
   let pid = 0;
+  let planePid = 0;
+  const haproxyPid = async () => Number((await readFile(join(d.stateDir, 'dataplane', 'haproxy.pid'), 'utf8').catch(() => '0')).trim());
   let tokA = '';
   let tokB = '';
   let engineA = '';
@@ -109,15 +117,18 @@ describe('hostile tenant: nothing an upstream or a script answers takes the daem
   const assertSurvived = async (what: string) => {
     assert.equal(await d.daemonPid(), pid, `${what}: hoodyd was replaced`);
     assert.equal(d.process.exitCode, null, `${what}: hoodyd exited`);
+    if (plane === 'haproxy') assert.equal(await haproxyPid(), planePid, `${what}: the data plane was replaced`);
     const other = await call({ port: ports.http, host: 'api.b.hoody.localhost', path: `/api/v1/files/?token=${tokB}` });
     assert.equal(other.status, 200, `${what}: the other tenant's API: ${other.text}`);
   };
 
   before(async () => {
     // A short upstream timeout so the stalled cases finish quickly (default 60 s).
-    d = await startTestDaemon({ HOODY_PROXY_UPSTREAM_TIMEOUT: '2s' });
+    d = await startTestDaemon({ HOODY_PROXY_UPSTREAM_TIMEOUT: '2s', HOODY_DATA_PLANE: plane });
     ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
     pid = await d.daemonPid();
+    planePid = plane === 'haproxy' ? await haproxyPid() : 0;
+    if (plane === 'haproxy') assert.ok(planePid > 0, 'HAProxy runs');
     tokA = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'a' })).token;
     tokB = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'b' })).token;
     engineA = (await d.client.call<{ engineId: string }>('GET', '/v1/containers/a')).engineId;
@@ -140,14 +151,15 @@ describe('hostile tenant: nothing an upstream or a script answers takes the daem
   after(() => d.destroy());
 
   for (const c of HOSTILE) {
-    test(`upstream answers with ${c.name}: ${c.expect === 'clean close' ? 'the client connection closes' : `${c.expect.status} ${c.expect.code}`}, the daemon lives`, async () => {
+    const expect = plane === 'haproxy' ? (c.haproxy ?? c.expect) : c.expect;
+    test(`upstream answers with ${c.name}: ${expect === 'clean close' ? 'the client connection closes' : `${expect.status} ${expect.code}`}, the daemon lives`, async () => {
       const seen = await get(ports.http, `p${c.port}.a.test`);
-      if (c.expect === 'clean close') {
+      if (expect === 'clean close') {
         assert.equal(seen.status, 200, JSON.stringify(seen));
         assert.ok(seen.error && !seen.error.startsWith('client deadline'), `the connection must close, not hang: ${JSON.stringify(seen)}`);
       } else {
-        assert.equal(seen.status, c.expect.status, JSON.stringify(seen));
-        assert.equal(codeOf(seen.text), c.expect.code);
+        assert.equal(seen.status, expect.status, JSON.stringify(seen));
+        assert.equal(codeOf(seen.text), expect.code);
       }
       await assertSurvived(c.name);
     });
@@ -186,25 +198,37 @@ describe('hostile tenant: nothing an upstream or a script answers takes the daem
     await assertSurvived('upgrade garbage');
   });
 
-  test('a websocket upgrade refused with a 100 KB body: 502 HOODY_PROXY_UPSTREAM_BODY_TOO_LARGE, the body is not relayed', async () => {
+  // hoodyd's forwarder holds a refusal in memory, so it bounds it; HAProxy streams it like any answer.
+  const refusal = plane === 'node' ? '502 HOODY_PROXY_UPSTREAM_BODY_TOO_LARGE, the body is not relayed' : 'the 401 is streamed to the client like any answer';
+  test(`a websocket upgrade refused with a 100 KB body: ${refusal}`, async () => {
     const raw = await new Promise<string>((resolve, reject) => {
       const s = connect(ports.http, '127.0.0.1', () =>
         s.write('GET /ws HTTP/1.1\r\nhost: p8122.a.test\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'),
       );
       let got = '';
       s.setTimeout(15_000, () => s.destroy(new Error(`no answer; got ${JSON.stringify(got.slice(0, 200))}`)));
-      s.on('data', (c) => (got += c.toString('latin1')));
+      s.on('data', (c) => {
+        got += c.toString('latin1');
+        // A relayed answer keeps the connection open (keep-alive): done once its whole body is in.
+        if (got.indexOf('\r\n\r\n') >= 0 && got.length - got.indexOf('\r\n\r\n') - 4 >= 100_000) s.destroy();
+      });
       s.on('end', () => resolve(got));
       s.on('close', () => resolve(got));
       s.on('error', reject);
     });
-    assert.match(raw, /^HTTP\/1\.1 502 /, raw.slice(0, 200));
-    assert.equal(codeOf(raw.slice(raw.indexOf('\r\n\r\n') + 4)), 'HOODY_PROXY_UPSTREAM_BODY_TOO_LARGE');
-    assert.ok(raw.length < 4096, `the refused body was not relayed (${raw.length} bytes)`);
+    if (plane === 'node') {
+      assert.match(raw, /^HTTP\/1\.1 502 /, raw.slice(0, 200));
+      assert.equal(codeOf(raw.slice(raw.indexOf('\r\n\r\n') + 4)), 'HOODY_PROXY_UPSTREAM_BODY_TOO_LARGE');
+      assert.ok(raw.length < 4096, `the refused body was not relayed (${raw.length} bytes)`);
+    } else {
+      assert.match(raw, /^HTTP\/1\.1 401 /, raw.slice(0, 200));
+      assert.equal(raw.length - (raw.indexOf('\r\n\r\n') + 4), 100_000, 'the whole body, streamed');
+    }
     await assertSurvived('upgrade refusal with a large body');
   });
 
-  test('exec results Node would refuse are catalogued 5xx answers, never a crash or an internal error', async () => {
+  // Scripts do not go through the data plane: once is enough.
+  if (plane === 'haproxy') test('exec results Node would refuse are catalogued 5xx answers, never a crash or an internal error', async () => {
     const cases: [string, string, number, string][] = [
       ['status0', "return new Response('x', { status: 0 });", 500, 'HOODY_SCRIPT_ERROR'],
       ['status1000', "return { status: 1000, body: 'x' };", 502, 'HOODY_SCRIPT_RESPONSE_INVALID'],

@@ -255,8 +255,9 @@ describe('proxy namespace: routes, live certificate swaps, isolation', () => {
 
   test('websocket upgrades are forwarded both ways (101, then raw bytes echoed)', async () => {
     const a = await d.client.call<{ engineId: string }>('GET', '/v1/containers/a');
-    // A tiny upgrade endpoint: read the request head, answer 101, then echo whatever comes.
-    const script = `#!/bin/sh\nCR=$(printf '\\r')\nwhile read -r l; do [ "$l" = "$CR" ] && break; [ -z "$l" ] && break; done\nprintf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'\nexec cat\n`;
+    // A tiny upgrade endpoint: read the request head, answer 101 (with the accept a real server computes from the
+    // key: RFC 6455's own example; HAProxy checks it), then echo whatever comes.
+    const script = `#!/bin/sh\nCR=$(printf '\\r')\nwhile read -r l; do [ "$l" = "$CR" ] && break; [ -z "$l" ] && break; done\nprintf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\\r\\n\\r\\n'\nexec cat\n`;
     await dockerExec(a.engineId, ['sh', '-c', `printf '%s' "$0" > /files/ws.sh && chmod +x /files/ws.sh`, script]);
     await dockerExec(a.engineId, ['sh', '-c', 'nc -ll -p 9000 -e /files/ws.sh >/dev/null 2>&1 &']);
     assert.equal((await api(tokA, 'PUT', '/api/v1/proxy/routes/ws.a.test', { port: 9000 })).status, 200);

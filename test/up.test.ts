@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { AdminClient } from '../daemon/client.js';
-import { HOODY, removeEgressOf, ROOT } from './support/host.js';
+import { HOODY, removeInstanceOf, ROOT } from './support/host.js';
 
 interface HostInfo {
   pool: { path: string; image: string | null; filesystem: { fstype: string; source: string; uuid: string } };
@@ -47,7 +47,7 @@ describe('hoody up (the README\'s first command) and hoody host info', () => {
       const daemon = await pidOf('hoodyd.pid');
       if (pid) process.kill(pid, 'SIGTERM');
       for (let i = 0; i < 100 && daemon && existsSync(`/proc/${daemon}`); i++) await new Promise((r) => setTimeout(r, 100));
-      if (dir) await removeEgressOf({ HOODY_STATE_DIR: dir }, dir);
+      if (dir) await removeInstanceOf({ HOODY_STATE_DIR: dir }, dir);
       await execa('umount', [join(dir, 'pool')], { reject: false });
       await rm(dir, { recursive: true, force: true });
     });

@@ -10,7 +10,7 @@ import { NameParam } from './schemas.js';
 export interface DomainGrants {
   get(container: string): string[];
   /** Replaces the grants; routes and certificates no longer covered are dropped. Throws HOODY_DOMAIN_GRANT_INVALID. */
-  set(container: string, domains: unknown): GrantChange;
+  set(container: string, domains: unknown): Promise<GrantChange>;
 }
 
 export const DomainList = Type.Array(Type.String({ maxLength: 256 }), {

@@ -33,7 +33,7 @@ export const proxyRoutes: FastifyPluginAsync<{ proxy: ProxyService }> = async (p
   });
   app.delete('/api/v1/proxy/routes/:hostname', { schema: { params: HostParam } }, async (req) => {
     authorize(req, 'proxy');
-    proxy.deleteRoute(req.hoody.container.name, req.params.hostname);
+    await proxy.deleteRoute(req.hoody.container.name, req.params.hostname);
     return { hostname: req.params.hostname.toLowerCase(), deleted: true };
   });
   app.get('/api/v1/proxy/cert/bundle', { schema: { response: { 200: Type.Array(CertView) } } }, async (req) => {

@@ -1,6 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
@@ -11,6 +11,7 @@ import { answerClientError, frameworkErrors, installErrorHandling } from '../err
 import { schemaController } from '../validation.js';
 import { FailureLimiter } from './limiter.js';
 import { type CallAuthority, stripInternalHeaders } from './authority.js';
+import { acceptHttp, acceptTls, listenProxied } from './proxied.js';
 
 export interface PublicServerOptions {
   ctx: ContainerContext;
@@ -39,6 +40,8 @@ export interface PublicServer {
   http: Server;
   https: HttpsServer;
   listen(httpPort: number, httpsPort: number): Promise<{ http: number; https: number }>;
+  /** Behind the data plane: unix sockets taking PROXY v1 then HTTP, and PROXY v1 then TLS (SNI as on the port). */
+  listenBehind(paths: { http: string; tls: string }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -97,18 +100,20 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
   await app.ready();
 
   const fallback = await opts.defaultContext();
+  const sniCallback = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
+    opts.sni(servername).then(
+      (ctx) => cb(null, ctx ?? fallback),
+      (err: Error) => cb(err),
+    );
+  };
+  let behind: NetServer[] = [];
   const https = createHttpsServer(
     {
       maxHeaderSize: 16 * 1024,
       connectionsCheckingInterval,
       // A TLS client that connects and never finishes its handshake is cut off as soon as a slow HTTP one (default 120 s).
       handshakeTimeout: headersTimeout,
-      SNICallback: (servername, cb) => {
-        opts.sni(servername).then(
-          (ctx) => cb(null, ctx ?? fallback),
-          (err: Error) => cb(err),
-        );
-      },
+      SNICallback: sniCallback,
       secureContext: fallback,
     } as Parameters<typeof createHttpsServer>[0],
     handler,
@@ -145,7 +150,15 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
       const tls = await listenOne(https, httpsPort);
       return { http, https: tls };
     },
+    async listenBehind(paths) {
+      const emit = (socket: Duplex) => app.server.emit('connection', socket);
+      behind = [
+        await listenProxied(paths.http, acceptHttp(emit)),
+        await listenProxied(paths.tls, acceptTls({ secureContext: fallback, SNICallback: sniCallback, handshakeTimeoutMs: headersTimeout }, emit)),
+      ];
+    },
     async close() {
+      for (const s of behind) s.close();
       https.closeAllConnections?.();
       await new Promise<void>((r) => https.close(() => r()));
       await app.close();

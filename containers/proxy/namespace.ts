@@ -6,6 +6,7 @@ import { ownHostNames } from '../../host/names.js';
 import { GrantStore } from '../grants.js';
 import { NameClaims } from './claims.js';
 import { ProxyForwarder } from './forward.js';
+import type { DataPlane } from './plane.js';
 import { type ProxyLimits, ProxyService } from './service.js';
 import { ProxyStore } from './store.js';
 import { DEFAULT_UPSTREAM_LIMITS, type UpstreamLimits } from './upstream.js';
@@ -29,15 +30,19 @@ export class ProxyNamespace implements NamespaceHooks {
   readonly forwarder: ProxyForwarder;
   /** Reserved names and grants: routes, bundles and ACME orders all check here (issue 10.4). */
   readonly claims: NameClaims;
+  private readonly plane: () => DataPlane | undefined;
+  /** A running container's address on its network (null: not running). */
+  readonly address: (container: string) => Promise<string | null>;
 
   constructor(
     db: Database.Database,
     ctx: ContainerContext,
     domain: string,
     httpsPort: () => number,
-    opts: { hostNames?: () => ReadonlySet<string>; limits?: ProxyLimits; upstream?: UpstreamLimits } = {},
+    opts: { hostNames?: () => ReadonlySet<string>; limits?: ProxyLimits; upstream?: UpstreamLimits; plane?: () => DataPlane | undefined } = {},
   ) {
-    const { hostNames = () => ownHostNames(), limits, upstream = DEFAULT_UPSTREAM_LIMITS } = opts;
+    const { hostNames = () => ownHostNames(), limits, upstream = DEFAULT_UPSTREAM_LIMITS, plane = () => undefined } = opts;
+    this.plane = plane;
     this.claims = new NameClaims(domain, hostNames, new GrantStore(db));
     this.service = new ProxyService({
       claims: this.claims,
@@ -47,22 +52,26 @@ export class ProxyNamespace implements NamespaceHooks {
       domain,
       log: ctx.log.child({ ns: 'proxy' }),
       probe: (name) => probeFingerprint(httpsPort(), name),
+      // No data plane yet (startup, or the in-process one): the tables here are all there is.
+      publish: async (table) => plane()?.publish(table),
     });
-    this.forwarder = new ProxyForwarder(this.service, async (container) => {
+    this.address = async (container) => {
       const row = ctx.store.get(container);
       if (!row?.engineId) return null;
       const live = await ctx.engine.inspect(row.engineId);
       return live?.running && live.ip ? live.ip : null;
-    }, upstream);
+    };
+    this.forwarder = new ProxyForwarder(this.service, this.address, upstream);
     this.service.load();
   }
 
   async open(): Promise<void> {}
   async close(row: ContainerRow): Promise<void> {
-    this.service.forget(row.name);
+    await this.service.forget(row.name);
     this.forwarder.invalidate(row.name);
   }
   async started(row: ContainerRow): Promise<void> {
     this.forwarder.invalidate(row.name);
+    this.plane()?.invalidate(row.name);
   }
 }

@@ -5,6 +5,7 @@ import { fail } from '../errors.js';
 import { grantCovers, normalizeGrants } from '../grants.js';
 import { normalizeBundle, validateBundle } from './bundle.js';
 import { canonicalName, type NameClaims } from './claims.js';
+import type { PlaneTable } from './plane.js';
 import type { ProxyStore, RouteRow } from './store.js';
 
 export interface Upstream {
@@ -18,6 +19,8 @@ interface CertEntry {
   domain: string;
   container: string;
   context: SecureContext;
+  /** Certificate, chain and key (what a data plane outside the process loads). */
+  pem: string;
   fingerprint: string;
   notAfter: string;
 }
@@ -56,6 +59,11 @@ export interface ProxyDeps {
   probe(servername: string): Promise<string>;
   /** Per-container caps (default 50 routes, 50 certificates). */
   limits?: ProxyLimits;
+  /**
+   * Hands the whole next table to the data plane before anything is stored or swapped here: when the data plane
+   * refuses, the change is refused and nothing of it is kept.
+   */
+  publish?(table: PlaneTable): Promise<void>;
 }
 
 export interface ProxyLimits {
@@ -99,12 +107,28 @@ export class ProxyService {
       }
       try {
         const v = validateBundle({ domain: row.domain, cert: row.cert, key: row.key, chain: row.chain });
-        certs.set(row.domain, { domain: row.domain, container: row.container, context: v.context, fingerprint: v.fingerprint, notAfter: v.notAfter });
+        certs.set(row.domain, { domain: row.domain, container: row.container, context: v.context, pem: pemOf(v), fingerprint: v.fingerprint, notAfter: v.notAfter });
       } catch (err) {
         this.deps.log.warn({ err, domain: row.domain }, 'stored certificate no longer valid; not served');
       }
     }
     this.#certs = certs;
+  }
+
+  /** The table a data plane serves: routes and certificates as they are now. */
+  table(): PlaneTable {
+    return planeTable(this.#routes, this.#certs);
+  }
+
+  /** The data plane takes the next tables first (it may refuse: then nothing changes), then they are ours. */
+  private async publish(routes: ReadonlyMap<string, Upstream>, certs: ReadonlyMap<string, CertEntry>): Promise<void> {
+    if (!this.deps.publish) return;
+    try {
+      await this.deps.publish(planeTable(routes, certs));
+    } catch (err) {
+      this.deps.log.error({ err }, 'the data plane refused the new table; the change is not applied');
+      throw fail('DATA_PLANE_UNAVAILABLE', (err as Error).message);
+    }
   }
 
   /** The route for a Host (already lowercased, port and trailing dot gone); reserved names never reach a tenant. */
@@ -148,7 +172,7 @@ export class ProxyService {
       .map((r) => ({ hostname: r.hostname, port: r.port, https_redirect: r.httpsRedirect, created_at: r.createdAt }));
   }
 
-  putRoute(container: string, hostname: string, body: { port: number; https_redirect?: boolean }): RouteView {
+  async putRoute(container: string, hostname: string, body: { port: number; https_redirect?: boolean }): Promise<RouteView> {
     const h = this.checkHostname(container, hostname);
     if (!Number.isInteger(body.port) || body.port < 1 || body.port > 65535) throw fail('PROXY_PORT_INVALID', String(body.port));
     const existing = this.deps.store.route(h);
@@ -160,17 +184,19 @@ export class ProxyService {
     const row: RouteRow = { hostname: h, container, port: body.port, httpsRedirect: body.https_redirect ?? false, createdAt: existing?.createdAt ?? new Date().toISOString() };
     const kept = this.deps.store.routes().filter((r) => r.hostname !== h && !this.deps.claims.isReserved(r.hostname));
     const next = buildRoutes([...kept, row]);
+    await this.publish(next, this.#certs);
     this.deps.store.upsertRoute(row);
     this.#routes = next;
     return { hostname: h, port: row.port, https_redirect: row.httpsRedirect, created_at: row.createdAt };
   }
 
-  deleteRoute(container: string, hostname: string): void {
+  async deleteRoute(container: string, hostname: string): Promise<void> {
     const h = canonicalName(hostname);
     const existing = this.deps.store.route(h);
     if (!existing || existing.container !== container) throw fail('PROXY_ROUTE_UNKNOWN', hostname);
     const next = new Map(this.#routes);
     next.delete(h);
+    await this.publish(next, this.#certs);
     this.deps.store.deleteRoute(h);
     this.#routes = next;
   }
@@ -208,7 +234,8 @@ export class ProxyService {
     if (!this.deps.store.cert(bundle.domain) && this.deps.store.countCerts(container) >= maxCerts) throw fail('CERT_LIMIT', maxCerts);
     const updatedAt = new Date().toISOString();
     const next = new Map(this.#certs);
-    next.set(bundle.domain, { domain: bundle.domain, container, context: bundle.context, fingerprint: bundle.fingerprint, notAfter: bundle.notAfter });
+    next.set(bundle.domain, { domain: bundle.domain, container, context: bundle.context, pem: pemOf(bundle), fingerprint: bundle.fingerprint, notAfter: bundle.notAfter });
+    await this.publish(this.#routes, next);
     this.deps.store.upsertCert({ domain: bundle.domain, container, cert: bundle.cert, key: bundle.key, chain: bundle.chain, fingerprint: bundle.fingerprint, notAfter: bundle.notAfter, updatedAt });
     this.#certs = next;
     await this.confirmServed(bundle.domain, bundle.fingerprint);
@@ -236,31 +263,44 @@ export class ProxyService {
    * Replaces a container's grants. Its routes and certificates the new grants do not cover are removed in the
    * same transaction, then both tables are swapped: a revoked name stops being served at once.
    */
-  setGrants(container: string, domains: unknown): GrantChange {
+  async setGrants(container: string, domains: unknown): Promise<GrantChange> {
     const patterns = normalizeGrants(domains);
     const covered = (name: string) => !patterns.length || patterns.some((g) => grantCovers(g, name));
     const routes = this.deps.store.routes().filter((r) => r.container === container && !covered(r.hostname)).map((r) => r.hostname);
     const certs = this.deps.store.certs().filter((c) => c.container === container && !covered(c.domain)).map((c) => c.domain);
+    const nextRoutes = new Map(this.#routes);
+    for (const h of routes) nextRoutes.delete(h);
+    const nextCerts = new Map(this.#certs);
+    for (const d of certs) nextCerts.delete(d);
+    if (routes.length || certs.length) await this.publish(nextRoutes, nextCerts);
     this.deps.store.db.transaction(() => {
       this.deps.claims.replaceGrants(container, patterns);
       for (const h of routes) this.deps.store.deleteRoute(h);
       for (const d of certs) this.deps.store.deleteCert(d);
     })();
-    const nextRoutes = new Map(this.#routes);
-    for (const h of routes) nextRoutes.delete(h);
-    const nextCerts = new Map(this.#certs);
-    for (const d of certs) nextCerts.delete(d);
     this.#routes = nextRoutes;
     this.#certs = nextCerts;
     if (routes.length || certs.length) this.deps.log.info({ container, routes, certs }, 'grants changed: names no longer granted dropped');
     return { name: container, domains: patterns, dropped: { routes, certs } };
   }
 
-  /** Drops a deleted container's entries from both tables (rows go by cascade). */
-  forget(container: string): void {
+  /** Drops a deleted container's entries from both tables (rows go by cascade); the data plane follows. */
+  async forget(container: string): Promise<void> {
     this.#routes = new Map([...this.#routes].filter(([, r]) => r.container !== container));
     this.#certs = new Map([...this.#certs].filter(([, c]) => c.container !== container));
+    await this.deps.publish?.(planeTable(this.#routes, this.#certs)).catch((err: unknown) => this.deps.log.error({ err, container }, 'data plane: dropping a deleted container failed'));
   }
+}
+
+function pemOf(b: { cert: string; chain?: string | null; key: string }): string {
+  return [b.cert, b.chain ?? '', b.key].map((p) => p.trim()).filter(Boolean).join('\n') + '\n';
+}
+
+function planeTable(routes: ReadonlyMap<string, Upstream>, certs: ReadonlyMap<string, CertEntry>): PlaneTable {
+  return {
+    routes: [...routes.values()].map((r) => ({ hostname: r.hostname, container: r.container, port: r.port, httpsRedirect: r.httpsRedirect })),
+    certs: [...certs.values()].map((c) => ({ domain: c.domain, container: c.container, pem: c.pem, fingerprint: c.fingerprint })),
+  };
 }
 
 /** Pure: builds the routing table from rows, refusing duplicates before anything is swapped. */

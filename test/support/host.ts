@@ -16,6 +16,7 @@ import { buildContainerContext } from '../../daemon/daemon.js';
 import { openDatabase } from '../../daemon/db.js';
 import { setupHost } from '../../daemon/setup.js';
 import { destroyHostEgress } from '../../host/egress.js';
+import { stopHaproxyOf } from '../../host/haproxy/process.js';
 import { DockerEngine } from '../../host/engine.js';
 import { BUSYBOX_IMAGE } from '../../host/images.js';
 import { BtrfsDriver } from '../../host/storage/btrfs.js';
@@ -164,7 +165,7 @@ export async function startTestDaemon(extraEnv: NodeJS.ProcessEnv = {}, opts: { 
       const ctx = buildContainerContext(config, db, pino({ level: 'silent' }));
       for (const row of ctx.store.list()) await removeContainer(ctx, row.name).catch(() => undefined);
       db.close();
-      await removeEgressOf(env, stateDir);
+      await removeInstanceOf(env, stateDir);
       await removeStateDir(ctx, stateDir);
     },
   };
@@ -172,12 +173,13 @@ export async function startTestDaemon(extraEnv: NodeJS.ProcessEnv = {}, opts: { 
 }
 
 /**
- * Removes the network and host chains of the daemon on `stateDir` (its instance): they outlive the daemon on
- * purpose, so a test that starts one itself must remove them (else every run uses up one of the engine's address pools).
+ * Removes what the daemon on `stateDir` leaves running on purpose when it stops: its network and host chains
+ * (else every run uses up one of the engine's address pools) and its data plane (HAProxy, holding two ports).
  */
-export async function removeEgressOf(env: NodeJS.ProcessEnv, stateDir: string): Promise<void> {
+export async function removeInstanceOf(env: NodeJS.ProcessEnv, stateDir: string): Promise<void> {
   const config = loadConfig({ stateDir }, { ...process.env, ...env });
   await destroyHostEgress(new DockerEngine(config.dockerSocket).docker, config.instance, stateDir).catch(() => undefined);
+  await stopHaproxyOf(stateDir).catch(() => undefined);
 }
 
 /** Runs a command inside a container through the docker CLI-free engine API (docker exec). */

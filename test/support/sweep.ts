@@ -4,6 +4,7 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LABEL_INSTANCE } from '../../containers/context.js';
 import { destroyHostEgress } from '../../host/egress.js';
+import { stopHaproxyOf } from '../../host/haproxy/process.js';
 import { type ContainerEngine, DockerEngine } from '../../host/engine.js';
 import type { StorageDriver } from '../../host/storage/index.js';
 
@@ -37,6 +38,7 @@ export async function sweepTestLeftovers(testsRoot: string, engine: ContainerEng
     const instance = createHash('sha256').update(dir).digest('hex').slice(0, 6);
     for (const c of await engine.list({ [LABEL_INSTANCE]: instance }).catch(() => [])) await engine.remove(c.id).catch(() => undefined);
     if (engine instanceof DockerEngine) await destroyHostEgress(engine.docker, instance, dir).catch(() => undefined);
+    await stopHaproxyOf(dir).catch(() => undefined);
     for (const sub of ['pool/snapshots', 'pool/containers', 'pool/templates', '']) {
       const parent = join(dir, sub);
       for (const s of existsSync(parent) ? await readdir(parent).catch(() => [] as string[]) : []) {

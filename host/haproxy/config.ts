@@ -1,0 +1,180 @@
+/** HAProxy as hoody's data plane: the configuration file and the JSON error pages it answers with. */
+import { join } from 'node:path';
+
+/** Where one instance's HAProxy keeps its files (all under the daemon's state dir). */
+export interface HaproxyLayout {
+  dir: string;
+  config: string;
+  pidFile: string;
+  /** The run-time API (admin level, root only). */
+  adminSocket: string;
+  /** Routed hostname -> `ip:port` (or `down`), and hostnames that redirect plain HTTP to HTTPS. */
+  routesMap: string;
+  redirectMap: string;
+  crtList: string;
+  certDir: string;
+  /** The host's own certificate (`*.<domain>`): served for unknown names on the tenant TLS frontend. */
+  defaultCert: string;
+  errorDir: string;
+  /** hoodyd's listeners behind HAProxy: plain HTTP and TLS passthrough, each preceded by a PROXY v1 line. */
+  daemonHttpSocket: string;
+  daemonTlsSocket: string;
+  log: string;
+}
+
+export function haproxyLayout(stateDir: string): HaproxyLayout {
+  const dir = join(stateDir, 'dataplane');
+  return {
+    dir,
+    config: join(dir, 'haproxy.cfg'),
+    pidFile: join(dir, 'haproxy.pid'),
+    adminSocket: join(dir, 'admin.sock'),
+    routesMap: join(dir, 'routes.map'),
+    redirectMap: join(dir, 'redirect.map'),
+    crtList: join(dir, 'crt-list'),
+    certDir: join(dir, 'certs'),
+    defaultCert: join(dir, 'certs', '_default.pem'),
+    errorDir: join(dir, 'errors'),
+    daemonHttpSocket: join(dir, 'hoodyd-http.sock'),
+    daemonTlsSocket: join(dir, 'hoodyd-tls.sock'),
+    log: join(dir, 'haproxy.log'),
+  };
+}
+
+export interface HaproxySettings {
+  layout: HaproxyLayout;
+  /** hoody's domain: TLS for names in it goes to hoodyd untouched (its certificates are made on demand there). */
+  domain: string;
+  bindHost: string;
+  httpPort: number;
+  httpsPort: number;
+  /** Clients must send their whole header block within this. */
+  headersTimeoutMs: number;
+  /** A container may stay silent this long (response head or body). */
+  upstreamTimeoutMs: number;
+  /** An abstract socket name unique to this instance (the hop from the SNI switch to TLS termination). */
+  loopName: string;
+}
+
+/** A JSON error page as HAProxy sends it (raw HTTP; the status line in the file is the one sent). */
+function errorPage(status: number, reason: string, code: string, message: string): string {
+  const body = JSON.stringify({ error: { code, message } });
+  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}
+
+/** The error pages, by file name: the same codes and shapes as the API's own errors. */
+export function errorPages(): Record<string, string> {
+  return {
+    'client-400.http': errorPage(400, 'Bad Request', 'HOODY_BAD_REQUEST', 'bad request'),
+    'client-403.http': errorPage(403, 'Forbidden', 'HOODY_BAD_REQUEST', 'refused'),
+    'client-408.http': errorPage(408, 'Request Timeout', 'HOODY_REQUEST_TIMEOUT', 'request timeout'),
+    'client-500.http': errorPage(500, 'Internal Server Error', 'HOODY_INTERNAL', 'internal error'),
+    'tenant-502.http': errorPage(502, 'Bad Gateway', 'HOODY_PROXY_UPSTREAM_FAILED', 'the container did not answer with a valid response'),
+    'tenant-503.http': errorPage(502, 'Bad Gateway', 'HOODY_PROXY_UPSTREAM_FAILED', 'the container is not running or refused the connection'),
+    'tenant-504.http': errorPage(504, 'Gateway Timeout', 'HOODY_PROXY_UPSTREAM_TIMEOUT', 'the container did not answer in time'),
+    'daemon-502.http': errorPage(503, 'Service Unavailable', 'HOODY_DAEMON_UNAVAILABLE', 'hoodyd is restarting; retry shortly'),
+    'daemon-503.http': errorPage(503, 'Service Unavailable', 'HOODY_DAEMON_UNAVAILABLE', 'hoodyd is restarting; retry shortly'),
+    'daemon-504.http': errorPage(504, 'Gateway Timeout', 'HOODY_DAEMON_UNAVAILABLE', 'hoodyd did not answer in time'),
+  };
+}
+
+const ms = (n: number) => `${Math.max(1, Math.round(n))}ms`;
+
+/**
+ * The rules both HTTP frontends share: internal headers dropped, X-Forwarded-* set, the routed hostname looked
+ * up (ACME http-01 answers always go to hoodyd), the optional redirect to HTTPS, then a container or hoodyd.
+ */
+function routingRules(l: HaproxyLayout, proto: 'http' | 'https'): string[] {
+  return [
+    // Nothing from outside speaks for the daemon: x-hoody-* reach neither the API nor a container.
+    'http-request del-header x-hoody- -m beg',
+    `http-request set-header x-forwarded-proto ${proto}`,
+    'http-request set-header x-forwarded-host %[req.hdr(host)]',
+    'http-request set-var(txn.host) req.hdr(host),regsub(:[0-9]+$,),regsub(\\.$,),lower',
+    `http-request set-var(txn.dst) var(txn.host),map(${l.routesMap}) unless { path_beg /.well-known/acme-challenge/ }`,
+    ...(proto === 'http' ? [`http-request redirect scheme https code 308 if { var(txn.dst) -m found } { var(txn.host),map(${l.redirectMap}) -m found }`] : []),
+    'use_backend tenant if { var(txn.dst) -m found }',
+    'default_backend hoodyd',
+  ];
+}
+
+/** The whole configuration: static; routes and certificates change at run time through the admin socket. */
+export function renderHaproxyConfig(s: HaproxySettings): string {
+  const l = s.layout;
+  const e = (name: string) => join(l.errorDir, name);
+  const domain = s.domain.toLowerCase();
+  const lines = [
+    '# Written by hoodyd; routes and certificates change at run time (admin socket) and are saved beside.',
+    'global',
+    `  stats socket ${l.adminSocket} mode 600 level admin`,
+    `  pidfile ${l.pidFile}`,
+    '  tune.ssl.default-dh-param 2048',
+    '  ssl-default-bind-options ssl-min-ver TLSv1.2',
+    'defaults',
+    '  mode http',
+    '  option http-keep-alive',
+    '  timeout connect 3s',
+    '  timeout client 65s',
+    `  timeout server ${ms(s.upstreamTimeoutMs)}`,
+    `  timeout http-request ${ms(s.headersTimeoutMs)}`,
+    '  timeout http-keep-alive 65s',
+    '  timeout tunnel 1h',
+    '  timeout client-fin 5s',
+    // A dead container answers at once, not after three retries.
+    '  retries 0',
+    `  errorfile 400 ${e('client-400.http')}`,
+    `  errorfile 403 ${e('client-403.http')}`,
+    `  errorfile 408 ${e('client-408.http')}`,
+    `  errorfile 500 ${e('client-500.http')}`,
+    '',
+    // TLS: names in hoody's domain pass through to hoodyd (service certificates are issued there, for any
+    // name, so a handshake never tells which containers exist); all other names end here, on HAProxy.
+    'frontend tls-in',
+    '  mode tcp',
+    `  bind ${s.bindHost}:${s.httpsPort}`,
+    `  tcp-request inspect-delay ${ms(s.headersTimeoutMs)}`,
+    '  tcp-request content accept if { req.ssl_hello_type 1 }',
+    `  use_backend hoodyd-tls if { req.ssl_sni -i -m str ${domain} } || { req.ssl_sni -i -m end .${domain} }`,
+    '  default_backend tenant-tls',
+    '',
+    'backend hoodyd-tls',
+    '  mode tcp',
+    `  server hoodyd unix@${l.daemonTlsSocket} send-proxy`,
+    '',
+    'backend tenant-tls',
+    '  mode tcp',
+    `  server terminate abns@${s.loopName} send-proxy-v2`,
+    '',
+    'frontend tenant-https',
+    `  bind abns@${s.loopName} accept-proxy ssl crt-list ${l.crtList} alpn h2,http/1.1`,
+    ...routingRules(l, 'https').map((r) => `  ${r}`),
+    '',
+    'frontend http-in',
+    `  bind ${s.bindHost}:${s.httpPort}`,
+    ...routingRules(l, 'http').map((r) => `  ${r}`),
+    '',
+    // Any container address from one backend: the map's value is checked before it becomes the destination.
+    'backend tenant',
+    '  option forwardfor',
+    `  http-request return errorfile ${e('tenant-503.http')} if { var(txn.dst) -m str down }`,
+    '  http-request deny deny_status 500 unless { var(txn.dst) -m reg ^[0-9]{1,3}(\\.[0-9]{1,3}){3}:[0-9]{1,5}$ }',
+    '  http-request set-dst var(txn.dst),field(1,:)',
+    '  http-request set-dst-port var(txn.dst),field(2,:)',
+    '  server container 0.0.0.0:0',
+    // HAProxy passes any three digits on; a status outside 100-599 is the container's fault, answered as such.
+    `  http-response return errorfile ${e('tenant-502.http')} if { status lt 100 } || { status gt 599 }`,
+    `  errorfile 502 ${e('tenant-502.http')}`,
+    `  errorfile 503 ${e('tenant-503.http')}`,
+    `  errorfile 504 ${e('tenant-504.http')}`,
+    '',
+    'backend hoodyd',
+    '  option forwardfor',
+    '  timeout server 130s',
+    `  server hoodyd unix@${l.daemonHttpSocket} send-proxy`,
+    `  errorfile 502 ${e('daemon-502.http')}`,
+    `  errorfile 503 ${e('daemon-503.http')}`,
+    `  errorfile 504 ${e('daemon-504.http')}`,
+    '',
+  ];
+  return lines.join('\n');
+}
