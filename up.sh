@@ -10,6 +10,8 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # hoody runs its own HAProxy (one per instance); the distribution's service would hold ports 80 and 443.
+  if [[ " ${missing[*]} " == *" haproxy "* && -s /run/haproxy.pid ]]; then kill "$(cat /run/haproxy.pid)" 2>/dev/null || true; fi
 fi
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-audit --no-fund
