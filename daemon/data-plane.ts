@@ -60,7 +60,7 @@ export async function startDataPlane(config: Config, ports: PublicPorts, ca: Hos
   const haproxy = makeHaproxy(config, ports);
   const defaultPem = await defaultCertificate(haproxy.layout.defaultCert, ca, config.domain);
   await pub.listenBehind({ http: haproxy.layout.daemonHttpSocket, tls: haproxy.layout.daemonTlsSocket });
-  const plane = new HaproxyPlane(haproxy, defaultPem, (container) => proxy.address(container), log.child({ ns: 'dataplane' }));
-  await plane.start(proxy.service.table());
+  const plane = new HaproxyPlane(haproxy, defaultPem, (container) => proxy.address(container), log.child({ ns: 'dataplane' }), () => proxy.service.table());
+  await plane.start();
   return { ports, plane, haproxy };
 }

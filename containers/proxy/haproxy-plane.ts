@@ -29,6 +29,7 @@ export class HaproxyPlane implements DataPlane {
   readonly kind = 'haproxy' as const;
   /** What HAProxy serves now: certificate file -> PEM (read back from its files when adopted). */
   #served = new Map<string, string>();
+  /** The routes last handed to HAProxy (an address change republishes them). */
   #table: PlaneTable = { routes: [], certs: [] };
   readonly #addresses = new Map<string, Promise<string | null>>();
   #queue: Promise<unknown> = Promise.resolve();
@@ -40,10 +41,12 @@ export class HaproxyPlane implements DataPlane {
     private readonly defaultPem: string,
     private readonly resolveAddress: (container: string) => Promise<string | null>,
     private readonly log: Logger,
+    /** The proxy namespace's table as it is now: what a restarted HAProxy is brought back to. */
+    private readonly current: () => PlaneTable,
   ) {}
 
-  /** Starts or adopts HAProxy with the files as they are, then reads back which certificates it holds. */
-  async start(table: PlaneTable): Promise<void> {
+  /** Starts or adopts HAProxy with the files as they are, reads back which certificates it holds, then syncs. */
+  async start(): Promise<void> {
     const l = this.haproxy.layout;
     await mkdir(l.certDir, { recursive: true, mode: 0o700 });
     await writeAtomic(l.defaultCert, this.defaultPem);
@@ -57,14 +60,14 @@ export class HaproxyPlane implements DataPlane {
     this.#served = new Map();
     for (const f of listed) this.#served.set(f, await readFile(f, 'utf8').catch(() => ''));
     this.log.info({ how, pid: await this.haproxy.pid(), certs: this.#served.size }, 'data plane (haproxy) up');
-    await this.publish(table);
+    await this.publish(this.current());
     // HAProxy gone (killed, crashed): start it again from its files and republish.
     this.#watch = setInterval(() => {
       void this.enqueue(async () => {
         if (await this.haproxy.answers()) return;
         this.log.warn('data plane (haproxy) not answering; restarting it');
         await this.haproxy.ensure();
-        await this.apply(this.#table);
+        await this.apply(this.current());
       }).catch((err: unknown) => this.log.error({ err }, 'restarting the data plane failed'));
     }, 2_000);
     this.#watch.unref();
