@@ -34,6 +34,8 @@ export interface BenchDaemon {
   ports: Ports;
   /** The daemon's inspector (loopback only), used to force a GC before measuring its heap; null if unavailable. */
   inspector: string | null;
+  /** SIGKILLs hoodyd and starts it again on the same state dir; resolves with the ms until its admin API answered. */
+  killAndRestart(): Promise<number>;
   /** Deletes every container through the API (one per call, a few at a time), stops the daemon, removes what is left. */
   destroy(onRemoved?: () => void): Promise<void>;
 }
@@ -82,8 +84,14 @@ export async function startBenchDaemon(opts: StartDaemonOptions): Promise<BenchD
   const nodeArgs = ['--no-node-snapshot', ...(opts.inspect ? ['--inspect=127.0.0.1:0'] : []), HOODYD];
   // Its own process group: a Ctrl-C on the benchmark must not stop the daemon before the benchmark has
   // deleted its containers through it.
-  const child = spawn(process.execPath, nodeArgs, { env, stdio: ['ignore', log, log], detached: true });
+  const launch = () => {
+    const out = openSync(logFile, 'a');
+    const c = spawn(process.execPath, nodeArgs, { env, stdio: ['ignore', out, out], detached: true });
+    closeSync(out);
+    return c;
+  };
   closeSync(log);
+  let child = launch();
   const removeLeftovers = async () => {
     const engine = new DockerEngine(opts.dockerSocket);
     const left = await engine.list({ [LABEL_INSTANCE]: instance }).catch(() => []);
@@ -118,10 +126,25 @@ export async function startBenchDaemon(opts: StartDaemonOptions): Promise<BenchD
     stateDir,
     socket,
     instance,
-    pid: child.pid ?? 0,
+    get pid() {
+      return child.pid ?? 0;
+    },
     client,
     ports: { http: host.listeners.http, https: host.listeners.https },
     inspector: opts.inspect ? await inspectorUrl(logFile) : null,
+    async killAndRestart() {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+      const t0 = Date.now();
+      child = launch();
+      while (!(await client.alive())) {
+        if (child.exitCode !== null) throw new Error(`hoodyd exited with ${child.exitCode}; see ${stateDir}/hoodyd.log`);
+        if (Date.now() - t0 > 60_000) throw new Error(`hoodyd did not come back within 60 s; see ${stateDir}/hoodyd.log`);
+        await sleep(50);
+      }
+      return Date.now() - t0;
+    },
     destroy(onRemoved) {
       destroyed ??= (async () => {
         if (child.exitCode === null && child.signalCode === null) {

@@ -386,6 +386,8 @@ export interface WrkOptions {
    * host with getaddrinfo, which knows no `*.localhost`, and takes its SNI name from the URL.
    */
   hostsFile?: string;
+  /** Extra request headers (e.g. `Connection: close`: a new connection and TLS handshake per request). */
+  headers?: string[];
   /** More Lua for the hook (e.g. a `response` and `delay` pair that backs off after a refusal). */
   lua?: string;
 }
@@ -396,6 +398,7 @@ export async function runWrk(o: WrkOptions): Promise<WrkResult> {
   await writeFile(lua, WRK_LUA + (o.lua ?? ''));
   const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.durationS}s`, '--timeout', '5s', '-s', lua];
   if (o.host) args.push('-H', `Host: ${o.host}`);
+  for (const h of o.headers ?? []) args.push('-H', h);
   args.push(o.url);
   const [cmd, argv] = o.hostsFile
     ? ['unshare', ['-m', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec wrk "$@"', o.hostsFile, ...args]]

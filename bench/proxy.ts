@@ -16,7 +16,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
@@ -27,15 +27,15 @@ import { execa } from 'execa';
 import { HostCa } from '../containers/tls/ca.js';
 import { table } from '../daemon/cli/format.js';
 import { DockerEngine } from '../host/engine.js';
-import { startBenchDaemon } from './daemon.js';
-import { chartSvg } from './ns-chart.js';
+import { type BenchDaemon, startBenchDaemon } from './daemon.js';
+import { runH2load } from './h2load.js';
+import { type FaultRun, killUnderLoad, swapsUnderLoad } from './proxy-faults.js';
+import { FAULT_HEADER, faultRows, markdown, ratioRows, SUMMARY_HEADER, summaryRows, svg } from './proxy-report.js';
 import {
   children,
-  fmt,
   hostFacts,
   KeepAliveClient,
   main,
-  mdTable,
   median,
   num,
   othersRunning,
@@ -60,9 +60,13 @@ import { round, sleep } from './stats.js';
 import { workload } from './workloads.js';
 
 const DEFAULTS = {
-  apps: 'node,busybox',
+  apps: 'node',
+  modes: 'keepalive,close,h2',
   rounds: '3',
-  duration: '10',
+  duration: '8',
+  streams: '10',
+  'fault-duration': '20',
+  swaps: '10',
   connections: '32',
   threads: '2',
   settle: '70',
@@ -106,7 +110,14 @@ const APPS: Record<string, App> = {
   },
 };
 
-interface Target {
+export type Mode = 'keepalive' | 'close' | 'h2';
+const MODES: Record<Mode, string> = {
+  keepalive: 'HTTPS/1.1, keep-alive',
+  close: 'HTTPS/1.1, a new connection (and handshake) per request',
+  h2: 'HTTP/2 over TLS',
+};
+
+export interface Target {
   server: string;
   label: string;
   port: number;
@@ -114,8 +125,9 @@ interface Target {
   pid: number;
 }
 
-interface TargetRun {
+export interface TargetRun {
   app: string;
+  mode: Mode;
   server: string;
   round: number;
   wrk: WrkResult;
@@ -132,8 +144,9 @@ interface TargetRun {
   others: string[];
 }
 
-interface TargetAgg {
+export interface TargetAgg {
   app: string;
+  mode: Mode;
   server: string;
   label: string;
   rps: number | null;
@@ -155,11 +168,13 @@ export interface ProxyResult {
   host: Record<string, unknown>;
   nginx_version: string;
   wrk_version: string;
-  apps: Record<string, { label: string; hostname: string; upstream: string; body_bytes: number; upstream_connection_header: string | null }>;
+  apps: Record<string, { label: string; hostname: string; upstream: string; body_bytes: number; upstream_connection_header: string | null; token?: string }>;
   tls: Record<string, { protocol: string | null; cipher: string; fingerprint256: string }>;
+  h2load_version: string;
   summary: TargetAgg[];
   ratios: Record<string, Record<string, number | null>>;
   runs: TargetRun[];
+  faults: FaultRun[];
   notes: string[];
 }
 
@@ -180,7 +195,7 @@ function nginxConf(dir: string, port: number, workers: string, apps: readonly { 
   const servers = apps
     .map(
       (a, i) => `  server {
-    listen 127.0.0.1:${port} ssl;
+    listen 127.0.0.1:${port} ssl http2;
     server_name ${a.hostname};
     ssl_certificate ${dir}/fullchain.pem;
     ssl_certificate_key ${dir}/key.pem;
@@ -317,44 +332,19 @@ async function settle(s: Session, appPid: number, maxS: number): Promise<{ waite
   }
 }
 
-async function runProxy(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2), DEFAULTS);
-  const rounds = num(o, 'rounds', 1, 10);
-  const duration = num(o, 'duration', 1, 120);
-  const connections = num(o, 'connections', 1, 2048);
-  const threads = num(o, 'threads', 1, 16);
-  const settleMax = num(o, 'settle', 0, 120);
-  const budget = num(o, 'budget', 60, 6 * 3600);
-  const apps = (o.apps ?? '').split(',').map((a) => {
-    const app = APPS[a.trim()];
-    if (!app) usageExit(`--apps: unknown app ${a} (have: ${Object.keys(APPS).join(', ')})`);
-    return app;
-  });
-  const started = new Date();
-  const runId = runIdOf(started);
-  const s = session('proxy', budget);
-  const notes: string[] = [];
+/** Creates the apps in one daemon's containers, routes their hostnames and installs the bundle; returns how to reach them. */
+async function setupApps(
+  d: BenchDaemon,
+  docker: DockerEngine,
+  apps: readonly App[],
+  pem: { cert: string; key: string; chain: string },
+  notes: string[],
+): Promise<{ info: ProxyResult['apps']; upstreams: { hostname: string; upstream: string }[]; pids: Map<string, number> }> {
+  const cli = new KeepAliveClient(d.ports.http, 2);
+  const info: ProxyResult['apps'] = {};
+  const upstreams: { hostname: string; upstream: string }[] = [];
+  const pids = new Map<string, number>();
   try {
-    const nginxVersion = (await execa('nginx', ['-v'], { reject: false, all: true })).all?.trim() ?? '';
-    const wrkVersion = (await execa('wrk', ['--version'], { reject: false, all: true })).all?.split('\n')[0]?.trim() ?? '';
-    if (!nginxVersion.includes('nginx')) throw new Error('nginx is not installed: apt-get install -y nginx-light');
-    if (!wrkVersion.includes('wrk')) throw new Error('wrk is not installed: apt-get install -y wrk');
-    const host = await prepareHost('proxy', runId, s.cleanup);
-    const docker = new DockerEngine(host.dockerSocket);
-    if (apps.some((a) => a.key === 'node')) await workload('node').ensureImage(docker.docker);
-    s.log(`starting hoodyd and ${apps.length} containers`);
-    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level']! } });
-    s.cleanup.push(`hoodyd ${d.pid} and its containers`, () => d.destroy());
-    const cli = new KeepAliveClient(d.ports.http, 2);
-    s.cleanup.push('HTTP client', async () => cli.close());
-
-    // One certificate naming every test hostname, from a CA of the run: the same bundle for hoody and nginx.
-    const ca = await HostCa.loadOrCreate(join(host.benchDir, 'ca'), 'hoody proxy bench CA');
-    const pem = await ca.issue(apps.map((a) => a.hostname));
-    const fullchain = `${pem.cert}${ca.certPem}`;
-    const appInfo: ProxyResult['apps'] = {};
-    const upstreams: { hostname: string; upstream: string }[] = [];
-    const appPids = new Map<string, number>();
     for (const app of apps) {
       const token = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: app.container, image: app.image })).token;
       const row = await d.client.call<{ engineId: string }>('GET', `/v1/containers/${app.container}`);
@@ -368,7 +358,7 @@ async function runProxy(): Promise<void> {
       }
       const live = await docker.inspect(row.engineId);
       if (!live?.ip) throw new Error(`${app.container} has no IP address on the engine network`);
-      appPids.set(app.key, live.pid);
+      pids.set(app.key, live.pid);
       const upstream = `${live.ip}:${app.port}`;
       let direct = await directGet(live.ip, app.port).catch(() => null);
       for (let i = 0; i < 50 && direct?.status !== 200; i++) {
@@ -378,22 +368,80 @@ async function runProxy(): Promise<void> {
       if (direct?.status !== 200 || direct.text !== app.body) throw new Error(`${app.label} does not answer: ${direct?.status} ${direct?.text}`);
       const api = `api.${app.container}.hoody.localhost`;
       await cli.ok('PUT', api, `/api/v1/proxy/routes/${app.hostname}?token=${token}`, { port: app.port });
-      await cli.ok('PATCH', api, `/api/v1/proxy/cert/bundle?token=${token}`, { domain: app.hostname, cert: pem.cert, key: pem.key, chain: ca.certPem });
-      appInfo[app.key] = { label: app.label, hostname: app.hostname, upstream, body_bytes: Buffer.byteLength(app.body), upstream_connection_header: direct.connection };
+      await cli.ok('PATCH', api, `/api/v1/proxy/cert/bundle?token=${token}`, { domain: app.hostname, cert: pem.cert, key: pem.key, chain: pem.chain });
+      info[app.key] = { label: app.label, hostname: app.hostname, upstream, body_bytes: Buffer.byteLength(app.body), upstream_connection_header: direct.connection, token };
       upstreams.push({ hostname: app.hostname, upstream });
-      if (app.key === 'busybox')
+      if (app.key === 'busybox' && !notes.some((n) => n.startsWith('busybox httpd')))
         notes.push(
-          `busybox httpd answers \`Connection: ${direct.connection ?? '(none)'}\` and listens with a backlog of 9: both proxies open a new upstream connection per request, and SYNs beyond the backlog are dropped and retried after 1 s (see "listen overflows"). Its figures measure the app as much as the proxy; the node app (keep-alive upstream) measures the proxies.`,
+          `busybox httpd answers \`Connection: ${direct.connection ?? '(none)'}\` and listens with a backlog of 9: every proxy opens a new upstream connection per request, and SYNs beyond the backlog are dropped and retried after 1 s (see "listen overflows"). Its figures measure the app as much as the proxy; the node app (keep-alive upstream) measures the proxies.`,
         );
     }
+  } finally {
+    cli.close();
+  }
+  return { info, upstreams, pids };
+}
+
+async function haproxyPid(stateDir: string): Promise<number> {
+  return Number((await readFile(join(stateDir, 'dataplane', 'haproxy.pid'), 'utf8')).trim());
+}
+
+async function runProxy(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2), DEFAULTS);
+  const rounds = num(o, 'rounds', 1, 10);
+  const duration = num(o, 'duration', 1, 120);
+  const connections = num(o, 'connections', 1, 2048);
+  const threads = num(o, 'threads', 1, 16);
+  const streams = num(o, 'streams', 1, 256);
+  const settleMax = num(o, 'settle', 0, 120);
+  const budget = num(o, 'budget', 60, 6 * 3600);
+  const faultDuration = num(o, 'fault-duration', 0, 300);
+  const swaps = num(o, 'swaps', 0, 100);
+  const apps = (o.apps ?? '').split(',').map((a) => {
+    const app = APPS[a.trim()];
+    if (!app) usageExit(`--apps: unknown app ${a} (have: ${Object.keys(APPS).join(', ')})`);
+    return app;
+  });
+  const modes = (o.modes ?? '').split(',').map((m) => {
+    if (!(m.trim() in MODES)) usageExit(`--modes: unknown mode ${m} (have: ${Object.keys(MODES).join(', ')})`);
+    return m.trim() as Mode;
+  });
+  const started = new Date();
+  const runId = runIdOf(started);
+  const s = session('proxy', budget);
+  const notes: string[] = [];
+  try {
+    const nginxVersion = (await execa('nginx', ['-v'], { reject: false, all: true })).all?.trim() ?? '';
+    const wrkVersion = (await execa('wrk', ['--version'], { reject: false, all: true })).all?.split('\n')[0]?.trim() ?? '';
+    const h2Version = (await execa('h2load', ['--version'], { reject: false, all: true })).all?.split('\n')[0]?.trim() ?? '';
+    if (!nginxVersion.includes('nginx')) throw new Error('nginx is not installed: apt-get install -y nginx');
+    if (!wrkVersion.includes('wrk')) throw new Error('wrk is not installed: apt-get install -y wrk');
+    if (modes.includes('h2') && !h2Version.includes('h2load')) throw new Error('h2load is not installed: apt-get install -y nghttp2-client');
+    const host = await prepareHost('proxy', runId, s.cleanup);
+    const docker = new DockerEngine(host.dockerSocket);
+    if (apps.some((a) => a.key === 'node')) await workload('node').ensureImage(docker.docker);
+    // One certificate naming every test hostname, from a CA of the run: the same bundle for every proxy.
+    const ca = await HostCa.loadOrCreate(join(host.benchDir, 'ca'), 'hoody proxy bench CA');
+    const pem = await ca.issue(apps.map((a) => a.hostname));
+    const fullchain = `${pem.cert}${ca.certPem}`;
+    s.log(`starting two hoodyd (data plane: HAProxy, and hoodyd's own forwarder) with ${apps.length} containers each`);
+    const env = { HOODY_LOG_LEVEL: o['log-level']! };
+    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env });
+    s.cleanup.push(`hoodyd ${d.pid} (HAProxy data plane) and its containers`, () => d.destroy());
+    const dn = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { ...env, HOODY_DATA_PLANE: 'node' } });
+    s.cleanup.push(`hoodyd ${dn.pid} (in-process forwarder) and its containers`, () => dn.destroy());
+    const bundle = { cert: pem.cert, key: pem.key, chain: ca.certPem };
+    const main = await setupApps(d, docker, apps, bundle, notes);
+    const other = await setupApps(dn, docker, apps, bundle, notes);
     const autoWorkers = cpus().length;
     s.log('starting nginx (1 worker, and auto)');
-    const ng1 = await startNginx(s, join(host.benchDir, 'nginx-1'), '1', upstreams, { fullchain, key: pem.key });
-    const ngA = await startNginx(s, join(host.benchDir, 'nginx-auto'), 'auto', upstreams, { fullchain, key: pem.key });
+    const ng1 = await startNginx(s, join(host.benchDir, 'nginx-1'), '1', main.upstreams, { fullchain, key: pem.key });
+    const ngA = await startNginx(s, join(host.benchDir, 'nginx-auto'), 'auto', main.upstreams, { fullchain, key: pem.key });
     const hostsFile = join(host.benchDir, 'hosts');
     await writeFile(hostsFile, `127.0.0.1 localhost\n${apps.map((a) => `127.0.0.1 ${a.hostname}`).join('\n')}\n`);
     const targets: Target[] = [
-      { server: 'hoody', label: 'hoody (hoodyd, 1 process)', port: d.ports.https, pid: d.pid },
+      { server: 'hoody', label: 'hoody: HAProxy data plane', port: d.ports.https, pid: await haproxyPid(d.stateDir) },
+      { server: 'hoody_node', label: "hoody: hoodyd's own forwarder", port: dn.ports.https, pid: dn.pid },
       { server: 'nginx_1', label: 'nginx, 1 worker', port: ng1.port, pid: ng1.child.pid ?? 0 },
       { server: 'nginx_auto', label: `nginx, auto (${autoWorkers} workers)`, port: ngA.port, pid: ngA.child.pid ?? 0 },
     ];
@@ -410,77 +458,107 @@ async function runProxy(): Promise<void> {
     }
     if (new Set(Object.values(tls).map((f) => `${f.protocol} ${f.cipher}`)).size > 1) notes.push(`The targets negotiated different TLS parameters: ${JSON.stringify(tls)}`);
 
-    const wrkOf = (app: App, t: Target, secs: number) =>
-      runWrk({ url: `https://${app.hostname}:${t.port}/index.html`, host: app.hostname, threads, connections, durationS: secs, dir: host.benchDir, hostsFile });
+    const load = (app: App, t: Target, mode: Mode, secs: number): Promise<WrkResult> => {
+      const url = `https://${app.hostname}:${t.port}/index.html`;
+      if (mode === 'h2') return runH2load({ url, clients: connections, streams, threads, durationS: secs, dir: host.benchDir, hostsFile });
+      return runWrk({ url, host: app.hostname, threads, connections, durationS: secs, dir: host.benchDir, hostsFile, headers: mode === 'close' ? ['Connection: close'] : [] });
+    };
     const runs: TargetRun[] = [];
     for (const app of apps) {
-      const appPid = appPids.get(app.key) ?? 0;
-      s.log(`${app.key}: wrk warm-up (2 s per target)`);
-      for (const t of targets) await wrkOf(app, t, 2);
-      for (let rnd = 0; rnd < rounds; rnd++) {
-        const order = targets.map((_, i) => targets[(i + rnd) % targets.length]!);
-        for (const t of order) {
-          s.check();
-          const st = await settle(s, appPid, settleMax);
-          const before = await othersRunning();
-          const overflow0 = await tcpExt(appPid, 'ListenOverflows');
-          const t0 = await treeTimes(t.pid);
-          const w = await wrkOf(app, t, duration);
-          const t1 = await treeTimes(t.pid);
-          const overflow1 = await tcpExt(appPid, 'ListenOverflows');
-          const user = (t1.user - t0.user) / CLK_TCK;
-          const sys = (t1.sys - t0.sys) / CLK_TCK;
-          runs.push({
-            app: app.key,
-            server: t.server,
-            round: rnd,
-            wrk: w,
-            cpu_us_per_request: w.requests ? round(((user + sys) * 1e6) / w.requests, 1) : null,
-            cpu_sys_share: user + sys > 0 ? round(sys / (user + sys), 3) : null,
-            cpu_percent_of_core: round(((user + sys) / (w.duration_s || 1)) * 100, 1) ?? 0,
-            settle_s: st.waited,
-            time_wait_before: { host: st.host, app: st.app },
-            app_listen_overflows: overflow0 === null || overflow1 === null ? null : overflow1 - overflow0,
-            others: [...new Set([...before, ...(await othersRunning())])],
-          });
-          s.log(`${app.key} round ${rnd + 1}/${rounds} ${t.server}: ${w.rps} req/s, p99 ${w.latency_ms.p99} ms, errors ${wrkErrors(w)}`);
+      const appPid = main.pids.get(app.key) ?? 0;
+      for (const mode of modes) {
+        s.log(`${app.key} ${mode}: warm-up (2 s per target)`);
+        for (const t of targets) await load(app, t, mode, 2);
+        for (let rnd = 0; rnd < rounds; rnd++) {
+          const order = targets.map((_, i) => targets[(i + rnd) % targets.length]!);
+          for (const t of order) {
+            s.check();
+            const st = await settle(s, appPid, settleMax);
+            const before = await othersRunning();
+            const overflow0 = await tcpExt(appPid, 'ListenOverflows');
+            const t0 = await treeTimes(t.pid);
+            const w = await load(app, t, mode, duration);
+            const t1 = await treeTimes(t.pid);
+            const overflow1 = await tcpExt(appPid, 'ListenOverflows');
+            const user = (t1.user - t0.user) / CLK_TCK;
+            const sys = (t1.sys - t0.sys) / CLK_TCK;
+            runs.push({
+              app: app.key,
+              mode,
+              server: t.server,
+              round: rnd,
+              wrk: w,
+              cpu_us_per_request: w.requests ? round(((user + sys) * 1e6) / w.requests, 1) : null,
+              cpu_sys_share: user + sys > 0 ? round(sys / (user + sys), 3) : null,
+              cpu_percent_of_core: round(((user + sys) / (w.duration_s || 1)) * 100, 1) ?? 0,
+              settle_s: st.waited,
+              time_wait_before: { host: st.host, app: st.app },
+              app_listen_overflows: overflow0 === null || overflow1 === null ? null : overflow1 - overflow0,
+              others: [...new Set([...before, ...(await othersRunning())])],
+            });
+            s.log(`${app.key} ${mode} round ${rnd + 1}/${rounds} ${t.server}: ${w.rps} req/s, p99 ${w.latency_ms.p99} ms, errors ${wrkErrors(w)}`);
+          }
         }
       }
     }
     const summary: TargetAgg[] = apps.flatMap((app) =>
-      targets.map((t) => {
-        const mine = runs.filter((r) => r.app === app.key && r.server === t.server);
-        const med = (pick: (r: TargetRun) => number | null) => round(median(mine.map(pick).filter((v): v is number => v !== null)), 2);
-        return {
-          app: app.key,
-          server: t.server,
-          label: t.label,
-          rps: med((r) => r.wrk.rps),
-          p50_ms: med((r) => r.wrk.latency_ms.p50),
-          p90_ms: med((r) => r.wrk.latency_ms.p90),
-          p99_ms: med((r) => r.wrk.latency_ms.p99),
-          cpu_us_per_request: med((r) => r.cpu_us_per_request),
-          app_listen_overflows: mine.reduce((a, r) => a + (r.app_listen_overflows ?? 0), 0),
-          errors: mine.reduce((a, r) => a + wrkErrors(r.wrk), 0),
-        };
-      }),
+      modes.flatMap((mode) =>
+        targets.map((t) => {
+          const mine = runs.filter((r) => r.app === app.key && r.mode === mode && r.server === t.server);
+          const med = (pick: (r: TargetRun) => number | null) => round(median(mine.map(pick).filter((v): v is number => v !== null)), 2);
+          return {
+            app: app.key,
+            mode,
+            server: t.server,
+            label: t.label,
+            rps: med((r) => r.wrk.rps),
+            p50_ms: med((r) => r.wrk.latency_ms.p50),
+            p90_ms: med((r) => r.wrk.latency_ms.p90),
+            p99_ms: med((r) => r.wrk.latency_ms.p99),
+            cpu_us_per_request: med((r) => r.cpu_us_per_request),
+            app_listen_overflows: mine.reduce((a, r) => a + (r.app_listen_overflows ?? 0), 0),
+            errors: mine.reduce((a, r) => a + wrkErrors(r.wrk), 0),
+          };
+        }),
+      ),
     );
     const ratio = (a: number | null | undefined, b: number | null | undefined) => (a !== null && a !== undefined && b ? round(a / b, 3) : null);
     const ratios: ProxyResult['ratios'] = {};
     for (const app of apps) {
-      const by = (server: string) => summary.find((x) => x.app === app.key && x.server === server);
-      ratios[app.key] = {
-        rps_hoody_over_nginx_auto: ratio(by('hoody')?.rps, by('nginx_auto')?.rps),
-        rps_hoody_over_nginx_1: ratio(by('hoody')?.rps, by('nginx_1')?.rps),
-        p99_hoody_over_nginx_auto: ratio(by('hoody')?.p99_ms, by('nginx_auto')?.p99_ms),
-        p99_hoody_over_nginx_1: ratio(by('hoody')?.p99_ms, by('nginx_1')?.p99_ms),
-        cpu_per_request_hoody_over_nginx_1: ratio(by('hoody')?.cpu_us_per_request, by('nginx_1')?.cpu_us_per_request),
-      };
+      for (const mode of modes) {
+        const by = (server: string) => summary.find((x) => x.app === app.key && x.mode === mode && x.server === server);
+        ratios[`${app.key}/${mode}`] = {
+          rps_hoody_over_nginx_auto: ratio(by('hoody')?.rps, by('nginx_auto')?.rps),
+          rps_hoody_over_nginx_1: ratio(by('hoody')?.rps, by('nginx_1')?.rps),
+          p99_hoody_over_nginx_auto: ratio(by('hoody')?.p99_ms, by('nginx_auto')?.p99_ms),
+          p99_hoody_over_nginx_1: ratio(by('hoody')?.p99_ms, by('nginx_1')?.p99_ms),
+          rps_hoody_over_hoody_node: ratio(by('hoody')?.rps, by('hoody_node')?.rps),
+          cpu_per_request_hoody_over_nginx_auto: ratio(by('hoody')?.cpu_us_per_request, by('nginx_auto')?.cpu_us_per_request),
+        };
+      }
+    }
+    // Faults under load: hoodyd SIGKILLed and restarted, then certificate swaps; both data planes.
+    const faults: FaultRun[] = [];
+    if (faultDuration > 0) {
+      const app = apps[0]!;
+      for (const [t, daemon, info] of [
+        [targets[0]!, d, main.info],
+        [targets[1]!, dn, other.info],
+      ] as const) {
+        s.log(`faults, ${t.server}: hoodyd SIGKILLed and restarted under load (${faultDuration} s)`);
+        faults.push(await killUnderLoad({ daemon, target: t.server, durationS: faultDuration, load: () => load(app, t, 'close', faultDuration) }));
+        if (swaps > 0) {
+          s.log(`faults, ${t.server}: ${swaps} certificate swaps under load`);
+          faults.push(
+            await swapsUnderLoad({ daemon, target: t.server, swaps, ca, hostname: app.hostname, container: app.container, token: info[app.key]!.token ?? '', durationS: faultDuration, load: () => load(app, t, 'close', faultDuration) }),
+          );
+        }
+      }
     }
     const disturbed = runs.filter((r) => r.others.length);
     if (disturbed.length)
-      notes.push(`Another benchmark or test run was on the box during ${disturbed.length} of ${runs.length} wrk runs (${[...new Set(disturbed.flatMap((r) => r.others))].slice(0, 3).join(' | ')}): those figures are skewed by its load.`);
-    if (summary.some((x) => x.errors > 0)) notes.push('Some wrk runs saw socket errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
+      notes.push(`Another benchmark or test run was on the box during ${disturbed.length} of ${runs.length} runs (${[...new Set(disturbed.flatMap((r) => r.others))].slice(0, 3).join(' | ')}): those figures are skewed by its load.`);
+    if (summary.some((x) => x.errors > 0)) notes.push('Some runs saw socket errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
     if (runs.some((r) => r.settle_s >= settleMax && settleMax > 0)) notes.push(`Some runs started with TIME_WAIT sockets left after waiting ${settleMax} s (see runs[].time_wait_before).`);
 
     const finished = new Date();
@@ -490,103 +568,28 @@ async function runProxy(): Promise<void> {
       started: started.toISOString(),
       finished: finished.toISOString(),
       duration_s: round((finished.getTime() - started.getTime()) / 1000, 1) ?? 0,
-      options: { apps: apps.map((a) => a.key), rounds, duration_s: duration, connections, threads, settle_max_s: settleMax, log_level: o['log-level'] },
+      options: { apps: apps.map((a) => a.key), modes, rounds, duration_s: duration, connections, threads, h2_streams: streams, settle_max_s: settleMax, fault_duration_s: faultDuration, swaps, log_level: o['log-level'] },
       host: await hostFacts(),
       nginx_version: nginxVersion,
       wrk_version: wrkVersion,
-      apps: appInfo,
+      h2load_version: h2Version,
+      apps: Object.fromEntries(Object.entries(main.info).map(([k, v]) => [k, { ...v, token: undefined }])) as ProxyResult['apps'],
       tls,
       summary,
       ratios,
       runs,
+      faults,
       notes,
     };
-    process.stdout.write(`\n${table(SUMMARY_HEADER, summaryRows(result))}\n\n${table(['ratio', ...apps.map((a) => a.key)], ratioRows(result))}\n`);
-    const files = await writeResults(o.out!, 'proxy', started, result, (svgName) => markdown(result, svgName), svg(result));
+    process.stdout.write(`\n${table(SUMMARY_HEADER, summaryRows(result))}\n\n${table(['ratio', ...Object.keys(ratios)], ratioRows(result))}\n\n${table(FAULT_HEADER, faultRows(result))}\n`);
+    const files = await writeResults(o.out!, 'proxy', started, result, (svgName) => markdown(result, svgName, MODES), svg(result));
     process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
-    s.log('removing nginx, the containers and the daemon');
+    s.log('removing nginx, the containers and the daemons');
     await s.cleanup.run((label) => s.log(`  removing ${label}`));
   } finally {
     await s.cleanup.run((label) => s.log(`  removing ${label}`));
     s.dispose();
   }
-}
-
-const SUMMARY_HEADER = ['app', 'proxy', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'CPU µs/req', 'app listen overflows', 'errors'];
-
-function summaryRows(r: ProxyResult): (string | number)[][] {
-  return r.summary.map((x) => [x.app, x.label, fmt(x.rps, 0), fmt(x.p50_ms), fmt(x.p90_ms), fmt(x.p99_ms), fmt(x.cpu_us_per_request, 0), x.app_listen_overflows, x.errors]);
-}
-
-function ratioRows(r: ProxyResult): (string | number)[][] {
-  const apps = Object.keys(r.ratios);
-  const row = (label: string, k: string) => [label, ...apps.map((a) => fmt(r.ratios[a]?.[k], 3))];
-  return [
-    row('req/s hoody / nginx auto', 'rps_hoody_over_nginx_auto'),
-    row('req/s hoody / nginx 1 worker', 'rps_hoody_over_nginx_1'),
-    row('p99 hoody / nginx auto', 'p99_hoody_over_nginx_auto'),
-    row('p99 hoody / nginx 1 worker', 'p99_hoody_over_nginx_1'),
-    row('CPU per request hoody / nginx 1 worker', 'cpu_per_request_hoody_over_nginx_1'),
-  ];
-}
-
-function markdown(r: ProxyResult, svgName: string | null): string {
-  const h = r.host;
-  const o = r.options;
-  const out: string[] = [];
-  out.push(`# hoody proxy benchmark — ${r.started}`, '');
-  out.push(`Run \`${r.run_id}\`, ${Math.round(r.duration_s)} s. Host: ${h.kernel}, ${h.cpus} cores (${h.cpu_model}), ${h.mem_total_mib} MiB; node ${h.node}; ${r.nginx_version}; ${r.wrk_version}.`);
-  out.push(`Options: ${Object.entries(o).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}.`, '');
-  out.push('Apps (each in its own hoody container, reached on the Docker bridge):', '');
-  for (const [k, a] of Object.entries(r.apps)) out.push(`- \`${k}\`: ${a.label} at ${a.upstream}, ${a.body_bytes}-byte body, hostname \`${a.hostname}\`, upstream answers \`Connection: ${a.upstream_connection_header ?? '(none)'}\``);
-  out.push('');
-  out.push('Each proxy terminates HTTPS with the same ECDSA P-256 certificate and chain (SNI picks it), adds X-Forwarded-*, and forwards over HTTP/1.1 with a keep-alive upstream pool (nginx: `keepalive 64`, `keepalive_requests 1000000` on the client side, `access_log off`).');
-  out.push(`wrk: \`wrk -t${o.threads} -c${o.connections} -d${o.duration_s}s\` with keep-alive, SNI and Host = the app's hostname (resolved to 127.0.0.1 through a private /etc/hosts); the three proxies alternate, order rotated every round; figures are medians over ${o.rounds} rounds. Before each run the benchmark waits (at most ${o.settle_max_s} s) for the app's TIME_WAIT sockets to drain. wrk runs on the same 2-core box.`, '');
-  out.push(`TLS negotiated: ${[...new Set(Object.values(r.tls).map((f) => `${f.protocol} ${f.cipher}`))].join('; ')}.`, '');
-  if (svgName) out.push(`![proxy benchmark](${svgName})`, '');
-  out.push(mdTable(SUMMARY_HEADER, summaryRows(r)), '');
-  out.push(mdTable(['ratio', ...Object.keys(r.ratios)], ratioRows(r)), '');
-  out.push("CPU µs/req = utime+stime of the proxy's processes (hoodyd; nginx master and workers) during the run, divided by the requests answered. App listen overflows = SYNs dropped by the app's full listen queue (TcpExt ListenOverflows in its network namespace), summed over rounds.", '');
-  out.push('All runs:', '');
-  out.push(
-    mdTable(
-      ['app', 'round', 'proxy', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'proxy CPU %', 'CPU µs/req', 'sys share', 'waited s', 'TIME_WAIT host/app', 'listen overflows', 'errors', 'other bench running'],
-      r.runs.map((x) => [
-        x.app,
-        x.round + 1,
-        x.server,
-        fmt(x.wrk.rps, 0),
-        fmt(x.wrk.latency_ms.p50),
-        fmt(x.wrk.latency_ms.p90),
-        fmt(x.wrk.latency_ms.p99),
-        fmt(x.wrk.latency_ms.max),
-        fmt(x.cpu_percent_of_core, 1),
-        fmt(x.cpu_us_per_request, 0),
-        fmt(x.cpu_sys_share, 2),
-        fmt(x.settle_s, 0),
-        `${x.time_wait_before.host}/${x.time_wait_before.app}`,
-        x.app_listen_overflows ?? '–',
-        wrkErrors(x.wrk),
-        x.others.length ? 'yes' : '',
-      ]),
-    ),
-    '',
-  );
-  if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
-  return out.join('\n');
-}
-
-function svg(r: ProxyResult): string {
-  const apps = Object.keys(r.apps);
-  const groups = (pick: (x: TargetAgg) => number | null) => apps.map((a) => ({ label: a, values: r.summary.filter((x) => x.app === a).map((x) => ({ name: x.label, value: pick(x) })) }));
-  return chartSvg(
-    [
-      { kind: 'bar', title: 'requests per second', yLabel: 'req/s', groups: groups((x) => x.rps) },
-      { kind: 'bar', title: 'p99 latency (ms)', yLabel: 'ms', groups: groups((x) => x.p99_ms) },
-      { kind: 'bar', title: 'proxy CPU per request (µs)', yLabel: 'µs', groups: groups((x) => x.cpu_us_per_request) },
-    ],
-    `HTTPS keep-alive, wrk -t${r.options.threads} -c${r.options.connections}; medians over ${r.options.rounds} rounds; busybox = new upstream connection per request, node = keep-alive upstream`,
-  );
 }
 
 main(runProxy);
