@@ -139,7 +139,12 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     metrics: buildMetrics(ctx, ksm),
     hostInfo: () => hostInfo(ctx.pool, storage, engine, ksm, setup.pool.kind === 'loop'),
     stats: () => collectStats(ctx, ksm),
-    listeners: () => ({ http: ports.http, https: ports.https, domain: config.domain }),
+    listeners: async () => ({
+      http: ports.http,
+      https: ports.https,
+      domain: config.domain,
+      data_plane: { kind: config.dataPlane, pid: (await dataPlane?.haproxy.pid()) ?? (haproxy ? null : process.pid) },
+    }),
     logSources: ns.logSources,
     grants: { get: (name) => ns.proxy.service.grants(name), set: (name, domains) => ns.proxy.service.setGrants(name, domains) },
   });

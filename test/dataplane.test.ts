@@ -133,6 +133,8 @@ describe('data plane: HAProxy serves tenants while hoodyd is down, and hoodyd ke
     process.kill(before, 'SIGKILL');
     await until('a new HAProxy serving the route', async () => (await planePid()) !== before && (await routed()).status === 200, { timeoutMs: 30_000 });
     assert.equal((await servedCertificate(ports.https, 'app.a.test')).fingerprint256, tenantFingerprint);
+    const info = await d.client.call<{ listeners: { data_plane: { kind: string; pid: number } } }>('GET', '/v1/host');
+    assert.deepEqual(info.listeners.data_plane, { kind: 'haproxy', pid: await planePid() }, 'host info names the HAProxy that serves');
   });
 
   test('the API sees the real client through the data plane: a forged X-Forwarded-For changes nothing; another address is another client', async () => {

@@ -7,11 +7,13 @@ export interface Listeners {
   http: number | null;
   https: number | null;
   domain: string;
+  /** Who holds the public ports: HAProxy (with its pid; null while it is being restarted) or hoodyd itself. */
+  data_plane: { kind: 'haproxy' | 'node'; pid: number | null };
 }
 
 export interface HostRouteDeps {
   hostInfo(): Promise<HostInfo>;
-  listeners(): Listeners;
+  listeners(): Listeners | Promise<Listeners>;
   stats(): Promise<StatsReport>;
   metrics: Registry;
   instance: string;
@@ -23,7 +25,7 @@ export const hostRoutes: FastifyPluginAsync<{ deps: HostRouteDeps }> = async (ap
   app.get('/v1/host', { schema: { tags: ['host'], description: 'pool, engine, KSM, host memory and the listeners' } }, async () => ({
     version: deps.version,
     instance: deps.instance,
-    listeners: deps.listeners(),
+    listeners: await deps.listeners(),
     ...(await deps.hostInfo()),
   }));
 

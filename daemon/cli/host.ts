@@ -20,7 +20,7 @@ function configFrom(cmd: Command): Config {
 const quietLog = () => pino({ level: 'warn' });
 
 interface HostInfoView {
-  listeners: { http: number | null; https: number | null; domain: string };
+  listeners: { http: number | null; https: number | null; domain: string; data_plane?: { kind: string; pid: number | null } };
   pool: { path: string; image: string | null; filesystem: { fstype: string; source: string }; usage: { sizeBytes: number; usedBytes: number; freeBytes: number } };
   engine: { available: boolean; serverVersion?: string; storageDriver?: string; backingFilesystem?: string; dockerRootDir?: string; dataRootOnPool?: boolean; userns?: { uid: number; gid: number } | null; error?: string };
   ksm: { available: boolean; knobs: Record<string, string>; pagesSharing: number; generalProfitBytes: number };
@@ -91,6 +91,7 @@ export function hostCommands(program: Command): void {
           `ksm:     run=${i.ksm.knobs.run ?? '-'} pages_sharing=${i.ksm.pagesSharing} general_profit=${mib(i.ksm.generalProfitBytes)}`,
           `host:    ${i.host.kernel}, ${i.host.cpus} cpus, ${mib(i.host.memory.usedBytes)} used of ${mib(i.host.memory.totalBytes)}`,
           `listen:  http ${i.listeners.http ?? '-'} https ${i.listeners.https ?? '-'} domain ${i.listeners.domain}`,
+          `data plane: ${i.listeners.data_plane ? `${i.listeners.data_plane.kind} (pid ${i.listeners.data_plane.pid ?? 'restarting'})` : '-'}`,
         ].join('\n') + '\n',
       );
     });
