@@ -5,6 +5,7 @@
  */
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Haproxy } from '../../host/haproxy/process.js';
 import type { DataPlane, PlaneTable } from './plane.js';
@@ -18,6 +19,15 @@ async function writeAtomic(path: string, content: string): Promise<void> {
 /** A domain's file name (`*` cannot be in one that HAProxy's crt-list parses well). */
 const certFile = (dir: string, sni: string, own: boolean) => join(dir, `${own ? '' : '_default_for_'}${sni.replace('*', '_wildcard_')}.pem`);
 
+/** The SHA-1 of a PEM's first certificate, as HAProxy shows it (hex, upper case, no colons). */
+function sha1Of(pem: string): string {
+  try {
+    return new X509Certificate(pem).fingerprint.replaceAll(':', '').toUpperCase();
+  } catch {
+    return '';
+  }
+}
+
 function expectOk(out: string, what: string): void {
   // The run-time API answers errors in prose; these are the success markers of the commands used here.
   if (!/Success|New version created|Transaction created|New empty certificate store|^$/m.test(out) || /error|unknown|can't|cannot|failed|not found/i.test(out)) {
@@ -27,8 +37,10 @@ function expectOk(out: string, what: string): void {
 
 export class HaproxyPlane implements DataPlane {
   readonly kind = 'haproxy' as const;
-  /** What HAProxy serves now: certificate file -> PEM (read back from its files when adopted). */
-  #served = new Map<string, string>();
+  /** Certificate stores HAProxy holds (by file), with the SHA-1 of the certificate committed in each. */
+  #stores = new Map<string, string>();
+  /** Files in the crt-list, with their SNI filter. */
+  #listed = new Map<string, string>();
   /** The routes last handed to HAProxy (an address change republishes them). */
   #table: PlaneTable = { routes: [], certs: [] };
   readonly #addresses = new Map<string, Promise<string | null>>();
@@ -45,32 +57,54 @@ export class HaproxyPlane implements DataPlane {
     private readonly current: () => PlaneTable,
   ) {}
 
-  /** Starts or adopts HAProxy with the files as they are, reads back which certificates it holds, then syncs. */
+  /** Starts or adopts HAProxy, reads back what it holds, then brings it to the current table. */
   async start(): Promise<void> {
     const l = this.haproxy.layout;
     await mkdir(l.certDir, { recursive: true, mode: 0o700 });
     await writeAtomic(l.defaultCert, this.defaultPem);
-    const listed = (await readFile(l.crtList, 'utf8').catch(() => ''))
-      .split('\n')
-      .map((line) => line.trim().split(/\s+/)[0] ?? '')
-      .filter((f) => f && f !== l.defaultCert);
     // The first line is the default certificate (served for unknown names and clients without SNI).
-    if (!listed.length) await writeAtomic(l.crtList, `${l.defaultCert}\n`);
+    if (!(await readFile(l.crtList, 'utf8').catch(() => '')).trim()) await writeAtomic(l.crtList, `${l.defaultCert}\n`);
     const how = await this.haproxy.ensure();
-    this.#served = new Map();
-    for (const f of listed) this.#served.set(f, await readFile(f, 'utf8').catch(() => ''));
-    this.log.info({ how, pid: await this.haproxy.pid(), certs: this.#served.size }, 'data plane (haproxy) up');
+    await this.readBack();
+    this.log.info({ how, pid: await this.haproxy.pid(), certs: this.#listed.size }, 'data plane (haproxy) up');
     await this.publish(this.current());
-    // HAProxy gone (killed, crashed): start it again from its files and republish.
+    // HAProxy gone (killed, crashed): start it again from its files and bring it back to the current table.
     this.#watch = setInterval(() => {
       void this.enqueue(async () => {
         if (await this.haproxy.answers()) return;
         this.log.warn('data plane (haproxy) not answering; restarting it');
         await this.haproxy.ensure();
+        await this.readBack();
         await this.apply(this.current());
       }).catch((err: unknown) => this.log.error({ err }, 'restarting the data plane failed'));
     }, 2_000);
     this.#watch.unref();
+  }
+
+  /**
+   * What HAProxy holds, asked from HAProxy itself (a hoodyd killed mid-change leaves its files and HAProxy's
+   * memory apart): a transaction left open is aborted, stores and crt-list lines are read with their certificates.
+   */
+  private async readBack(): Promise<void> {
+    const l = this.haproxy.layout;
+    const shown = await this.haproxy.command('show ssl cert');
+    let section = '';
+    const stores: string[] = [];
+    for (const line of shown.split('\n').map((x) => x.trim())) {
+      if (line.startsWith('#')) section = line;
+      else if (line && section === '# transaction') await this.haproxy.command(`abort ssl cert ${line.replace(/^\*/, '')}`);
+      else if (line && section === '# filename' && line.startsWith(l.certDir) && line !== l.defaultCert) stores.push(line);
+    }
+    this.#stores = new Map();
+    for (const file of stores) {
+      const detail = await this.haproxy.command(`show ssl cert ${file}`);
+      this.#stores.set(file, /SHA1 FingerPrint: ([0-9A-F]+)/i.exec(detail)?.[1]?.toUpperCase() ?? '');
+    }
+    this.#listed = new Map();
+    for (const line of (await this.haproxy.command(`show ssl crt-list -n ${l.crtList}`)).split('\n')) {
+      const m = /^(\S+):\d+(?:\s+(.*))?$/.exec(line.trim());
+      if (m?.[1] && m[1] !== l.defaultCert && m[1].startsWith(l.certDir)) this.#listed.set(m[1], (m[2] ?? '').trim());
+    }
   }
 
   private enqueue<T>(job: () => Promise<T>): Promise<T> {
@@ -99,6 +133,22 @@ export class HaproxyPlane implements DataPlane {
     return a;
   }
 
+  /** Puts a certificate into HAProxy's store for this file; an open transaction is never left behind. */
+  private async putCert(file: string, pem: string, sni: string): Promise<void> {
+    if (!this.#stores.has(file)) {
+      expectOk(await this.haproxy.command(`new ssl cert ${file}`), `new ssl cert ${sni}`);
+      this.#stores.set(file, '');
+    }
+    try {
+      expectOk(await this.haproxy.command(`set ssl cert ${file}`, pem), `set ssl cert ${sni}`);
+      expectOk(await this.haproxy.command(`commit ssl cert ${file}`), `commit ssl cert ${sni}`);
+    } catch (err) {
+      await this.haproxy.command(`abort ssl cert ${file}`).catch(() => undefined);
+      throw err;
+    }
+    this.#stores.set(file, sha1Of(pem));
+  }
+
   private async apply(table: PlaneTable): Promise<void> {
     const l = this.haproxy.layout;
     const pems = new Map(table.certs.map((c) => [c.domain, c.pem]));
@@ -107,32 +157,38 @@ export class HaproxyPlane implements DataPlane {
       const pem = e.certDomain ? (pems.get(e.certDomain) ?? this.defaultPem) : this.defaultPem;
       desired.set(certFile(l.certDir, e.sni, e.certDomain !== null), { pem, sni: e.sni });
     }
-    // New and changed certificates first, so a route never goes live before its certificate.
+    // New and changed certificates first, so a route never goes live before its certificate. The file is
+    // written before HAProxy may list it: a restarted HAProxy must find every file its crt-list names.
     for (const [file, { pem, sni }] of desired) {
-      const known = this.#served.has(file);
-      if (known && this.#served.get(file) === pem) continue;
-      await writeAtomic(file, pem);
-      if (!known) expectOk(await this.haproxy.command(`new ssl cert ${file}`), `new ssl cert ${sni}`);
-      expectOk(await this.haproxy.command(`set ssl cert ${file}`, pem), `set ssl cert ${sni}`);
-      expectOk(await this.haproxy.command(`commit ssl cert ${file}`), `commit ssl cert ${sni}`);
-      if (!known) expectOk(await this.haproxy.command(`add ssl crt-list ${l.crtList}`, `${file} ${sni}`), `add ssl crt-list ${sni}`);
-      this.#served.set(file, pem);
-      await this.saveCrtList(desired);
+      if (this.#stores.get(file) !== sha1Of(pem)) {
+        await writeAtomic(file, pem);
+        await this.putCert(file, pem, sni);
+      }
+      if (this.#listed.get(file) !== sni) {
+        if (this.#listed.has(file)) await this.haproxy.command(`del ssl crt-list ${l.crtList} ${file}`);
+        expectOk(await this.haproxy.command(`add ssl crt-list ${l.crtList}`, `${file} ${sni}`), `add ssl crt-list ${sni}`);
+        this.#listed.set(file, sni);
+        await this.saveCrtList();
+      }
     }
     await this.applyRoutes(table);
-    for (const file of [...this.#served.keys()].filter((f) => !desired.has(f))) {
+    // Gone ones: out of the crt-list (HAProxy, then its file), then out of the store, then off the disk.
+    for (const file of [...this.#listed.keys()].filter((f) => !desired.has(f))) {
       await this.haproxy.command(`del ssl crt-list ${l.crtList} ${file}`);
+      this.#listed.delete(file);
+    }
+    await this.saveCrtList();
+    for (const file of [...this.#stores.keys()].filter((f) => !desired.has(f))) {
       await this.haproxy.command(`del ssl cert ${file}`);
-      this.#served.delete(file);
+      this.#stores.delete(file);
       await rm(file, { force: true });
     }
-    await this.saveCrtList(desired);
     this.#table = table;
   }
 
-  private async saveCrtList(desired: Map<string, { sni: string }>): Promise<void> {
+  private async saveCrtList(): Promise<void> {
     const l = this.haproxy.layout;
-    const lines = [l.defaultCert, ...[...this.#served.keys()].map((f) => `${f} ${desired.get(f)?.sni ?? ''}`.trim())];
+    const lines = [l.defaultCert, ...[...this.#listed].map(([f, sni]) => `${f} ${sni}`.trim())];
     await writeAtomic(l.crtList, `${lines.join('\n')}\n`);
   }
 

@@ -72,7 +72,8 @@ export function errorPages(): Record<string, string> {
     'tenant-502.http': errorPage(502, 'Bad Gateway', 'HOODY_PROXY_UPSTREAM_FAILED', 'the container did not answer with a valid response'),
     'tenant-503.http': errorPage(502, 'Bad Gateway', 'HOODY_PROXY_UPSTREAM_FAILED', 'the container is not running or refused the connection'),
     'tenant-504.http': errorPage(504, 'Gateway Timeout', 'HOODY_PROXY_UPSTREAM_TIMEOUT', 'the container did not answer in time'),
-    'daemon-502.http': errorPage(503, 'Service Unavailable', 'HOODY_DAEMON_UNAVAILABLE', 'hoodyd is restarting; retry shortly'),
+    // hoodyd went away with the request in flight: whether it took effect is unknown (a retry of a PUT is safe).
+    'daemon-502.http': errorPage(503, 'Service Unavailable', 'HOODY_DAEMON_UNAVAILABLE', 'hoodyd stopped while answering; the request may or may not have taken effect; retry shortly'),
     'daemon-503.http': errorPage(503, 'Service Unavailable', 'HOODY_DAEMON_UNAVAILABLE', 'hoodyd is restarting; retry shortly'),
     'daemon-504.http': errorPage(504, 'Gateway Timeout', 'HOODY_DAEMON_UNAVAILABLE', 'hoodyd did not answer in time'),
   };
