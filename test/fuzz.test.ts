@@ -78,7 +78,9 @@ const nasty = fc.oneof(
   fc.constantFrom(...NASTY),
   unicode,
   fc.tuple(fc.constantFrom(...NASTY), unicode, fc.constantFrom(...NASTY)).map(([a, b, c]) => a + b + c),
-  fc.integer({ min: 250, max: 5000 }).map((n) => 'é'.repeat(n)),
+  // Up to 3,500 (a head of ~56 KiB where a route repeats it encoded): past every limit of hoodyd's (16 KiB), within
+  // the data plane's 64 KiB buffer (beyond it HAProxy cuts the connection while the client still writes).
+  fc.integer({ min: 250, max: 3500 }).map((n) => 'é'.repeat(n)),
 );
 
 function pct(ch: string): string {
@@ -236,6 +238,14 @@ describe('fuzz: malformed input on every route', () => {
   const snapshot = async () => ({ tables: tables(join(d.stateDir, 'hoody.db')), files: await tree(join(volume, 'files')), scripts: await tree(join(volume, 'scripts')) });
 
   /**
+   * HAProxy (the data plane) refuses a request line with characters RFC 3986 does not allow in a URI, or a head
+   * larger than its 64 KiB buffer, with its own 400 page before any route sees it (HAProxy 2.6 uses no error file
+   * there: haproxy#3032). Only those are let pass.
+   */
+  const refusedAtEdge = (r: Reply, what: string) =>
+    r.status === 400 && r.text().includes('<h1>400 Bad request</h1>') && (/["<>\\^`{|}]/.test(what) || r.sentHeadBytes > 63 * 1024);
+
+  /**
    * One case: never a 5xx, the error shape on every 4xx, and (`invalid`: the input is invalid by construction)
    * never a 2xx/3xx. Returns the problem, or null; the property fails on the first one (seed and case printed).
    */
@@ -244,6 +254,7 @@ describe('fuzz: malformed input on every route', () => {
     tally.byGroup[group] = (tally.byGroup[group] ?? 0) + 1;
     const line = () => `${r.status} ${r.text().slice(0, 160)} <- ${group}: ${what.slice(0, 160)}`;
     if (r.status >= 500) tally.fiveHundreds.push(line());
+    else if (r.status >= 400 && !errorShape(r) && refusedAtEdge(r, what)) tally.byGroup['refused by HAProxy at the edge'] = (tally.byGroup['refused by HAProxy at the edge'] ?? 0) + 1;
     else if (r.status >= 400 && !errorShape(r)) tally.badShape.push(line());
     else if (invalid && r.status < 400) tally.accepted.push(line());
     else return null;
@@ -641,7 +652,8 @@ describe('fuzz: malformed input on every route', () => {
     t.diagnostic(`served meanwhile: ${latencies.length} request pairs, slowest ${Math.max(...latencies)} ms`);
     for (const [k, e] of ends.entries()) {
       assert.ok(e.ms < 8000, `connection ${k} closed after ${e.ms} ms (header timeout 2 s; the watcher gives up at 15 s)`);
-      if (k < slow.length) assert.match(e.got, /^HTTP\/1\.1 408 [\s\S]*"code":"HOODY_REQUEST_TIMEOUT"/, `slow client ${k}: ${e.got.slice(0, 80)}`);
+      // HAProxy 2.6 answers an incomplete header block with its own 408 page, not the catalogue's (haproxy#3032).
+      if (k < slow.length) assert.match(e.got, /^HTTP\/1\.1 408 /, `slow client ${k}: ${e.got.slice(0, 80)}`);
     }
     tally.byGroup['slow clients cut off'] = ends.length;
   });

@@ -124,7 +124,7 @@ for (const plane of ['haproxy', 'node'] as const) describe(`hostile tenant (${pl
 
   before(async () => {
     // A short upstream timeout so the stalled cases finish quickly (default 60 s).
-    d = await startTestDaemon({ HOODY_PROXY_UPSTREAM_TIMEOUT: '2s', HOODY_DATA_PLANE: plane });
+    d = await startTestDaemon({ HOODY_PROXY_UPSTREAM_TIMEOUT: '2s', HOODY_HEADERS_TIMEOUT: '2s', HOODY_DATA_PLANE: plane });
     ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
     pid = await d.daemonPid();
     planePid = plane === 'haproxy' ? await haproxyPid() : 0;
@@ -196,6 +196,35 @@ for (const plane of ['haproxy', 'node'] as const) describe(`hostile tenant (${pl
     assert.match(raw, /^HTTP\/1\.1 502 /, raw);
     assert.equal(codeOf(raw.slice(raw.indexOf('\r\n\r\n') + 4)), 'HOODY_PROXY_UPSTREAM_FAILED');
     await assertSurvived('upgrade garbage');
+  });
+
+  // HAProxy 2.6 answers an incomplete header block with its own 408 page (it skips error files there: haproxy#3032).
+  test(`a client that never finishes its header block: 408${plane === 'node' ? ' HOODY_REQUEST_TIMEOUT' : ''}, then the connection is closed`, async () => {
+    const got = await new Promise<string>((resolve) => {
+      const s = connect(ports.http, '127.0.0.1', () => s.write('GET /api/v1/files/ HTTP/1.1\r\nHost: api.a.hoody.localhost\r\nX-Slow: '));
+      let buf = '';
+      s.on('data', (c: Buffer) => (buf += c.toString('latin1')));
+      s.on('error', () => undefined);
+      s.on('close', () => resolve(buf));
+      setTimeout(() => s.destroy(), 15_000).unref();
+    });
+    assert.match(got, /^HTTP\/1\.1 408 /, got.slice(0, 200));
+    if (plane === 'node') assert.match(got, /"code":"HOODY_REQUEST_TIMEOUT"/);
+    await assertSurvived('slow client');
+  });
+
+  test(`not HTTP at all: 400${plane === 'node' ? ' HOODY_BAD_REQUEST' : ''}, then the connection is closed`, async () => {
+    const got = await new Promise<string>((resolve) => {
+      const s = connect(ports.http, '127.0.0.1', () => s.write('NOT HTTP AT ALL\r\n\r\n'));
+      let buf = '';
+      s.on('data', (c: Buffer) => (buf += c.toString('latin1')));
+      s.on('error', () => undefined);
+      s.on('close', () => resolve(buf));
+      setTimeout(() => s.destroy(), 15_000).unref();
+    });
+    assert.match(got, /^HTTP\/1\.1 400 /, got.slice(0, 200));
+    if (plane === 'node') assert.match(got, /"code":"HOODY_BAD_REQUEST"/);
+    await assertSurvived('not HTTP');
   });
 
   // hoodyd's forwarder holds a refusal in memory, so it bounds it; HAProxy streams it like any answer.

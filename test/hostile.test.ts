@@ -48,9 +48,11 @@ describe('hostile input on the public listeners', () => {
     const text = await raw(ports.http, `GET /api/v1/files/ HTTP/1.1\r\nHost: api.a.hoody.localhost\r\nX-Big: ${'y'.repeat(20_000)}\r\n\r\n`);
     assert.match(text, /^HTTP\/1\.1 431/);
     assert.match(text, /"code":"HOODY_HEADERS_TOO_LARGE"/);
+    // Not HTTP at all: HAProxy's parser refuses it before a request exists, with its own 400 page (HAProxy 2.6
+    // does not use error files there: haproxy#3032); the connection is closed either way.
     const garbage = await raw(ports.http, 'NOT HTTP AT ALL\r\n\r\n');
     assert.match(garbage, /^HTTP\/1\.1 400/);
-    assert.match(garbage, /"code":"HOODY_BAD_REQUEST"/);
+    assert.match(garbage, /\r\nconnection: close\r\n/i);
   });
 
   test('Host header games: unknown hosts, IP literals, another container\'s token on a container host', async () => {

@@ -9,6 +9,22 @@ import { Duplex } from 'node:stream';
 import { type SecureContext, TLSSocket } from 'node:tls';
 
 const clients = new WeakMap<object, string>();
+/** TLS connections whose first request has not arrived yet, with the timer that cuts them off. */
+const waiting = new WeakMap<object, NodeJS.Timeout>();
+
+/** The HTTP server saw a request on this connection: the first-request deadline is met. */
+export function requestArrived(socket: object): void {
+  const t = waiting.get(socket);
+  if (t) {
+    clearTimeout(t);
+    waiting.delete(socket);
+  }
+}
+
+const TIMEOUT_408 = (() => {
+  const body = JSON.stringify({ error: { code: 'HOODY_REQUEST_TIMEOUT', message: 'request timeout' } });
+  return `HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+})();
 
 /** The client's address: from the PROXY line when the connection came through the data plane. */
 export function clientAddress(socket: { remoteAddress?: string }): string | undefined {
@@ -93,10 +109,21 @@ export function acceptTls(opts: TlsAcceptOptions, emit: (socket: Duplex) => void
     tls.on('error', () => tls.destroy());
     tls.on('close', () => {
       clearTimeout(timer);
+      requestArrived(tls);
       socket.destroy();
     });
     tls.once('secure', () => {
       clearTimeout(timer);
+      // Node's header timeout does not cover a connection handed over by hand: a client that completes the
+      // handshake and then says nothing (or too little) gets a 408 here, as hoodyd's own listener gave.
+      waiting.set(
+        tls,
+        setTimeout(() => {
+          waiting.delete(tls);
+          tls.end(TIMEOUT_408);
+          setTimeout(() => tls.destroy(), 1_000).unref();
+        }, opts.handshakeTimeoutMs),
+      );
       emit(tls);
     });
   };

@@ -11,7 +11,7 @@ import { answerClientError, frameworkErrors, installErrorHandling } from '../err
 import { schemaController } from '../validation.js';
 import { FailureLimiter } from './limiter.js';
 import { type CallAuthority, stripInternalHeaders } from './authority.js';
-import { acceptHttp, acceptTls, listenProxied } from './proxied.js';
+import { acceptHttp, acceptTls, listenProxied, requestArrived } from './proxied.js';
 
 export interface PublicServerOptions {
   ctx: ContainerContext;
@@ -152,6 +152,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     },
     async listenBehind(paths) {
       const emit = (socket: Duplex) => app.server.emit('connection', socket);
+      app.server.on('request', (req: IncomingMessage) => requestArrived(req.socket));
       behind = [
         await listenProxied(paths.http, acceptHttp(emit)),
         await listenProxied(paths.tls, acceptTls({ secureContext: fallback, SNICallback: sniCallback, handshakeTimeoutMs: headersTimeout }, emit)),

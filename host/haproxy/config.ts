@@ -62,12 +62,17 @@ function errorPage(status: number, reason: string, code: string, message: string
   return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
 }
 
-/** The error pages, by file name: the same codes and shapes as the API's own errors. */
+/**
+ * The error pages, by file name: the same codes and shapes as the API's own errors. HAProxy 2.6 does not use
+ * them for the two errors its HTTP/1 parser answers before a request exists (an unparsable request: 400; an
+ * incomplete header block at `timeout http-request`: 408): those get HAProxy's own page (haproxy#3032, fixed in 3.2).
+ */
 export function errorPages(): Record<string, string> {
   return {
     'client-400.http': errorPage(400, 'Bad Request', 'HOODY_BAD_REQUEST', 'bad request'),
     'client-403.http': errorPage(403, 'Forbidden', 'HOODY_BAD_REQUEST', 'refused'),
     'client-408.http': errorPage(408, 'Request Timeout', 'HOODY_REQUEST_TIMEOUT', 'request timeout'),
+    'client-431.http': errorPage(431, 'Request Header Fields Too Large', 'HOODY_HEADERS_TOO_LARGE', 'request header fields too large'),
     'client-500.http': errorPage(500, 'Internal Server Error', 'HOODY_INTERNAL', 'internal error'),
     'tenant-502.http': errorPage(502, 'Bad Gateway', 'HOODY_PROXY_UPSTREAM_FAILED', 'the container did not answer with a valid response'),
     'tenant-503.http': errorPage(502, 'Bad Gateway', 'HOODY_PROXY_UPSTREAM_FAILED', 'the container is not running or refused the connection'),
@@ -88,6 +93,8 @@ const ms = (n: number) => `${Math.max(1, Math.round(n))}ms`;
 function routingRules(l: HaproxyLayout, proto: 'http' | 'https'): string[] {
   return [
     // Nothing from outside speaks for the daemon: x-hoody-* reach neither the API nor a container.
+    // The same header limit as hoodyd's own listeners (16 KiB), answered in the catalogue's shape.
+    `http-request return errorfile ${join(l.errorDir, 'client-431.http')} if { req.hdrs,length gt 16384 }`,
     'http-request del-header x-hoody- -m beg',
     `http-request set-header x-forwarded-proto ${proto}`,
     'http-request set-header x-forwarded-host %[req.hdr(host)]',
@@ -110,6 +117,10 @@ export function renderHaproxyConfig(s: HaproxySettings): string {
     `  stats socket ${l.adminSocket} mode 600 level admin`,
     `  pidfile ${l.pidFile}`,
     '  tune.ssl.default-dh-param 2048',
+    // Four times hoodyd's header limit: a head between 16 and ~63 KiB still reaches a rule (or hoodyd) that
+    // answers it in the catalogue's shape; only a bigger one gets HAProxy's own 400 page. Buffers are taken only
+    // while a request is in flight.
+    '  tune.bufsize 65536',
     '  ssl-default-bind-options ssl-min-ver TLSv1.2',
     'defaults',
     '  mode http',
@@ -135,6 +146,8 @@ export function renderHaproxyConfig(s: HaproxySettings): string {
     `  bind ${s.bindHost}:${s.httpsPort}`,
     `  tcp-request inspect-delay ${ms(s.headersTimeoutMs)}`,
     '  tcp-request content accept if { req.ssl_hello_type 1 }',
+    // No ClientHello within the header timeout (idle, or not TLS at all): closed, as hoodyd's listener did.
+    '  tcp-request content reject',
     `  use_backend hoodyd-tls if { req.ssl_sni -i -m str ${domain} } || { req.ssl_sni -i -m end .${domain} }`,
     '  default_backend tenant-tls',
     '',

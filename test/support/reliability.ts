@@ -19,6 +19,8 @@ export interface Reply {
   body: Buffer;
   text(): string;
   json<T = Record<string, unknown>>(): T;
+  /** Bytes of the request line and header block sent (a proxy may refuse a head bigger than its buffer). */
+  sentHeadBytes: number;
 }
 
 export interface SendOptions {
@@ -35,8 +37,8 @@ export interface SendOptions {
   timeoutMs?: number;
 }
 
-function reply(status: number, headers: IncomingHttpHeaders, body: Buffer): Reply {
-  return { status, headers, body, text: () => body.toString('utf8'), json: <T>() => JSON.parse(body.toString('utf8')) as T };
+function reply(status: number, headers: IncomingHttpHeaders, body: Buffer, sentHeadBytes: number): Reply {
+  return { status, headers, body, text: () => body.toString('utf8'), json: <T>() => JSON.parse(body.toString('utf8')) as T, sentHeadBytes };
 }
 
 /** One request on a fresh connection, bytes in and bytes out (fetch would normalize paths and hosts). */
@@ -60,7 +62,8 @@ export function send(opts: SendOptions): Promise<Reply> {
     const done = (res: import('node:http').IncomingMessage) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve(reply(res.statusCode ?? 0, res.headers, Buffer.concat(chunks))));
+      const head = `${base.method} ${opts.path} HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
+      res.on('end', () => resolve(reply(res.statusCode ?? 0, res.headers, Buffer.concat(chunks), Buffer.byteLength(head))));
       res.on('error', reject);
     };
     const req = opts.tls
