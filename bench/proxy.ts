@@ -88,7 +88,7 @@ const APPS: Record<string, App> = {
     label: 'busybox httpd, static file (no keep-alive upstream)',
     container: 'pb',
     image: BUSYBOX_IMAGE,
-    hostname: 'proxybench.localhost',
+    hostname: 'proxybench.test',
     port: 8080,
     body: BODY,
   },
@@ -97,7 +97,7 @@ const APPS: Record<string, App> = {
     label: 'node http server (keep-alive upstream)',
     container: 'pn',
     image: NODE_IMAGE,
-    hostname: 'proxybench-ka.localhost',
+    hostname: 'proxybench-ka.test',
     port: 8080,
     body: '{"ok":true,"path":"/index.html"}',
   },
@@ -386,6 +386,11 @@ async function runProxy(): Promise<void> {
       ] as const) {
         s.log(`faults, ${t.server}: hoodyd SIGKILLed and restarted under load (${faultDuration} s)`);
         faults.push(await killUnderLoad({ daemon, target: t.server, durationS: faultDuration, load: () => load(app, t, 'close', faultDuration) }));
+        // hoodyd's own listeners (HOODY_DATA_PLANE=node) come back on new free ports; HAProxy kept its own.
+        const now = (await daemon.client.call<{ listeners: { http: number; https: number } }>('GET', '/v1/host')).listeners;
+        daemon.ports.http = now.http;
+        daemon.ports.https = now.https;
+        t.port = now.https;
         if (swaps > 0) {
           s.log(`faults, ${t.server}: ${swaps} certificate swaps under load`);
           faults.push(

@@ -165,7 +165,8 @@ export async function startTestDaemon(extraEnv: NodeJS.ProcessEnv = {}, opts: { 
       const ctx = buildContainerContext(config, db, pino({ level: 'silent' }));
       for (const row of ctx.store.list()) await removeContainer(ctx, row.name).catch(() => undefined);
       db.close();
-      await removeInstanceOf(env, stateDir);
+      // The daemon's own state dir (a test may have given it another one than the temp dir made here).
+      await removeInstanceOf(env, env.HOODY_STATE_DIR ?? stateDir);
       await removeStateDir(ctx, stateDir);
     },
   };
