@@ -116,8 +116,10 @@ describe('hoody daemon (foreground) with flags and HOODY_* defaults', () => {
   });
 
   test('the listener flags and HOODY_DOMAIN are what the daemon serves: service hosts under the new domain only', async () => {
-    const host = await client.call<{ listeners: { http: number; https: number; domain: string } }>('GET', '/v1/host');
-    assert.deepEqual(host.listeners, { http: ports.http, https: ports.https, domain });
+    const host = await client.call<{ listeners: { http: number; https: number; domain: string; data_plane: { kind: string } } }>('GET', '/v1/host');
+    const { data_plane, ...listeners } = host.listeners;
+    assert.deepEqual(listeners, { http: ports.http, https: ports.https, domain });
+    assert.equal(data_plane.kind, 'haproxy');
     const files = (h: string, https = false) =>
       call({ port: https ? ports.https : ports.http, host: h, path: '/api/v1/files/', headers: { authorization: `Bearer ${tokens.get('w')}` }, tls: https ? { insecure: true } : undefined });
     assert.equal((await files(`api.w.${domain}`)).status, 200);
