@@ -3,18 +3,14 @@
  * certificates added and replaced through the admin socket with no reload. Every change is also written to the
  * files HAProxy loads at start, so a restarted HAProxy serves the same table.
  */
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { writeAtomic } from '../../host/atomic-file.js';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Haproxy } from '../../host/haproxy/process.js';
 import type { DataPlane, PlaneTable } from './plane.js';
 import { sniTable } from './plane.js';
-
-async function writeAtomic(path: string, content: string): Promise<void> {
-  await writeFile(`${path}.tmp`, content, { mode: 0o600 });
-  await rename(`${path}.tmp`, path);
-}
 
 /** A domain's file name (`*` cannot be in one that HAProxy's crt-list parses well). */
 const certFile = (dir: string, sni: string, own: boolean) => join(dir, `${own ? '' : '_default_for_'}${sni.replace('*', '_wildcard_')}.pem`);

@@ -2,7 +2,8 @@
 import 'reflect-metadata';
 import { webcrypto, X509Certificate as NodeX509, createPrivateKey, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeAtomic } from '../../host/atomic-file.js';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 
@@ -27,11 +28,6 @@ async function exportKeyPem(key: CryptoKey): Promise<string> {
 async function importKeyPem(pem: string): Promise<CryptoKey> {
   const der = createPrivateKey(pem).export({ type: 'pkcs8', format: 'der' });
   return (await webcrypto.subtle.importKey('pkcs8', der, ALG, true, ['sign'])) as CryptoKey;
-}
-
-async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
-  await writeFile(`${path}.tmp`, data, { mode });
-  await rename(`${path}.tmp`, path);
 }
 
 /**

@@ -1,7 +1,8 @@
 /** The HAProxy process of one hoody instance: started detached (it outlives hoodyd), adopted, reloaded, asked. */
 import { spawn } from 'node:child_process';
 import { existsSync, openSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeAtomic } from '../atomic-file.js';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { errorPages, type HaproxySettings, renderHaproxyConfig } from './config.js';
@@ -16,11 +17,6 @@ export class HaproxyError extends Error {
     super(message);
     this.name = 'HaproxyError';
   }
-}
-
-async function writeAtomic(path: string, content: string, mode = 0o600): Promise<void> {
-  await writeFile(`${path}.tmp`, content, { mode });
-  await rename(`${path}.tmp`, path);
 }
 
 function alive(pid: number): boolean {
@@ -138,10 +134,6 @@ export class Haproxy {
     throw new HaproxyError(`haproxy did not answer on ${this.layout.adminSocket}; see ${this.layout.log}`, this.binary, base, '');
   }
 
-  /** Stops this instance's HAProxy (tests, `hoody down`): the data plane is otherwise left running on purpose. */
-  async stop(): Promise<void> {
-    await stopPid(await this.pid());
-  }
 }
 
 /** Stops the HAProxy of the instance on this state dir, if one runs (tests and benchmarks clean up with it). */
