@@ -177,6 +177,32 @@ export class FileArea {
     });
   }
 
+  /**
+   * One version of a regular file without reading it: device, inode, size, and the change and modification times
+   * in ns (a write, a rename over it, a chmod or a touch changes the key; a user cannot set the change time).
+   * `changedMs` lets a cache tell a change too recent to trust (within a clock tick of now). Null when nothing, or
+   * no regular file, is there.
+   */
+  async version(userPath: string): Promise<{ key: string; changedMs: number } | null> {
+    const rel = FileArea.normalize(userPath);
+    return this.anchored((root) => {
+      let fd: number;
+      try {
+        fd = openBeneath(root, rel || '.', O_PATH, { resolve: STAY_BENEATH });
+      } catch (err) {
+        if (missing(err)) return null;
+        throw this.error(err, rel);
+      }
+      try {
+        const st = fstatSync(fd, { bigint: true });
+        if (!st.isFile()) return null;
+        return { key: `${st.dev}:${st.ino}:${st.size}:${st.ctimeNs}:${st.mtimeNs}`, changedMs: Number(st.ctimeNs / 1_000_000n) };
+      } finally {
+        closeFd(fd);
+      }
+    });
+  }
+
   /** Opens a regular file for reading; the caller closes the handle. */
   async openRead(userPath: string): Promise<{ handle: FileHandle; info: FileInfo }> {
     const rel = FileArea.normalize(userPath);

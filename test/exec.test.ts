@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, symlink } from 'node:fs/promises';
+import { mkdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -536,6 +536,27 @@ describe('exec', { timeout: 300_000 }, () => {
     }
   });
 
+  it('runs a script rewritten behind the API at once, even at the same size with its times put back', async () => {
+    // The daemon keeps a prepared script while the file's version (inode, size, times) stays; a process in the
+    // container can rewrite the file in place and reset its mtime, but not its change time.
+    const file = join(h.row.volume, 'scripts', 'inplace.ts');
+    await putOk('inplace.ts', "return 'AAAA';\n");
+    assert.equal((await call('/scripts/inplace')).json, 'AAAA');
+    await new Promise((r) => setTimeout(r, 100)); // past the settle time: this version is kept from the next run on
+    assert.equal((await call('/scripts/inplace')).json, 'AAAA');
+    const before = await stat(file);
+    await writeFile(file, "return 'BBBB';\n", { flag: 'r+' });
+    await utimes(file, before.atime, before.mtime);
+    const after = await stat(file);
+    assert.equal(after.ino, before.ino, 'the same inode');
+    assert.equal(after.size, before.size, 'the same size');
+    assert.equal(after.mtimeMs, before.mtimeMs, 'the same mtime');
+    assert.equal((await call('/scripts/inplace')).json, 'BBBB', 'the new content runs');
+    await new Promise((r) => setTimeout(r, 100));
+    await writeFile(file, "return 'CCCC';\n", { flag: 'r+' });
+    assert.equal((await call('/scripts/inplace')).json, 'CCCC', 'and a rewrite right after a run, too');
+  });
+
   it('caps live isolates (least recently used out), disposes idle ones and a closed container’s', async () => {
     for (let i = 0; i < 6; i++) await putOk(`cap/s${i}.ts`, `return ${i};`);
     const svc = new ExecService({
@@ -607,6 +628,17 @@ describe('exec policy and log (units)', () => {
       assert.deepEqual(log.query('c1', { since: new Date(1_700_000_000_008).toISOString() }).map((e) => e.script), ['s8.ts', 's9.ts']);
       assert.deepEqual(log.query('c1', { since: new Date(0).toISOString(), limit: 2 }).map((e) => e.script), ['s7.ts', 's8.ts']);
       assert.equal(log.query('c2').length, 1);
+      // A larger cap is trimmed every twentieth of it: never more than 5% over on disk, the query shows the cap.
+      const wide = new ExecLog(t.db, (err) => assert.fail(String(err)), 40);
+      const onDisk = () => (t.db.prepare("SELECT count(*) AS n FROM exec_runs WHERE container = 'c2'").get() as { n: number }).n;
+      let most = 0;
+      for (let i = 1; i <= 100; i++) {
+        wide.add(entry('c2', i));
+        wide.flush();
+        most = Math.max(most, onDisk());
+      }
+      assert.ok(most <= 42, `${most} rows on disk for a cap of 40`);
+      assert.deepEqual(wide.query('c2', { limit: 1000 }).map((e) => e.script), Array.from({ length: 40 }, (_, i) => `s${61 + i}.ts`));
     } finally {
       await t.cleanup();
     }

@@ -1,5 +1,6 @@
 /** The exec worker's isolates: pooled per (container, script), within caps of count and memory, watched when idle. */
 import ivm from 'isolated-vm';
+import type { RunContext } from './contexts.js';
 import type { WorkerConfig } from './protocol.js';
 
 /** CPU an idle isolate may use (GC) before the watchdog disposes it. */
@@ -20,6 +21,8 @@ export interface Slot {
   isolate: ivm.Isolate;
   prelude: ivm.Script | null;
   scripts: Map<string, ivm.Script>;
+  /** The next run's context, being made or ready while the isolate idles (contexts.ts). */
+  spare: Promise<RunContext | null> | null;
   /** Runs using this isolate right now (0 or 1: an isolate is never shared). */
   active: number;
   lastUsed: number;
@@ -59,6 +62,8 @@ export class IsolatePool {
     private readonly config: WorkerConfig,
     private readonly onFatal: (message: string) => void,
     private readonly warn: (text: string) => void,
+    /** Called when a slot turns idle (instead of a bare probe): the worker makes the next run's context. */
+    private readonly onIdle: ((slot: Slot) => void) | null = null,
   ) {}
 
   get size(): number {
@@ -101,7 +106,8 @@ export class IsolatePool {
     slot.lastUsed = Date.now();
     if (slot.active === 0 && !slot.dead) {
       slot.idleCpuNs = cpuOf(slot);
-      this.probe(slot);
+      if (this.onIdle) this.onIdle(slot);
+      else this.probe(slot);
     }
   }
 
@@ -114,6 +120,7 @@ export class IsolatePool {
       isolate,
       prelude: null,
       scripts: new Map(),
+      spare: null,
       active: 0,
       lastUsed: Date.now(),
       dead: false,

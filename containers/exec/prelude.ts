@@ -1,18 +1,23 @@
 /**
  * The JavaScript every script context starts with (run inside the isolate, compiled once per isolate).
  *
- * The worker puts three raw values on the global before it runs: `__hoody_call(id, op, args)` and
- * `__hoody_log(level, text)` (isolated-vm Callbacks: plain functions whose arguments are copied, so nothing of
- * the host is reachable through them) and `__hoody_request` (a copy). The prelude captures them in a closure,
- * deletes the globals (and the built-ins that let code run after its request or crash the worker), defines the script's globals (request, fetch, Response, Headers, console, files, acme,
- * setTimeout, TextEncoder/TextDecoder) and the non-writable `__hoody_start` the compiled script calls. Its
- * completion value is `settle(id, ok, value)`, which the worker keeps as a Reference to answer host calls.
+ * The worker makes each context ahead of its run, while the isolate is idle (contexts.ts): it puts one raw value
+ * on the global, `__hoody_host(kind, ...)` (an isolated-vm Callback: a plain function whose arguments are copied,
+ * so nothing of the host is reachable through it; kind 0 is a host call `(id, op, args)`, kind 1 a console line
+ * `(level, text)`), and runs this. The prelude captures it in a closure, deletes it (and the built-ins that let
+ * code run after its request or crash the worker), defines the script's globals (fetch, Response, Headers,
+ * console, files, acme, setTimeout, TextEncoder/TextDecoder) and the non-writable `__hoody_start` the compiled
+ * script calls. Its completion value is `control(op, ...)`, which the worker keeps as a Reference: op 0 answers a
+ * host call `(id, ok, value)`; op 1 begins the run `(request, consoleCap)`, defining `request` (a copy, frozen).
  */
 export const PRELUDE = `(function () {
 'use strict';
 const g = globalThis;
-const call = g.__hoody_call, log = g.__hoody_log, rawRequest = g.__hoody_request, consoleCap = g.__hoody_console_cap;
-delete g.__hoody_call; delete g.__hoody_log; delete g.__hoody_request; delete g.__hoody_console_cap;
+const hostFn = g.__hoody_host;
+delete g.__hoody_host;
+const call = (id, op, args) => hostFn(0, id, op, args);
+const log = (level, text) => hostFn(1, level, text);
+let consoleCap = 0;
 
 const waiting = new Map();
 let seq = 0;
@@ -268,7 +273,6 @@ delete Atomics.waitAsync;
 
 const define = (name, value, writable = true) =>
   Object.defineProperty(g, name, { value, writable, configurable: writable, enumerable: false });
-define('request', deepFreeze(rawRequest));
 define('fetch', fetch);
 define('Response', Response);
 define('Headers', Headers);
@@ -283,5 +287,9 @@ define('setInterval', setInterval);
 define('clearInterval', clearTimeout);
 define('queueMicrotask', (fn) => { Promise.resolve().then(fn).catch((e) => consoleObject.error(e)); });
 define('__hoody_start', start, false);
-return settle;
+return function control(op, a, b, c) {
+  if (op === 0) return settle(a, b, c);
+  consoleCap = Number(b);
+  define('request', deepFreeze(a));
+};
 })()`;

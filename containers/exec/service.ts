@@ -70,11 +70,16 @@ const CONSOLE_CAP = 16 * 1024;
 /** Characters of an error kept in the exec log and the answer (the worker cuts a thrown message already). */
 const ERROR_CAP = 8192;
 const RUNNABLE = /\.(ts|js)$/;
+/** Prepared scripts kept across requests (the transpiler keeps as many compiled sources). */
+const PREPARED_KEPT = 256;
+/** A file changed less than this ago is read again on its next run (file times move in clock ticks). */
+const VERSION_SETTLE_MS = 50;
 
 interface ActiveRun {
   row: ContainerRow;
   input: RunInput;
-  abort: AbortController;
+  /** Made by the run's first host call (most runs make none; an abort costs a DOMException). */
+  abort: AbortController | null;
 }
 
 function errorText(err: unknown): string {
@@ -90,6 +95,8 @@ export class ExecService implements NamespaceHooks {
   private readonly worker: WorkerHost;
   private readonly transpiler = new Transpiler();
   private readonly directives = new Map<string, Directives>();
+  /** Prepared scripts by container id and file, with the file version they were read at; least recently used out. */
+  private readonly preparedCache = new Map<string, { version: string; script: PreparedScript }>();
   private readonly active = new Map<number, ActiveRun>();
   private readonly scriptWrites = new Map<string, Promise<void>>();
   private readonly execLog: ExecLog;
@@ -157,20 +164,34 @@ export class ExecService implements NamespaceHooks {
    * Without: shuts the service down (stops the worker, writes what is left of the log).
    */
   async close(row?: ContainerRow): Promise<void> {
-    if (row) this.worker.dispose(row.id);
-    else await this.worker.close();
+    if (row) {
+      this.worker.dispose(row.id);
+      for (const key of [...this.preparedCache.keys()]) if (key.startsWith(`${row.id}\0`)) this.preparedCache.delete(key);
+    } else await this.worker.close();
     this.execLog.flush();
   }
 
   // ---- running
 
-  /** Finds `<path>.ts` (or `.js`, or the path itself when it names one), reads its magic comments, compiles it. */
+  /**
+   * Finds `<path>.ts` (or `.js`, or the path itself when it names one), reads its magic comments, compiles it.
+   * A file whose version (inode, size, times) is unchanged since it was last prepared is not read again.
+   */
   async prepare(row: ContainerRow, scriptPath: string): Promise<PreparedScript | null> {
     const rel = FileArea.normalize(scriptPath);
     if (rel === '') return null;
     const area = FileArea.of(row, 'scripts');
     const candidates = RUNNABLE.test(rel) ? [rel] : [`${rel}.ts`, `${rel}.js`];
     for (const file of candidates) {
+      const version = await area.version(file);
+      if (!version) continue;
+      const key = `${row.id}\0${file}`;
+      const hit = this.preparedCache.get(key);
+      if (hit && hit.version === version.key) {
+        this.preparedCache.delete(key);
+        this.preparedCache.set(key, hit);
+        return hit.script;
+      }
       let source: Buffer;
       try {
         source = await area.read(file);
@@ -186,7 +207,13 @@ export class ExecService implements NamespaceHooks {
         this.directives.set(compiled.hash, directives);
         if (this.directives.size > 1024) this.directives.delete(this.directives.keys().next().value!);
       }
-      return { file, directives, hash: compiled.hash, code: compiled.code };
+      const script = { file, directives, hash: compiled.hash, code: compiled.code };
+      // A write within a clock tick of now may not have moved the file's times yet: such a version is not kept.
+      if (Date.now() - version.changedMs > VERSION_SETTLE_MS) {
+        this.preparedCache.set(key, { version: version.key, script });
+        if (this.preparedCache.size > PREPARED_KEPT) this.preparedCache.delete(this.preparedCache.keys().next().value!);
+      } else this.preparedCache.delete(key);
+      return script;
     }
     return null;
   }
@@ -205,7 +232,7 @@ export class ExecService implements NamespaceHooks {
     // Waits its turn within the container's and the host's budget, or is refused (429/503) without running.
     const release = await this.budget.acquire(row.id, prepared.directives.memoryMb, depth > 0);
     const id = ++this.seq;
-    const active: ActiveRun = { row, input, abort: new AbortController() };
+    const active: ActiveRun = { row, input, abort: null };
     this.active.set(id, active);
     let report: RunReport;
     let cpuMs = 0;
@@ -224,7 +251,7 @@ export class ExecService implements NamespaceHooks {
     } finally {
       release(cpuMs);
       this.active.delete(id);
-      active.abort.abort();
+      active.abort?.abort();
     }
     let result: RunResult | null = null;
     let error: HoodyError | null = null;
@@ -345,6 +372,7 @@ export class ExecService implements NamespaceHooks {
     const run = this.active.get(id);
     if (!run) return;
     const deps = { domain: this.domain, selfFetch: this.deps.selfFetch, acme: this.deps.acme };
+    run.abort ??= new AbortController();
     const ctx = { row: run.row, caller: run.input.caller, depth: run.input.depth ?? 0, dryRun: run.input.dryRun, signal: run.abort.signal };
     hostCall(deps, ctx, op, (args ?? {}) as Record<string, unknown>).then(
       (value) => this.worker.reply(id, call, { ok: true, value }),

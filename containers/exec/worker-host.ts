@@ -69,6 +69,8 @@ export class WorkerHost {
   private statsSeq = 0;
   private readonly statsWaiting = new Map<number, (s: WorkerStats) => void>();
   private idleWatch: NodeJS.Timeout | null = null;
+  /** When a run was last sent or settled: the idle watch must not take a worker between two runs for idle. */
+  private lastActivity = 0;
 
   constructor(private readonly opts: WorkerHostOptions) {}
 
@@ -86,6 +88,7 @@ export class WorkerHost {
         child.kill('SIGKILL');
       }, msg.limits.timeoutMs + BACKSTOP_GRACE_MS);
       this.pending.set(msg.id, { resolve, timer, child });
+      this.lastActivity = Date.now();
       this.post(child, { type: 'run', ...msg });
     });
   }
@@ -152,7 +155,9 @@ export class WorkerHost {
       if (now === null || last === null || this.child !== child) return;
       const share = (now - last) / CLK_TCK / (IDLE_CHECK_MS / 1000);
       last = now;
-      const busy = [...this.pending.values()].some((p) => p.child === child);
+      // Busy if a run was in flight at any point of the sample, not only at its end: under a steady sequential
+      // load the instant between two runs is common, and three such samples in a row killed a healthy worker.
+      const busy = Date.now() - this.lastActivity <= IDLE_CHECK_MS || [...this.pending.values()].some((p) => p.child === child);
       hot = !busy && share >= IDLE_CPU_SHARE ? hot + 1 : 0;
       if (hot >= IDLE_CHECKS) {
         this.opts.log.error({ worker: child.pid, share }, 'exec worker kept using CPU with no run in flight; killing it');
@@ -177,6 +182,7 @@ export class WorkerHost {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
+    this.lastActivity = Date.now();
     clearTimeout(p.timer);
     p.resolve(report);
   }

@@ -4,10 +4,10 @@
  * (fetch, files, acme) is a `call` message answered by the daemon. A catastrophic isolate failure or a
  * crash kills only this process: the daemon fails the runs in flight and starts a new worker.
  */
-import ivm from 'isolated-vm';
+import type ivm from 'isolated-vm';
+import { type Control, prepareSpare, type RunContext, release, takeContext } from './contexts.js';
 import { cpuOf, IsolatePool, type Slot } from './pool.js';
 import { HeavyThreads } from './threads.js';
-import { PRELUDE } from './prelude.js';
 import type { FromWorker, HostOp, RunFailure, RunOutcome, ToWorker, WorkerConfig } from './protocol.js';
 
 type RunMessage = Extract<ToWorker, { type: 'run' }>;
@@ -32,7 +32,8 @@ interface Run {
   slot: Slot;
   finished: boolean;
   timedOut: boolean;
-  settle: ivm.Reference<(id: number, ok: boolean, value: unknown) => void> | null;
+  /** The prelude's control function in the run's context: answers host calls. */
+  settle: ivm.Reference<Control> | null;
   console: string[];
   consoleBytes: number;
   consoleCut: boolean;
@@ -57,13 +58,14 @@ const pool = new IsolatePool(
     setTimeout(() => process.exit(70), 50);
   },
   (text) => process.stderr.write(`${text}\n`),
+  prepareSpare,
 );
 const heavy = new HeavyThreads(config.heavyThreads ?? null);
 const runs = new Map<number, Run>();
 
 function answer(run: Run, call: number, ok: boolean, value: unknown): void {
   if (run.finished || !run.settle) return;
-  run.settle.apply(undefined, [call, ok, value], { arguments: { copy: true } }).catch(() => undefined);
+  run.settle.apply(undefined, [0, call, ok, value], { arguments: { copy: true } }).catch(() => undefined);
 }
 
 function onLog(run: Run, level: string, text: string): void {
@@ -132,25 +134,23 @@ async function execute(msg: RunMessage): Promise<void> {
   runs.set(msg.id, run);
   heavy.setActive(true);
   heavy.beforeRun();
-  const cpu0 = cpuOf(slot);
+  let cpu0 = cpuOf(slot);
   // isolated-vm's own timeout covers synchronous execution only; this covers the whole run, awaits included
   const wall = setTimeout(() => {
     run.timedOut = true;
     pool.discard(slot);
   }, limits.timeoutMs);
-  let context: ivm.Context | null = null;
+  let rc: RunContext | null = null;
   let result: FromWorker;
   try {
-    context = await slot.isolate.createContext();
-    const global = context.global;
-    await global.set('__hoody_call', new ivm.Callback((call: number, op: string, args: unknown) => onCall(run, call, op, args), { ignored: true }));
-    await global.set('__hoody_log', new ivm.Callback((level: string, text: string) => onLog(run, level, text), { ignored: true }));
-    await global.set('__hoody_request', new ivm.ExternalCopy(msg.request).copyInto({ release: true }));
-    await global.set('__hoody_console_cap', limits.consoleCap);
-    slot.prelude ??= await slot.isolate.compileScript(PRELUDE, { filename: 'hoody:prelude' });
-    run.settle = (await slot.prelude.run(context, { reference: true, timeout: limits.timeoutMs })) as Run['settle'];
+    rc = await takeContext(slot);
+    // The context was made for this run (maybe while the isolate idled): its making is billed to the run.
+    if (rc.cpuStartNs < cpu0) cpu0 = rc.cpuStartNs;
+    rc.target = { call: (call, op, args) => onCall(run, call, op, args), log: (level, text) => onLog(run, level, text) };
+    run.settle = rc.control;
+    await rc.control.apply(undefined, [1, msg.request, limits.consoleCap], { arguments: { copy: true }, timeout: limits.timeoutMs });
     const script = await pool.script(slot, msg.hash, msg.code);
-    const out = (await script.run(context, { timeout: limits.timeoutMs, promise: true, copy: true })) as Encoded;
+    const out = (await script.run(rc.context, { timeout: limits.timeoutMs, promise: true, copy: true })) as Encoded;
     result =
       out.kind === 'error'
         ? { type: 'failed', id: msg.id, cpuMs: 0, console: '', failure: 'thrown', message: capped(String(out.message)) }
@@ -165,12 +165,7 @@ async function execute(msg: RunMessage): Promise<void> {
   if (runs.size === 0) heavy.setActive(false);
   for (const t of run.timers) clearTimeout(t);
   if (result.type === 'failed' && result.failure !== 'thrown') pool.discard(slot);
-  try {
-    run.settle?.release();
-    context?.release();
-  } catch {
-    // the isolate is gone already
-  }
+  if (rc) release(rc);
   result.cpuMs = Number(cpuOf(slot) - cpu0) / 1e6;
   result.console = run.console.join('\n');
   pool.release(slot);
