@@ -13,8 +13,24 @@ if ((${#missing[@]})); then
   # hoody runs its own HAProxy (one per instance); the distribution's service would hold ports 80 and 443.
   if [[ " ${missing[*]} " == *" haproxy "* && -s /run/haproxy.pid ]]; then kill "$(cat /run/haproxy.pid)" 2>/dev/null || true; fi
 fi
+# npm ci compiles isolated-vm from source here (minutes on two cores): the box keeps what it installed, keyed by
+# the lockfile, node's version and the architecture, and the next fresh clone unpacks that instead.
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  npm ci --no-audit --no-fund
+  key=$( (cat package-lock.json; node -p 'process.version + process.arch') | sha256sum | cut -c1-16)
+  cache="/var/cache/hoody/node_modules-$key.tar"
+  if [[ -s "$cache" ]] && rm -rf node_modules && tar -xf "$cache"; then
+    touch node_modules/.package-lock.json
+    echo "npm dependencies: unpacked from $cache" >&2
+  else
+    rm -rf node_modules
+    npm ci --no-audit --no-fund
+    if mkdir -p /var/cache/hoody 2>/dev/null && tar -cf "$cache.tmp" node_modules 2>/dev/null; then
+      mv "$cache.tmp" "$cache"
+      ls -t /var/cache/hoody/node_modules-*.tar | tail -n +4 | xargs -r rm -f
+    else
+      rm -f "$cache.tmp"
+    fi
+  fi
 fi
 npm run build --silent
 exec ./hoody up "$@"
