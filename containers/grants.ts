@@ -1,6 +1,7 @@
 import type { Database } from 'better-sqlite3';
 import { domainToASCII } from 'node:url';
 import { fail } from './errors.js';
+import { sql } from './statements.js';
 
 /** At most this many domain grants per container (each is a pattern, not a name). */
 export const MAX_GRANTS = 100;
@@ -42,15 +43,15 @@ export class GrantStore {
   constructor(readonly db: Database) {}
 
   get(container: string): string[] {
-    const rows = this.db.prepare('SELECT pattern FROM container_domains WHERE container = ? ORDER BY pattern').all(container) as { pattern: string }[];
+    const rows = sql(this.db, 'SELECT pattern FROM container_domains WHERE container = ? ORDER BY pattern').all(container) as { pattern: string }[];
     return rows.map((r) => r.pattern);
   }
 
   /** Replaces a container's grants (call inside the caller's transaction when other rows change with them). */
   replace(container: string, patterns: readonly string[]): void {
     const now = new Date().toISOString();
-    this.db.prepare('DELETE FROM container_domains WHERE container = ?').run(container);
-    const insert = this.db.prepare('INSERT INTO container_domains (container, pattern, created_at) VALUES (?, ?, ?)');
+    sql(this.db, 'DELETE FROM container_domains WHERE container = ?').run(container);
+    const insert = sql(this.db, 'INSERT INTO container_domains (container, pattern, created_at) VALUES (?, ?, ?)');
     for (const p of patterns) insert.run(container, p, now);
   }
 }

@@ -1,5 +1,6 @@
 import type { Database } from 'better-sqlite3';
 import type { Scope } from './tokens.js';
+import { sql } from './statements.js';
 
 export interface ContainerRow {
   name: string;
@@ -75,8 +76,7 @@ export class ContainerStore {
   ) {}
 
   insert(row: ContainerRow): void {
-    this.db
-      .prepare(
+    sql(this.db,
         `INSERT INTO containers (name, id, engine_id, image, memory_bytes, nano_cpus, disk_bytes, pids_limit, volume,
            phase, desired, cloned_from, created_at)
          VALUES (@name, @id, @engineId, @image, @memoryBytes, @nanoCpus, @diskBytes, @pidsLimit, @volume,
@@ -86,34 +86,33 @@ export class ContainerStore {
   }
 
   get(name: string): ContainerRow | undefined {
-    const r = this.db.prepare('SELECT * FROM containers WHERE name = ?').get(name) as Raw | undefined;
+    const r = sql(this.db, 'SELECT * FROM containers WHERE name = ?').get(name) as Raw | undefined;
     return r && toContainer(r);
   }
 
   list(): ContainerRow[] {
-    return (this.db.prepare('SELECT * FROM containers ORDER BY name').all() as Raw[]).map(toContainer);
+    return (sql(this.db, 'SELECT * FROM containers ORDER BY name').all() as Raw[]).map(toContainer);
   }
 
   setEngineId(name: string, engineId: string): void {
-    this.db.prepare('UPDATE containers SET engine_id = ? WHERE name = ?').run(engineId, name);
+    sql(this.db, 'UPDATE containers SET engine_id = ? WHERE name = ?').run(engineId, name);
   }
 
   setPhase(name: string, phase: ContainerRow['phase']): void {
-    this.db.prepare('UPDATE containers SET phase = ? WHERE name = ?').run(phase, name);
+    sql(this.db, 'UPDATE containers SET phase = ? WHERE name = ?').run(phase, name);
   }
 
   setDesired(name: string, desired: ContainerRow['desired']): void {
-    this.db.prepare('UPDATE containers SET desired = ? WHERE name = ?').run(desired, name);
+    sql(this.db, 'UPDATE containers SET desired = ? WHERE name = ?').run(desired, name);
   }
 
   /** Removes the row and, by cascade, its tokens and snapshot rows. */
   delete(name: string): void {
-    this.db.prepare('DELETE FROM containers WHERE name = ?').run(name);
+    sql(this.db, 'DELETE FROM containers WHERE name = ?').run(name);
   }
 
   insertToken(t: Omit<TokenRow, 'revokedAt'>): void {
-    this.db
-      .prepare(
+    sql(this.db,
         'INSERT INTO tokens (id, container, user, scopes, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)',
       )
       .run(t.id, t.container, t.user, t.scopes.join(','), t.hash, t.createdAt);
@@ -121,8 +120,7 @@ export class ContainerStore {
 
   /** Drops a container's oldest revoked tokens beyond `revokedTokensKept`. */
   trimRevokedTokens(container: string): void {
-    this.db
-      .prepare(
+    sql(this.db,
         `DELETE FROM tokens WHERE id IN (SELECT id FROM tokens WHERE container = ? AND revoked_at IS NOT NULL
            ORDER BY revoked_at DESC, created_at DESC LIMIT -1 OFFSET ?)`,
       )
@@ -139,7 +137,7 @@ export class ContainerStore {
     const stale = new Error('stale');
     try {
       this.db.transaction(() => {
-        const revoke = this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL');
+        const revoke = sql(this.db, 'UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL');
         for (const id of revokeIds) if (revoke.run(now, id).changes !== 1) throw stale;
         this.insertToken(next);
         this.trimRevokedTokens(next.container);
@@ -154,30 +152,29 @@ export class ContainerStore {
   activeTokens(container: string, user?: string): TokenRow[] {
     const rows = (
       user === undefined
-        ? this.db.prepare('SELECT * FROM tokens WHERE container = ? AND revoked_at IS NULL').all(container)
-        : this.db.prepare('SELECT * FROM tokens WHERE container = ? AND user = ? AND revoked_at IS NULL').all(container, user)
+        ? sql(this.db, 'SELECT * FROM tokens WHERE container = ? AND revoked_at IS NULL').all(container)
+        : sql(this.db, 'SELECT * FROM tokens WHERE container = ? AND user = ? AND revoked_at IS NULL').all(container, user)
     ) as Raw[];
     return rows.map(toToken);
   }
 
   tokenById(id: string): TokenRow | undefined {
-    const r = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as Raw | undefined;
+    const r = sql(this.db, 'SELECT * FROM tokens WHERE id = ?').get(id) as Raw | undefined;
     return r && toToken(r);
   }
 
   tokenByHash(hash: string): TokenRow | undefined {
-    const r = this.db.prepare('SELECT * FROM tokens WHERE hash = ?').get(hash) as Raw | undefined;
+    const r = sql(this.db, 'SELECT * FROM tokens WHERE hash = ?').get(hash) as Raw | undefined;
     return r && toToken(r);
   }
 
   insertSnapshot(s: SnapshotRow): void {
-    this.db
-      .prepare('INSERT INTO snapshots (container, name, path, created_at) VALUES (?, ?, ?, ?)')
+    sql(this.db, 'INSERT INTO snapshots (container, name, path, created_at) VALUES (?, ?, ?, ?)')
       .run(s.container, s.name, s.path, s.createdAt);
   }
 
   snapshots(container: string): SnapshotRow[] {
-    return (this.db.prepare('SELECT * FROM snapshots WHERE container = ? ORDER BY name').all(container) as Raw[]).map(
+    return (sql(this.db, 'SELECT * FROM snapshots WHERE container = ? ORDER BY name').all(container) as Raw[]).map(
       (r) => ({
         container: r.container as string,
         name: r.name as string,
@@ -188,6 +185,6 @@ export class ContainerStore {
   }
 
   deleteSnapshot(container: string, name: string): void {
-    this.db.prepare('DELETE FROM snapshots WHERE container = ? AND name = ?').run(container, name);
+    sql(this.db, 'DELETE FROM snapshots WHERE container = ? AND name = ?').run(container, name);
   }
 }

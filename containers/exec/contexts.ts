@@ -73,6 +73,7 @@ export function prepareSpare(slot: Slot): void {
   slot.probeSince = Date.now();
   void spare.then((rc) => {
     slot.probeSince = 0;
+    slot.spareReady = rc !== null && slot.spare === spare;
     // The isolate's CPU while it made the context is not a runaway continuation's.
     slot.idleCpuNs = cpuOf(slot);
     if (slot.dead && rc) release(rc);
@@ -83,6 +84,7 @@ export function prepareSpare(slot: Slot): void {
 export async function takeContext(slot: Slot): Promise<RunContext> {
   const spare = slot.spare;
   slot.spare = null;
+  slot.spareReady = false;
   const rc = spare ? await spare : null;
   return rc && !slot.dead ? rc : make(slot);
 }

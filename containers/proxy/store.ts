@@ -1,4 +1,5 @@
 import type { Database } from 'better-sqlite3';
+import { sql } from '../statements.js';
 
 export interface RouteRow {
   hostname: string;
@@ -43,39 +44,37 @@ export class ProxyStore {
   constructor(readonly db: Database) {}
 
   routes(): RouteRow[] {
-    return (this.db.prepare('SELECT * FROM proxy_routes ORDER BY hostname').all() as Raw[]).map(route);
+    return (sql(this.db, 'SELECT * FROM proxy_routes ORDER BY hostname').all() as Raw[]).map(route);
   }
   route(hostname: string): RouteRow | undefined {
-    const r = this.db.prepare('SELECT * FROM proxy_routes WHERE hostname = ?').get(hostname) as Raw | undefined;
+    const r = sql(this.db, 'SELECT * FROM proxy_routes WHERE hostname = ?').get(hostname) as Raw | undefined;
     return r && route(r);
   }
   upsertRoute(r: RouteRow): void {
-    this.db
-      .prepare(
+    sql(this.db,
         `INSERT INTO proxy_routes (hostname, container, port, https_redirect, created_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(hostname) DO UPDATE SET port = excluded.port, https_redirect = excluded.https_redirect`,
       )
       .run(r.hostname, r.container, r.port, r.httpsRedirect ? 1 : 0, r.createdAt);
   }
   countRoutes(container: string): number {
-    return (this.db.prepare('SELECT count(*) AS n FROM proxy_routes WHERE container = ?').get(container) as { n: number }).n;
+    return (sql(this.db, 'SELECT count(*) AS n FROM proxy_routes WHERE container = ?').get(container) as { n: number }).n;
   }
   countCerts(container: string): number {
-    return (this.db.prepare('SELECT count(*) AS n FROM proxy_certs WHERE container = ?').get(container) as { n: number }).n;
+    return (sql(this.db, 'SELECT count(*) AS n FROM proxy_certs WHERE container = ?').get(container) as { n: number }).n;
   }
   deleteRoute(hostname: string): void {
-    this.db.prepare('DELETE FROM proxy_routes WHERE hostname = ?').run(hostname);
+    sql(this.db, 'DELETE FROM proxy_routes WHERE hostname = ?').run(hostname);
   }
   certs(): CertRow[] {
-    return (this.db.prepare('SELECT * FROM proxy_certs ORDER BY domain').all() as Raw[]).map(cert);
+    return (sql(this.db, 'SELECT * FROM proxy_certs ORDER BY domain').all() as Raw[]).map(cert);
   }
   cert(domain: string): CertRow | undefined {
-    const r = this.db.prepare('SELECT * FROM proxy_certs WHERE domain = ?').get(domain) as Raw | undefined;
+    const r = sql(this.db, 'SELECT * FROM proxy_certs WHERE domain = ?').get(domain) as Raw | undefined;
     return r && cert(r);
   }
   upsertCert(c: CertRow): void {
-    this.db
-      .prepare(
+    sql(this.db,
         `INSERT INTO proxy_certs (domain, container, cert, key, chain, fingerprint, not_after, updated_at)
          VALUES (@domain, @container, @cert, @key, @chain, @fingerprint, @notAfter, @updatedAt)
          ON CONFLICT(domain) DO UPDATE SET cert = excluded.cert, key = excluded.key, chain = excluded.chain,
@@ -85,6 +84,6 @@ export class ProxyStore {
   }
   /** issue 10.4: a certificate whose name the container's grants no longer cover. */
   deleteCert(domain: string): void {
-    this.db.prepare('DELETE FROM proxy_certs WHERE domain = ?').run(domain);
+    sql(this.db, 'DELETE FROM proxy_certs WHERE domain = ?').run(domain);
   }
 }
