@@ -63,7 +63,7 @@ export async function runH2load(o: H2loadOptions): Promise<WrkResult> {
     duration_s: round(duration, 3) ?? 0,
     rps: round(succeeded / duration, 1) ?? 0,
     bytes: Number(traffic?.[1] ?? 0),
-    errors: { connect: errored, read: 0, write: 0, status: failed + (done - succeeded - failed - errored > 0 ? done - succeeded - failed - errored : 0), timeout },
+    errors: { connect: errored, read: 0, write: 0, status: failed + Math.max(done - succeeded - failed - errored, 0), timeout },
     latency_ms: {
       mean: ms(lat.reduce((a, b) => a + b, 0) / (lat.length || 1)),
       p50: ms(pct(lat, 50)),

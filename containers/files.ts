@@ -158,8 +158,8 @@ export class FileArea {
     await this.anchored(() => undefined);
   }
 
-  /** stat() of a user path (symlinks inside the area followed); null when nothing is there. */
-  async stat(userPath: string): Promise<Stats | null> {
+  /** `read` of an O_PATH descriptor of a user path (symlinks inside the area followed); null when nothing is there. */
+  private async at<T>(userPath: string, read: (fd: number) => T): Promise<T | null> {
     const rel = FileArea.normalize(userPath);
     return this.anchored((root) => {
       let fd: number;
@@ -170,11 +170,16 @@ export class FileArea {
         throw this.error(err, rel);
       }
       try {
-        return fstatSync(fd);
+        return read(fd);
       } finally {
         closeFd(fd);
       }
     });
+  }
+
+  /** stat() of a user path (symlinks inside the area followed); null when nothing is there. */
+  async stat(userPath: string): Promise<Stats | null> {
+    return this.at(userPath, (fd) => fstatSync(fd));
   }
 
   /**
@@ -184,23 +189,11 @@ export class FileArea {
    * no regular file, is there.
    */
   async version(userPath: string): Promise<{ key: string; changedMs: number } | null> {
-    const rel = FileArea.normalize(userPath);
-    return this.anchored((root) => {
-      let fd: number;
-      try {
-        fd = openBeneath(root, rel || '.', O_PATH, { resolve: STAY_BENEATH });
-      } catch (err) {
-        if (missing(err)) return null;
-        throw this.error(err, rel);
-      }
-      try {
-        const st = fstatSync(fd, { bigint: true });
-        if (!st.isFile()) return null;
-        return { key: `${st.dev}:${st.ino}:${st.size}:${st.ctimeNs}:${st.mtimeNs}`, changedMs: Number(st.ctimeNs / 1_000_000n) };
-      } finally {
-        closeFd(fd);
-      }
+    const v = await this.at(userPath, (fd) => {
+      const st = fstatSync(fd, { bigint: true });
+      return st.isFile() ? { key: `${st.dev}:${st.ino}:${st.size}:${st.ctimeNs}:${st.mtimeNs}`, changedMs: Number(st.ctimeNs / 1_000_000n) } : null;
     });
+    return v ?? null;
   }
 
   /** Opens a regular file for reading; the caller closes the handle. */
