@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { type Limits, limitsFromEnv } from '../containers/limits.js';
 import { parseBytes } from '../host/pool.js';
-import { type ExecConfig, loadExecConfig } from './exec-config.js';
+import { type ExecConfig, loadExecConfig, positive } from './exec-config.js';
 
 export interface Config {
   stateDir: string;
@@ -31,6 +31,8 @@ export interface Config {
   tokenFailureLimit: number;
   /** A cron run still going after this is killed in its container and logged `timeout`. */
   cronRunTimeoutMs: number;
+  /** Cron runs at once (HOODY_CRON_CONCURRENCY 16), of one container (HOODY_CRON_CONTAINER_RUNS 4), and the longest a run waits for a runner before it is logged `late` (HOODY_CRON_MAX_WAIT 60s). */
+  cronQueue: { concurrency: number; perContainer: number; maxWaitMs: number };
   /** Public listeners: a client must send its whole header block within this (slow clients are cut off). */
   headersTimeoutMs: number;
   /** Extra names of this host that no tenant may route or certify (HOODY_RESERVED_NAMES, comma list). */
@@ -122,6 +124,11 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     containerEgress: env.HOODY_CONTAINER_EGRESS === 'open' ? 'open' : 'restricted',
     tokenFailureLimit: Number(env.HOODY_TOKEN_FAILURE_LIMIT ?? '100') || 100,
     cronRunTimeoutMs: parseDuration(env.HOODY_CRON_RUN_TIMEOUT ?? '1h', 'HOODY_CRON_RUN_TIMEOUT'),
+    cronQueue: {
+      concurrency: positive(env.HOODY_CRON_CONCURRENCY ?? '16', 'HOODY_CRON_CONCURRENCY'),
+      perContainer: positive(env.HOODY_CRON_CONTAINER_RUNS ?? '4', 'HOODY_CRON_CONTAINER_RUNS'),
+      maxWaitMs: parseDuration(env.HOODY_CRON_MAX_WAIT ?? '60s', 'HOODY_CRON_MAX_WAIT'),
+    },
     headersTimeoutMs: parseDuration(env.HOODY_HEADERS_TIMEOUT ?? '20s', 'HOODY_HEADERS_TIMEOUT'),
     reservedNames: (env.HOODY_RESERVED_NAMES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
     proxyUpstreamTimeoutMs: parseDuration(env.HOODY_PROXY_UPSTREAM_TIMEOUT ?? '60s', 'HOODY_PROXY_UPSTREAM_TIMEOUT'),

@@ -27,7 +27,7 @@ export interface ExecConfig {
   workerCpus: number;
 }
 
-function positive(text: string, name: string): number {
+export function positive(text: string, name: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive whole number, got ${text}`);
   return n;

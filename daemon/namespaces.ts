@@ -102,6 +102,7 @@ export function buildNamespaces(
     store: ctx.store,
     log: log.child({ ns: 'cron' }),
     runTimeoutMs: config.cronRunTimeoutMs,
+    queue: config.cronQueue,
     maxEntries: config.limits.cronEntries,
     maxRunsPerEntry: config.limits.cronRunsPerEntry,
     maxRunsPerContainer: config.limits.cronRunsPerContainer,

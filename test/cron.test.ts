@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -8,10 +9,13 @@ import type { EntryPatch, NewEntry } from '../containers/cron/input.js';
 import { planNext } from '../containers/cron/plan.js';
 import { compileSchedule } from '../containers/cron/schedule.js';
 import { cronMigrations } from '../containers/cron/schema.js';
-import { newRun } from '../containers/cron/store.js';
+import { type QueuedRun, RunQueue } from '../containers/cron/queue.js';
+import { CronStore, newRun } from '../containers/cron/store.js';
+import { TimerWheel } from '../containers/cron/wheel.js';
 import { CronService } from '../containers/cron/service.js';
 import type { CronRunView } from '../containers/cron/views.js';
 import { isHoodyError } from '../containers/errors.js';
+import { migrate, openDatabase } from '../daemon/db.js';
 import { startContainer, stopContainer } from '../containers/lifecycle.js';
 import { createContainer } from '../containers/provision.js';
 import type { ContainerRow } from '../containers/store.js';
@@ -96,6 +100,153 @@ describe('cron schedules (pure, injected time)', () => {
     assert.equal(planNext({ ...base, schedule: '* * * * *', enabled: false }, now, now), null);
     assert.equal(planNext({ ...base, schedule: '@reboot' }, now, now), null);
     assert.equal(compileSchedule('@ReBoot', 'UTC').kind, 'reboot');
+  });
+});
+
+describe('cron at scale (units)', () => {
+  test('the timer wheel hands every key due in one tick to one batch; a batch that throws stops nothing later', async () => {
+    let now = 1_000_000;
+    const fired: string[][] = [];
+    let batches = 0;
+    let throwNext = false;
+    const wheel = new TimerWheel<string>(
+      (key) => fired[fired.length - 1]!.push(key),
+      () => now,
+      (fires) => {
+        batches++;
+        fired.push([]);
+        fires();
+        if (throwNext) {
+          throwNext = false;
+          throw new Error('commit failed');
+        }
+      },
+    );
+    try {
+      for (let i = 0; i < 50; i++) wheel.set(`k${i}`, now + 20);
+      wheel.set('later', now + 60);
+      now += 20;
+      throwNext = true;
+      await new Promise((r) => setTimeout(r, 60));
+      assert.equal(batches, 1, 'fifty keys due at once: one batch');
+      assert.equal(fired[0]!.length, 50);
+      now += 40;
+      await new Promise((r) => setTimeout(r, 80));
+      assert.equal(batches, 2, 'the wheel went on after the throwing batch');
+      assert.deepEqual(fired[1], ['later']);
+    } finally {
+      wheel.stop();
+    }
+  });
+
+  test('the run queue is fair: one container with 40 runs due cannot starve another with one', async () => {
+    const started: string[] = [];
+    const gates: (() => void)[] = [];
+    const run = (container: string, tag: string): QueuedRun => ({
+      container,
+      start: () => {
+        started.push(tag);
+        return new Promise<void>((r) => gates.push(r));
+      },
+      late: () => assert.fail(`${tag} went late`),
+    });
+    const q = new RunQueue({ concurrency: 2, perContainer: 4, maxWaitMs: 60_000 });
+    for (let i = 0; i < 40; i++) q.push(run('noisy', `n${i}`));
+    q.push(run('quiet', 'q0'));
+    assert.deepEqual(started, ['n0', 'n1'], 'two at once');
+    assert.equal(q.waiting, 39);
+    gates.shift()!();
+    await sleep(10);
+    assert.deepEqual(started.slice(2), ['q0'], 'the quiet container gets the next free runner');
+    while (gates.length) {
+      gates.shift()!();
+      await sleep(1);
+    }
+    await until('the queue to drain', 5000, () => q.running === 0 && q.waiting === 0 && gates.length === 0);
+    assert.equal(started.length, 41);
+  });
+
+  test('a run that waits past its limit is handed over as late, with how long and why; clear() gives up the rest', async () => {
+    let now = 0;
+    const late: { tag: string; waited: number; why: string }[] = [];
+    const hang = new Promise<void>(() => undefined);
+    const run = (container: string, tag: string): QueuedRun => ({
+      container,
+      start: () => hang,
+      late: (waited, why) => late.push({ tag, waited, why }),
+    });
+    const q = new RunQueue({ concurrency: 1, perContainer: 1, maxWaitMs: 5000 }, () => now);
+    q.push(run('a', 'a0'));
+    q.push(run('a', 'a1'));
+    q.push(run('b', 'b0'));
+    now = 6000;
+    q.push(run('c', 'c0')); // the next turn of the queue gives up what waited too long
+    assert.deepEqual(late.map((l) => l.tag), ['a1', 'b0']);
+    assert.equal(late[0]!.waited, 6000);
+    assert.match(late[0]!.why, /waited 6 s for a free runner/);
+    q.clear('the daemon stopped before it started');
+    assert.deepEqual(late.map((l) => l.tag), ['a1', 'b0', 'c0']);
+    assert.equal(late[2]!.why, 'the daemon stopped before it started');
+    assert.equal(q.waiting, 0);
+  });
+
+  test('the run log migrates to the queued and late statuses with its rows and ids', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hoody-cron-migrate-'));
+    const db = openDatabase(join(dir, 'state.db'));
+    try {
+      migrate(db, [{ name: 'cron', steps: cronMigrations.steps.slice(0, 1) }]);
+      db.prepare(`INSERT INTO containers (name, id, image, memory_bytes, nano_cpus, pids_limit, volume, phase, created_at)
+                  VALUES ('c', 'cid', 'img', 1, 1, 8, '/v', 'ready', 'now')`).run();
+      db.prepare(`INSERT INTO cron_entries (id, container, user, schedule, command, enabled, timezone, created_at, updated_at)
+                  VALUES ('e', 'c', 'root', '* * * * *', 'true', 1, 'UTC', 'now', 'now')`).run();
+      const insert = db.prepare(`INSERT INTO cron_runs (entry_id, container, user, trigger, status, started_at, triggered_by)
+                                 VALUES ('e', 'c', 'root', 'schedule', ?, 'now', 'scheduler')`);
+      for (const st of ['ok', 'failed', 'running']) insert.run(st);
+      assert.throws(() => insert.run('late'), /CHECK constraint/, 'the old table refuses the new status');
+      migrate(db, [cronMigrations]);
+      const rows = db.prepare('SELECT id, status FROM cron_runs ORDER BY id').all() as { id: number; status: string }[];
+      assert.deepEqual(rows, [{ id: 1, status: 'ok' }, { id: 2, status: 'failed' }, { id: 3, status: 'running' }]);
+      insert.run('late');
+      insert.run('queued');
+      assert.equal((db.prepare('SELECT max(id) AS id FROM cron_runs').get() as { id: number }).id, 5, 'ids go on');
+      assert.throws(() => insert.run('bogus'), /CHECK constraint/);
+      db.prepare("DELETE FROM cron_entries WHERE id = 'e'").run();
+      assert.equal((db.prepare('SELECT count(*) AS n FROM cron_runs').get() as { n: number }).n, 0, 'runs still go with their entry');
+    } finally {
+      db.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('runs are pruned every twentieth of the cap: at most 5% over on disk, never more than the cap listed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hoody-cron-prune-'));
+    const db = openDatabase(join(dir, 'state.db'), [cronMigrations]);
+    try {
+      db.prepare(`INSERT INTO containers (name, id, image, memory_bytes, nano_cpus, pids_limit, volume, phase, created_at)
+                  VALUES ('c1', 'cid1', 'img', 1, 1, 8, '/v', 'ready', 'now'), ('c2', 'cid2', 'img', 1, 1, 8, '/v', 'ready', 'now')`).run();
+      const iso = new Date(0).toISOString();
+      const count = (where: string, arg: string) => (db.prepare(`SELECT count(*) AS n FROM cron_runs WHERE ${where} = ?`).get(arg) as { n: number }).n;
+      // c1: three entries, 40 runs kept per entry; c2: three entries, 100 runs kept for the container.
+      for (const [container, perEntry, perContainer] of [['c1', 40, 10_000], ['c2', 1000, 100]] as const) {
+        const store = new CronStore(db, perEntry, perContainer);
+        const ids = [1, 2, 3].map((n) => `${container}-e${n}`);
+        for (const id of ids)
+          store.insertEntry({ id, container, user: 'root', schedule: '* * * * *', command: 'true', comment: null, enabled: true, timezone: 'UTC', expiresAt: null, createdAt: iso, updatedAt: iso, lastSlot: null });
+        let most = 0;
+        for (let i = 0; i < 300; i++) {
+          const run = newRun({ id: ids[i % 3]!, container, user: 'root' }, 'manual', 't', null, new Date(i * 1000).toISOString(), undefined);
+          store.insertRun({ ...run, status: 'ok', finishedAt: iso });
+          most = Math.max(most, container === 'c1' ? count('entry_id', ids[0]!) : count('container', container));
+        }
+        const cap = container === 'c1' ? perEntry : perContainer;
+        assert.ok(most <= cap * 1.05, `${most} runs on disk for a cap of ${cap} (${container})`);
+        const listed = container === 'c1' ? store.runsOfEntry(ids[0]!, { limit: 1000 }) : store.runsOfContainer(container, { limit: 1000 });
+        assert.equal(listed.length, cap, `${container} lists its cap`);
+      }
+    } finally {
+      db.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -251,7 +402,7 @@ describe('cron service against real containers', () => {
 
     await startContainer(ctx, b.name);
     await cron.started(ctx.store.get(b.name)!); // the daemon calls it on the engine's start event
-    const booted = await until('the @reboot run', 20_000, () => cron.runsOf(b.name, 'root', boot.id).find((r) => r.status !== 'running'));
+    const booted = await until('the @reboot run', 20_000, () => cron.runsOf(b.name, 'root', boot.id).find((r) => r.status !== 'running' && r.status !== 'queued'));
     assert.equal(booted.trigger, 'reboot');
     assert.equal(booted.status, 'ok', booted.output);
     assert.equal(booted.triggered_by, 'scheduler');
@@ -269,16 +420,46 @@ describe('cron service against real containers', () => {
     cron.remove(b.name, 'root', e.id);
   });
 
-  test('runs a killed daemon left running are closed as failed when the scheduler starts', async () => {
+  test('runs a killed daemon left running are closed as failed, queued ones as late, when the scheduler starts', async () => {
     const e = cron.add(b.name, 'root', { schedule: '@yearly', command: 'true' }, 'tok');
-    const left = cron.entries.insertRun(newRun({ ...e, container: b.name }, 'schedule', 'scheduler', null, new Date().toISOString(), undefined));
+    const e2 = cron.add(b.name, 'root', { schedule: '@yearly', command: 'true' }, 'tok');
+    const now = new Date().toISOString();
+    const left = cron.entries.insertRun({ ...newRun({ ...e, container: b.name }, 'schedule', 'scheduler', null, now, undefined), status: 'running' });
+    const waiting = cron.entries.insertRun(newRun({ ...e2, container: b.name }, 'schedule', 'scheduler', null, now, undefined));
+    assert.equal(waiting.status, 'queued');
     const next = service(t);
     await next.start();
     await next.stop();
     const run = cron.runsOf(b.name, 'root', e.id).find((x) => x.id === left.id);
     assert.equal(run?.status, 'failed');
     assert.match(run?.output ?? '', /daemon stopped during this run/);
+    const queued = cron.runsOf(b.name, 'root', e2.id).find((x) => x.id === waiting.id);
+    assert.equal(queued?.status, 'late');
+    assert.match(queued?.output ?? '', /stopped before this run started; it did not run/);
     cron.remove(b.name, 'root', e.id);
+    cron.remove(b.name, 'root', e2.id);
+  });
+
+  test('runs wait for a free runner; one that waits too long is logged late, and never runs', async () => {
+    const q = service(t, { queue: { concurrency: 1, perContainer: 1, maxWaitMs: 1000 } });
+    await q.start();
+    try {
+      const slow = q.add(b.name, 'root', { schedule: '@yearly', command: 'sleep 3; echo slow' }, 'tok');
+      const other = q.add(b.name, 'root', { schedule: '@yearly', command: 'echo other > /tmp/hoody-late' }, 'tok');
+      const first = q.runNow(b.name, 'root', slow.id, 'tok', { wait: true });
+      const second = await q.runNow(b.name, 'root', other.id, 'tok');
+      assert.equal(second.status, 'queued', 'the one runner is taken');
+      assert.equal(q.queueStats.waiting, 1);
+      const ended = await until('the queued run to go late', 10_000, () => q.runsOf(b.name, 'root', other.id).find((x) => x.status === 'late'));
+      assert.match(ended.output, /hoody: not run: waited \d+ s for a free runner/);
+      assert.equal((await first).status, 'ok');
+      const probe = await t.ctx.engine.exec(b.engineId!, { cmd: ['sh', '-c', 'cat /tmp/hoody-late 2>&1 || echo absent'] });
+      assert.match(probe.output, /absent/, 'the late run never ran');
+      q.remove(b.name, 'root', slow.id);
+      q.remove(b.name, 'root', other.id);
+    } finally {
+      await q.stop();
+    }
   });
 
   test('scheduled runs fire each minute, skip on overlap, stop at expiry, and survive a service restart', async () => {
@@ -290,7 +471,7 @@ describe('cron service against real containers', () => {
     const slow = cron.add(a.name, 'root', { schedule: '* * * * *', command: 'sleep 90' }, 'tok');
     const expiring = cron.add(a.name, 'root', { schedule: '* * * * *', command: 'echo once', expires_at: expiresAt }, 'tok');
     const tick = restarts[0]!.add(c.name, 'root', { schedule: '* * * * *', command: 'echo tick' }, 'tok');
-    const done = (runs: CronRunView[]) => runs.filter((x) => x.status !== 'running');
+    const done = (runs: CronRunView[]) => runs.filter((x) => x.status !== 'running' && x.status !== 'queued');
 
     const restartCase = (async () => {
       await until('the first tick', 65_000, () => done(restarts[0]!.runsOf(c.name, 'root', tick.id)).length === 1);

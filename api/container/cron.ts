@@ -47,7 +47,7 @@ const Run = Type.Object({
   entry_id: Type.String(),
   user: Type.String(),
   trigger: Type.String({ enum: ['schedule', 'manual', 'reboot'] }),
-  status: Type.String({ enum: ['running', 'ok', 'failed', 'skipped', 'expired', 'timeout'] }),
+  status: Type.String({ enum: ['queued', 'running', 'ok', 'failed', 'skipped', 'expired', 'timeout', 'late'] }),
   started_at: Type.String(),
   finished_at: NullableString,
   exit_code: Type.Union([Type.Integer(), Type.Null()]),

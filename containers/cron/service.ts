@@ -8,6 +8,7 @@ import type { LogSource } from '../logs.js';
 import { checkUser } from '../names.js';
 import type { ContainerRow, ContainerStore } from '../store.js';
 import { type EntryPatch, type NewEntry, validateNew, validatePatch } from './input.js';
+import { DEFAULT_RUN_QUEUE, RunQueue, type RunQueueLimits } from './queue.js';
 import { CronRunner } from './runner.js';
 import { isExpired, type Plan, planNext } from './plan.js';
 import { PatternCache, REBOOT } from './schedule.js';
@@ -33,6 +34,8 @@ export interface CronServiceDeps {
   maxEntries?: number;
   /** How long stop() waits for runs in flight before giving up on them (default 5 s). */
   stopGraceMs?: number;
+  /** Runs at once (all containers, and per container) and the longest a run waits for a runner (queue.ts). */
+  queue?: Partial<RunQueueLimits>;
 }
 
 interface InFlight {
@@ -49,6 +52,7 @@ export class CronService implements NamespaceHooks {
   readonly #now: () => Date;
   readonly #log: Logger;
   readonly #runner: CronRunner;
+  readonly #queue: RunQueue;
   readonly #patterns = new PatternCache();
   readonly #plans = new Map<string, Plan>();
   readonly #inflight = new Map<string, InFlight>();
@@ -56,6 +60,8 @@ export class CronService implements NamespaceHooks {
   // timer and a heap slot each, not 10,000 timers each waking every 30 s with an ~80 KB pattern table apiece.
   #wheel: TimerWheel<string> | null = null;
   #stopped = false;
+  /** While a tick's slots are claimed (one transaction): the runs to start once it committed. */
+  #pendingLaunches: (() => void)[] | null = null;
 
   constructor(deps: CronServiceDeps) {
     this.#deps = deps;
@@ -70,6 +76,12 @@ export class CronService implements NamespaceHooks {
       maxOutputBytes: Math.min(deps.maxOutputBytes ?? MAX_STORED_OUTPUT, MAX_STORED_OUTPUT),
       now: this.#now,
     });
+    this.#queue = new RunQueue({ ...DEFAULT_RUN_QUEUE, ...deps.queue }, () => this.#now().getTime());
+  }
+
+  /** Runs started and runs waiting for a runner (for metrics and the host's info). */
+  get queueStats(): { running: number; waiting: number } {
+    return { running: this.#queue.running, waiting: this.#queue.waiting };
   }
 
   add(container: string, user: string, input: NewEntry, callerTokenId: string): CronEntryView {
@@ -116,7 +128,7 @@ export class CronService implements NamespaceHooks {
   async runNow(container: string, user: string, id: string, callerTokenId: string, opts: { wait?: boolean } = {}): Promise<CronRunView> {
     const entry = this.#own(container, user, id);
     const run = this.entries.insertRun(this.#newRun(entry, 'manual', callerTokenId, null));
-    if (run.status !== 'running') return runView(run);
+    if (run.status !== 'queued') return runView(run);
     const done = this.#launch(entry, run);
     if (!opts.wait) return runView(run);
     const finished = (await done) ?? this.entries.getRun(run.id);
@@ -148,11 +160,20 @@ export class CronService implements NamespaceHooks {
     if (this.#wheel) return;
     this.#stopped = false;
     const now = this.#now();
-    const wheel = new TimerWheel<string>((id, at) => this.#fire(id, at), () => this.#now().getTime());
+    const wheel = new TimerWheel<string>(
+      (id, at) => this.#fire(id, at),
+      () => this.#now().getTime(),
+      (fires) => this.#claimTogether(fires),
+    );
     this.#wheel = wheel;
     const interrupted = this.entries.runningRuns().filter((r) => !this.#inflight.has(r.entryId));
     for (const r of interrupted)
-      this.entries.abandon(r, 'hoody: the daemon stopped during this run; its outcome is unknown', now.toISOString());
+      this.entries.abandon(
+        r,
+        'hoody: the daemon stopped during this run; its outcome is unknown',
+        now.toISOString(),
+        'hoody: the daemon stopped before this run started; it did not run',
+      );
     for (const e of this.entries.enabledEntries()) this.#schedule(e, now);
     this.#log.info({ scheduled: wheel.size, interrupted: interrupted.length }, 'cron scheduler started');
   }
@@ -162,6 +183,7 @@ export class CronService implements NamespaceHooks {
     this.#wheel?.stop();
     this.#wheel = null;
     this.#plans.clear();
+    this.#queue.clear('the daemon stopped before it started');
     const pending = [...this.#inflight.values()];
     if (pending.length) {
       let timer: NodeJS.Timeout | undefined;
@@ -185,6 +207,7 @@ export class CronService implements NamespaceHooks {
   /** Stops the container's timers; its rows go with the container row (cascade). */
   async close(row: ContainerRow): Promise<void> {
     for (const e of this.entries.entriesOfContainer(row.name)) this.#unschedule(e.id);
+    this.#queue.clear('the container was closed before it started', row.name);
     if (row.engineId) this.#runner.forget(row.engineId);
   }
 
@@ -195,7 +218,7 @@ export class CronService implements NamespaceHooks {
       for (const e of this.entries.entriesOfContainer(row.name)) {
         if (e.schedule !== REBOOT || !e.enabled || isExpired(e, now)) continue;
         const run = this.entries.insertRun(this.#newRun(e, 'reboot', SCHEDULER, null));
-        if (run.status === 'running') this.#launch(e, run);
+        if (run.status === 'queued') this.#launch(e, run);
       }
     } catch (err) {
       this.#log.error({ err, container: row.name }, 'could not run @reboot entries');
@@ -239,6 +262,25 @@ export class CronService implements NamespaceHooks {
     this.#wheel?.delete(id);
   }
 
+  /**
+   * Claims every slot due in one tick in one transaction (one commit for the top of the hour, not one per entry),
+   * and starts their runs once it committed: a run never starts on a claim that was not written.
+   */
+  #claimTogether(fires: () => void): void {
+    const launches: (() => void)[] = [];
+    this.#pendingLaunches = launches;
+    try {
+      this.entries.db.transaction(fires)();
+    } catch (err) {
+      launches.length = 0;
+      this.#log.error({ err }, 'the cron slots due now could not be recorded; none of them runs');
+      throw err;
+    } finally {
+      this.#pendingLaunches = null;
+    }
+    for (const launch of launches) launch();
+  }
+
   /** A due timer. Never throws: whatever goes wrong is logged and the wheel goes on. */
   #fire(id: string, at: number): void {
     try {
@@ -256,7 +298,12 @@ export class CronService implements NamespaceHooks {
         if (!e.enabled || e.schedule === REBOOT || (e.expiresAt !== null && e.expiresAt <= slot)) return null;
         return this.#newRun(e, 'schedule', SCHEDULER, slot);
       });
-      if (run?.status === 'running' && entry) this.#launch(entry, run);
+      if (run?.status === 'queued' && entry) {
+        const e = entry;
+        const launch = () => void this.#launch(e, run);
+        if (this.#pendingLaunches) this.#pendingLaunches.push(launch);
+        else launch();
+      }
       const fresh = this.entries.getEntry(id);
       if (fresh) this.#schedule(fresh, new Date(Math.max(at, this.#now().getTime())));
     } catch (err) {
@@ -277,23 +324,48 @@ export class CronService implements NamespaceHooks {
     return newRun(e, trigger, by, scheduledFor, this.#now().toISOString(), this.#inflight.get(e.id)?.runId);
   }
 
+  /** Queues a claimed run (queue.ts); resolves with its row once it ended, late or not run. */
   #launch(e: EntryRow, run: RunRow): Promise<RunRow | undefined> {
     const job = { entryId: e.id, container: e.container, user: e.user, command: e.command, trigger: run.trigger };
-    const done = this.#runner
-      .run(job)
-      .then((end) => {
-        if (this.#stopped || this.#inflight.get(e.id)?.runId !== run.id) return undefined;
-        this.#log.debug({ container: e.container, entry: e.id, run: run.id, status: end.status }, 'cron run finished');
-        return this.entries.finishRun(run.id, end);
-      })
-      .catch((err: unknown) => {
-        this.#log.error({ err, entry: e.id, run: run.id }, 'cron run could not be recorded');
-        return undefined;
-      })
-      .finally(() => {
-        if (this.#inflight.get(e.id)?.runId === run.id) this.#inflight.delete(e.id);
-      });
+    const ours = () => !this.#stopped && this.#inflight.get(e.id)?.runId === run.id;
+    const release = () => {
+      if (this.#inflight.get(e.id)?.runId === run.id) this.#inflight.delete(e.id);
+    };
+    let settle!: (row: RunRow | undefined) => void;
+    const done = new Promise<RunRow | undefined>((resolve) => {
+      settle = resolve;
+    });
     this.#inflight.set(e.id, { runId: run.id, done });
+    this.#queue.push({
+      container: e.container,
+      start: async () => {
+        try {
+          if (!ours()) return settle(undefined);
+          this.entries.markStarted(run.id, this.#now().toISOString());
+          const end = await this.#runner.run(job);
+          if (!ours()) return settle(undefined);
+          this.#log.debug({ container: e.container, entry: e.id, run: run.id, status: end.status }, 'cron run finished');
+          settle(this.entries.finishRun(run.id, end));
+        } catch (err) {
+          this.#log.error({ err, entry: e.id, run: run.id }, 'cron run could not be recorded');
+          settle(undefined);
+        } finally {
+          release();
+        }
+      },
+      late: (waitedMs, why) => {
+        try {
+          const end = { status: 'late' as const, finishedAt: this.#now().toISOString(), exitCode: null, output: `hoody: not run: ${why}\n`, truncated: false };
+          this.#log.warn({ container: e.container, entry: e.id, run: run.id, waitedMs }, `cron run not started: ${why}`);
+          settle(this.entries.finishRun(run.id, end));
+        } catch (err) {
+          this.#log.error({ err, entry: e.id, run: run.id }, 'cron run could not be recorded');
+          settle(undefined);
+        } finally {
+          release();
+        }
+      },
+    });
     return done;
   }
 }

@@ -12,7 +12,7 @@ export interface EntryRow extends EntryFields {
 }
 
 export type RunTrigger = 'schedule' | 'manual' | 'reboot';
-export type RunStatus = 'running' | 'ok' | 'failed' | 'skipped' | 'expired' | 'timeout';
+export type RunStatus = 'queued' | 'running' | 'ok' | 'failed' | 'skipped' | 'expired' | 'timeout' | 'late';
 
 export interface RunRow {
   id: number;
@@ -77,7 +77,7 @@ function toRun(r: Raw): RunRow {
   };
 }
 
-/** A run row as it starts: `running`, or `skipped` (finished at once) when run `going` of the entry is still going. */
+/** A run row as it is claimed: `queued` for a runner, or `skipped` (finished at once) when run `going` of the entry is still going. */
 export function newRun(
   e: Pick<EntryRow, 'id' | 'container' | 'user'>,
   trigger: RunTrigger,
@@ -92,7 +92,7 @@ export function newRun(
     container: e.container,
     user: e.user,
     trigger,
-    status: skip ? 'skipped' : 'running',
+    status: skip ? 'skipped' : 'queued',
     startedAt: now,
     finishedAt: skip ? now : null,
     exitCode: null,
@@ -112,9 +112,23 @@ export function cutUtf8(s: string, max: number): { text: string; cut: boolean } 
   return { text: buf.subarray(0, end).toString('utf8'), cut: true };
 }
 
+/** Counts an insert for `key`; true (and the count restarts) once a twentieth of `keep` came since the last prune. */
+function due(since: Map<string, number>, key: string, keep: number): boolean {
+  const every = Math.max(1, Math.ceil(keep / 20));
+  const n = (since.get(key) ?? every - 1) + 1;
+  if (n < every) {
+    since.set(key, n);
+    return false;
+  }
+  since.set(key, 0);
+  return true;
+}
+
 /** Cron entries and runs; prepared once, every write one transaction. */
 export class CronStore {
   readonly #s: Record<string, Statement>;
+  readonly #sinceEntryPrune = new Map<string, number>();
+  readonly #sinceContainerPrune = new Map<string, number>();
 
   constructor(
     readonly db: Database,
@@ -143,9 +157,9 @@ export class CronStore {
           output, truncated, triggered_by, scheduled_for)
         VALUES (@entryId, @container, @user, @trigger, @status, @startedAt, @finishedAt, @exitCode, @output, @truncated,
           @triggeredBy, @scheduledFor)`),
-      prune: p(`DELETE FROM cron_runs WHERE entry_id = @entryId AND status != 'running' AND id <= (
+      prune: p(`DELETE FROM cron_runs WHERE entry_id = @entryId AND status NOT IN ('queued', 'running') AND id <= (
           SELECT id FROM cron_runs WHERE entry_id = @entryId ORDER BY id DESC LIMIT 1 OFFSET @keep)`),
-      pruneContainer: p(`DELETE FROM cron_runs WHERE container = @container AND status != 'running' AND id <= (
+      pruneContainer: p(`DELETE FROM cron_runs WHERE container = @container AND status NOT IN ('queued', 'running') AND id <= (
           SELECT id FROM cron_runs WHERE container = @container ORDER BY id DESC LIMIT 1 OFFSET @keep)`),
       finishRun: p(`UPDATE cron_runs SET status = @status, finished_at = @finishedAt, exit_code = @exitCode,
           output = @output, truncated = @truncated WHERE id = @id`),
@@ -157,7 +171,8 @@ export class CronStore {
       logTail: p('SELECT * FROM (SELECT * FROM cron_runs WHERE container = ? ORDER BY id DESC LIMIT ?) ORDER BY id'),
       logSinceOfUser: p('SELECT * FROM cron_runs WHERE container = ? AND user = ? AND started_at >= ? ORDER BY started_at, id LIMIT ?'),
       logTailOfUser: p('SELECT * FROM (SELECT * FROM cron_runs WHERE container = ? AND user = ? ORDER BY id DESC LIMIT ?) ORDER BY id'),
-      running: p(`SELECT * FROM cron_runs WHERE status = 'running'`),
+      running: p(`SELECT * FROM cron_runs WHERE status IN ('queued', 'running')`),
+      markStarted: p(`UPDATE cron_runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'`),
     };
   }
 
@@ -197,6 +212,7 @@ export class CronStore {
   }
 
   deleteEntry(container: string, user: string, id: string): boolean {
+    this.#sinceEntryPrune.delete(id);
     return this.#s.deleteEntry!.run(id, container, user).changes > 0;
   }
 
@@ -223,8 +239,11 @@ export class CronStore {
     const output = cutUtf8(run.output, MAX_STORED_OUTPUT);
     const row = { ...run, output: output.text, truncated: run.truncated || output.cut };
     const id = Number(this.#s.insertRun!.run({ ...row, truncated: row.truncated ? 1 : 0 }).lastInsertRowid);
-    this.#s.prune!.run({ entryId: run.entryId, keep: this.maxRunsPerEntry });
-    this.#s.pruneContainer!.run({ container: run.container, keep: this.maxRunsPerContainer });
+    // A prune walks `keep` index entries: it runs every twentieth of `keep` inserts (at most 5% more rows on disk
+    // than kept; every insert for a small cap), and at the first insert of an entry or container after a start.
+    if (due(this.#sinceEntryPrune, run.entryId, this.maxRunsPerEntry)) this.#s.prune!.run({ entryId: run.entryId, keep: this.maxRunsPerEntry });
+    if (due(this.#sinceContainerPrune, run.container, this.maxRunsPerContainer))
+      this.#s.pruneContainer!.run({ container: run.container, keep: this.maxRunsPerContainer });
     return { ...row, id };
   }
 
@@ -234,10 +253,29 @@ export class CronStore {
     return this.getRun(id);
   }
 
-  /** Ends a run the daemon lost track of (stopped or killed mid-run) as failed, with a note why. */
-  abandon(r: RunRow | undefined, note: string, finishedAt: string): void {
-    if (r?.status !== 'running') return;
-    this.finishRun(r.id, { status: 'failed', finishedAt, exitCode: null, output: `${r.output}${note}\n`, truncated: r.truncated });
+  /**
+   * Ends a run the daemon lost track of (stopped or killed): a running one as failed with `note`, a queued one
+   * (it never started) as late with `notStarted`.
+   */
+  abandon(r: RunRow | undefined, note: string, finishedAt: string, notStarted = note): void {
+    if (r?.status === 'running')
+      this.finishRun(r.id, { status: 'failed', finishedAt, exitCode: null, output: `${r.output}${note}\n`, truncated: r.truncated });
+    else if (r?.status === 'queued')
+      this.finishRun(r.id, { status: 'late', finishedAt, exitCode: null, output: `${r.output}${notStarted}\n`, truncated: r.truncated });
+  }
+
+  /**
+   * A queued run starts now. Not an acknowledged write (nobody waits on it): WAL with synchronous=NORMAL keeps it
+   * through kill -9 and spares an fsync per run; the claim and the end of a run stay FULL.
+   */
+  markStarted(id: number, at: string): void {
+    const level = this.db.pragma('synchronous', { simple: true }) as number;
+    try {
+      this.db.pragma('synchronous = NORMAL');
+      this.#s.markStarted!.run(at, id);
+    } finally {
+      this.db.pragma(`synchronous = ${level}`);
+    }
   }
 
   getRun(id: number): RunRow | undefined {
@@ -245,22 +283,25 @@ export class CronStore {
     return r && toRun(r);
   }
 
+  /** Runs queued or running. */
   runningRuns(): RunRow[] {
     return (this.#s.running!.all() as Raw[]).map(toRun);
   }
 
   /** Newest first. */
   runsOfEntry(entryId: string, q: RunQuery): RunRow[] {
-    return (this.#s.runsOfEntry!.all(entryId, q.since ?? '', q.limit) as Raw[]).map(toRun);
+    // Pruning lags by up to 5% (see #insert): a listing never shows more than the cap.
+    return (this.#s.runsOfEntry!.all(entryId, q.since ?? '', Math.min(q.limit, this.maxRunsPerEntry)) as Raw[]).map(toRun);
   }
 
   /** Newest first. */
   runsOfUser(container: string, user: string, q: RunQuery): RunRow[] {
-    return (this.#s.runsOfUser!.all(container, user, q.since ?? '', q.limit) as Raw[]).map(toRun);
+    return (this.#s.runsOfUser!.all(container, user, q.since ?? '', Math.min(q.limit, this.maxRunsPerContainer)) as Raw[]).map(toRun);
   }
 
   /** Oldest first: from `since` on, or else the latest `limit` runs (of one user only, with `user`). */
-  runsOfContainer(container: string, q: RunQuery, user?: string): RunRow[] {
+  runsOfContainer(container: string, query: RunQuery, user?: string): RunRow[] {
+    const q = { ...query, limit: Math.min(query.limit, this.maxRunsPerContainer) };
     const rows =
       user === undefined
         ? q.since === undefined

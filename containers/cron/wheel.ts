@@ -22,6 +22,8 @@ export class TimerWheel<K> {
   constructor(
     private readonly fire: (key: K, at: number) => void,
     private readonly now: () => number = Date.now,
+    /** Runs one tick's fires (all keys due at once): the cron service makes them one transaction. May throw. */
+    private readonly batch: (fires: () => void) => void = (fires) => fires(),
   ) {}
 
   get size(): number {
@@ -73,11 +75,17 @@ export class TimerWheel<K> {
   #tick(): void {
     this.#timer = undefined;
     const now = this.now();
-    while (this.#heap.length && this.#heap[0]!.at <= now) {
-      const s = this.#pop();
-      if (!this.#live(s)) continue;
-      this.#due.delete(s.key);
-      this.fire(s.key, s.at); // the caller catches its own errors; it may set() the key again
+    try {
+      this.batch(() => {
+        while (this.#heap.length && this.#heap[0]!.at <= now) {
+          const s = this.#pop();
+          if (!this.#live(s)) continue;
+          this.#due.delete(s.key);
+          this.fire(s.key, s.at); // the caller catches its own errors; it may set() the key again
+        }
+      });
+    } catch {
+      // the batch's owner logged it; the wheel goes on
     }
     this.#arm();
   }
