@@ -15,6 +15,7 @@ import { TimerWheel } from '../containers/cron/wheel.js';
 import { CronService } from '../containers/cron/service.js';
 import type { CronRunView } from '../containers/cron/views.js';
 import { isHoodyError } from '../containers/errors.js';
+import { loadConfig } from '../daemon/config.js';
 import { migrate, openDatabase } from '../daemon/db.js';
 import { startContainer, stopContainer } from '../containers/lifecycle.js';
 import { createContainer } from '../containers/provision.js';
@@ -188,6 +189,15 @@ describe('cron at scale (units)', () => {
     assert.deepEqual(late.map((l) => l.tag), ['a1', 'b0', 'c0']);
     assert.equal(late[2]!.why, 'the daemon stopped before it started');
     assert.equal(q.waiting, 0);
+  });
+
+  test('the queue settings: defaults, HOODY_CRON_* values, and a clear error for a bad one', () => {
+    assert.deepEqual(loadConfig({}, {}).cronQueue, { concurrency: 16, perContainer: 4, maxWaitMs: 60_000 });
+    const env = { HOODY_CRON_CONCURRENCY: '8', HOODY_CRON_CONTAINER_RUNS: '2', HOODY_CRON_MAX_WAIT: '90s' };
+    assert.deepEqual(loadConfig({}, env).cronQueue, { concurrency: 8, perContainer: 2, maxWaitMs: 90_000 });
+    assert.throws(() => loadConfig({}, { HOODY_CRON_CONCURRENCY: '0' }), /HOODY_CRON_CONCURRENCY must be a positive whole number, got 0/);
+    assert.throws(() => loadConfig({}, { HOODY_CRON_CONTAINER_RUNS: 'many' }), /HOODY_CRON_CONTAINER_RUNS/);
+    assert.throws(() => loadConfig({}, { HOODY_CRON_MAX_WAIT: 'soon' }), /HOODY_CRON_MAX_WAIT/);
   });
 
   test('the run log migrates to the queued and late statuses with its rows and ids', async () => {
