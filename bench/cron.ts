@@ -1,8 +1,9 @@
 /**
  * Cron benchmark: N entries on `* * * * *` spread over C busybox containers, a cheap command, measured over
- * whole minutes. For each firing: lateness against its scheduled second (the run row's `started_at`, written
- * when the slot is claimed just before `docker exec`, and `finished_at`, after the command ended), and the
- * outcome counts; for the daemon: CPU (utime+stime from /proc/<pid>/stat over the window) and RSS over time.
+ * whole minutes. For each firing: lateness against its scheduled second (the run row's `started_at`: when the
+ * run left the queue for a runner, just before `docker exec` — before issue 13.2 there was no queue and it was
+ * the claim — and `finished_at`, after the command ended), and the outcome counts (`late`: waited past
+ * HOODY_CRON_MAX_WAIT and never ran); for the daemon: CPU (utime+stime from /proc/<pid>/stat over the window) and RSS over time.
  * A lighter point (fewer entries on the same containers) runs first for comparison.
  *
  *   node --no-node-snapshot dist/bench/cron.js --containers 100 --entries 10000 --minutes 3 [--light 1000]
@@ -75,6 +76,7 @@ interface SlotFigures {
   ok: number;
   failed: number;
   skipped: number;
+  late: number;
   running: number;
   claim_p50_s: number | null;
   claim_p99_s: number | null;
@@ -94,8 +96,8 @@ interface PointResult {
   /** crossed_boundary: a minute boundary passed while creating, so entries fired before the window. */
   create: { seconds: number; per_second: number; ended_before_first_slot: boolean; crossed_boundary: boolean };
   expected_firings: number;
-  counts: { rows: number; ok: number; failed: number; skipped: number; timeout: number; running: number; missing: number };
-  /** started_at − scheduled_for: when the scheduler claimed the slot (the run row is written, docker exec starts). */
+  counts: { rows: number; ok: number; failed: number; skipped: number; late: number; timeout: number; running: number; missing: number };
+  /** started_at − scheduled_for of runs that started: when a runner took the run (docker exec starts). */
   lateness_claim_s: ReturnType<typeof dist>;
   /** finished_at − scheduled_for (ok and failed runs): when the command had run; an upper bound of its start. */
   lateness_done_s: ReturnType<typeof dist>;
@@ -232,7 +234,7 @@ async function runPoint(
     // pulling every container's log through the API every few seconds, which would load the daemon it measures.
     const db = new Database(dbPath, { readonly: true, fileMustExist: true });
     const runningCount = () =>
-      (db.prepare(`SELECT count(*) AS n FROM cron_runs WHERE status = 'running' AND trigger = 'schedule' AND scheduled_for >= ? AND scheduled_for <= ?`).get(iso(firstSlot), iso(lastSlot)) as { n: number }).n;
+      (db.prepare(`SELECT count(*) AS n FROM cron_runs WHERE status IN ('running', 'queued') AND trigger = 'schedule' AND scheduled_for >= ? AND scheduled_for <= ?`).get(iso(firstSlot), iso(lastSlot)) as { n: number }).n;
     const drainStart = Date.now();
     let running = runningCount();
     let stalled = false;
@@ -265,16 +267,19 @@ async function runPoint(
         }
       }
     });
-    const complete = !rows.some((r) => r.status === 'running');
+    const open = (r: RunRow) => r.status === 'running' || r.status === 'queued';
+    const complete = !rows.some(open);
 
     const ms = (a: string | null) => (a ? Date.parse(a) : Number.NaN);
-    const claim = rows.map((r) => (ms(r.started_at) - ms(r.scheduled_for)) / 1000);
+    // A late run never started: its started_at is when it was claimed, not a start.
+    const started = rows.filter((r) => r.status !== 'late');
+    const claim = started.map((r) => (ms(r.started_at) - ms(r.scheduled_for)) / 1000);
     const done = rows.filter((r) => r.finished_at && (r.status === 'ok' || r.status === 'failed')).map((r) => (ms(r.finished_at) - ms(r.scheduled_for)) / 1000);
     const durations = rows.filter((r) => r.status === 'ok' && r.finished_at).map((r) => (ms(r.finished_at) - ms(r.started_at)) / 1000);
     const count = (st: string) => rows.filter((r) => r.status === st).length;
     const perSlot: SlotFigures[] = [...slots].map((slot) => {
       const rs = rows.filter((r) => r.scheduled_for === slot);
-      const cl = dist(rs.map((r) => (ms(r.started_at) - ms(slot)) / 1000));
+      const cl = dist(rs.filter((r) => r.status !== 'late').map((r) => (ms(r.started_at) - ms(slot)) / 1000));
       const dn = dist(rs.filter((r) => r.finished_at && (r.status === 'ok' || r.status === 'failed')).map((r) => (ms(r.finished_at) - ms(slot)) / 1000));
       return {
         slot,
@@ -282,7 +287,8 @@ async function runPoint(
         ok: rs.filter((r) => r.status === 'ok').length,
         failed: rs.filter((r) => r.status === 'failed').length,
         skipped: rs.filter((r) => r.status === 'skipped').length,
-        running: rs.filter((r) => r.status === 'running').length,
+        late: rs.filter((r) => r.status === 'late').length,
+        running: rs.filter(open).length,
         claim_p50_s: cl.p50,
         claim_p99_s: cl.p99,
         claim_max_s: cl.max,
@@ -313,8 +319,9 @@ async function runPoint(
         ok: count('ok'),
         failed: count('failed'),
         skipped: count('skipped'),
+        late: count('late'),
         timeout: count('timeout'),
-        running: count('running'),
+        running: count('running') + count('queued'),
         missing: Math.max(0, expected - fired),
       },
       lateness_claim_s: dist(claim),
@@ -347,8 +354,8 @@ function summaryRows(p: PointResult): (string | number)[][] {
   const dn = p.lateness_done_s;
   return [
     ['entries × minutes (expected firings)', `${p.entries} × ${p.minutes} = ${p.expected_firings}`],
-    ['runs ok / failed / skipped / timeout / still running / missing', `${p.counts.ok} / ${p.counts.failed} / ${p.counts.skipped} / ${p.counts.timeout} / ${p.counts.running} / ${p.counts.missing}`],
-    ['lateness, claimed (started_at − scheduled) p50 / p99 / max s', `${fmt(l.p50, 3)} / ${fmt(l.p99, 3)} / ${fmt(l.max, 3)}`],
+    ['runs ok / failed / skipped / late / timeout / still running or queued / missing', `${p.counts.ok} / ${p.counts.failed} / ${p.counts.skipped} / ${p.counts.late ?? 0} / ${p.counts.timeout} / ${p.counts.running} / ${p.counts.missing}`],
+    ['lateness, started (started_at − scheduled) p50 / p99 / max s', `${fmt(l.p50, 3)} / ${fmt(l.p99, 3)} / ${fmt(l.max, 3)}`],
     ['lateness, done (finished_at − scheduled) p50 / p99 / max s', `${fmt(dn.p50, 3)} / ${fmt(dn.p99, 3)} / ${fmt(dn.max, 3)}`],
     ['one run end to end (ok) p50 / p99 s', `${fmt(p.run_duration_s.p50, 3)} / ${fmt(p.run_duration_s.p99, 3)}`],
     ['daemon CPU s over the window (% of one core)', `${fmt(p.daemon.cpu_seconds)} (${fmt(p.daemon.cpu_percent_of_core, 1)} %)`],
@@ -368,13 +375,14 @@ function slotRows(p: PointResult): (string | number)[][] {
     x.ok,
     x.failed,
     x.skipped,
+    x.late ?? 0,
     x.running,
     `${fmt(x.claim_p50_s, 3)} / ${fmt(x.claim_p99_s, 3)} / ${fmt(x.claim_max_s, 3)}`,
     `${fmt(x.done_p50_s, 2)} / ${fmt(x.done_p99_s, 2)} / ${fmt(x.done_max_s, 2)}`,
   ]);
 }
 
-const SLOT_HEADER = ['slot (UTC)', 'fired', 'ok', 'failed', 'skipped', 'running', 'claimed p50/p99/max s', 'done p50/p99/max s'];
+const SLOT_HEADER = ['slot (UTC)', 'fired', 'ok', 'failed', 'skipped', 'late', 'running/queued', 'started p50/p99/max s', 'done p50/p99/max s'];
 
 function markdown(r: CronResult, svgName: string | null): string {
   const out: string[] = [];
@@ -383,7 +391,7 @@ function markdown(r: CronResult, svgName: string | null): string {
   out.push(`Run \`${r.run_id}\`, ${Math.round(r.duration_s)} s. Host: ${h.kernel}, ${h.cpus} cores (${h.cpu_model}), ${h.mem_total_mib} MiB; node ${h.node}.`);
   out.push(`Options: ${Object.entries(r.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}. ${r.provisioning.containers} busybox containers provisioned in ${r.provisioning.seconds} s.`, '');
   out.push('Each entry: `* * * * *`, the command below, run inside its container by `docker exec` (`sh -c`). Lateness is measured per firing from the run rows (`GET /api/v1/logs?source=cron`):');
-  out.push('*claimed* = `started_at − scheduled_for` (the slot is claimed and the run row written just before `docker exec` starts); *done* = `finished_at − scheduled_for` (the command has run: an upper bound of when it started). Daemon CPU = utime+stime of the hoodyd process from `/proc/<pid>/stat` between the first slot and the end of the window.', '');
+  out.push('*started* = `started_at − scheduled_for` of the runs that started (a runner took the run from the queue just before `docker exec`; without the queue, before issue 13.2, the claim of its slot); *done* = `finished_at − scheduled_for` (the command has run: an upper bound of when it started). Daemon CPU = utime+stime of the hoodyd process from `/proc/<pid>/stat` between the first slot and the end of the window.', '');
   if (svgName) out.push(`![cron benchmark](${svgName})`, '');
   for (const p of r.points) {
     out.push(`## ${p.label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min (${p.first_slot} .. ${p.last_slot})`, '');
@@ -407,7 +415,7 @@ function svg(r: CronResult): string {
       { kind: 'line', title: 'hoodyd CPU (% of one core)', xLabel: 's from the first slot', yLabel: '%', series: line((x) => x.daemon_cpu_percent) },
       { kind: 'line', title: 'hoodyd RSS (MiB)', xLabel: 's from the first slot', yLabel: 'MiB', series: line((x) => x.daemon_rss_mib) },
       { kind: 'line', title: 'dockerd + containerd CPU (% of one core)', xLabel: 's from the first slot', yLabel: '%', series: line((x) => x.engine_cpu_percent) },
-      { kind: 'line', title: 'lateness CDF (dashed: claimed, solid: done)', xLabel: 'seconds after the scheduled second', yLabel: '% of firings', series: r.points.flatMap((p) => [cdf(p, 'claim'), cdf(p, 'done')]) },
+      { kind: 'line', title: 'lateness CDF (dashed: started, solid: done)', xLabel: 'seconds after the scheduled second', yLabel: '% of firings', series: r.points.flatMap((p) => [cdf(p, 'claim'), cdf(p, 'done')]) },
     ],
     'one line per point; minutes start at 0, 60, 120 … on the time axis',
     2,
