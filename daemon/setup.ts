@@ -4,6 +4,7 @@ import { applyHostEgress, egressNames, savedEgressPorts } from '../host/egress.j
 import { DockerEngine } from '../host/engine.js';
 import { ensureEngine } from '../host/engine-start.js';
 import { BASE_IMAGE, BUSYBOX_IMAGE, buildBaseImage, buildBusyboxImage } from '../host/images.js';
+import { raiseKeyQuota } from '../host/keys.js';
 import { KsmController } from '../host/ksm.js';
 import { ensurePool, type PoolSetupResult } from '../host/pool.js';
 import { ensureRemapUser, REMAP_USER, rootfulContainersIn } from '../host/userns.js';
@@ -48,6 +49,13 @@ export async function setupHost(
     logFile: join(config.stateDir, 'dockerd.log'),
     usernsRemap: remap,
   });
+  // Before any container of a remapped engine starts: they all share one key quota (host/keys.ts).
+  try {
+    const keys = await raiseKeyQuota();
+    log.info(keys, 'kernel key quota per user');
+  } catch (err) {
+    log.warn({ err }, 'could not raise the kernel key quota: past ~200 containers, commands in them may fail to start');
+  }
   const ksm = new KsmController();
   let ksmOn = false;
   if (await ksm.available()) {

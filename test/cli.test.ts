@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, openSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { AdminClient } from '../daemon/client.js';
 import { BUSYBOX_IMAGE } from '../host/images.js';
+import { KEY_QUOTA, raiseKeyQuota } from '../host/keys.js';
 import { poolPaths } from '../host/pool.js';
 import { BtrfsDriver } from '../host/storage/btrfs.js';
 import { dockerExec, HOODY, removeInstanceOf, tempStateDir } from './support/host.js';
@@ -44,7 +46,10 @@ function freePort(): Promise<number> {
 
 describe('hoody host setup', () => {
   test('is idempotent: twice exit 0, reports the BTRFS pool, the engine already running and KSM on', async () => {
+    // The kernel's default key quota (200 per user) stops commands in remapped containers past ~200 containers.
+    await writeFile('/proc/sys/kernel/keys/maxkeys', '200');
     const first = await hoody(['host', 'setup', '--images', 'busybox', '--json']);
+    assert.ok(Number((await readFile('/proc/sys/kernel/keys/maxkeys', 'utf8')).trim()) >= 20_000, 'the key quota raised');
     assert.equal(first.exitCode, 0, first.stderr);
     const r = JSON.parse(first.stdout) as { pool: { kind: string; paths: { root: string } }; engineStarted: boolean; ksm: boolean; imagesBuilt: string[] };
     assert.equal((await execa('findmnt', ['-no', 'FSTYPE', '--target', r.pool.paths.root])).stdout.trim(), 'btrfs');
@@ -54,6 +59,19 @@ describe('hoody host setup', () => {
     const second = await hoody(['host', 'setup', '--images', 'busybox']);
     assert.equal(second.exitCode, 0, second.stderr);
     assert.match(second.stdout, new RegExp(`^pool ${r.pool.paths.root} \\(${r.pool.kind}\\); engine already running; KSM on$`));
+  });
+});
+
+describe('the kernel key quota (units)', () => {
+  test('is raised to KEY_QUOTA where lower, and kept where higher', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hoody-keys-'));
+    try {
+      await writeFile(join(dir, 'maxkeys'), '200\n');
+      await writeFile(join(dir, 'maxbytes'), '50000000\n');
+      assert.deepEqual(await raiseKeyQuota(dir), { maxkeys: KEY_QUOTA.maxkeys, maxbytes: 50_000_000 });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
