@@ -128,11 +128,11 @@ describe('cron at scale (units)', () => {
       wheel.set('later', now + 60);
       now += 20;
       throwNext = true;
-      await new Promise((r) => setTimeout(r, 60));
+      await until('the first keys to fire', 5000, () => batches >= 1);
       assert.equal(batches, 1, 'fifty keys due at once: one batch');
       assert.equal(fired[0]!.length, 50);
       now += 40;
-      await new Promise((r) => setTimeout(r, 80));
+      await until('the later key to fire', 5000, () => batches >= 2);
       assert.equal(batches, 2, 'the wheel went on after the throwing batch');
       assert.deepEqual(fired[1], ['later']);
     } finally {
@@ -157,7 +157,7 @@ describe('cron at scale (units)', () => {
     assert.deepEqual(started, ['n0', 'n1'], 'two at once');
     assert.equal(q.waiting, 39);
     gates.shift()!();
-    await sleep(10);
+    await until('a runner to be free again', 5000, () => started.length >= 3);
     assert.deepEqual(started.slice(2), ['q0'], 'the quiet container gets the next free runner');
     while (gates.length) {
       gates.shift()!();

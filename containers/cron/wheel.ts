@@ -75,6 +75,12 @@ export class TimerWheel<K> {
   #tick(): void {
     this.#timer = undefined;
     const now = this.now();
+    while (this.#heap.length && !this.#live(this.#heap[0]!)) this.#pop();
+    // A wake-up with nothing due (the 30 s cap, a clock that moved back) opens no batch.
+    if (!this.#heap.length || this.#heap[0]!.at > now) {
+      this.#arm();
+      return;
+    }
     try {
       this.batch(() => {
         while (this.#heap.length && this.#heap[0]!.at <= now) {
