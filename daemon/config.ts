@@ -33,6 +33,11 @@ export interface Config {
   cronRunTimeoutMs: number;
   /** Cron runs at once (HOODY_CRON_CONCURRENCY 16), of one container (HOODY_CRON_CONTAINER_RUNS 4), and the longest a run waits for a runner before it is logged `late` (HOODY_CRON_MAX_WAIT 60s). */
   cronQueue: { concurrency: number; perContainer: number; maxWaitMs: number };
+  /**
+   * How commands start in containers (HOODY_COMMAND_AGENT): 'on' (default) through hoody's agent inside each
+   * container made since, started once with docker exec; 'off' with one docker exec per command.
+   */
+  commandAgent: boolean;
   /** Public listeners: a client must send its whole header block within this (slow clients are cut off). */
   headersTimeoutMs: number;
   /** Extra names of this host that no tenant may route or certify (HOODY_RESERVED_NAMES, comma list). */
@@ -129,6 +134,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       perContainer: positive(env.HOODY_CRON_CONTAINER_RUNS ?? '4', 'HOODY_CRON_CONTAINER_RUNS'),
       maxWaitMs: parseDuration(env.HOODY_CRON_MAX_WAIT ?? '60s', 'HOODY_CRON_MAX_WAIT'),
     },
+    commandAgent: onOff(env.HOODY_COMMAND_AGENT, 'HOODY_COMMAND_AGENT'),
     headersTimeoutMs: parseDuration(env.HOODY_HEADERS_TIMEOUT ?? '20s', 'HOODY_HEADERS_TIMEOUT'),
     reservedNames: (env.HOODY_RESERVED_NAMES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
     proxyUpstreamTimeoutMs: parseDuration(env.HOODY_PROXY_UPSTREAM_TIMEOUT ?? '60s', 'HOODY_PROXY_UPSTREAM_TIMEOUT'),
@@ -148,6 +154,12 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     logKeep: Math.max(1, Number(env.HOODY_LOG_KEEP ?? '5') || 5),
     exec: loadExecConfig(env),
   };
+}
+
+function onOff(value: string | undefined, name: string): boolean {
+  if (value === undefined || value === '' || value === 'on') return true;
+  if (value === 'off') return false;
+  throw new Error(`${name} must be on or off, not ${JSON.stringify(value)}`);
 }
 
 function dataPlaneSetting(value: string | undefined): 'haproxy' | 'node' {

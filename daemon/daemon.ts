@@ -30,6 +30,7 @@ import { dataPlanePorts, type StartedDataPlane, startDataPlane } from './data-pl
 import { ServiceNetwork } from '../containers/network.js';
 import { ServiceCertificates } from '../containers/tls/sni.js';
 import { VERSION } from './version.js';
+import { buildCommands } from './commands.js';
 import { NAMESPACE_MIGRATIONS } from './migrations.js';
 
 export interface Daemon {
@@ -88,14 +89,15 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   // The host chains are in force since setupHost(); the network they are bound to is made here if missing.
   if (restricted) await ensureEgressNetwork(new DockerEngine(config.dockerSocket).docker, egress, config.instance);
   const network = new ServiceNetwork(() => ctx, config.domain, () => ports, trust.bundlePath, trust.caPath, restricted ? egress.network : null);
-  ctx.specExtras = (name) => network.extras(name);
+  const commands = await buildCommands(config, ctx, log);
+  ctx.specExtras = (name) => commands.extend(name, network.extras(name));
   ctx.hooks.push(network);
   for (const row of ctx.store.list()) {
     if (row.phase === 'ready') await network.migrate(row).catch((err: unknown) => log.warn({ err, container: row.name }, 'moving to the egress network failed'));
   }
   if (!restricted) await destroyHostEgress(new DockerEngine(config.dockerSocket).docker, config.instance, config.stateDir).catch((err: unknown) => log.warn({ err }, 'removing the egress policy failed'));
   let pub: PublicServer | undefined;
-  const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane);
+  const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane, commands.commands);
 
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
@@ -169,6 +171,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
       await pub?.close();
       await dataPlane?.plane.close(); // HAProxy itself keeps serving: the data plane outlives hoodyd
       await ns.close();
+      await commands.commands.close();
       db.close();
       log.info('hoodyd stopped');
     },

@@ -1,3 +1,4 @@
+import type { ContainerCommands } from '../containers/agent/commands.js';
 import type Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import type { NamespaceRoutes } from '../api/container/index.js';
@@ -44,6 +45,7 @@ export function buildNamespaces(
   httpsPort: () => number,
   publicApp: () => FastifyInstance,
   plane: () => DataPlane | undefined = () => undefined,
+  commands?: ContainerCommands,
 ): Namespaces {
   const log = ctx.log;
   const calls = new CallAuthority();
@@ -99,6 +101,7 @@ export function buildNamespaces(
   const cron = new CronService({
     db,
     engine: ctx.engine,
+    commands,
     store: ctx.store,
     log: log.child({ ns: 'cron' }),
     runTimeoutMs: config.cronRunTimeoutMs,

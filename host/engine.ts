@@ -42,6 +42,8 @@ export interface EngineContainer {
   networks: string[];
   /** overlay2: the directory of its writable layer (upper dir and work dir inside), '' otherwise/unknown. */
   layerDir: string;
+  /** Where its mounts are inside it ([] from list()). */
+  mounts: string[];
 }
 
 export interface EngineEvent {
@@ -87,6 +89,8 @@ export interface ContainerEngine {
   userns(): Promise<UsernsMapping | null>;
   /** Runs a command inside a running container (docker exec), capped in time and output. */
   exec(id: string, opts: ExecOptions): Promise<ExecResult>;
+  /** Starts a command inside a running container and returns at once (docker exec -d). */
+  execDetached(id: string, cmd: string[], user: string): Promise<void>;
   /** Container events with these labels, reconnecting after an engine restart; returns an unsubscribe. */
   events(labels: Record<string, string>, onEvent: (e: EngineEvent) => void, onError?: (err: Error) => void): () => void;
 }
@@ -227,6 +231,7 @@ export class DockerEngine implements ContainerEngine {
         subnet: subnetOf(net?.IPAddress, net?.IPPrefixLen),
         networks: Object.keys(i.NetworkSettings?.Networks ?? {}),
         layerDir: layerDirOf(i.GraphDriver),
+        mounts: (i.Mounts ?? []).map((m) => m.Destination),
       };
     } catch (err) {
       if (statusCode(err) === 404) return null;
@@ -249,6 +254,7 @@ export class DockerEngine implements ContainerEngine {
       subnet: '',
       networks: [],
       layerDir: '',
+      mounts: [],
     }));
   }
 
@@ -318,6 +324,18 @@ export class DockerEngine implements ContainerEngine {
       truncated,
       timedOut,
     };
+  }
+
+  async execDetached(id: string, cmd: string[], user: string): Promise<void> {
+    const exec = await this.docker.getContainer(id).exec({ Cmd: cmd, User: user, AttachStdout: false, AttachStderr: false, Tty: false });
+    // The engine answers a detached start with an empty body; reading it to the end frees the connection.
+    const res = (await exec.start({ Detach: true })) as NodeJS.ReadableStream | undefined;
+    if (res) {
+      await new Promise<void>((resolve) => {
+        res.on('end', resolve).on('close', resolve).on('error', () => resolve());
+        res.resume();
+      });
+    }
   }
 
   events(labels: Record<string, string>, onEvent: (e: EngineEvent) => void, onError?: (err: Error) => void): () => void {

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import type { ContainerContext } from '../containers/context.js';
+import type { AgentCommands, ContainerCommands } from '../containers/agent/commands.js';
+import { type ContainerContext, NO_EXTRAS } from '../containers/context.js';
+import { buildCommands, type Commands } from '../daemon/commands.js';
 import type { EntryPatch, NewEntry } from '../containers/cron/input.js';
 import { planNext } from '../containers/cron/plan.js';
 import { compileSchedule } from '../containers/cron/schedule.js';
@@ -24,8 +26,11 @@ import { type TestContext, testContext } from './support/host.js';
 
 const log = pino({ level: process.env.HOODY_TEST_LOG ?? 'warn' });
 
+/** A context's way of starting commands (the agent) when it has one, else docker exec (the service's default). */
+const commandsOf = new WeakMap<TestContext, ContainerCommands>();
+
 function service(t: TestContext, extra: Partial<ConstructorParameters<typeof CronService>[0]> = {}): CronService {
-  return new CronService({ db: t.db, engine: t.ctx.engine, store: t.ctx.store, log, ...extra });
+  return new CronService({ db: t.db, engine: t.ctx.engine, commands: commandsOf.get(t), store: t.ctx.store, log, ...extra });
 }
 
 /** The catalogued code a call throws (or 'no error'). */
@@ -270,10 +275,16 @@ describe('cron service against real containers', () => {
   let r: TestContext;
   let c: ContainerRow;
   const restarts: CronService[] = [];
+  let agent: Commands;
 
   before(async () => {
     [t, r] = await Promise.all([testContext({}, [cronMigrations]), testContext({}, [cronMigrations])]);
     ctx = t.ctx;
+    // This context's runs start through the agent, as in the daemon; the restart case's (r) through docker exec.
+    agent = await buildCommands(t.config, ctx, log);
+    assert.equal(agent.commands.kind, 'agent');
+    commandsOf.set(t, agent.commands);
+    ctx.specExtras = (name) => agent.extend(name, NO_EXTRAS());
     cron = service(t);
     ctx.hooks.push(cron);
     await cron.start();
@@ -289,6 +300,7 @@ describe('cron service against real containers', () => {
   after(async () => {
     await cron?.stop();
     for (const s of restarts) await s.stop();
+    await agent?.commands.close();
     await Promise.all([t?.cleanup(), r?.cleanup()]);
   });
 
@@ -351,6 +363,7 @@ describe('cron service against real containers', () => {
     assert.equal(run.status, 'failed');
     assert.equal(run.exit_code, 3);
     assert.equal(run.output, 'cron-a\nroot\n');
+    assert.equal((agent.commands as AgentCommands).connected, 1, 'it ran through the agent in cron-a');
     assert.ok(run.finished_at && run.finished_at >= run.started_at);
     assert.deepEqual(cron.runsOf(a.name, 'root', e.id), [run]);
     assert.deepEqual(cron.logs(a.name, { since: run.started_at }), [{ time: run.started_at, ...run }]);

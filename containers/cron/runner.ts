@@ -1,10 +1,13 @@
 import type { Logger } from 'pino';
 import type { ContainerEngine, ExecResult } from '../../host/engine.js';
+import type { CommandTarget, ContainerCommands } from '../agent/commands.js';
 import type { ContainerStore } from '../store.js';
 import type { RunEnd } from './store.js';
 
 export interface RunnerDeps {
   engine: ContainerEngine;
+  /** How a command is started in the container: the in-container agent, or docker exec. */
+  commands: ContainerCommands;
   store: ContainerStore;
   log: Logger;
   runTimeoutMs: number;
@@ -60,6 +63,7 @@ export class CronRunner {
     if (!row) return this.#failed(`hoody: container ${job.container} no longer exists; the command did not run`);
     if (row.phase !== 'ready') return this.#failed(`hoody: container ${job.container} is being ${row.phase === 'creating' ? 'created' : 'deleted'}; the command did not run`);
     const engineId = row.engineId;
+    const target = { name: job.container, engineId: engineId ?? '' };
     if (!engineId) return this.#failed(`hoody: container ${job.container} has no engine container; the command did not run`);
     // The engine is asked whether the container runs only when an exec fails: one API call less per run.
     const whyNot = async (err: unknown): Promise<RunEnd> => {
@@ -70,11 +74,11 @@ export class CronRunner {
       throw err;
     };
     if (job.user !== 'root') {
-      const problem = await this.#ensureUser(engineId, job.user).catch(whyNot);
+      const problem = await this.#ensureUser(target, job.user).catch(whyNot);
       if (typeof problem === 'string') return this.#failed(problem);
       if (problem) return problem;
     }
-    const r = await engine.exec(engineId, {
+    const r = await this.deps.commands.exec(target, {
       cmd: ['sh', '-c', job.command],
       user: job.user,
       env: [
@@ -90,10 +94,10 @@ export class CronRunner {
     return 'status' in r ? r : this.#ended(r);
   }
 
-  async #ensureUser(engineId: string, user: string): Promise<string | null> {
-    const key = `${engineId}\n${user}`;
+  async #ensureUser(target: CommandTarget, user: string): Promise<string | null> {
+    const key = `${target.engineId}\n${user}`;
     if (this.#users.has(key)) return null;
-    const r = await this.deps.engine.exec(engineId, {
+    const r = await this.deps.commands.exec(target, {
       cmd: ['sh', '-c', ENSURE_USER, 'sh', user],
       user: 'root',
       timeoutMs: 30_000,

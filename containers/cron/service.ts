@@ -9,6 +9,7 @@ import { checkUser } from '../names.js';
 import type { ContainerRow, ContainerStore } from '../store.js';
 import { type EntryPatch, type NewEntry, validateNew, validatePatch } from './input.js';
 import { DEFAULT_RUN_QUEUE, RunQueue, type RunQueueLimits } from './queue.js';
+import { type ContainerCommands, EngineCommands } from '../agent/commands.js';
 import { CronRunner } from './runner.js';
 import { isExpired, type Plan, planNext } from './plan.js';
 import { PatternCache, REBOOT } from './schedule.js';
@@ -19,6 +20,8 @@ import { TimerWheel } from './wheel.js';
 export interface CronServiceDeps {
   db: Database;
   engine: ContainerEngine;
+  /** How runs start in their containers (default: docker exec through the engine). */
+  commands?: ContainerCommands;
   store: ContainerStore;
   log: Logger;
   now?: () => Date;
@@ -70,6 +73,7 @@ export class CronService implements NamespaceHooks {
     this.entries = new CronStore(deps.db, deps.maxRunsPerEntry ?? 1000, deps.maxRunsPerContainer ?? 10_000);
     this.#runner = new CronRunner({
       engine: deps.engine,
+      commands: deps.commands ?? new EngineCommands(deps.engine),
       store: deps.store,
       log: this.#log,
       runTimeoutMs: deps.runTimeoutMs ?? 3_600_000,
