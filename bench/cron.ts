@@ -1,12 +1,15 @@
 /**
  * Cron benchmark: N entries on `* * * * *` spread over C busybox containers, a cheap command, measured over
  * whole minutes. For each firing: lateness against its scheduled second (the run row's `started_at`: when the
- * run left the queue for a runner, just before `docker exec` — before issue 13.2 there was no queue and it was
+ * run left the queue for a runner, just before the command starts — before issue 13.2 there was no queue and it was
  * the claim — and `finished_at`, after the command ended), and the outcome counts (`late`: waited past
  * HOODY_CRON_MAX_WAIT and never ran); for the daemon: CPU (utime+stime from /proc/<pid>/stat over the window) and RSS over time.
- * A lighter point (fewer entries on the same containers) runs first for comparison.
+ * A lighter point (fewer entries on the same containers) runs first for comparison. Both points run once per way
+ * of starting commands (`--commands agent,engine`: hoody-agent in each container, or one `docker exec` per run),
+ * each on a daemon and containers of its own, one after the other; CPU per started run is split into the daemon,
+ * the engine (dockerd + containerd), the runc shims and the agents.
  *
- *   node --no-node-snapshot dist/bench/cron.js --containers 100 --entries 10000 --minutes 3 [--light 1000]
+ *   node --no-node-snapshot dist/bench/cron.js --containers 200 --entries 2000 --light 1000 --minutes 2 [--commands agent,engine]
  *
  * Entries carry `expires_at` just after their last measured slot, so nothing else touches the daemon during a
  * window (no PATCH storm to stop them). Everything made is removed at the end, on SIGINT/SIGTERM and on errors.
@@ -36,7 +39,7 @@ import {
   session,
   writeResults,
 } from './ns-common.js';
-import { CLK_TCK } from './procs.js';
+import { CLK_TCK, cpuTicks, processTable } from './procs.js';
 import { table } from '../daemon/cli/format.js';
 import { round, runPool } from './stats.js';
 
@@ -46,6 +49,7 @@ const DEFAULTS = {
   minutes: '3',
   light: '1000',
   command: 'true',
+  commands: 'agent,engine',
   parallel: '4',
   drain: '300',
   'log-level': 'warn',
@@ -88,6 +92,8 @@ interface SlotFigures {
 
 interface PointResult {
   label: string;
+  /** How runs started: through hoody-agent in each container, or one docker exec each (HOODY_COMMAND_AGENT=off). */
+  commands: string;
   entries: number;
   containers: number;
   minutes: number;
@@ -117,6 +123,12 @@ interface PointResult {
     rss_mib_end: number | null;
   };
   engine_cpu_seconds: number;
+  /** containerd's runc shims (one per container; docker exec's I/O goes through them). */
+  shim_cpu_seconds: number;
+  /** The hoody-agent processes in the containers (their own time, not the commands they started). */
+  agent_cpu_seconds: number;
+  /** CPU per run that started (ms): daemon, engine, shims, agents, and all four. */
+  cpu_ms_per_run: { daemon: number | null; engine: number | null; shims: number | null; agents: number | null; total: number | null };
   host_busy_percent: number;
   failure_samples: string[];
   /** Other benchmarks or test runs seen on the box during the point (checked every 10 s). */
@@ -132,12 +144,30 @@ export interface CronResult {
   duration_s: number;
   options: Record<string, unknown>;
   host: Record<string, unknown>;
-  provisioning: { containers: number; seconds: number };
+  provisioning: { commands: string; containers: number; seconds: number }[];
   points: PointResult[];
   notes: string[];
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
+
+/** CPU ticks of every runc shim and every hoody-agent on the box, by pid (both live across a window). */
+async function sideTicks(): Promise<{ shims: Map<number, number>; agents: Map<number, number> }> {
+  const shims = new Map<number, number>();
+  const agents = new Map<number, number>();
+  for (const p of await processTable()) {
+    if (p.comm.startsWith('containerd-shim')) shims.set(p.pid, await cpuTicks(p.pid));
+    else if (p.comm === 'hoody-agent') agents.set(p.pid, await cpuTicks(p.pid));
+  }
+  return { shims, agents };
+}
+
+/** Seconds of CPU between two readings: a process new since the first counts whole, one gone since is lost. */
+function delta(before: Map<number, number>, after: Map<number, number>): number {
+  let ticks = 0;
+  for (const [pid, t] of after) ticks += t - (before.get(pid) ?? 0);
+  return ticks / CLK_TCK;
+}
 const ceilMinute = (ms: number) => Math.ceil(ms / 60_000) * 60_000;
 
 /** Waits until an instant (wakes every 0.5 s to notice a stop). */
@@ -176,6 +206,7 @@ async function runPoint(
   command: string,
   drainS: number,
   dbPath: string,
+  commands: string,
 ): Promise<PointResult> {
   // Entries per container, as even as possible.
   const per = containers.map((_, i) => Math.floor(entries / containers.length) + (i < entries % containers.length ? 1 : 0));
@@ -224,8 +255,10 @@ async function runPoint(
 
     await until(s, firstSlot - 300);
     const c0 = await sampler.counters();
+    const side0 = await sideTicks();
     await until(s, windowEnd);
     const c1 = await sampler.counters();
+    const side1 = await sideTicks();
     s.log(`${label}: window over; waiting for runs still going (at most ${drainS} s)`);
 
     const since = iso(firstSlot - 60_000);
@@ -305,8 +338,14 @@ async function runPoint(
     const mine = sampler.samples.filter((x) => x.t >= sampler.at(t0) - 1).map((x) => ({ ...x, t: round(x.t - tFirst, 1) ?? 0 }));
     const inWindow = mine.filter((x) => x.t >= 0 && x.t <= minutes * 60);
     const expected = ids.size * minutes;
+    const startedRuns = rows.filter((r) => r.status !== 'late' && r.status !== 'skipped').length;
+    const engineS = (c1.engine - c0.engine) / CLK_TCK;
+    const shimS = delta(side0.shims, side1.shims);
+    const agentS = delta(side0.agents, side1.agents);
+    const perRun = (sec: number) => (startedRuns ? round((sec * 1000) / startedRuns, 3) : null);
     return {
       label,
+      commands,
       entries: ids.size,
       containers: containers.length,
       minutes,
@@ -338,7 +377,10 @@ async function runPoint(
         rss_mib_max: inWindow.length ? Math.max(...inWindow.map((x) => x.daemon_rss_mib)) : null,
         rss_mib_end: inWindow[inWindow.length - 1]?.daemon_rss_mib ?? null,
       },
-      engine_cpu_seconds: round((c1.engine - c0.engine) / CLK_TCK, 1) ?? 0,
+      engine_cpu_seconds: round(engineS, 1) ?? 0,
+      shim_cpu_seconds: round(shimS, 2) ?? 0,
+      agent_cpu_seconds: round(agentS, 2) ?? 0,
+      cpu_ms_per_run: { daemon: perRun(cpuS), engine: perRun(engineS), shims: perRun(shimS), agents: perRun(agentS), total: perRun(cpuS + engineS + shimS + agentS) },
       host_busy_percent: round(((c1.host.busy - c0.host.busy) / (c1.host.total - c0.host.total || 1)) * 100, 1) ?? 0,
       failure_samples: failures,
       others: [...others],
@@ -362,6 +404,8 @@ function summaryRows(p: PointResult): (string | number)[][] {
     ['daemon CPU ms per firing', fmt(p.daemon.cpu_ms_per_firing, 3)],
     ['daemon RSS MiB start / max / end of window', `${fmt(p.daemon.rss_mib_start, 1)} / ${fmt(p.daemon.rss_mib_max, 1)} / ${fmt(p.daemon.rss_mib_end, 1)}`],
     ['engine (dockerd+containerd) CPU s over the window', fmt(p.engine_cpu_seconds, 1)],
+    ['runc shims / hoody-agents CPU s over the window', `${fmt(p.shim_cpu_seconds, 2)} / ${fmt(p.agent_cpu_seconds, 2)}`],
+    ['CPU ms per started run: daemon + engine + shims + agents = total', `${fmt(p.cpu_ms_per_run.daemon, 2)} + ${fmt(p.cpu_ms_per_run.engine, 2)} + ${fmt(p.cpu_ms_per_run.shims, 2)} + ${fmt(p.cpu_ms_per_run.agents, 2)} = ${fmt(p.cpu_ms_per_run.total, 2)}`],
     ['host CPU busy over the window %', fmt(p.host_busy_percent, 1)],
     ['entries created in s (per s)', `${fmt(p.create.seconds, 1)} (${p.create.per_second})`],
     ['drain after the window s', `${fmt(p.drain.seconds, 1)}${p.drain.complete ? '' : p.drain.stalled ? ' (stopped: runs stuck)' : ' (runs still going at the limit)'}`],
@@ -389,9 +433,9 @@ function markdown(r: CronResult, svgName: string | null): string {
   out.push(`# hoody cron benchmark — ${r.started}`, '');
   const h = r.host;
   out.push(`Run \`${r.run_id}\`, ${Math.round(r.duration_s)} s. Host: ${h.kernel}, ${h.cpus} cores (${h.cpu_model}), ${h.mem_total_mib} MiB; node ${h.node}.`);
-  out.push(`Options: ${Object.entries(r.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}. ${r.provisioning.containers} busybox containers provisioned in ${r.provisioning.seconds} s.`, '');
-  out.push('Each entry: `* * * * *`, the command below, run inside its container by `docker exec` (`sh -c`). Lateness is measured per firing from the run rows (`GET /api/v1/logs?source=cron`):');
-  out.push('*started* = `started_at − scheduled_for` of the runs that started (a runner took the run from the queue just before `docker exec`; without the queue, before issue 13.2, the claim of its slot); *done* = `finished_at − scheduled_for` (the command has run: an upper bound of when it started). Daemon CPU = utime+stime of the hoodyd process from `/proc/<pid>/stat` between the first slot and the end of the window.', '');
+  out.push(`Options: ${Object.entries(r.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}. ${r.provisioning.map((x) => `${x.commands}: ${x.containers} busybox containers provisioned in ${x.seconds} s`).join('; ')}.`, '');
+  out.push('Each entry: `* * * * *`, the command below, run inside its container (`sh -c`): points named *agent* start it through hoody-agent in the container (one `docker exec` per container, then a fork per run), points named *engine* with one `docker exec` per run (`HOODY_COMMAND_AGENT=off`), each on its own daemon and containers, one after the other in this run. Lateness is measured per firing from the run rows (`GET /api/v1/logs?source=cron`):');
+  out.push('*started* = `started_at − scheduled_for` of the runs that started (a runner took the run from the queue just before starting it; without the queue, before issue 13.2, the claim of its slot); *done* = `finished_at − scheduled_for` (the command has run: an upper bound of when it started). Daemon CPU = utime+stime of the hoodyd process from `/proc/<pid>/stat` between the first slot and the end of the window.', '');
   if (svgName) out.push(`![cron benchmark](${svgName})`, '');
   for (const p of r.points) {
     out.push(`## ${p.label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min (${p.first_slot} .. ${p.last_slot})`, '');
@@ -437,47 +481,65 @@ async function runCron(): Promise<void> {
   const notes: string[] = [];
   try {
     const host = await prepareHost('cron', runId, s.cleanup);
-    s.log(`starting hoodyd (state under ${host.benchDir})`);
-    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level']! } });
-    s.cleanup.push(`hoodyd ${d.pid} and its containers`, () => d.destroy());
-    const http = new KeepAliveClient(d.ports.http, 16);
-    s.cleanup.push('HTTP client', async () => http.close());
-
-    s.log(`provisioning ${containersN} containers (${parallel} at a time)`);
-    const tProv = Date.now();
-    const containers: Container[] = [];
-    const names = Array.from({ length: containersN }, (_, i) => `cb${i + 1}`);
-    await runPool(
-      names,
-      parallel,
-      async (name) => {
-        const r = await d.client.call<{ token: string }>('POST', '/v1/containers', { name });
-        containers.push({ name, token: r.token });
-        if (containers.length % 20 === 0) s.log(`  ${containers.length}/${containersN}`);
-      },
-      () => s.stopped(),
-    );
-    s.check();
-    const provS = round((Date.now() - tProv) / 1000, 1) ?? 0;
-    containers.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
-
-    const sampler = new ProcSampler(d.pid, await enginePids());
-    sampler.start();
-    s.cleanup.push('sampler', async () => sampler.stop());
+    const drivers = o.commands!.split(',').map((x) => x.trim()).filter(Boolean);
+    for (const dr of drivers) if (dr !== 'agent' && dr !== 'engine') throw new Error(`--commands takes agent and/or engine, not ${dr}`);
     const points: PointResult[] = [];
-    const plan: [string, number][] = [...(light > 0 && light < entries ? [['light', light] as [string, number]] : []), ['full', entries]];
-    for (const [label, n] of plan) {
-      const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'));
-      points.push(p);
-      process.stdout.write(`\n${label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min\n${table(['figure', 'value'], summaryRows(p))}\n${table(SLOT_HEADER, slotRows(p))}\n`);
-      if (!p.create.ended_before_first_slot) notes.push(`${label}: creating the entries ran past the first slot; entries created after it missed that slot (counted as missing).`);
-      if (p.others.length) notes.push(`${label}: another benchmark or test run was on the box during this point (${p.others.slice(0, 3).join(' | ')}): the figures are skewed by its load.`);
-      if (!p.drain.complete)
-        notes.push(
-          `${label}: ${p.counts.running} run(s) were still going ${p.drain.seconds} s after the window (counted as "still running")${p.drain.stalled ? '; none had ended for 3 minutes' : ''}.`,
-        );
+    const provisioning: { commands: string; containers: number; seconds: number }[] = [];
+    // One daemon and one set of containers per way of starting commands, one after the other, same run.
+    for (const driver of drivers) {
+      s.log(`${driver}: starting hoodyd (state under ${host.benchDir}), HOODY_COMMAND_AGENT=${driver === 'agent' ? 'on' : 'off'}`);
+      const d = await startBenchDaemon({
+        parentDir: host.benchDir,
+        image: host.image,
+        dockerSocket: host.dockerSocket,
+        env: { HOODY_LOG_LEVEL: o['log-level']!, HOODY_COMMAND_AGENT: driver === 'agent' ? 'on' : 'off' },
+      });
+      const offDaemon = s.cleanup.push(`hoodyd ${d.pid} and its containers`, () => d.destroy());
+      const http = new KeepAliveClient(d.ports.http, 16);
+      const offHttp = s.cleanup.push('HTTP client', async () => http.close());
+
+      s.log(`${driver}: provisioning ${containersN} containers (${parallel} at a time)`);
+      const tProv = Date.now();
+      const containers: Container[] = [];
+      const names = Array.from({ length: containersN }, (_, i) => `cb${i + 1}`);
+      await runPool(
+        names,
+        parallel,
+        async (name) => {
+          const r = await d.client.call<{ token: string }>('POST', '/v1/containers', { name });
+          containers.push({ name, token: r.token });
+          if (containers.length % 20 === 0) s.log(`  ${containers.length}/${containersN}`);
+        },
+        () => s.stopped(),
+      );
+      s.check();
+      provisioning.push({ commands: driver, containers: containers.length, seconds: round((Date.now() - tProv) / 1000, 1) ?? 0 });
+      containers.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+
+      const sampler = new ProcSampler(d.pid, await enginePids());
+      sampler.start();
+      const offSampler = s.cleanup.push('sampler', async () => sampler.stop());
+      const plan: [string, number][] = [...(light > 0 && light < entries ? [['light', light] as [string, number]] : []), ['full', entries]];
+      for (const [size, n] of plan) {
+        const label = `${driver} ${size}`;
+        const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'), driver);
+        points.push(p);
+        process.stdout.write(`\n${label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min\n${table(['figure', 'value'], summaryRows(p))}\n${table(SLOT_HEADER, slotRows(p))}\n`);
+        if (!p.create.ended_before_first_slot) notes.push(`${label}: creating the entries ran past the first slot; entries created after it missed that slot (counted as missing).`);
+        if (p.others.length) notes.push(`${label}: another benchmark or test run was on the box during this point (${p.others.slice(0, 3).join(' | ')}): the figures are skewed by its load.`);
+        if (!p.drain.complete)
+          notes.push(
+            `${label}: ${p.counts.running} run(s) were still going ${p.drain.seconds} s after the window (counted as "still running")${p.drain.stalled ? '; none had ended for 3 minutes' : ''}.`,
+          );
+      }
+      sampler.stop();
+      offSampler();
+      http.close();
+      offHttp();
+      s.log(`${driver}: removing the containers and the daemon`);
+      await d.destroy();
+      offDaemon();
     }
-    sampler.stop();
     const finished = new Date();
     const result: CronResult = {
       tool: 'hoody bench cron',
@@ -485,16 +547,14 @@ async function runCron(): Promise<void> {
       started: started.toISOString(),
       finished: finished.toISOString(),
       duration_s: round((finished.getTime() - started.getTime()) / 1000, 1) ?? 0,
-      options: { containers: containersN, entries, minutes, light, command: o.command, drain_s: drainS, log_level: o['log-level'] },
+      options: { containers: containersN, entries, minutes, light, command: o.command, commands: o.commands, drain_s: drainS, log_level: o['log-level'] },
       host: await hostFacts(),
-      provisioning: { containers: containers.length, seconds: provS },
+      provisioning,
       points,
       notes,
     };
     const files = await writeResults(o.out!, 'cron', started, result, (svgName) => markdown(result, svgName), svg(result));
     process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
-    s.log('removing the containers and the daemon');
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
   } finally {
     await s.cleanup.run((label) => s.log(`  removing ${label}`));
     s.dispose();
