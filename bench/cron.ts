@@ -9,7 +9,10 @@
  * each on a daemon and containers of its own, one after the other; CPU per started run is split into the daemon,
  * the engine (dockerd + containerd), the runc shims and the agents.
  *
- *   node --no-node-snapshot dist/bench/cron.js --containers 200 --entries 2000 --light 1000 --minutes 2 [--commands agent,engine]
+ * `--heavy N` adds a third point with more entries on the same containers. The admin API is probed four times a
+ * second through each window (is the daemon still responsive?).
+ *
+ *   node --no-node-snapshot dist/bench/cron.js --containers 200 --entries 2000 --light 1000 --minutes 2 [--commands agent,engine] [--heavy 10000]
  *
  * Entries carry `expires_at` just after their last measured slot, so nothing else touches the daemon during a
  * window (no PATCH storm to stop them). Everything made is removed at the end, on SIGINT/SIGTERM and on errors.
@@ -48,6 +51,7 @@ const DEFAULTS = {
   entries: '10000',
   minutes: '3',
   light: '1000',
+  heavy: '0',
   command: 'true',
   commands: 'agent,engine',
   parallel: '4',
@@ -103,6 +107,8 @@ interface PointResult {
   create: { seconds: number; per_second: number; ended_before_first_slot: boolean; crossed_boundary: boolean };
   expected_firings: number;
   counts: { rows: number; ok: number; failed: number; skipped: number; late: number; timeout: number; running: number; missing: number };
+  /** GET /v1/containers/<first> on the admin socket, four times a second through the window. */
+  admin_ms: ReturnType<typeof dist>;
   /** started_at − scheduled_for of runs that started: when a runner took the run (docker exec starts). */
   lateness_claim_s: ReturnType<typeof dist>;
   /** finished_at − scheduled_for (ok and failed runs): when the command had run; an upper bound of its start. */
@@ -127,7 +133,9 @@ interface PointResult {
   shim_cpu_seconds: number;
   /** The hoody-agent processes in the containers (their own time, not the commands they started). */
   agent_cpu_seconds: number;
-  /** CPU per run that started (ms): daemon, engine, shims, agents, and all four. */
+  /** The same processes' CPU over an idle stretch just before the window (% of one core) and how long it was. */
+  idle_cpu_percent: { seconds: number; daemon: number; engine: number; shims: number; agents: number };
+  /** CPU per run that started (ms), net of the idle rate over the window: daemon, engine, shims, agents, all four. */
   cpu_ms_per_run: { daemon: number | null; engine: number | null; shims: number | null; agents: number | null; total: number | null };
   host_busy_percent: number;
   failure_samples: string[];
@@ -207,6 +215,7 @@ async function runPoint(
   drainS: number,
   dbPath: string,
   commands: string,
+  admin: () => Promise<unknown>,
 ): Promise<PointResult> {
   // Entries per container, as even as possible.
   const per = containers.map((_, i) => Math.floor(entries / containers.length) + (i < entries % containers.length ? 1 : 0));
@@ -253,10 +262,38 @@ async function runPoint(
     const createS = (createdAt - t0) / 1000;
     s.log(`${label}: ${ids.size} entries in ${createS.toFixed(1)} s (${(ids.size / createS).toFixed(0)}/s); waiting for ${iso(firstSlot)}`);
 
+    // An idle stretch before the window (nothing due, the same containers and agents): what the processes cost
+    // doing nothing (200 idle runc shims alone burn CPU), taken off the window's figures per run.
+    await until(s, Date.now() + 2000);
+    const i0 = await sampler.counters();
+    const idleSide0 = await sideTicks();
+    await until(s, firstSlot - 1000);
+    const i1 = await sampler.counters();
+    const idleSide1 = await sideTicks();
+    const idleS = (i1.at - i0.at) / 1000;
+    const idleRate = {
+      daemon: (i1.daemon - i0.daemon) / CLK_TCK / idleS,
+      engine: (i1.engine - i0.engine) / CLK_TCK / idleS,
+      shims: delta(idleSide0.shims, idleSide1.shims) / idleS,
+      agents: delta(idleSide0.agents, idleSide1.agents) / idleS,
+    };
     await until(s, firstSlot - 300);
     const c0 = await sampler.counters();
     const side0 = await sideTicks();
+    // The admin API's latency through the window, four calls a second (is the daemon still responsive?).
+    const adminMs: number[] = [];
+    let probing = true;
+    const prober = (async () => {
+      while (probing) {
+        const t = performance.now();
+        await admin().catch(() => undefined);
+        adminMs.push(performance.now() - t);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    })();
     await until(s, windowEnd);
+    probing = false;
+    await prober;
     const c1 = await sampler.counters();
     const side1 = await sideTicks();
     s.log(`${label}: window over; waiting for runs still going (at most ${drainS} s)`);
@@ -342,7 +379,8 @@ async function runPoint(
     const engineS = (c1.engine - c0.engine) / CLK_TCK;
     const shimS = delta(side0.shims, side1.shims);
     const agentS = delta(side0.agents, side1.agents);
-    const perRun = (sec: number) => (startedRuns ? round((sec * 1000) / startedRuns, 3) : null);
+    // Per started run, net of what the same processes burnt idle over as long (never below 0).
+    const perRun = (sec: number, idlePerS = 0) => (startedRuns ? round((Math.max(0, sec - idlePerS * windowS) * 1000) / startedRuns, 3) : null);
     return {
       label,
       commands,
@@ -363,6 +401,7 @@ async function runPoint(
         running: count('running') + count('queued'),
         missing: Math.max(0, expected - fired),
       },
+      admin_ms: dist(adminMs),
       lateness_claim_s: dist(claim),
       lateness_done_s: dist(done),
       run_duration_s: dist(durations),
@@ -380,7 +419,20 @@ async function runPoint(
       engine_cpu_seconds: round(engineS, 1) ?? 0,
       shim_cpu_seconds: round(shimS, 2) ?? 0,
       agent_cpu_seconds: round(agentS, 2) ?? 0,
-      cpu_ms_per_run: { daemon: perRun(cpuS), engine: perRun(engineS), shims: perRun(shimS), agents: perRun(agentS), total: perRun(cpuS + engineS + shimS + agentS) },
+      idle_cpu_percent: {
+        seconds: round(idleS, 1) ?? 0,
+        daemon: round(idleRate.daemon * 100, 2) ?? 0,
+        engine: round(idleRate.engine * 100, 2) ?? 0,
+        shims: round(idleRate.shims * 100, 2) ?? 0,
+        agents: round(idleRate.agents * 100, 2) ?? 0,
+      },
+      cpu_ms_per_run: {
+        daemon: perRun(cpuS, idleRate.daemon),
+        engine: perRun(engineS, idleRate.engine),
+        shims: perRun(shimS, idleRate.shims),
+        agents: perRun(agentS, idleRate.agents),
+        total: perRun(cpuS + engineS + shimS + agentS, idleRate.daemon + idleRate.engine + idleRate.shims + idleRate.agents),
+      },
       host_busy_percent: round(((c1.host.busy - c0.host.busy) / (c1.host.total - c0.host.total || 1)) * 100, 1) ?? 0,
       failure_samples: failures,
       others: [...others],
@@ -405,8 +457,10 @@ function summaryRows(p: PointResult): (string | number)[][] {
     ['daemon RSS MiB start / max / end of window', `${fmt(p.daemon.rss_mib_start, 1)} / ${fmt(p.daemon.rss_mib_max, 1)} / ${fmt(p.daemon.rss_mib_end, 1)}`],
     ['engine (dockerd+containerd) CPU s over the window', fmt(p.engine_cpu_seconds, 1)],
     ['runc shims / hoody-agents CPU s over the window', `${fmt(p.shim_cpu_seconds, 2)} / ${fmt(p.agent_cpu_seconds, 2)}`],
-    ['CPU ms per started run: daemon + engine + shims + agents = total', `${fmt(p.cpu_ms_per_run.daemon, 2)} + ${fmt(p.cpu_ms_per_run.engine, 2)} + ${fmt(p.cpu_ms_per_run.shims, 2)} + ${fmt(p.cpu_ms_per_run.agents, 2)} = ${fmt(p.cpu_ms_per_run.total, 2)}`],
+    ['idle before the window, % of a core: daemon / engine / shims / agents (over s)', `${fmt(p.idle_cpu_percent.daemon, 2)} / ${fmt(p.idle_cpu_percent.engine, 2)} / ${fmt(p.idle_cpu_percent.shims, 2)} / ${fmt(p.idle_cpu_percent.agents, 2)} (${fmt(p.idle_cpu_percent.seconds, 1)})`],
+    ['CPU ms per started run, net of idle: daemon + engine + shims + agents = total', `${fmt(p.cpu_ms_per_run.daemon, 2)} + ${fmt(p.cpu_ms_per_run.engine, 2)} + ${fmt(p.cpu_ms_per_run.shims, 2)} + ${fmt(p.cpu_ms_per_run.agents, 2)} = ${fmt(p.cpu_ms_per_run.total, 2)}`],
     ['host CPU busy over the window %', fmt(p.host_busy_percent, 1)],
+    ['admin API (GET /v1/containers/cb1, 4/s) p50 / p99 / max ms', `${fmt(p.admin_ms.p50, 1)} / ${fmt(p.admin_ms.p99, 1)} / ${fmt(p.admin_ms.max, 1)}`],
     ['entries created in s (per s)', `${fmt(p.create.seconds, 1)} (${p.create.per_second})`],
     ['drain after the window s', `${fmt(p.drain.seconds, 1)}${p.drain.complete ? '' : p.drain.stalled ? ' (stopped: runs stuck)' : ' (runs still going at the limit)'}`],
   ];
@@ -472,6 +526,7 @@ async function runCron(): Promise<void> {
   const entries = num(o, 'entries', 1, 100_000);
   const minutes = num(o, 'minutes', 1, 30);
   const light = num(o, 'light', 0, 100_000);
+  const heavy = num(o, 'heavy', 0, 100_000);
   const parallel = num(o, 'parallel', 1, 16);
   const drainS = num(o, 'drain', 0, 3600);
   const budget = num(o, 'budget', 60, 6 * 3600);
@@ -519,10 +574,14 @@ async function runCron(): Promise<void> {
       const sampler = new ProcSampler(d.pid, await enginePids());
       sampler.start();
       const offSampler = s.cleanup.push('sampler', async () => sampler.stop());
-      const plan: [string, number][] = [...(light > 0 && light < entries ? [['light', light] as [string, number]] : []), ['full', entries]];
+      const plan: [string, number][] = [
+        ...(light > 0 && light < entries ? [['light', light] as [string, number]] : []),
+        ['full', entries],
+        ...(heavy > entries ? [['heavy', heavy] as [string, number]] : []),
+      ];
       for (const [size, n] of plan) {
         const label = `${driver} ${size}`;
-        const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'), driver);
+        const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'), driver, () => d.client.call('GET', `/v1/containers/${containers[0]!.name}`));
         points.push(p);
         process.stdout.write(`\n${label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min\n${table(['figure', 'value'], summaryRows(p))}\n${table(SLOT_HEADER, slotRows(p))}\n`);
         if (!p.create.ended_before_first_slot) notes.push(`${label}: creating the entries ran past the first slot; entries created after it missed that slot (counted as missing).`);
@@ -547,7 +606,7 @@ async function runCron(): Promise<void> {
       started: started.toISOString(),
       finished: finished.toISOString(),
       duration_s: round((finished.getTime() - started.getTime()) / 1000, 1) ?? 0,
-      options: { containers: containersN, entries, minutes, light, command: o.command, commands: o.commands, drain_s: drainS, log_level: o['log-level'] },
+      options: { containers: containersN, entries, minutes, light, heavy, command: o.command, commands: o.commands, drain_s: drainS, log_level: o['log-level'] },
       host: await hostFacts(),
       provisioning,
       points,

@@ -19,3 +19,19 @@ export function sql(db: Database, text: string): Statement {
   }
   return s;
 }
+
+/**
+ * Runs `fn` with synchronous=NORMAL, then puts the connection's level back. For writes nobody is answered on
+ * before they are on disk (log rows, a cron run's start and end): with WAL they survive kill -9 as FULL ones do,
+ * only a power loss can take the last few, and they spare an fsync on the daemon's one thread each.
+ */
+export function withNormalSync<T>(db: Database, fn: () => T): T {
+  const level = db.pragma('synchronous', { simple: true }) as number;
+  if (level === 1) return fn();
+  db.pragma('synchronous = NORMAL');
+  try {
+    return fn();
+  } finally {
+    db.pragma(`synchronous = ${level}`);
+  }
+}

@@ -20,7 +20,7 @@ import { isHoodyError } from '../containers/errors.js';
 import { loadConfig } from '../daemon/config.js';
 import { migrate, openDatabase } from '../daemon/db.js';
 import { startContainer, stopContainer } from '../containers/lifecycle.js';
-import { createContainer } from '../containers/provision.js';
+import { createContainer, removeContainer } from '../containers/provision.js';
 import type { ContainerRow } from '../containers/store.js';
 import { type TestContext, testContext } from './support/host.js';
 
@@ -431,6 +431,23 @@ describe('cron service against real containers', () => {
     assert.equal(booted.triggered_by, 'scheduler');
     assert.equal(await readFile(join(b.volume, 'files', 'boot'), 'utf8'), 'booted\n');
     assert.equal(cron.runsOf(b.name, 'root', boot.id).length, 1);
+  });
+
+  test('a container with something scheduled gets its command agent before its first run', async () => {
+    const w = (await createContainer(ctx, { name: 'cron-w' })).row;
+    const agents = agent.commands as AgentCommands;
+    const before = agents.connected;
+    try {
+      const e = cron.add(w.name, 'root', { schedule: '@yearly', command: 'true' }, 'tok');
+      await until('the agent of cron-w', 10_000, () => agents.connected === before + 1);
+      assert.deepEqual(cron.runsOf(w.name, 'root', e.id), [], 'no run was needed to start it');
+      const run = await cron.runNow(w.name, 'root', e.id, 'tok', { wait: true });
+      assert.equal(run.status, 'ok');
+      assert.equal(agents.connected, before + 1);
+    } finally {
+      await removeContainer(ctx, w.name);
+    }
+    assert.equal(agents.connected, before, 'its agent went with it');
   });
 
   test('a claimed slot (last_slot) is never planned again, also by a new service on the same database', async () => {

@@ -16,6 +16,12 @@ export interface CommandTarget {
 export interface ContainerCommands {
   readonly kind: 'engine' | 'agent';
   exec(target: CommandTarget, opts: ExecOptions): Promise<ExecResult>;
+  /**
+   * Gets ready for commands in this container ahead of time (the agent starts in the background, a few at a
+   * time): the top of the hour then finds every agent running. `fresh`: the container just started, an earlier
+   * failure to start there no longer counts. `engineId` is asked only when something is to be done.
+   */
+  warm(name: string, engineId: () => string | null | undefined, fresh?: boolean): void;
   /** A deleted container's leftovers go (its agent's socket and directory). */
   forget(name: string): Promise<void>;
   close(): Promise<void>;
@@ -28,6 +34,7 @@ export class EngineCommands implements ContainerCommands {
   exec(target: CommandTarget, opts: ExecOptions): Promise<ExecResult> {
     return this.engine.exec(target.engineId, opts);
   }
+  warm(): void {}
   async forget(): Promise<void> {}
   async close(): Promise<void> {}
 }
@@ -36,6 +43,8 @@ export class EngineCommands implements ContainerCommands {
 export const AGENT_MOUNT = '/.hoody';
 const HELLO_MS = 3000;
 const RETRY_MS = 30_000;
+/** Agents started ahead of time at once (each is one docker exec): a daemon start does not stampede the engine. */
+const WARM_PARALLEL = 4;
 
 interface Slot {
   engineId: string;
@@ -70,6 +79,8 @@ export class AgentCommands implements ContainerCommands {
   readonly kind = 'agent';
   readonly #slots = new Map<string, Slot>();
   readonly #fallback: EngineCommands;
+  readonly #warmQueue = new Map<string, () => string | null | undefined>();
+  #warming = 0;
 
   constructor(private readonly deps: AgentDeps) {
     this.#fallback = new EngineCommands(deps.engine);
@@ -86,6 +97,29 @@ export class AgentCommands implements ContainerCommands {
     return link.run(opts);
   }
 
+  warm(name: string, engineId: () => string | null | undefined, fresh = false): void {
+    if (!this.deps.binary) return;
+    const slot = this.#slots.get(name);
+    if (slot && fresh) slot.retryAt = 0;
+    if (slot?.link?.alive || slot?.starting || slot?.unmounted || (slot && Date.now() < slot.retryAt)) return;
+    this.#warmQueue.set(name, engineId);
+    this.#pumpWarm();
+  }
+
+  #pumpWarm(): void {
+    while (this.#warming < WARM_PARALLEL && this.#warmQueue.size > 0) {
+      const [name, engineIdOf] = this.#warmQueue.entries().next().value!;
+      this.#warmQueue.delete(name);
+      const engineId = engineIdOf();
+      if (!engineId) continue;
+      this.#warming++;
+      void this.#linkFor({ name, engineId }).finally(() => {
+        this.#warming--;
+        this.#pumpWarm();
+      });
+    }
+  }
+
   /** How many containers have a live agent right now (for stats and tests). */
   get connected(): number {
     let n = 0;
@@ -96,11 +130,13 @@ export class AgentCommands implements ContainerCommands {
   async forget(name: string): Promise<void> {
     const slot = this.#slots.get(name);
     this.#slots.delete(name);
+    this.#warmQueue.delete(name);
     if (slot) this.#closeSlot(slot);
     await rm(join(this.deps.dir, name), { recursive: true, force: true });
   }
 
   async close(): Promise<void> {
+    this.#warmQueue.clear();
     for (const slot of this.#slots.values()) this.#closeSlot(slot);
     this.#slots.clear();
   }

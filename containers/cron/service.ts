@@ -55,6 +55,7 @@ export class CronService implements NamespaceHooks {
   readonly #now: () => Date;
   readonly #log: Logger;
   readonly #runner: CronRunner;
+  readonly #commands: ContainerCommands;
   readonly #queue: RunQueue;
   readonly #patterns = new PatternCache();
   readonly #plans = new Map<string, Plan>();
@@ -71,9 +72,10 @@ export class CronService implements NamespaceHooks {
     this.#now = deps.now ?? (() => new Date());
     this.#log = deps.log.child({ ns: 'cron' });
     this.entries = new CronStore(deps.db, deps.maxRunsPerEntry ?? 1000, deps.maxRunsPerContainer ?? 10_000);
+    this.#commands = deps.commands ?? new EngineCommands(deps.engine);
     this.#runner = new CronRunner({
       engine: deps.engine,
-      commands: deps.commands ?? new EngineCommands(deps.engine),
+      commands: this.#commands,
       store: deps.store,
       log: this.#log,
       runTimeoutMs: deps.runTimeoutMs ?? 3_600_000,
@@ -219,6 +221,8 @@ export class CronService implements NamespaceHooks {
   async started(row: ContainerRow): Promise<void> {
     try {
       const now = this.#now();
+      // Its agent went with its last start: a new one, if anything is scheduled there.
+      if (this.entries.entriesOfContainer(row.name).some((e) => this.#plans.has(e.id))) this.#warm(row.name, true);
       for (const e of this.entries.entriesOfContainer(row.name)) {
         if (e.schedule !== REBOOT || !e.enabled || isExpired(e, now)) continue;
         const run = this.entries.insertRun(this.#newRun(e, 'reboot', SCHEDULER, null));
@@ -259,6 +263,15 @@ export class CronService implements NamespaceHooks {
     }
     this.#plans.set(e.id, plan);
     this.#wheel.set(e.id, plan.at.getTime());
+    this.#warm(e.container);
+  }
+
+  /** A container with something scheduled gets its command agent ahead of its first slot. */
+  #warm(container: string, fresh = false): void {
+    this.#commands.warm(container, () => {
+      const row = this.#deps.store.get(container);
+      return row?.phase === 'ready' ? row.engineId : null;
+    }, fresh);
   }
 
   #unschedule(id: string): void {
@@ -340,35 +353,34 @@ export class CronService implements NamespaceHooks {
       settle = resolve;
     });
     this.#inflight.set(e.id, { runId: run.id, done });
+    // Whatever happens to the run, its promise settles and the entry is free for its next slot.
+    const record = async (step: () => Promise<RunRow | undefined> | RunRow | undefined): Promise<void> => {
+      try {
+        settle(await step());
+      } catch (err) {
+        this.#log.error({ err, entry: e.id, run: run.id }, 'cron run could not be recorded');
+        settle(undefined);
+      } finally {
+        release();
+      }
+    };
     this.#queue.push({
       container: e.container,
-      start: async () => {
-        try {
-          if (!ours()) return settle(undefined);
+      start: () =>
+        record(async () => {
+          if (!ours()) return undefined;
           this.entries.markStarted(run.id, this.#now().toISOString());
           const end = await this.#runner.run(job);
-          if (!ours()) return settle(undefined);
+          if (!ours()) return undefined;
           this.#log.debug({ container: e.container, entry: e.id, run: run.id, status: end.status }, 'cron run finished');
-          settle(this.entries.finishRun(run.id, end));
-        } catch (err) {
-          this.#log.error({ err, entry: e.id, run: run.id }, 'cron run could not be recorded');
-          settle(undefined);
-        } finally {
-          release();
-        }
-      },
-      late: (waitedMs, why) => {
-        try {
+          return this.entries.finishRun(run.id, end);
+        }),
+      late: (waitedMs, why) =>
+        void record(() => {
           const end = { status: 'late' as const, finishedAt: this.#now().toISOString(), exitCode: null, output: `hoody: not run: ${why}\n`, truncated: false };
           this.#log.warn({ container: e.container, entry: e.id, run: run.id, waitedMs }, `cron run not started: ${why}`);
-          settle(this.entries.finishRun(run.id, end));
-        } catch (err) {
-          this.#log.error({ err, entry: e.id, run: run.id }, 'cron run could not be recorded');
-          settle(undefined);
-        } finally {
-          release();
-        }
-      },
+          return this.entries.finishRun(run.id, end);
+        }),
     });
     return done;
   }

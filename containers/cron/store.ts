@@ -1,4 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
+import { withNormalSync } from '../statements.js';
 import type { EntryFields } from './input.js';
 
 export interface EntryRow extends EntryFields {
@@ -247,9 +248,13 @@ export class CronStore {
     return { ...row, id };
   }
 
+  /**
+   * A run ends. Not an acknowledged write either (withNormalSync): at FULL its fsync on the daemon's one thread
+   * held cron at ~200 run ends a second once starting a command became cheap (bench/README.md).
+   */
   finishRun(id: number, end: RunEnd): RunRow | undefined {
     const output = cutUtf8(end.output, MAX_STORED_OUTPUT);
-    this.#s.finishRun!.run({ ...end, id, output: output.text, truncated: end.truncated || output.cut ? 1 : 0 });
+    withNormalSync(this.db, () => this.#s.finishRun!.run({ ...end, id, output: output.text, truncated: end.truncated || output.cut ? 1 : 0 }));
     return this.getRun(id);
   }
 
@@ -264,18 +269,9 @@ export class CronStore {
       this.finishRun(r.id, { status: 'late', finishedAt, exitCode: null, output: `${r.output}${notStarted}\n`, truncated: r.truncated });
   }
 
-  /**
-   * A queued run starts now. Not an acknowledged write (nobody waits on it): WAL with synchronous=NORMAL keeps it
-   * through kill -9 and spares an fsync per run; the claim and the end of a run stay FULL.
-   */
+  /** A queued run starts now (withNormalSync: nobody waits on it); the claim of a slot stays FULL. */
   markStarted(id: number, at: string): void {
-    const level = this.db.pragma('synchronous', { simple: true }) as number;
-    try {
-      this.db.pragma('synchronous = NORMAL');
-      this.#s.markStarted!.run(at, id);
-    } finally {
-      this.db.pragma(`synchronous = ${level}`);
-    }
+    withNormalSync(this.db, () => this.#s.markStarted!.run(at, id));
   }
 
   getRun(id: number): RunRow | undefined {

@@ -1,4 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
+import { withNormalSync } from '../statements.js';
 import type { MigrationSet } from '../schema.js';
 
 /** The exec log: one row per run request. */
@@ -123,30 +124,27 @@ export class ExecLog {
     this.queue = [];
     const { insert, trim } = this.prepared();
     const every = Math.max(1, Math.ceil(this.keep / 20));
-    // A log row is not an acknowledged write: with WAL, synchronous=NORMAL keeps it through kill -9 (only power
-    // loss can take the last ones) and spares the fsync that was most of a run's cost on the daemon's thread.
-    const level = this.db.pragma('synchronous', { simple: true }) as number;
+    // A log row is not an acknowledged write (withNormalSync): no fsync on the daemon's thread per flush.
     try {
-      this.db.pragma('synchronous = NORMAL');
-      this.db.transaction(() => {
-        const written = new Map<string, number>();
-        for (const e of rows) {
-          insert.run(e.container, e.script, e.method, e.time, e.status, Math.round(e.durationMs), e.cpuMs, e.tokenId, e.dryRun ? 1 : 0, e.console, e.error, e.container);
-          written.set(e.container, (written.get(e.container) ?? 0) + 1);
-        }
-        for (const [c, n] of written) {
-          const since = (this.sinceTrim.get(c) ?? every) + n;
-          if (since >= every) {
-            trim.run(c, c, this.keep - 1);
-            this.sinceTrim.set(c, 0);
-          } else this.sinceTrim.set(c, since);
-        }
-      })();
+      withNormalSync(this.db, () =>
+        this.db.transaction(() => {
+          const written = new Map<string, number>();
+          for (const e of rows) {
+            insert.run(e.container, e.script, e.method, e.time, e.status, Math.round(e.durationMs), e.cpuMs, e.tokenId, e.dryRun ? 1 : 0, e.console, e.error, e.container);
+            written.set(e.container, (written.get(e.container) ?? 0) + 1);
+          }
+          for (const [c, n] of written) {
+            const since = (this.sinceTrim.get(c) ?? every) + n;
+            if (since >= every) {
+              trim.run(c, c, this.keep - 1);
+              this.sinceTrim.set(c, 0);
+            } else this.sinceTrim.set(c, since);
+          }
+        })(),
+      );
     } catch (err) {
       this.sinceTrim.clear();
       this.onError(err);
-    } finally {
-      this.db.pragma(`synchronous = ${level}`);
     }
   }
 
