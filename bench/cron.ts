@@ -1,5 +1,5 @@
 /**
- * Cron benchmark: N entries on `* * * * *` spread over C busybox containers, a cheap command, measured over
+ * Cron benchmark: N entries due at the same second of every minute of a window (`m1,m2 * * * *`) spread over C busybox containers, a cheap command, measured over
  * whole minutes. For each firing: lateness against its scheduled second (the run row's `started_at`: when the
  * run left the queue for a runner, just before the command starts — before issue 13.2 there was no queue and it was
  * the claim — and `finished_at`, after the command ended), and the outcome counts (`late`: waited past
@@ -170,10 +170,16 @@ async function sideTicks(): Promise<{ shims: Map<number, number>; agents: Map<nu
   return { shims, agents };
 }
 
-/** Seconds of CPU between two readings: a process new since the first counts whole, one gone since is lost. */
-function delta(before: Map<number, number>, after: Map<number, number>): number {
+/**
+ * Seconds of CPU between two readings: a process new since the first counts whole (an agent's start-up is runc
+ * init in its pid), unless `steady` (an idle rate: processes that lived through it only); one gone is lost.
+ */
+function delta(before: Map<number, number>, after: Map<number, number>, steady = false): number {
   let ticks = 0;
-  for (const [pid, t] of after) ticks += t - (before.get(pid) ?? 0);
+  for (const [pid, t] of after) {
+    const was = before.get(pid);
+    if (was !== undefined || !steady) ticks += t - (was ?? 0);
+  }
   return ticks / CLK_TCK;
 }
 const ceilMinute = (ms: number) => Math.ceil(ms / 60_000) * 60_000;
@@ -219,19 +225,16 @@ async function runPoint(
 ): Promise<PointResult> {
   // Entries per container, as even as possible.
   const per = containers.map((_, i) => Math.floor(entries / containers.length) + (i < entries % containers.length ? 1 : 0));
-  // Plan the window before creating. With `* * * * *` an entry fires at every minute boundary after it exists, so
-  // creation starts just after a boundary and the window's first slot is the next one: nothing fires before the
-  // window as long as creation takes less than a minute (10,000 entries take ~25 s here). If it takes longer,
-  // the entries created after the first slot miss it (counted as missing, and noted).
-  if (Date.now() - Math.floor(Date.now() / 60_000) * 60_000 > 3000) {
-    s.log(`${label}: waiting for the next minute boundary, to create the entries between two slots`);
-    await until(s, ceilMinute(Date.now()) + 1500);
-  }
-  const firstSlot = ceilMinute(Date.now() + 1);
+  // Plan the window before creating. Entries fire only at the window's minutes (`m1,m2 * * * *`: every entry due at
+  // the same second, like `* * * * *` inside the window), so creation may take as long as it takes: the first
+  // slot is the first minute boundary at least 20 s after creation should have ended (at ~120 entries/s, the
+  // rate of acknowledged writes here), and an entry created after it (noted) misses it, counted as missing.
+  const firstSlot = ceilMinute(Date.now() + (entries / 120) * 1000 + 25_000);
   const lastSlot = firstSlot + (minutes - 1) * 60_000;
   const windowEnd = firstSlot + minutes * 60_000;
   const expiresAt = iso(lastSlot + 30_000);
-  s.log(`${label}: creating ${entries} entries on ${containers.length} containers; window ${iso(firstSlot)} .. ${iso(windowEnd)}`);
+  const schedule = `${[...new Set(Array.from({ length: minutes }, (_, i) => new Date(firstSlot + i * 60_000).getUTCMinutes()))].join(',')} * * * *`;
+  s.log(`${label}: creating ${entries} entries (\`${schedule}\`) on ${containers.length} containers; window ${iso(firstSlot)} .. ${iso(windowEnd)}`);
   const t0 = Date.now();
   const others = new Set<string>();
   const watch = async () => {
@@ -247,7 +250,7 @@ async function runPoint(
       8,
       async ({ c, k }) => {
         const r = await http.ok('POST', `cron.${c.name}.hoody.localhost`, `/users/me/entries?token=${c.token}`, {
-          schedule: '* * * * *',
+          schedule,
           command,
           comment: `bench ${label} ${k}`,
           expires_at: expiresAt,
@@ -263,8 +266,9 @@ async function runPoint(
     s.log(`${label}: ${ids.size} entries in ${createS.toFixed(1)} s (${(ids.size / createS).toFixed(0)}/s); waiting for ${iso(firstSlot)}`);
 
     // An idle stretch before the window (nothing due, the same containers and agents): what the processes cost
-    // doing nothing (200 idle runc shims alone burn CPU), taken off the window's figures per run.
-    await until(s, Date.now() + 2000);
+    // doing nothing (200 idle runc shims alone burn CPU), taken off the window's figures per run. It is the last
+    // 20 s before the first slot: agents started ahead of time (a docker exec each) are up by then.
+    await until(s, firstSlot - 21_000);
     const i0 = await sampler.counters();
     const idleSide0 = await sideTicks();
     await until(s, firstSlot - 1000);
@@ -274,8 +278,8 @@ async function runPoint(
     const idleRate = {
       daemon: (i1.daemon - i0.daemon) / CLK_TCK / idleS,
       engine: (i1.engine - i0.engine) / CLK_TCK / idleS,
-      shims: delta(idleSide0.shims, idleSide1.shims) / idleS,
-      agents: delta(idleSide0.agents, idleSide1.agents) / idleS,
+      shims: delta(idleSide0.shims, idleSide1.shims, true) / idleS,
+      agents: delta(idleSide0.agents, idleSide1.agents, true) / idleS,
     };
     await until(s, firstSlot - 300);
     const c0 = await sampler.counters();
@@ -488,7 +492,7 @@ function markdown(r: CronResult, svgName: string | null): string {
   const h = r.host;
   out.push(`Run \`${r.run_id}\`, ${Math.round(r.duration_s)} s. Host: ${h.kernel}, ${h.cpus} cores (${h.cpu_model}), ${h.mem_total_mib} MiB; node ${h.node}.`);
   out.push(`Options: ${Object.entries(r.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}. ${r.provisioning.map((x) => `${x.commands}: ${x.containers} busybox containers provisioned in ${x.seconds} s`).join('; ')}.`, '');
-  out.push('Each entry: `* * * * *`, the command below, run inside its container (`sh -c`): points named *agent* start it through hoody-agent in the container (one `docker exec` per container, then a fork per run), points named *engine* with one `docker exec` per run (`HOODY_COMMAND_AGENT=off`), each on its own daemon and containers, one after the other in this run. Lateness is measured per firing from the run rows (`GET /api/v1/logs?source=cron`):');
+  out.push('Each entry: due at every minute of the window (`m1,m2 * * * *`: all at the same second, the top-of-the-hour shape), the command below, run inside its container (`sh -c`): points named *agent* start it through hoody-agent in the container (one `docker exec` per container, then a fork per run), points named *engine* with one `docker exec` per run (`HOODY_COMMAND_AGENT=off`), each on its own daemon and containers, one after the other in this run. Lateness is measured per firing from the run rows (`GET /api/v1/logs?source=cron`):');
   out.push('*started* = `started_at − scheduled_for` of the runs that started (a runner took the run from the queue just before starting it; without the queue, before issue 13.2, the claim of its slot); *done* = `finished_at − scheduled_for` (the command has run: an upper bound of when it started). Daemon CPU = utime+stime of the hoodyd process from `/proc/<pid>/stat` between the first slot and the end of the window.', '');
   if (svgName) out.push(`![cron benchmark](${svgName})`, '');
   for (const p of r.points) {
