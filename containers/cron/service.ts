@@ -64,7 +64,7 @@ export class CronService implements NamespaceHooks {
   // timer and a heap slot each, not 10,000 timers each waking every 30 s with an ~80 KB pattern table apiece.
   #wheel: TimerWheel<string> | null = null;
   #stopped = false;
-  /** While a tick's slots are claimed (one transaction): the runs to start once it committed. */
+  /** While a batch of slots is claimed (one transaction): the runs to start once it committed. */
   #pendingLaunches: (() => void)[] | null = null;
 
   constructor(deps: CronServiceDeps) {
@@ -280,8 +280,9 @@ export class CronService implements NamespaceHooks {
   }
 
   /**
-   * Claims every slot due in one tick in one transaction (one commit for the top of the hour, not one per entry),
-   * and starts their runs once it committed: a run never starts on a claim that was not written.
+   * Claims a batch of slots due (up to the wheel's BATCH_KEYS) in one transaction (a hundred commits for 10,000
+   * entries at the top of the hour, not 10,000), and starts their runs once it committed: a run never starts on a
+   * claim that was not written.
    */
   #claimTogether(fires: () => void): void {
     const launches: (() => void)[] = [];

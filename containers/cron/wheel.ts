@@ -6,6 +6,11 @@ interface Slot<K> {
 
 /** Longest sleep: wakes at least this often, so a wall-clock jump (NTP, suspend) is noticed within it. */
 const MAX_SLEEP_MS = 30_000;
+/**
+ * Keys fired per batch: 10,000 slots due at one second, claimed in one go, held the daemon's thread for 5 s (the
+ * admin API with it); in batches of 100 the next batch waits one turn of the event loop.
+ */
+export const BATCH_KEYS = 100;
 
 /**
  * One timer for every scheduled key: a min-heap of due times and a single setTimeout armed for the earliest.
@@ -22,8 +27,9 @@ export class TimerWheel<K> {
   constructor(
     private readonly fire: (key: K, at: number) => void,
     private readonly now: () => number = Date.now,
-    /** Runs one tick's fires (all keys due at once): the cron service makes them one transaction. May throw. */
+    /** Runs one batch of fires (up to `batchKeys` keys due): the cron service makes it one transaction. May throw. */
     private readonly batch: (fires: () => void) => void = (fires) => fires(),
+    private readonly batchKeys = BATCH_KEYS,
   ) {}
 
   get size(): number {
@@ -83,17 +89,19 @@ export class TimerWheel<K> {
     }
     try {
       this.batch(() => {
-        while (this.#heap.length && this.#heap[0]!.at <= now) {
+        let fired = 0;
+        while (fired < this.batchKeys && this.#heap.length && this.#heap[0]!.at <= now) {
           const s = this.#pop();
           if (!this.#live(s)) continue;
           this.#due.delete(s.key);
+          fired++;
           this.fire(s.key, s.at); // the caller catches its own errors; it may set() the key again
         }
       });
     } catch {
       // the batch's owner logged it; the wheel goes on
     }
-    this.#arm();
+    this.#arm(); // more due: a timer of 0 ms, after pending I/O (an admin call, a run's end) had its turn
   }
 
   #compact(): void {
