@@ -26,12 +26,24 @@ export function sql(db: Database, text: string): Statement {
  * only a power loss can take the last few, and they spare an fsync on the daemon's one thread each.
  */
 export function withNormalSync<T>(db: Database, fn: () => T): T {
-  const level = db.pragma('synchronous', { simple: true }) as number;
-  if (level === 1) return fn();
-  db.pragma('synchronous = NORMAL');
+  const pragmas = normalSync(db);
+  pragmas.normal.run();
   try {
     return fn();
   } finally {
-    db.pragma(`synchronous = ${level}`);
+    pragmas.restore.run();
   }
+}
+
+const syncPragmas = new WeakMap<Database, { normal: Statement; restore: Statement }>();
+
+/** The two pragma statements, prepared once per connection, restoring the level it had when first asked. */
+function normalSync(db: Database): { normal: Statement; restore: Statement } {
+  let p = syncPragmas.get(db);
+  if (!p) {
+    const level = db.pragma('synchronous', { simple: true }) as number;
+    p = { normal: db.prepare('PRAGMA synchronous = NORMAL'), restore: db.prepare(`PRAGMA synchronous = ${level}`) };
+    syncPragmas.set(db, p);
+  }
+  return p;
 }

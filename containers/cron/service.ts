@@ -71,7 +71,9 @@ export class CronService implements NamespaceHooks {
     this.#deps = deps;
     this.#now = deps.now ?? (() => new Date());
     this.#log = deps.log.child({ ns: 'cron' });
-    this.entries = new CronStore(deps.db, deps.maxRunsPerEntry ?? 1000, deps.maxRunsPerContainer ?? 10_000);
+    this.entries = new CronStore(deps.db, deps.maxRunsPerEntry ?? 1000, deps.maxRunsPerContainer ?? 10_000, (err) =>
+      this.#log.error({ err }, 'cron run starts and ends could not be written'),
+    );
     this.#commands = deps.commands ?? new EngineCommands(deps.engine);
     this.#runner = new CronRunner({
       engine: deps.engine,
@@ -201,6 +203,7 @@ export class CronService implements NamespaceHooks {
     }
     const note = 'hoody: the daemon stopped before this run finished; the command may still be running';
     for (const f of this.#inflight.values()) this.entries.abandon(this.entries.getRun(f.runId), note, this.#now().toISOString());
+    this.entries.flush(); // the starts and ends still waiting for their commit
     this.#inflight.clear();
     this.#stopped = true;
   }
@@ -370,17 +373,19 @@ export class CronService implements NamespaceHooks {
       start: () =>
         record(async () => {
           if (!ours()) return undefined;
-          this.entries.markStarted(run.id, this.#now().toISOString());
+          const startedAt = this.#now().toISOString();
+          this.entries.markStarted(run.id, startedAt);
           const end = await this.#runner.run(job);
           if (!ours()) return undefined;
           this.#log.debug({ container: e.container, entry: e.id, run: run.id, status: end.status }, 'cron run finished');
-          return this.entries.finishRun(run.id, end);
+          // Someone waits on a manual run's answer: its end is on disk before they get it.
+          return this.entries.finishRun({ ...run, status: 'running', startedAt }, end, run.trigger === 'manual');
         }),
       late: (waitedMs, why) =>
         void record(() => {
           const end = { status: 'late' as const, finishedAt: this.#now().toISOString(), exitCode: null, output: `hoody: not run: ${why}\n`, truncated: false };
           this.#log.warn({ container: e.container, entry: e.id, run: run.id, waitedMs }, `cron run not started: ${why}`);
-          return this.entries.finishRun(run.id, end);
+          return this.entries.finishRun(run, end, run.trigger === 'manual');
         }),
     });
     return done;

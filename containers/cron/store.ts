@@ -125,11 +125,17 @@ function due(since: Map<string, number>, key: string, keep: number): boolean {
   return true;
 }
 
-/** Cron entries and runs; prepared once, every write one transaction. */
+/**
+ * Cron entries and runs; prepared once, every write one transaction. A scheduled run's start and end are the
+ * exception: they wait for the event loop's next turn and commit together (one commit for the runs that started
+ * and ended meanwhile, not two each); every read of the runs writes them first, so nothing reads around them.
+ */
 export class CronStore {
   readonly #s: Record<string, Statement>;
   readonly #sinceEntryPrune = new Map<string, number>();
   readonly #sinceContainerPrune = new Map<string, number>();
+  #pending: (() => void)[] = [];
+  #flushing: NodeJS.Immediate | null = null;
 
   constructor(
     readonly db: Database,
@@ -137,6 +143,8 @@ export class CronStore {
     readonly maxRunsPerEntry = 1000,
     /** Runs kept per container (all entries), pruned the same way: many entries cannot multiply the log. */
     readonly maxRunsPerContainer = 10_000,
+    /** A deferred write that failed (the daemon logs it; the run's row stays as it was). */
+    private readonly onWriteError: (err: unknown) => void = () => undefined,
   ) {
     const p = (sql: string) => db.prepare(sql);
     this.#s = {
@@ -249,13 +257,16 @@ export class CronStore {
   }
 
   /**
-   * A run ends. Not an acknowledged write either (withNormalSync): at FULL its fsync on the daemon's one thread
-   * held cron at ~200 run ends a second once starting a command became cheap (bench/README.md).
+   * A run ends: returns its row as it now is. Not an acknowledged write (withNormalSync), and deferred to the next
+   * turn unless `now` (a run someone waits for, an abandoned one): at FULL and one commit each, the end of a
+   * run held cron at ~200 runs a second once starting a command became cheap (bench/README.md).
    */
-  finishRun(id: number, end: RunEnd): RunRow | undefined {
+  finishRun(run: RunRow, end: RunEnd, now = false): RunRow {
     const output = cutUtf8(end.output, MAX_STORED_OUTPUT);
-    withNormalSync(this.db, () => this.#s.finishRun!.run({ ...end, id, output: output.text, truncated: end.truncated || output.cut ? 1 : 0 }));
-    return this.getRun(id);
+    const truncated = end.truncated || output.cut;
+    this.#write(() => this.#s.finishRun!.run({ ...end, id: run.id, output: output.text, truncated: truncated ? 1 : 0 }));
+    if (now) this.flush();
+    return { ...run, ...end, output: output.text, truncated };
   }
 
   /**
@@ -264,38 +275,66 @@ export class CronStore {
    */
   abandon(r: RunRow | undefined, note: string, finishedAt: string, notStarted = note): void {
     if (r?.status === 'running')
-      this.finishRun(r.id, { status: 'failed', finishedAt, exitCode: null, output: `${r.output}${note}\n`, truncated: r.truncated });
+      this.finishRun(r, { status: 'failed', finishedAt, exitCode: null, output: `${r.output}${note}\n`, truncated: r.truncated }, true);
     else if (r?.status === 'queued')
-      this.finishRun(r.id, { status: 'late', finishedAt, exitCode: null, output: `${r.output}${notStarted}\n`, truncated: r.truncated });
+      this.finishRun(r, { status: 'late', finishedAt, exitCode: null, output: `${r.output}${notStarted}\n`, truncated: r.truncated }, true);
   }
 
-  /** A queued run starts now (withNormalSync: nobody waits on it); the claim of a slot stays FULL. */
+  /** A queued run starts now (deferred like its end; the claim of a slot stays FULL and immediate). */
   markStarted(id: number, at: string): void {
-    withNormalSync(this.db, () => this.#s.markStarted!.run(at, id));
+    this.#write(() => this.#s.markStarted!.run(at, id));
+  }
+
+  /** Commits the deferred starts and ends now (before a read, at stop). */
+  flush(): void {
+    if (this.#flushing) clearImmediate(this.#flushing);
+    this.#flushing = null;
+    if (this.#pending.length === 0) return;
+    const writes = this.#pending;
+    this.#pending = [];
+    try {
+      withNormalSync(this.db, () =>
+        this.db.transaction(() => {
+          for (const w of writes) w();
+        })(),
+      );
+    } catch (err) {
+      this.onWriteError(err);
+    }
+  }
+
+  #write(w: () => void): void {
+    this.#pending.push(w);
+    this.#flushing ??= setImmediate(() => this.flush());
   }
 
   getRun(id: number): RunRow | undefined {
+    this.flush();
     const r = this.#s.getRun!.get(id) as Raw | undefined;
     return r && toRun(r);
   }
 
   /** Runs queued or running. */
   runningRuns(): RunRow[] {
+    this.flush();
     return (this.#s.running!.all() as Raw[]).map(toRun);
   }
 
   /** Newest first. */
   runsOfEntry(entryId: string, q: RunQuery): RunRow[] {
+    this.flush();
     return (this.#s.runsOfEntry!.all(entryId, q.since ?? '', q.limit) as Raw[]).map(toRun);
   }
 
   /** Newest first. */
   runsOfUser(container: string, user: string, q: RunQuery): RunRow[] {
+    this.flush();
     return (this.#s.runsOfUser!.all(container, user, q.since ?? '', q.limit) as Raw[]).map(toRun);
   }
 
   /** Oldest first: from `since` on, or else the latest `limit` runs (of one user only, with `user`). */
   runsOfContainer(container: string, q: RunQuery, user?: string): RunRow[] {
+    this.flush();
     const rows =
       user === undefined
         ? q.since === undefined
