@@ -8,9 +8,9 @@ interface Slot<K> {
 const MAX_SLEEP_MS = 30_000;
 /**
  * Keys fired per batch: 10,000 slots due at one second, claimed in one go, held the daemon's thread for 5 s (the
- * admin API with it); in batches of 100 the next batch waits one turn of the event loop.
+ * admin API with it); in batches of 25 the next batch waits one turn of the event loop.
  */
-export const BATCH_KEYS = 100;
+export const BATCH_KEYS = 25;
 
 /**
  * One timer for every scheduled key: a min-heap of due times and a single setTimeout armed for the earliest.
