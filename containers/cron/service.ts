@@ -283,7 +283,7 @@ export class CronService implements NamespaceHooks {
   }
 
   /**
-   * Claims a batch of slots due (up to the wheel's BATCH_KEYS) in one transaction (a hundred commits for 10,000
+   * Claims a batch of slots due (up to the wheel's BATCH_KEYS) in one transaction (400 commits for 10,000
    * entries at the top of the hour, not 10,000), and starts their runs once it committed: a run never starts on a
    * claim that was not written.
    */
