@@ -236,6 +236,37 @@ describe('cron at scale (units)', () => {
     }
   });
 
+  test('a run\'s deferred start and end: every read sees them, one commit writes them, a failed commit is reported', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hoody-cron-defer-'));
+    const db = openDatabase(join(dir, 'state.db'), [cronMigrations]);
+    try {
+      db.prepare(`INSERT INTO containers (name, id, image, memory_bytes, nano_cpus, pids_limit, volume, phase, created_at)
+                  VALUES ('c1', 'cid1', 'img', 1, 1, 8, '/v', 'ready', 'now')`).run();
+      const iso = new Date(0).toISOString();
+      const errors: unknown[] = [];
+      const store = new CronStore(db, 1000, 10_000, (err) => errors.push(err));
+      store.insertEntry({ id: 'e1', container: 'c1', user: 'root', schedule: '* * * * *', command: 'true', comment: null, enabled: true, timezone: 'UTC', expiresAt: null, createdAt: iso, updatedAt: iso, lastSlot: null });
+      const run = store.insertRun(newRun({ id: 'e1', container: 'c1', user: 'root' }, 'schedule', 't', iso, iso, undefined));
+      const onDisk = () => (db.prepare('SELECT status FROM cron_runs WHERE id = ?').get(run.id) as { status: string }).status;
+      store.markStarted(run.id, iso);
+      assert.equal(onDisk(), 'queued', 'not written yet: it waits for the next turn');
+      assert.equal(store.getRun(run.id)?.status, 'running', 'a read in the same turn sees it');
+      const ended = store.finishRun({ ...run, status: 'running' }, { status: 'ok', finishedAt: iso, exitCode: 0, output: 'x', truncated: false });
+      assert.equal(ended.status, 'ok');
+      assert.equal(store.runsOfContainer('c1', { limit: 10 })[0]?.status, 'ok');
+      store.markStarted(run.id, iso); // no effect on an ended run, but deferred all the same
+      await new Promise((r) => setImmediate(r));
+      assert.equal(onDisk(), 'ok', 'the next turn wrote what waited');
+      db.exec("CREATE TRIGGER refuse BEFORE UPDATE ON cron_runs BEGIN SELECT RAISE(ABORT, 'refused'); END");
+      store.finishRun(run, { status: 'failed', finishedAt: iso, exitCode: 1, output: '', truncated: false }, true);
+      assert.equal(errors.length, 1, 'the failed commit went to the error hook, not up the stack');
+      assert.equal(onDisk(), 'ok', 'and changed nothing');
+    } finally {
+      db.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('runs are pruned every twentieth of the cap: at most 5% over on disk', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'hoody-cron-prune-'));
     const db = openDatabase(join(dir, 'state.db'), [cronMigrations]);

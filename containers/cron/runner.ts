@@ -63,8 +63,8 @@ export class CronRunner {
     if (!row) return this.#failed(`hoody: container ${job.container} no longer exists; the command did not run`);
     if (row.phase !== 'ready') return this.#failed(`hoody: container ${job.container} is being ${row.phase === 'creating' ? 'created' : 'deleted'}; the command did not run`);
     const engineId = row.engineId;
-    const target = { name: job.container, engineId: engineId ?? '' };
     if (!engineId) return this.#failed(`hoody: container ${job.container} has no engine container; the command did not run`);
+    const target = { name: job.container, engineId };
     // The engine is asked whether the container runs only when an exec fails: one API call less per run.
     const whyNot = async (err: unknown): Promise<RunEnd> => {
       const live = await engine.inspect(engineId).catch(() => undefined);

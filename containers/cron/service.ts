@@ -224,9 +224,10 @@ export class CronService implements NamespaceHooks {
   async started(row: ContainerRow): Promise<void> {
     try {
       const now = this.#now();
+      const entries = this.entries.entriesOfContainer(row.name);
       // Its agent went with its last start: a new one, if anything is scheduled there.
-      if (this.entries.entriesOfContainer(row.name).some((e) => this.#plans.has(e.id))) this.#warm(row.name, true);
-      for (const e of this.entries.entriesOfContainer(row.name)) {
+      if (entries.some((e) => this.#plans.has(e.id))) this.#warm(row.name, true);
+      for (const e of entries) {
         if (e.schedule !== REBOOT || !e.enabled || isExpired(e, now)) continue;
         const run = this.entries.insertRun(this.#newRun(e, 'reboot', SCHEDULER, null));
         if (run.status === 'queued') this.#launch(e, run);
