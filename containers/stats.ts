@@ -1,3 +1,4 @@
+import type { PersistentInfo } from './exec/bun-persistent.js';
 import { readdir, readFile } from 'node:fs/promises';
 import type { KsmController } from '../host/ksm.js';
 import type { ContainerContext } from './context.js';
@@ -61,6 +62,8 @@ export interface ContainerStats {
   diskExclusiveBytes: number;
   diskReferencedBytes: number;
   diskLimitBytes: number | null;
+  /** Persistent Bun scripts running in it (their memory is part of rssBytes: they run in its cgroup). */
+  persistent: PersistentInfo[];
 }
 
 export interface StatsReport {
@@ -69,7 +72,7 @@ export interface StatsReport {
   ksm: Awaited<ReturnType<KsmController['stats']>>;
 }
 
-export async function collectStats(ctx: ContainerContext, ksm: KsmController): Promise<StatsReport> {
+export async function collectStats(ctx: ContainerContext, ksm: KsmController, persistent: (container: string) => PersistentInfo[] = () => []): Promise<StatsReport> {
   const out: ContainerStats[] = [];
   const shims = await shimPids();
   for (const v of await listContainers(ctx)) {
@@ -88,6 +91,7 @@ export async function collectStats(ctx: ContainerContext, ksm: KsmController): P
       diskExclusiveBytes: 0,
       diskReferencedBytes: 0,
       diskLimitBytes: row.diskBytes,
+      persistent: persistent(v.name),
     };
     if (v.state === 'running' && row.engineId) {
       const live = await ctx.engine.inspect(row.engineId).catch(() => null);

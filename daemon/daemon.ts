@@ -97,7 +97,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   }
   if (!restricted) await destroyHostEgress(new DockerEngine(config.dockerSocket).docker, config.instance, config.stateDir).catch((err: unknown) => log.warn({ err }, 'removing the egress policy failed'));
   let pub: PublicServer | undefined;
-  const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane, commands.commands);
+  const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane, commands.commands, commands.bun);
 
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
@@ -140,7 +140,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     instance: config.instance,
     metrics: buildMetrics(ctx, ksm),
     hostInfo: () => hostInfo(ctx.pool, storage, engine, ksm, setup.pool.kind === 'loop'),
-    stats: () => collectStats(ctx, ksm),
+    stats: () => collectStats(ctx, ksm, (name) => ns.exec.persistent(name)),
     listeners: async () => ({
       http: ports.http,
       https: ports.https,

@@ -13,7 +13,7 @@ import { acmeChallengeRoute } from '../containers/acme/route.js';
 import { AcmeService } from '../containers/acme/service.js';
 import type { ContainerContext } from '../containers/context.js';
 import { CronService } from '../containers/cron/service.js';
-import { ExecService } from '../containers/exec/service.js';
+import { type ExecDeps, ExecService } from '../containers/exec/service.js';
 import type { LogSource } from '../containers/logs.js';
 import { ProxyNamespace } from '../containers/proxy/namespace.js';
 import type { DataPlane } from '../containers/proxy/plane.js';
@@ -46,6 +46,7 @@ export function buildNamespaces(
   publicApp: () => FastifyInstance,
   plane: () => DataPlane | undefined = () => undefined,
   commands?: ContainerCommands,
+  bun?: ExecDeps['bun'],
 ): Namespaces {
   const log = ctx.log;
   const calls = new CallAuthority();
@@ -75,6 +76,7 @@ export function buildNamespaces(
     acme,
     limits: { scripts: config.limits.scripts, scriptBytes: config.limits.scriptBytes, runsKept: config.limits.execRunsKept },
     maxLiveIsolates: config.exec.maxLiveIsolates,
+    bun,
     budget: config.exec,
     // One group per daemon (tests run several at once); a SIGKILLed daemon's group is swept at the next start.
     cgroup:

@@ -61,6 +61,8 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Output (stdout and stderr interleaved) beyond this is dropped and truncated is set. */
   maxOutputBytes?: number;
+  /** Aborting kills the command's process tree (a long-lived command hoodyd stops); exitCode is then null. */
+  signal?: AbortSignal;
 }
 
 export interface ExecResult {
@@ -306,20 +308,27 @@ export class DockerEngine implements ContainerEngine {
       stream.on('close', resolve);
       stream.on('error', () => resolve());
     });
+    // docker exec has no kill; the exec's process is visible from the host, so kill it there.
+    const kill = async () => {
+      const info = await exec.inspect().catch(() => null);
+      if (info?.Pid) await killTree(info.Pid);
+      setTimeout(() => stream.destroy(), 2000).unref();
+    };
     if (opts.timeoutMs) {
-      timer = setTimeout(async () => {
+      timer = setTimeout(() => {
         timedOut = true;
-        // docker exec has no kill; the exec's process is visible from the host, so kill it there.
-        const info = await exec.inspect().catch(() => null);
-        if (info?.Pid) await killTree(info.Pid);
-        setTimeout(() => stream.destroy(), 2000).unref();
+        void kill();
       }, opts.timeoutMs);
     }
+    const onAbort = () => void kill();
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
     await ended;
     if (timer) clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
     const info = await exec.inspect().catch(() => null);
     return {
-      exitCode: timedOut ? null : (info?.ExitCode ?? null),
+      exitCode: timedOut || opts.signal?.aborted ? null : (info?.ExitCode ?? null),
       output: Buffer.concat(chunks).toString('utf8'),
       truncated,
       timedOut,

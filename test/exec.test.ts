@@ -623,7 +623,7 @@ describe('exec policy and log (units)', () => {
       const log = new ExecLog(t.db, (err) => assert.fail(String(err)), 3);
       const entry = (container: string, i: number) => ({
         container, script: `s${i}.ts`, method: 'GET', time: new Date(1_700_000_000_000 + i).toISOString(), status: 200,
-        durationMs: 1, cpuMs: 0.5, tokenId: null, dryRun: false, console: '', error: null,
+        durationMs: 1, cpuMs: 0.5, tokenId: null, dryRun: false, console: '', error: null, runtime: 'isolate', mode: 'serverless', memoryBytes: null,
       });
       for (let i = 0; i < 10; i++) log.add(entry('c1', i));
       log.add(entry('c2', 0));

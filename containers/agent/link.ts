@@ -12,6 +12,8 @@ interface InFlight {
   truncated: boolean;
   timedOut: boolean;
   timer?: NodeJS.Timeout;
+  killed: boolean;
+  unlisten?: () => void;
   resolve: (r: ExecResult) => void;
   reject: (err: Error) => void;
 }
@@ -56,17 +58,29 @@ export class AgentLink {
     const max = opts.maxOutputBytes ?? 64 * 1024;
     const payload = runPayload({ user: opts.user ?? '', workingDir: opts.workingDir, maxOutputBytes: max, cmd: opts.cmd, env: opts.env ?? [] });
     return new Promise<ExecResult>((resolve, reject) => {
-      const run: InFlight = { chunks: [], size: 0, max, truncated: false, timedOut: false, resolve, reject };
+      const run: InFlight = { chunks: [], size: 0, max, truncated: false, timedOut: false, killed: false, resolve, reject };
       this.#runs.set(id, run);
+      const kill = () => {
+        if (run.killed || !this.#runs.has(id)) return;
+        run.killed = true;
+        clearTimeout(run.timer);
+        this.socket.write(encodeFrame(FRAME.kill, id));
+        // A (replaced) agent that never reports the exit does not hold the run.
+        run.timer = setTimeout(() => this.#settle(id, null), KILL_GRACE_MS);
+      };
       if (opts.timeoutMs) {
         run.timer = setTimeout(() => {
           run.timedOut = true;
-          this.socket.write(encodeFrame(FRAME.kill, id));
-          // A (replaced) agent that never reports the exit does not hold the run.
-          run.timer = setTimeout(() => this.#settle(id, null), KILL_GRACE_MS);
+          kill();
         }, opts.timeoutMs);
       }
       this.socket.write(encodeFrame(FRAME.run, id, payload));
+      const signal = opts.signal;
+      if (signal) {
+        signal.addEventListener('abort', kill, { once: true });
+        run.unlisten = () => signal.removeEventListener('abort', kill);
+        if (signal.aborted) kill();
+      }
     });
   }
 
@@ -88,6 +102,7 @@ export class AgentLink {
     } else if (f.type === FRAME.error) {
       this.#runs.delete(f.id);
       clearTimeout(run.timer);
+      run.unlisten?.();
       run.reject(new Error(f.payload.subarray(0, 512).toString('utf8')));
     }
   }
@@ -97,8 +112,9 @@ export class AgentLink {
     if (!run) return;
     this.#runs.delete(id);
     clearTimeout(run.timer);
+    run.unlisten?.();
     run.resolve({
-      exitCode: run.timedOut ? null : exitCode,
+      exitCode: run.killed ? null : exitCode,
       output: Buffer.concat(run.chunks).toString('utf8'),
       truncated: run.truncated,
       timedOut: run.timedOut,
@@ -112,13 +128,14 @@ export class AgentLink {
     for (const [id, run] of this.#runs) {
       this.#runs.delete(id);
       clearTimeout(run.timer);
-      if (run.timedOut) this.#settleGone(run);
+      run.unlisten?.();
+      if (run.killed) this.#settleGone(run);
       else run.reject(err);
     }
     this.onGone();
   }
 
   #settleGone(run: InFlight): void {
-    run.resolve({ exitCode: null, output: Buffer.concat(run.chunks).toString('utf8'), truncated: run.truncated, timedOut: true });
+    run.resolve({ exitCode: null, output: Buffer.concat(run.chunks).toString('utf8'), truncated: run.truncated, timedOut: run.timedOut });
   }
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { ContainerEngine, ExecResult } from '../../host/engine.js';
-import type { CommandTarget, ContainerCommands } from '../agent/commands.js';
+import type { ContainerCommands } from '../agent/commands.js';
+import { ContainerUsers } from '../agent/users.js';
 import type { ContainerStore } from '../store.js';
 import type { RunEnd } from './store.js';
 
@@ -23,26 +24,16 @@ export interface RunJob {
   trigger: string;
 }
 
-// Creates the user on first use: shadow's useradd, else busybox adduser, else (images with neither, like
-// hoody/busybox) a passwd/group line and a home. The name is passed as $1, never spliced into the script.
-const ENSURE_USER = `u="$1"
-id -u "$u" >/dev/null 2>&1 && exit 0
-command -v useradd >/dev/null 2>&1 && useradd -m -s /bin/sh "$u" && exit 0
-command -v adduser >/dev/null 2>&1 && adduser -D -s /bin/sh "$u" 2>/dev/null && exit 0
-n=1000
-while grep -q "^[^:]*:[^:]*:$n:" /etc/passwd /etc/group 2>/dev/null; do n=$((n + 1)); done
-echo "$u:x:$n:$n::/home/$u:/bin/sh" >> /etc/passwd && echo "$u:x:$n:" >> /etc/group &&
-  mkdir -p "/home/$u" && chown "$n:$n" "/home/$u"`;
-
 /**
  * Runs one cron command inside its container as the entry's user (`sh -c`), capped in time and output.
  * Never throws: every failure (container gone or stopped, engine error) becomes a `failed` end with a message.
  */
 export class CronRunner {
-  /** engineId + user pairs known to exist, so a user is created at most once per container incarnation. */
-  readonly #users = new Set<string>();
+  readonly #users: ContainerUsers;
 
-  constructor(private readonly deps: RunnerDeps) {}
+  constructor(private readonly deps: RunnerDeps) {
+    this.#users = new ContainerUsers(deps.commands);
+  }
 
   async run(job: RunJob): Promise<RunEnd> {
     try {
@@ -54,7 +45,7 @@ export class CronRunner {
   }
 
   forget(engineId: string): void {
-    for (const k of this.#users) if (k.startsWith(`${engineId}\n`)) this.#users.delete(k);
+    this.#users.forget(engineId);
   }
 
   async #run(job: RunJob): Promise<RunEnd> {
@@ -74,8 +65,8 @@ export class CronRunner {
       throw err;
     };
     if (job.user !== 'root') {
-      const problem = await this.#ensureUser(target, job.user).catch(whyNot);
-      if (typeof problem === 'string') return this.#failed(problem);
+      const problem = await this.#users.ensure(target, job.user).catch(whyNot);
+      if (typeof problem === 'string') return this.#failed(`hoody: ${problem}`);
       if (problem) return problem;
     }
     const r = await this.deps.commands.exec(target, {
@@ -92,21 +83,6 @@ export class CronRunner {
       maxOutputBytes: this.deps.maxOutputBytes,
     }).catch(whyNot);
     return 'status' in r ? r : this.#ended(r);
-  }
-
-  async #ensureUser(target: CommandTarget, user: string): Promise<string | null> {
-    const key = `${target.engineId}\n${user}`;
-    if (this.#users.has(key)) return null;
-    const r = await this.deps.commands.exec(target, {
-      cmd: ['sh', '-c', ENSURE_USER, 'sh', user],
-      user: 'root',
-      timeoutMs: 30_000,
-      maxOutputBytes: 4096,
-    });
-    if (r.exitCode !== 0)
-      return `hoody: user ${user} does not exist in the container and could not be created (exit ${r.exitCode}): ${r.output.trim()}`;
-    this.#users.add(key);
-    return null;
   }
 
   #ended(r: ExecResult): RunEnd {

@@ -2,7 +2,12 @@ import { fail } from '../errors.js';
 
 /** What a script's magic comments say, with the defaults filled in. */
 export interface Directives {
-  mode: 'serverless';
+  /** isolate: a V8 isolate in the daemon's exec worker; bun: a Bun process inside the container. */
+  runtime: 'isolate' | 'bun';
+  /** serverless: a fresh start per request; persistent (bun): one long-lived fetch handler per script. */
+  mode: 'serverless' | 'persistent';
+  /** persistent: stopped after this long without a request. */
+  idleMs: number;
   timeoutMs: number;
   memoryMb: number;
   /** `*` or one origin (`https://app.example`); null: no CORS headers. */
@@ -11,7 +16,9 @@ export interface Directives {
 }
 
 export const DEFAULT_DIRECTIVES: Readonly<Directives> = Object.freeze({
+  runtime: 'isolate',
   mode: 'serverless',
+  idleMs: 600_000,
   timeoutMs: 10_000,
   memoryMb: 64,
   cors: null,
@@ -24,6 +31,11 @@ export const DEFAULT_DIRECTIVES: Readonly<Directives> = Object.freeze({
  */
 export const MAX_TIMEOUT_MS = 300_000;
 export const MIN_TIMEOUT_MS = 10;
+/** `@idle` of a persistent script: from one second to a day. */
+export const MIN_IDLE_MS = 1000;
+export const MAX_IDLE_MS = 86_400_000;
+const IDLE = /^(\d+)(ms|s|m|h)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 /** isolated-vm refuses less than 8 MB. */
 export const MIN_MEMORY_MB = 8;
 /**
@@ -80,8 +92,20 @@ export function parseDirectives(source: string): Directives {
     seen.add(name);
     switch (name) {
       case 'mode':
-        if (value !== 'serverless') invalid(line, text, 'the only mode is serverless (a fresh context per request)');
+        if (value !== 'serverless' && value !== 'persistent') invalid(line, text, 'expected serverless (a fresh start per request) or persistent');
+        d.mode = value;
         break;
+      case 'runtime':
+        if (value !== 'isolate' && value !== 'bun') throw fail('SCRIPT_RUNTIME_INVALID', `line ${line}: unknown runtime ${JSON.stringify(value ?? '')} (known: isolate, bun)`);
+        d.runtime = value;
+        break;
+      case 'idle': {
+        const m = IDLE.exec(value ?? '');
+        if (!m) invalid(line, text, 'expected a duration such as 90s, 10m or 1h');
+        d.idleMs = Number(m[1]) * UNIT_MS[m[2]!]!;
+        if (d.idleMs < MIN_IDLE_MS || d.idleMs > MAX_IDLE_MS) invalid(line, text, 'must be between 1s and 24h');
+        break;
+      }
       case 'timeout':
         d.timeoutMs = integer(value, line, text, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, 'ms');
         break;
@@ -98,8 +122,12 @@ export function parseDirectives(source: string): Directives {
         d.auth = value;
         break;
       default:
-        invalid(line, text, `unknown directive @${name} (known: @mode, @timeout, @memory, @cors, @auth)`);
+        invalid(line, text, `unknown directive @${name} (known: @runtime, @mode, @idle, @timeout, @memory, @cors, @auth)`);
     }
   }
+  // Checked once all are read: the directives may come in any order.
+  if (d.mode === 'persistent' && d.runtime !== 'bun')
+    throw fail('SCRIPT_RUNTIME_INVALID', '@mode persistent needs @runtime bun (an isolate is made fresh for every request)');
+  if (seen.has('idle') && d.mode !== 'persistent') throw fail('SCRIPT_RUNTIME_INVALID', '@idle applies to @mode persistent only');
   return d;
 }

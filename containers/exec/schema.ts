@@ -22,6 +22,10 @@ export const execMigrations: MigrationSet = {
      ) STRICT;
      CREATE INDEX exec_runs_container ON exec_runs(container, id);
      CREATE INDEX exec_runs_time ON exec_runs(container, started_at);`,
+    // The Bun runtime: where a run ran, and the memory of a persistent script's process after it.
+    `ALTER TABLE exec_runs ADD COLUMN runtime TEXT NOT NULL DEFAULT 'isolate';
+     ALTER TABLE exec_runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'serverless';
+     ALTER TABLE exec_runs ADD COLUMN memory_bytes INTEGER;`,
   ],
 };
 
@@ -42,6 +46,12 @@ export type ExecLogEntry = {
   console: string;
   /** "HOODY_…: message" of a failed run. */
   error: string | null;
+  /** isolate or bun. */
+  runtime: string;
+  /** serverless or persistent. */
+  mode: string;
+  /** A Bun process's resident memory after the run, as it reported it; null for isolates. */
+  memoryBytes: number | null;
 };
 
 export interface ExecLogQuery {
@@ -70,6 +80,9 @@ function toEntry(r: Raw): ExecLogEntry {
     dryRun: r.dry_run === 1,
     console: r.console as string,
     error: (r.error as string | null) ?? null,
+    runtime: r.runtime as string,
+    mode: r.mode as string,
+    memoryBytes: (r.memory_bytes as number | null) ?? null,
   };
 }
 
@@ -105,8 +118,8 @@ export class ExecLog {
   private prepared(): { insert: Statement; trim: Statement } {
     this.statements ??= {
       insert: this.db.prepare(
-        `INSERT INTO exec_runs (container, script, method, started_at, status, duration_ms, cpu_ms, token_id, dry_run, console, error)
-         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM containers WHERE name = ?)`,
+        `INSERT INTO exec_runs (container, script, method, started_at, status, duration_ms, cpu_ms, token_id, dry_run, console, error, runtime, mode, memory_bytes)
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM containers WHERE name = ?)`,
       ),
       trim: this.db.prepare(
         `DELETE FROM exec_runs WHERE container = ? AND id <
@@ -130,7 +143,7 @@ export class ExecLog {
         this.db.transaction(() => {
           const written = new Map<string, number>();
           for (const e of rows) {
-            insert.run(e.container, e.script, e.method, e.time, e.status, Math.round(e.durationMs), e.cpuMs, e.tokenId, e.dryRun ? 1 : 0, e.console, e.error, e.container);
+            insert.run(e.container, e.script, e.method, e.time, e.status, Math.round(e.durationMs), e.cpuMs, e.tokenId, e.dryRun ? 1 : 0, e.console, e.error, e.runtime, e.mode, e.memoryBytes, e.container);
             written.set(e.container, (written.get(e.container) ?? 0) + 1);
           }
           for (const [c, n] of written) {

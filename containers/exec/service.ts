@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { Cgroup, type CgroupLimits } from '../../host/cgroup.js';
@@ -8,9 +9,12 @@ import { FileArea } from '../files.js';
 import type { LogSource } from '../logs.js';
 import type { ContainerRow } from '../store.js';
 import { DEFAULT_BUDGET, ExecBudget, type ExecBudgetLimits } from './budget.js';
+import { checkBunScript, serverlessModule } from './bun-module.js';
+import { BunRuntime, type BunRuntimeDeps } from './bun-runtime.js';
+import type { PersistentInfo } from './bun-persistent.js';
 import { type Directives, MAX_MEMORY_MB, parseDirectives } from './directives.js';
-import { type AcmeHook, hostCall, type SelfFetch } from './host-calls.js';
-import type { HostOp } from './protocol.js';
+import { type AcmeHook, flatHeaders, hostCall, type SelfFetch } from './host-calls.js';
+import type { HostOp, ScriptRequest } from './protocol.js';
 import { failure, httpResult, type RunResult } from './result.js';
 import { type RunInput, scriptRequest } from './run-input.js';
 import { ExecLog, type ExecLogEntry, type ExecLogQuery } from './schema.js';
@@ -39,6 +43,8 @@ export interface ExecDeps {
    * A machine without a usable controller logs a warning and runs the worker without one.
    */
   cgroup?: ({ name: string; sweepPrefix: string } & CgroupLimits) | null;
+  /** `@runtime bun`: how Bun processes start in containers; absent: Bun scripts answer RUNTIME_UNAVAILABLE. */
+  bun?: Omit<BunRuntimeDeps, 'hostCall' | 'log'>;
 }
 
 export type { RunResult } from './result.js';
@@ -82,6 +88,16 @@ interface ActiveRun {
   abort: AbortController | null;
 }
 
+/** The container user an anonymous (`@auth none`, no token) Bun run runs as. */
+const ANONYMOUS_USER = 'nobody';
+
+/** A Bun script's key and what the runner loads: the serverless module, or nothing (a persistent one is a module). */
+async function bunCompiled(text: string, file: string, d: Directives): Promise<{ hash: string; code: string }> {
+  await checkBunScript(text, loaderFor(file), d.mode);
+  const hash = createHash('sha256').update('bun\0').update(text).digest('hex').slice(0, 32);
+  return { hash, code: d.mode === 'serverless' ? serverlessModule(text) : '' };
+}
+
 function errorText(err: unknown): string {
   if (isHoodyError(err)) return `${err.code}: ${err.message}`;
   return err instanceof Error ? err.message : String(err);
@@ -94,7 +110,6 @@ function errorText(err: unknown): string {
 export class ExecService implements NamespaceHooks {
   private readonly worker: WorkerHost;
   private readonly transpiler = new Transpiler();
-  private readonly directives = new Map<string, Directives>();
   /** Prepared scripts by container id and file, with the file version they were read at; least recently used out. */
   private readonly preparedCache = new Map<string, { version: string; script: PreparedScript }>();
   private readonly active = new Map<number, ActiveRun>();
@@ -103,6 +118,7 @@ export class ExecService implements NamespaceHooks {
   private readonly domain: string;
   private readonly budget: ExecBudget;
   private readonly cgroup: Cgroup | null;
+  private readonly bun: BunRuntime | null;
   private seq = 0;
 
   constructor(private readonly deps: ExecDeps) {
@@ -135,6 +151,12 @@ export class ExecService implements NamespaceHooks {
       cgroup: this.cgroup,
       onCall: (id, call, op, args) => this.serveCall(id, call, op, args),
     });
+    this.bun = deps.bun ? new BunRuntime({ ...deps.bun, log: deps.log.child({ ns: 'exec-bun' }), hostCall: (id, op, args) => this.hostCallOf(id, op, args) }) : null;
+  }
+
+  /** Persistent Bun scripts running now (all containers, or one). */
+  persistent(container?: string): PersistentInfo[] {
+    return this.bun?.persistent(container) ?? [];
   }
 
   /** The exec worker's cgroup (null without one): its directories and limits. */
@@ -164,6 +186,7 @@ export class ExecService implements NamespaceHooks {
    * Without: shuts the service down (stops the worker, writes what is left of the log).
    */
   async close(row?: ContainerRow): Promise<void> {
+    await this.bun?.close(row);
     if (row) {
       this.worker.dispose(row.id);
       for (const key of [...this.preparedCache.keys()]) if (key.startsWith(`${row.id}\0`)) this.preparedCache.delete(key);
@@ -200,13 +223,8 @@ export class ExecService implements NamespaceHooks {
         throw err;
       }
       const text = source.toString('utf8');
-      const compiled = await this.transpiler.compile(text, loaderFor(file));
-      let directives = this.directives.get(compiled.hash);
-      if (!directives) {
-        directives = parseDirectives(text);
-        this.directives.set(compiled.hash, directives);
-        if (this.directives.size > 1024) this.directives.delete(this.directives.keys().next().value!);
-      }
+      const directives = parseDirectives(text);
+      const compiled = directives.runtime === 'bun' ? await bunCompiled(text, file, directives) : await this.transpiler.compile(text, loaderFor(file));
       const script = { file, directives, hash: compiled.hash, code: compiled.code };
       // A write within a clock tick of now may not have moved the file's times yet: such a version is not kept.
       if (Date.now() - version.changedMs > VERSION_SETTLE_MS) {
@@ -234,11 +252,11 @@ export class ExecService implements NamespaceHooks {
     const id = ++this.seq;
     const active: ActiveRun = { row, input, abort: null };
     this.active.set(id, active);
-    let report: RunReport;
+    let report: RunReport & { memoryBytes?: number | null };
     let cpuMs = 0;
     try {
       const d = prepared.directives;
-      report = await this.worker.run({
+      report = d.runtime === 'bun' ? await this.runBun(id, row, prepared, input, request) : await this.worker.run({
         id,
         key: `${row.id}:${prepared.file}`,
         container: row.id,
@@ -275,9 +293,34 @@ export class ExecService implements NamespaceHooks {
       dryRun: input.dryRun,
       console: report.console,
       error: error ? `${error.code}: ${error.message}` : null,
+      runtime: prepared.directives.runtime,
+      mode: prepared.directives.mode,
+      memoryBytes: report.memoryBytes ?? null,
     });
     if (error) throw error;
     return result!;
+  }
+
+  /** A Bun run: as the caller's user in the container (an anonymous run as nobody). */
+  private runBun(id: number, row: ContainerRow, prepared: PreparedScript, input: RunInput, request: ScriptRequest) {
+    if (!this.bun) throw fail('RUNTIME_UNAVAILABLE', 'this daemon runs without the command agent (HOODY_COMMAND_AGENT=off), which starts Bun');
+    const headers = flatHeaders(input.headers);
+    delete headers.authorization;
+    const query = new URLSearchParams();
+    for (const [k, v] of Object.entries(request.query)) for (const one of Array.isArray(v) ? v : [v]) query.append(k, one);
+    const search = query.size > 0 ? `?${query}` : '';
+    const raw = input.body === null ? null : typeof input.body === 'string' ? Buffer.from(input.body) : input.body;
+    return this.bun.run({
+      id,
+      row,
+      file: prepared.file,
+      hash: prepared.hash,
+      directives: prepared.directives,
+      user: input.caller?.user ?? ANONYMOUS_USER,
+      request,
+      module: prepared.code,
+      http: { method: request.method, url: `http://${headers.host ?? 'localhost'}${input.path}${search}`, headers: request.headers, body: raw ? new Uint8Array(raw) : null },
+    });
   }
 
   /** The exec log of a container: oldest first, from `since` (inclusive) or else the latest `limit` rows. */
@@ -332,7 +375,8 @@ export class ExecService implements NamespaceHooks {
       if (!isUtf8(source)) throw fail('BODY_INVALID', 'a script must be UTF-8 text');
       const text = source.toString('utf8');
       directives = parseDirectives(text);
-      await this.transpiler.compile(text, loaderFor(rel));
+      if (directives.runtime === 'bun') await checkBunScript(text, loaderFor(rel), directives.mode);
+      else await this.transpiler.compile(text, loaderFor(rel));
     }
     const w = await this.serialized(row.name, async () => {
       const area = FileArea.of(row, 'scripts');
@@ -369,14 +413,19 @@ export class ExecService implements NamespaceHooks {
   // ---- host functions of scripts (served here, in the daemon, for the worker)
 
   private serveCall(id: number, call: number, op: HostOp, args: unknown): void {
-    const run = this.active.get(id);
-    if (!run) return;
-    const deps = { domain: this.domain, selfFetch: this.deps.selfFetch, acme: this.deps.acme };
-    run.abort ??= new AbortController();
-    const ctx = { row: run.row, caller: run.input.caller, depth: run.input.depth ?? 0, dryRun: run.input.dryRun, signal: run.abort.signal };
-    hostCall(deps, ctx, op, (args ?? {}) as Record<string, unknown>).then(
+    this.hostCallOf(id, op, args).then(
       (value) => this.worker.reply(id, call, { ok: true, value }),
       (err: unknown) => this.worker.reply(id, call, { ok: false, error: errorText(err) }),
     );
+  }
+
+  /** A host call of run `id`, with its caller's authority; a run that has ended makes none. */
+  private hostCallOf(id: number, op: HostOp, args: unknown): Promise<unknown> {
+    const run = this.active.get(id);
+    if (!run) return Promise.reject(new Error('the run has ended'));
+    const deps = { domain: this.domain, selfFetch: this.deps.selfFetch, acme: this.deps.acme };
+    run.abort ??= new AbortController();
+    const ctx = { row: run.row, caller: run.input.caller, depth: run.input.depth ?? 0, dryRun: run.input.dryRun, signal: run.abort.signal };
+    return hostCall(deps, ctx, op, (args && typeof args === 'object' ? args : {}) as Record<string, unknown>);
   }
 }

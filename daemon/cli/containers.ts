@@ -199,7 +199,8 @@ export function containerCommands(program: Command, client: ClientOf): void {
     .description('per-container memory (RSS/PSS), KSM sharing and disk, with totals')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }, cmd: Command) => {
-      type S = { name: string; state: string; rssBytes: number; pssBytes: number; shimPssBytes: number; ksmProfitBytes: number; diskExclusiveBytes: number; diskLimitBytes: number | null; mergeAny: boolean };
+      type P = { script: string; user: string; state: string; pid: number | null; rssBytes: number | null; requests: number; restarts: number };
+      type S = { name: string; state: string; rssBytes: number; pssBytes: number; shimPssBytes: number; ksmProfitBytes: number; diskExclusiveBytes: number; diskLimitBytes: number | null; mergeAny: boolean; persistent?: P[] };
       const s = await client(cmd).call<{ containers: S[]; totals: Record<string, number>; ksm: { pagesSharing: number; generalProfitBytes: number; savedBytes: number } }>('GET', '/v1/stats');
       if (o.json) return printJson(s);
       process.stdout.write(
@@ -211,5 +212,14 @@ export function containerCommands(program: Command, client: ClientOf): void {
       process.stdout.write(
         `total: RSS ${mib(s.totals.rssBytes)}, PSS ${mib(s.totals.pssBytes)} (+ shims ${mib(s.totals.shimPssBytes)}), disk ${mib(s.totals.diskExclusiveBytes)}; KSM: ${s.ksm.pagesSharing} pages sharing (${mib(s.ksm.savedBytes)} saved), general_profit ${mib(s.ksm.generalProfitBytes)}\n`,
       );
+      // Persistent Bun scripts run inside their container: their memory is already in its RSS above.
+      const scripts = s.containers.flatMap((c) => (c.persistent ?? []).map((p) => ({ ...p, container: c.name })));
+      if (scripts.length > 0)
+        process.stdout.write(
+          `\npersistent scripts:\n${table(
+            ['CONTAINER', 'SCRIPT', 'USER', 'STATE', 'PID', 'RSS', 'REQUESTS', 'RESTARTS'],
+            scripts.map((p) => [p.container, p.script, p.user, p.state, String(p.pid ?? '-'), mib(p.rssBytes), String(p.requests), String(p.restarts)]),
+          )}\n`,
+        );
     });
 }
