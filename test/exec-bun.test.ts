@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { checkOutcome, parseRunnerMessage } from '../containers/exec/bun-channel.js';
+import { serverlessModule, splitImports } from '../containers/exec/bun-module.js';
 import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
 import { type Answer, call } from './support/http.js';
 
@@ -39,6 +41,52 @@ export default {
   },
 };
 `;
+
+describe('exec: a Bun script as a module, and what a runner may send', () => {
+  test('leading imports stay at the top, the rest becomes the body; dynamic import and import.meta are code; lines keep their numbers', () => {
+    const src = `#!/usr/bin/env bun
+// @runtime bun
+import pad from 'leftpad';
+import type { X } from "./types";
+/* a comment */ import {
+  a,
+  b as c,
+} from './multi.js';
+import './side-effect.js';
+const m = await import('dyn');
+console.log(import.meta.url);
+return 1;`;
+    const { imports, body } = splitImports(src);
+    assert.match(imports, /import pad[\s\S]*side-effect\.js';$/);
+    assert.ok(body.startsWith('\nconst m = await import'), body);
+    const mod = serverlessModule(src);
+    assert.equal(mod.split('\n').length, src.split('\n').length + 2);
+    assert.equal(mod.split('\n').findIndex((l) => l.includes("import('dyn')")), src.split('\n').findIndex((l) => l.includes("import('dyn')")));
+    assert.deepEqual(splitImports('return 1;'), { imports: '', body: 'return 1;' });
+    assert.deepEqual(splitImports("import('x'); return 1;").imports, '');
+  });
+
+  test('what a runner sends is checked: malformed answers, unknown host calls and unknown kinds are refused', () => {
+    const bad = (line: string) =>
+      assert.throws(() => parseRunnerMessage(line), (e: Error & { code?: string }) => e.code === 'HOODY_SCRIPT_RESPONSE_INVALID' || e instanceof SyntaxError, line);
+    bad('{"t":"done","id":1,"outcome":{"kind":"response","status":"200"}}');
+    bad('{"t":"done","id":1,"outcome":{"kind":"json","body":5}}');
+    bad('{"t":"done","id":1,"outcome":{"kind":"response","status":200,"headers":{"x":1}}}');
+    bad('{"t":"done","id":-1,"outcome":{"kind":"empty"}}');
+    bad('{"t":"call","id":1,"call":1,"op":"exec.shell","args":{}}');
+    bad('{"t":"become-root"}');
+    bad('not json');
+    assert.deepEqual(parseRunnerMessage('{"t":"done","id":7,"outcome":{"kind":"bytes","body":{"$b64":"aGk="}},"cpuMs":1,"rss":5}'), {
+      t: 'done',
+      id: 7,
+      outcome: { kind: 'bytes', body: new Uint8Array(Buffer.from('hi')) },
+      cpuMs: 1,
+      rss: 5,
+    });
+    assert.equal(parseRunnerMessage(`{"t":"log","id":1,"level":"log","text":"${'x'.repeat(40_000)}"}`).t, 'log');
+    assert.deepEqual(checkOutcome({ kind: 'response', status: 201, headers: { a: 'b' }, body: 'x' }), { kind: 'response', status: 201, headers: { a: 'b' }, body: 'x' });
+  });
+});
 
 describe('exec: the Bun runtime, serverless and persistent, in real containers', () => {
   let d: TestDaemon;
@@ -152,6 +200,34 @@ return {
     assert.deepEqual(v.hoody, ['bun', 'bun-runner.mjs', 'exec.sock', 'hoody-agent', 'hoody.sock']);
     // /.hoody is read-only: the runner and Bun cannot be swapped.
     assert.match(await inContainer('echo x > /.hoody/bun-runner.mjs 2>&1; touch /.hoody/new 2>&1; true'), /Read-only file system/);
+  });
+
+  test("a script that takes over its runner's socket and forges an answer gets a clear error; the daemon carries on", async () => {
+    const src = `// @runtime bun
+import net from 'node:net';
+const write = net.Socket.prototype.write;
+let sock: net.Socket | null = null;
+let id = 0;
+net.Socket.prototype.write = function (this: net.Socket, data: unknown, ...rest: unknown[]) {
+  sock = this;
+  const m = /"id":(\\d+)/.exec(String(data));
+  if (m) id = Number(m[1]);
+  return (write as Function).call(this, data, ...rest);
+};
+console.log('hello');
+net.Socket.prototype.write = write;
+sock!.write(JSON.stringify({ t: 'call', id: id + 1000, call: 1, op: 'files.read', args: { path: 'x' } }) + '\\n');
+sock!.write(JSON.stringify({ t: 'done', id, outcome: { kind: 'response', status: 'teapot', headers: {} } }) + '\\n');
+await new Promise((r) => setTimeout(r, 3000));
+return 'not reached';
+`;
+    assert.equal((await put('forge.ts', src)).status, 201);
+    const r = await exec('forge');
+    assert.equal(r.status, 500, r.text);
+    assert.equal(r.json<{ error: { code: string } }>().error.code, 'HOODY_SCRIPT_ERROR');
+    assert.match(r.text, /before answering/);
+    assert.equal((await exec('tools/pad?n=1')).status, 200, 'the runtime still serves');
+    assert.equal(d.process.exitCode, null);
   });
 
   test('persistent: a counter kept across requests, restarted after a crash, reloaded on rewrite, stopped when idle', async () => {

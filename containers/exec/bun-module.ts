@@ -11,7 +11,7 @@ import type { Loader } from './transpile.js';
 
 // One static import declaration at the start of the text: `import x from 'y'`, `import {a, b} from "y"`,
 // `import type …`, `import 'y'`, with an optional `with {…}` and `;`. `import(` and `import.meta` are code.
-const IMPORT = /^import(?=[\s{*'"])(?:[^'";]*?\bfrom\s*)?(['"])[^'"\n]*\1(?:\s*(?:with|assert)\s*\{[^}]*\})?[ \t]*;?/;
+const IMPORT = /^import(?=[\s{*'"])(?:[^'";]*?\bfrom)?\s*(['"])[^'"\n]*\1(?:\s*(?:with|assert)\s*\{[^}]*\})?[ \t]*;?/;
 const SKIP = /^(?:\s+|\/\/[^\n]*|\/\*[\s\S]*?\*\/|#![^\n]*)/;
 
 /** Splits a script into its leading imports and its body (the first statement that is not an import on). */
