@@ -162,6 +162,13 @@ return { padded: readFileSync('/files/from-bun.txt', 'utf8'), user: execSync('id
     const asCarol = await call({ port, host: 'exec.bunny.hoody.localhost', path: `/scripts/tools/pad?n=7&token=${issued.token}` });
     assert.equal(asCarol.status, 500, asCarol.text); // carol may not write root's /files/from-bun.txt ...
     assert.match(asCarol.text, /EACCES|permission denied/i); // ... because she is carol, not root
+    // Her relative fetch has her authority (exec only: no proxy scope), the owner's has the owner's; @auth none runs as nobody.
+    const who = `// @runtime bun\n// @auth none\nimport { execSync } from 'node:child_process';\nreturn { user: execSync('id -un').toString().trim(), routes: (await fetch('/api/v1/proxy/routes')).status };\n`;
+    assert.equal((await put('whoami.ts', who)).status, 201);
+    const whoAs = async (tok: string) => (await call({ port, host: 'exec.bunny.hoody.localhost', path: `/scripts/whoami${tok ? `?token=${tok}` : ''}` })).json();
+    assert.deepEqual(await whoAs(issued.token), { user: 'carol', routes: 403 });
+    assert.deepEqual(await whoAs(token), { user: 'root', routes: 200 });
+    assert.deepEqual(await whoAs(''), { user: 'nobody', routes: 401 });
   });
 
   test('a Bun script cannot see the host, the daemon or another container, and cannot take over the exec socket', async () => {

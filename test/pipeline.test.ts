@@ -114,6 +114,30 @@ describe('the weekly renewal pipeline, whole: cron -> exec -> ACME (pebble) -> l
     assert.match(execLogs.stdout, /exec GET certs\/renew.ts 200/);
   });
 
+  test('the same renew.ts under @runtime bun (a Bun process in the container) renews through pebble and answers as the isolate did', async () => {
+    const put = await call({ port: ports.http, host: 'api.site.hoody.localhost', path: `/api/v1/scripts/certs/renew-bun.ts?token=${token}`, method: 'PUT', body: `// @runtime bun\n${RENEW_TS}`, headers: { 'content-type': 'text/plain' } });
+    assert.equal(put.status, 201, put.text);
+    const before = await servedCertificate(ports.https, 'app1.test');
+    for (const [query, want] of [['dry_run=true', { renewed: 0, dry_run: true }], ['', { renewed: 2, dry_run: false }]] as const) {
+      const r = await call({ port: ports.http, host: 'exec.site.hoody.localhost', path: `/scripts/certs/renew-bun?${query}&token=${token}` });
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(r.json(), want);
+    }
+    // A new certificate from pebble is served for the name the Bun script renewed.
+    const deadline = Date.now() + 10_000;
+    let now = await servedCertificate(ports.https, 'app1.test');
+    while (now.fingerprint256 === before.fingerprint256 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      now = await servedCertificate(ports.https, 'app1.test');
+    }
+    assert.notEqual(now.fingerprint256, before.fingerprint256);
+    const log = (await api('GET', '/api/v1/logs?source=exec')).json<{ script: string; runtime: string; console: string }[]>();
+    const rows = log.filter((e) => e.script === 'certs/renew-bun.ts');
+    assert.deepEqual(rows.map((e) => e.runtime), ['bun', 'bun']);
+    assert.match(rows[0]!.console, /dry run: would renew app1\.test/);
+    assert.match(rows[1]!.console, /renewed 2/);
+  });
+
   test("a script's acme.order against pebble: issued for the name it asked; ?dry_run=true reaches acme.order and issues nothing", async () => {
     const src = '// @timeout 60000\nconst order = await acme.order(String(request.query.d));\nreturn { dry: request.dry_run, order };';
     const put = await call({ port: ports.http, host: 'api.site.hoody.localhost', path: `/api/v1/scripts/order.ts?token=${token}`, method: 'PUT', body: src, headers: { 'content-type': 'text/plain' } });
