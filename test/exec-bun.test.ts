@@ -210,21 +210,26 @@ return {
   });
 
   test("a script that takes over its runner's socket and forges an answer gets a clear error; the daemon carries on", async () => {
+    // The runner writes what JSON.stringify gives it: the script replaces it and sends lines of its own choosing.
     const src = `// @runtime bun
-import net from 'node:net';
-const write = net.Socket.prototype.write;
-let sock: net.Socket | null = null;
+const real = JSON.stringify;
 let id = 0;
-net.Socket.prototype.write = function (this: net.Socket, data: unknown, ...rest: unknown[]) {
-  sock = this;
-  const m = /"id":(\\d+)/.exec(String(data));
-  if (m) id = Number(m[1]);
-  return (write as Function).call(this, data, ...rest);
-};
-console.log('hello');
-net.Socket.prototype.write = write;
-sock!.write(JSON.stringify({ t: 'call', id: id + 1000, call: 1, op: 'files.read', args: { path: 'x' } }) + '\\n');
-sock!.write(JSON.stringify({ t: 'done', id, outcome: { kind: 'response', status: 'teapot', headers: {} } }) + '\\n');
+JSON.stringify = function (v: unknown, ...rest: unknown[]) {
+  const text = (real as Function).call(JSON, v, ...rest) as string;
+  const m = /"id":(\\d+)/.exec(text);
+  if (m && id === 0) id = Number(m[1]);
+  return text;
+} as typeof JSON.stringify;
+console.log('hello'); // learns its run id
+const forged = [
+  { t: 'call', id: id + 1000, call: 1, op: 'files.read', args: { path: 'x' } }, // another run's authority
+  { t: 'done', id, outcome: { kind: 'response', status: 'teapot', headers: {} } },
+];
+for (const f of forged) {
+  JSON.stringify = (() => real(f)) as typeof JSON.stringify;
+  console.log('forged');
+}
+JSON.stringify = real;
 await new Promise((r) => setTimeout(r, 3000));
 return 'not reached';
 `;

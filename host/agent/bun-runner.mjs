@@ -3,9 +3,6 @@
 // (/.hoody/exec.sock): one JSON message per line, byte strings as {"$b64": "..."}. The daemon side and the protocol
 // are in containers/exec/bun-runtime.ts and bun-channel.ts. Host calls (relative fetch, files.*, acme.order) go to
 // hoodyd, which serves them with the authority of the request's caller; the script never holds a token.
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { createConnection } from 'node:net';
-
 const env = process.env;
 const sockPath = env.HOODY_EXEC_SOCK;
 const runKey = env.HOODY_RUN;
@@ -13,34 +10,78 @@ const script = env.HOODY_SCRIPT;
 const mode = env.HOODY_MODE;
 for (const k of ['HOODY_EXEC_SOCK', 'HOODY_RUN', 'HOODY_SCRIPT', 'HOODY_MODE']) delete env[k];
 
-const current = new AsyncLocalStorage();
+// Which request a console line or host call belongs to: AsyncLocalStorage for a persistent script's concurrent
+// requests; a serverless process has one request (and skips the ~3 ms node:async_hooks costs at start).
+const current =
+  mode === 'persistent'
+    ? new (await import('node:async_hooks')).AsyncLocalStorage()
+    : {
+        id: undefined,
+        getStore() {
+          return this.id;
+        },
+        async run(id, fn) {
+          this.id = id;
+          return fn();
+        },
+      };
 const toB64 = (u) => ({ $b64: Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString('base64') });
 const replacer = (_k, v) => (v instanceof Uint8Array ? toB64(v) : v instanceof ArrayBuffer ? toB64(new Uint8Array(v)) : v);
 const reviver = (_k, v) => (v && typeof v === 'object' && typeof v.$b64 === 'string' && Object.keys(v).length === 1 ? new Uint8Array(Buffer.from(v.$b64, 'base64')) : v);
 
-const sock = createConnection(sockPath);
-const send = (m) => sock.write(`${JSON.stringify(m, replacer)}\n`);
-sock.on('close', () => process.exit(0)); // hoodyd stopped us, or went away
-sock.on('error', () => process.exit(1));
-
+// Bun's own socket, not node:net (whose import alone costs ~15 ms of every serverless start).
 let pending = [];
-sock.on('data', (chunk) => {
-  let at = chunk.indexOf(10);
-  if (at < 0) {
-    pending.push(chunk);
-    return;
-  }
-  let from = 0;
-  while (at >= 0) {
-    pending.push(chunk.subarray(from, at));
-    const line = Buffer.concat(pending).toString('utf8');
-    pending = [];
-    onMessage(JSON.parse(line, reviver));
-    from = at + 1;
-    at = chunk.indexOf(10, from);
-  }
-  if (from < chunk.length) pending.push(chunk.subarray(from));
+let unsent = [];
+let closing = null;
+const sock = await Bun.connect({
+  unix: sockPath,
+  socket: {
+    data(_s, chunk) {
+      let at = chunk.indexOf(10);
+      if (at < 0) {
+        pending.push(Buffer.from(chunk));
+        return;
+      }
+      let from = 0;
+      while (at >= 0) {
+        pending.push(chunk.subarray(from, at));
+        const line = Buffer.concat(pending).toString('utf8');
+        pending = [];
+        onMessage(JSON.parse(line, reviver));
+        from = at + 1;
+        at = chunk.indexOf(10, from);
+      }
+      if (from < chunk.length) pending.push(Buffer.from(chunk.subarray(from)));
+    },
+    drain: () => flush(),
+    close: () => process.exit(0), // hoodyd stopped us, or went away
+    error: () => process.exit(1),
+  },
 });
+function flush() {
+  while (unsent.length > 0) {
+    const data = unsent[0];
+    const n = sock.write(data);
+    if (n < data.length) {
+      unsent[0] = data.subarray(Math.max(0, n));
+      return;
+    }
+    unsent.shift();
+  }
+  if (closing) closing();
+}
+function send(m) {
+  unsent.push(Buffer.from(`${JSON.stringify(m, replacer)}\n`));
+  if (unsent.length === 1) flush();
+}
+/** Ends once everything sent is written. */
+function finish(code) {
+  closing = () => {
+    sock.end();
+    process.exit(code);
+  };
+  flush();
+}
 
 // ---- host calls
 
@@ -173,7 +214,7 @@ async function onMessage(m) {
     const filter = new RegExp(`^${script.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
     Bun.plugin({ name: 'hoody', setup: (b) => b.onLoad({ filter }, () => ({ contents: m.module, loader: script.endsWith('.js') ? 'js' : 'ts' })) });
     await answer(m.id, async () => (await import(script)).default.call(globalThis, deepFreeze(m.request)));
-    sock.end(() => process.exit(0));
+    finish(0);
   } else if (m.t === 'request' && handler) {
     const init = { method: m.method, headers: m.headers };
     if (m.body && m.method !== 'GET' && m.method !== 'HEAD') init.body = m.body;
@@ -191,6 +232,6 @@ if (mode === 'persistent') {
     send({ t: 'ready', rss: process.memoryUsage().rss });
   } catch (e) {
     send({ t: 'fatal', message: message(e) });
-    sock.end(() => process.exit(1));
+    finish(1);
   }
 }
