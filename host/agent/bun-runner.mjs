@@ -31,7 +31,7 @@ const reviver = (_k, v) => (v && typeof v === 'object' && typeof v.$b64 === 'str
 
 // Bun's own socket, not node:net (whose import alone costs ~15 ms of every serverless start).
 let pending = [];
-let unsent = [];
+const unsent = [];
 let closing = null;
 const sock = await Bun.connect({
   unix: sockPath,
