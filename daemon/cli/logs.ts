@@ -9,7 +9,9 @@ function line(source: string, r: Row): string {
     return `${r.time} cron ${r.entry_id} ${r.trigger} ${r.status} exit=${r.exit_code ?? '-'} by=${r.triggered_by}${out ? `\n  ${out.replace(/\n/g, '\n  ')}` : ''}`;
   }
   const con = String(r.console ?? '').trimEnd();
-  return `${r.time} exec ${r.method ?? ''} ${r.script} ${r.status} ${r.durationMs}ms cpu=${r.cpuMs ?? '-'}ms${r.dryRun ? ' dry-run' : ''}${r.error ? ` error=${JSON.stringify(r.error)}` : ''}${con ? `\n  ${con.replace(/\n/g, '\n  ')}` : ''}`;
+  // Isolate runs read as before; a Bun run says where it ran and the memory its process reported.
+  const where = r.runtime === 'bun' ? ` bun/${r.mode}${typeof r.memoryBytes === 'number' ? ` mem=${(r.memoryBytes / 1048576).toFixed(1)}MiB` : ''}` : '';
+  return `${r.time} exec ${r.method ?? ''} ${r.script} ${r.status} ${r.durationMs}ms cpu=${r.cpuMs ?? '-'}ms${where}${r.dryRun ? ' dry-run' : ''}${r.error ? ` error=${JSON.stringify(r.error)}` : ''}${con ? `\n  ${con.replace(/\n/g, '\n  ')}` : ''}`;
 }
 
 /** `hoody logs NAME --cron|--exec [--follow] [--since T] [--json]`. */
