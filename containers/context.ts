@@ -46,6 +46,8 @@ export interface ContainerContext {
   hooks: NamespaceHooks[];
   /** Names being created or deleted right now: a second request for one gets a clear 409. */
   busy: Set<string>;
+  /** Builds an image hoody makes itself (hoody/base, hoody/busybox) when the engine lost it; false: not hoody's. */
+  ensureImage?: (image: string) => Promise<boolean>;
   log: Logger;
 }
 

@@ -5,7 +5,7 @@ import type { ContainerSpec } from '../host/engine.js';
 import { type ContainerContext, engineName, LABEL_ID, LABEL_INSTANCE, LABEL_NAME } from './context.js';
 import { fail } from './errors.js';
 import { engineFailure, storageFailure } from './failures.js';
-import { checkName, checkSnapshotName } from './names.js';
+import { checkName } from './names.js';
 import { boundRootLayer, removeEngineContainer } from './rootfs.js';
 import type { ContainerRow } from './store.js';
 import { issueOwnerToken } from './token-service.js';
@@ -60,7 +60,8 @@ async function ownAreas(ctx: ContainerContext, volume: string): Promise<void> {
   }
 }
 
-function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
+/** The engine container of a row: what create and recover both make. */
+export function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
   const extras = ctx.specExtras(row.name);
   return {
     name: engineName(ctx, row.name),
@@ -187,24 +188,6 @@ export function readyRow(ctx: ContainerContext, name: string): ContainerRow {
   if (!row) throw fail('CONTAINER_UNKNOWN', name);
   if (row.phase !== 'ready') throw fail('CONTAINER_BUSY', name);
   return row;
-}
-
-export async function snapshotContainer(ctx: ContainerContext, name: string, snap: string): Promise<{ name: string; path: string; createdAt: string }> {
-  const row = readyRow(ctx, name);
-  checkSnapshotName(snap);
-  if (ctx.store.snapshots(name).some((s) => s.name === snap)) throw fail('SNAPSHOT_TAKEN', snap);
-  const path = join(ctx.pool.snapshots, name, snap);
-  await using undo = new Undo();
-  try {
-    await ctx.storage.snapshot(row.volume, path, { readonly: true });
-  } catch (err) {
-    throw storageFailure(err);
-  }
-  undo.push('snapshot volume', () => ctx.storage.deleteVolume(path));
-  const createdAt = new Date().toISOString();
-  ctx.store.insertSnapshot({ container: name, name: snap, path, createdAt });
-  undo.done();
-  return { name: snap, path, createdAt };
 }
 
 /** Namespaces -> engine container -> snapshots -> volume (and its qgroup) -> rows: reverse of create. */

@@ -47,5 +47,12 @@ export const containerMigrations: MigrationSet = {
        created_at TEXT NOT NULL,
        PRIMARY KEY (container, pattern)
      ) STRICT;`,
+    // Snapshots on a schedule, per container: every `every_s` seconds, the newest `keep` automatic ones kept.
+    `CREATE TABLE snapshot_schedules (
+       container TEXT PRIMARY KEY REFERENCES containers(name) ON DELETE CASCADE,
+       every_s INTEGER NOT NULL,
+       keep INTEGER NOT NULL,
+       next_at TEXT NOT NULL
+     ) STRICT;`,
   ],
 };

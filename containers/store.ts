@@ -94,7 +94,7 @@ export class ContainerStore {
     return (sql(this.db, 'SELECT * FROM containers ORDER BY name').all() as Raw[]).map(toContainer);
   }
 
-  setEngineId(name: string, engineId: string): void {
+  setEngineId(name: string, engineId: string | null): void {
     sql(this.db, 'UPDATE containers SET engine_id = ? WHERE name = ?').run(engineId, name);
   }
 

@@ -38,6 +38,8 @@ export interface Config {
    * container made since, started once with docker exec; 'off' with one docker exec per command.
    */
   commandAgent: boolean;
+  /** The shortest snapshot schedule interval accepted (seconds; 60 unless HOODY_SNAPSHOT_MIN_EVERY_S says less, for tests). */
+  snapshotMinEveryS: number;
   /** Public listeners: a client must send its whole header block within this (slow clients are cut off). */
   headersTimeoutMs: number;
   /** Extra names of this host that no tenant may route or certify (HOODY_RESERVED_NAMES, comma list). */
@@ -135,6 +137,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       maxWaitMs: parseDuration(env.HOODY_CRON_MAX_WAIT ?? '60s', 'HOODY_CRON_MAX_WAIT'),
     },
     commandAgent: onOff(env.HOODY_COMMAND_AGENT, 'HOODY_COMMAND_AGENT'),
+    snapshotMinEveryS: positive(env.HOODY_SNAPSHOT_MIN_EVERY_S ?? '60', 'HOODY_SNAPSHOT_MIN_EVERY_S'),
     headersTimeoutMs: parseDuration(env.HOODY_HEADERS_TIMEOUT ?? '20s', 'HOODY_HEADERS_TIMEOUT'),
     reservedNames: (env.HOODY_RESERVED_NAMES ?? '').split(',').map((n) => n.trim()).filter(Boolean),
     proxyUpstreamTimeoutMs: parseDuration(env.HOODY_PROXY_UPSTREAM_TIMEOUT ?? '60s', 'HOODY_PROXY_UPSTREAM_TIMEOUT'),

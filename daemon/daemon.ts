@@ -1,3 +1,5 @@
+import { SnapshotScheduler } from '../containers/snapshot-schedule.js';
+import { ensureOwnImage } from '../host/images.js';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -50,10 +52,12 @@ export function makeLogger(level: string, config?: Pick<Config, 'logFile' | 'log
 
 /** The container layer's state object, built from config (tests build it the same way). */
 export function buildContainerContext(config: Config, db: Database.Database, log: Logger): ContainerContext {
+  const engine = new DockerEngine(config.dockerSocket);
   return {
     store: new ContainerStore(db, config.limits.revokedTokensKept),
     storage: defaultStorageRegistry().create(config.storageDriver),
-    engine: new DockerEngine(config.dockerSocket),
+    engine,
+    ensureImage: (image) => ensureOwnImage(engine, image, join(config.stateDir, 'build'), log),
     pool: poolPaths(config.stateDir),
     instance: config.instance,
     defaults: { image: config.image, ...config.defaults },
@@ -96,6 +100,8 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     if (row.phase === 'ready') await network.migrate(row).catch((err: unknown) => log.warn({ err, container: row.name }, 'moving to the egress network failed'));
   }
   if (!restricted) await destroyHostEgress(new DockerEngine(config.dockerSocket).docker, config.instance, config.stateDir).catch((err: unknown) => log.warn({ err }, 'removing the egress policy failed'));
+  const snapshots = new SnapshotScheduler(ctx, db, config.snapshotMinEveryS);
+  snapshots.start();
   let pub: PublicServer | undefined;
   const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane, commands.commands, commands.bun);
 
@@ -149,6 +155,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     }),
     logSources: ns.logSources,
     grants: { get: (name) => ns.proxy.service.grants(name), set: (name, domains) => ns.proxy.service.setGrants(name, domains) },
+    snapshots,
   });
   await mkdir(dirname(config.adminSocket), { recursive: true });
   if (existsSync(config.adminSocket)) await rm(config.adminSocket); // stale from a killed daemon
@@ -167,6 +174,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
       if (closed) return;
       closed = true;
       stopEvents();
+      snapshots.close();
       await admin.close();
       await pub?.close();
       await dataPlane?.plane.close(); // HAProxy itself keeps serving: the data plane outlives hoodyd

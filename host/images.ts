@@ -152,3 +152,19 @@ export async function buildNodeImage(docker: Docker, opts: NodeImageOptions = {}
     await rm(root, { recursive: true, force: true });
   }
 }
+
+/**
+ * Builds an image hoody makes itself (hoody/busybox, hoody/base) that the engine lost (a wiped engine): what a
+ * recover needs. false: not one of hoody's (the operator's to bring back).
+ */
+export async function ensureOwnImage(engine: { docker: Docker; imageExists(ref: string): Promise<boolean> }, image: string, workDir: string, log?: { info(o: object, m: string): void }): Promise<boolean> {
+  if (await engine.imageExists(image)) return true;
+  if (image === BUSYBOX_IMAGE) {
+    log?.info({ image }, 'building a lost image');
+    await buildBusyboxImage(engine.docker);
+  } else if (image === BASE_IMAGE) {
+    log?.info({ image }, 'building a lost image (debootstrap, about a minute)');
+    await buildBaseImage(engine.docker, workDir);
+  } else return false;
+  return true;
+}

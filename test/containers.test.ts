@@ -223,9 +223,10 @@ describe('containers through the daemon and the CLI', () => {
     await execa('docker', ['rm', '-f', v.engineId]);
     const ls = JSON.parse((await d.hoody(['ls', '--json'])).stdout) as View[];
     assert.equal(ls.find((c) => c.name === 'b')?.state, 'missing');
-    const start = await d.hoody(['start', 'b']);
-    assert.equal(start.exitCode, 1);
-    assert.match(start.stderr, /HOODY_CONTAINER_MISSING/);
+    // stop and restart need the engine container (start rebuilds it: test/recover.test.ts).
+    const stop = await d.hoody(['stop', 'b']);
+    assert.equal(stop.exitCode, 1);
+    assert.match(stop.stderr, /HOODY_CONTAINER_MISSING.*hoody recover b/);
     await d.restart('SIGTERM');
     const after = JSON.parse((await d.hoody(['ls', '--json'])).stdout) as View[];
     assert.equal(after.find((c) => c.name === 'b')?.state, 'missing');

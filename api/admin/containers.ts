@@ -1,3 +1,4 @@
+import { recoverContainer, startOrRecover } from '../../containers/recover.js';
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { ContainerContext } from '../../containers/context.js';
@@ -6,17 +7,18 @@ import {
   getContainer,
   listContainers,
   restartContainer,
-  startContainer,
   stopContainer,
 } from '../../containers/lifecycle.js';
 import { normalizeGrants } from '../../containers/grants.js';
-import { cloneContainer, createContainer, removeContainer, snapshotContainer } from '../../containers/provision.js';
+import { cloneContainer, createContainer, removeContainer } from '../../containers/provision.js';
+import { snapshotContainer } from '../../containers/snapshots.js';
 import { issueToken, OWNER_USER, rotateTokens } from '../../containers/token-service.js';
 import { parseScopes } from '../../containers/tokens.js';
 import { parseBytes } from '../../host/pool.js';
 import {
   CloneBody,
   Container,
+  Recovered,
   CreatedContainer,
   Deleted,
   NameParam,
@@ -94,7 +96,8 @@ export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext; grants
     return { name: req.params.name, deleted: true };
   });
 
-  const actions = { start: startContainer, stop: stopContainer, restart: restartContainer } as const;
+  // start of a container missing from the engine rebuilds it from its volume (recover.ts), then it runs.
+  const actions = { start: startOrRecover, stop: stopContainer, restart: restartContainer } as const;
   for (const [action, fn] of Object.entries(actions)) {
     app.post(
       `/v1/containers/:name/${action}`,
@@ -102,6 +105,19 @@ export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext; grants
       async (req) => fn(ctx, req.params.name),
     );
   }
+
+  app.post(
+    '/v1/containers/:name/recover',
+    {
+      schema: {
+        tags,
+        params: NameParam,
+        description: "rebuild the engine container of a container missing from the engine, from hoody's state and its data volume",
+        response: { 200: Recovered },
+      },
+    },
+    async (req) => recoverContainer(ctx, req.params.name),
+  );
 
   app.post(
     '/v1/containers/:name/snapshots',

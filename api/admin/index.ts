@@ -4,7 +4,9 @@ import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
 import { answerClientError, frameworkErrors, installErrorHandling } from '../errors.js';
 import { schemaController } from '../validation.js';
+import type { SnapshotScheduler } from '../../containers/snapshot-schedule.js';
 import { containerRoutes } from './containers.js';
+import { snapshotRoutes } from './snapshots.js';
 import { type DomainGrants, domainRoutes } from './domains.js';
 import { adminLogRoutes } from './logs.js';
 import type { LogSource } from '../../containers/logs.js';
@@ -17,6 +19,8 @@ export interface AdminApiDeps extends HostRouteDeps {
   logSources: LogSource[];
   /** Operator domain grants (issue 10.4); without them the create body's `domains` is refused. */
   grants?: DomainGrants;
+  /** Snapshots on a schedule; without it the schedule routes answer SNAPSHOT_SCHEDULE_INVALID. */
+  snapshots?: SnapshotScheduler;
 }
 
 /** The admin API (served on the unix socket): containers, host, metrics and its own OpenAPI document. */
@@ -42,6 +46,7 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
   });
   await app.register(hostRoutes, { deps });
   await app.register(containerRoutes, { ctx: deps.ctx, grants: deps.grants });
+  await app.register(snapshotRoutes, { ctx: deps.ctx, scheduler: deps.snapshots });
   if (deps.grants) await app.register(domainRoutes, { ctx: deps.ctx, grants: deps.grants });
   await app.register(adminLogRoutes, { sources: deps.logSources, store: deps.ctx.store });
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());

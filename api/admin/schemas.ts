@@ -58,6 +58,9 @@ export const Container = Type.Object(
   { $id: 'Container' },
 );
 
+/** A recover's answer: the container as it is now, and whether it was rebuilt. */
+export const Recovered = Type.Object({ container: Container, recovered: Type.Boolean() });
+
 export const CreatedContainer = Type.Object({
   name: Type.String(),
   id: Type.String(),
@@ -67,6 +70,20 @@ export const CreatedContainer = Type.Object({
 
 export const NewSnapshot = Type.Object({ name: Type.String({ maxLength: 256 }) }, { additionalProperties: false });
 export const Snapshot = Type.Object({ name: Type.String(), path: Type.String(), createdAt: Type.String() });
+export const SnapshotInfo = Type.Object({
+  name: Type.String(),
+  createdAt: Type.String(),
+  exclusiveBytes: Type.Union([Type.Integer(), Type.Null()]),
+  referencedBytes: Type.Union([Type.Integer(), Type.Null()]),
+  auto: Type.Boolean(),
+});
+export const SnapshotParams = Type.Object({ name: Type.String({ maxLength: 256 }), snapshot: Type.String({ maxLength: 256 }) });
+export const Restored = Type.Object({ restored: Type.String(), kept: Type.String() });
+export const ScheduleBody = Type.Object(
+  { every: Type.String({ maxLength: 16, description: 'e.g. 15m, 1h, 1d' }), keep: Type.Integer({ description: 'automatic snapshots kept' }) },
+  { additionalProperties: false },
+);
+export const Schedule = Type.Object({ container: Type.String(), everyS: Type.Integer(), keep: Type.Integer(), nextAt: Type.String() });
 export const CloneBody = Type.Object({ name: Type.String({ maxLength: 256 }) }, { additionalProperties: false });
 
 export const NewToken = Type.Object(

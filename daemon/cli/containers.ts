@@ -111,10 +111,31 @@ export function containerCommands(program: Command, client: ClientOf): void {
     .argument('<name>')
     .action(async (name: string, _o: unknown, cmd: Command) => printJson(await client(cmd).call('GET', `/v1/containers/${encodeURIComponent(name)}`)));
 
+  program
+    .command('recover')
+    .description("rebuild containers missing from the engine (removed behind hoody's back, or a wiped engine) from hoody's state and their volumes: same name, limits, tokens, cron entries, routes, files")
+    .argument('[names...]')
+    .option('--all', 'every container that is missing')
+    .option('--json', 'print JSON')
+    .action(async (names: string[], o: { all?: boolean; json?: boolean }, cmd: Command) => {
+      const c = client(cmd);
+      if (o.all && names.length) throw Object.assign(new Error('give names or --all, not both'), { usage: true });
+      const list = o.all ? (await c.call<View[]>('GET', '/v1/containers')).filter((v) => v.state === 'missing').map((v) => v.name) : names;
+      if (!o.all && list.length === 0) throw Object.assign(new Error('name a container, or --all'), { usage: true });
+      const out: { container: View; recovered: boolean }[] = [];
+      for (const name of list) {
+        const r = await c.call<{ container: View; recovered: boolean }>('POST', `/v1/containers/${encodeURIComponent(name)}/recover`, {});
+        out.push(r);
+        if (!o.json) process.stdout.write(`${name}: ${r.recovered ? `rebuilt, ${r.container.state}` : `not missing (${r.container.state}); nothing to do`}\n`);
+      }
+      if (o.json) printJson(out);
+      else if (list.length === 0) process.stdout.write('no container is missing\n');
+    });
+
   for (const action of ['start', 'stop', 'restart'] as const) {
     program
       .command(action)
-      .description(`${action} a container`)
+      .description(action === 'start' ? 'start a container (one missing from the engine is rebuilt first, as `recover` does)' : `${action} a container`)
       .argument('<name>')
       .option('--json', 'print JSON')
       .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
@@ -136,9 +157,12 @@ export function containerCommands(program: Command, client: ClientOf): void {
       else for (const n of names) process.stdout.write(`removed ${n}\n`);
     });
 
-  program
+  const snapshot = program
     .command('snapshot')
-    .description('read-only snapshot of a container\'s data volume')
+    .description("snapshots of a container's data volume (/files, /scripts): take (the default), ls with sizes, rm, restore, schedule");
+  snapshot
+    .command('create', { isDefault: true })
+    .description('take a read-only snapshot: `hoody snapshot NAME SNAP`')
     .argument('<name>')
     .argument('<snapshot>')
     .option('--json', 'print JSON')
@@ -146,6 +170,57 @@ export function containerCommands(program: Command, client: ClientOf): void {
       const s = await client(cmd).call<{ name: string; path: string }>('POST', `/v1/containers/${encodeURIComponent(name)}/snapshots`, { name: snap });
       if (o.json) printJson(s);
       else process.stdout.write(`snapshot ${name}@${s.name} at ${s.path}\n`);
+    });
+  snapshot
+    .command('ls')
+    .description("a container's snapshots, oldest first: exclusive size (freed by rm) and referenced size")
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+      type S = { name: string; createdAt: string; exclusiveBytes: number | null; referencedBytes: number | null; auto: boolean };
+      const list = await client(cmd).call<S[]>('GET', `/v1/containers/${encodeURIComponent(name)}/snapshots`);
+      if (o.json) return printJson(list);
+      process.stdout.write(`${table(['SNAPSHOT', 'CREATED', 'EXCLUSIVE', 'REFERENCED', 'BY'], list.map((x) => [x.name, x.createdAt, mib(x.exclusiveBytes), mib(x.referencedBytes), x.auto ? 'schedule' : 'operator']))}\n`);
+    });
+  snapshot
+    .command('rm')
+    .description('delete a snapshot')
+    .argument('<name>')
+    .argument('<snapshot>')
+    .action(async (name: string, snap: string, _o: unknown, cmd: Command) => {
+      await client(cmd).call('DELETE', `/v1/containers/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}`);
+      process.stdout.write(`deleted ${name}@${snap}\n`);
+    });
+  snapshot
+    .command('restore')
+    .description('put the data volume back to a snapshot (the container stops and starts again; the current data is kept as snapshot pre-restore-<time>)')
+    .argument('<name>')
+    .argument('<snapshot>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, snap: string, o: { json?: boolean }, cmd: Command) => {
+      const r = await client(cmd).call<{ restored: string; kept: string }>('POST', `/v1/containers/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}/restore`, {});
+      if (o.json) printJson(r);
+      else process.stdout.write(`${name}: restored to ${r.restored}; what it held before is snapshot ${r.kept}\n`);
+    });
+  snapshot
+    .command('schedule')
+    .description('snapshots on a schedule: `--every 1h --keep 24` (the oldest automatic ones beyond --keep are deleted), `--off`, or no option to show it')
+    .argument('<name>')
+    .option('--every <duration>', 'interval: 15m, 1h, 1d (at least a minute)')
+    .option('--keep <n>', 'automatic snapshots kept', (v) => Number(v))
+    .option('--off', 'remove the schedule (its snapshots stay)')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o: { every?: string; keep?: number; off?: boolean; json?: boolean }, cmd: Command) => {
+      const c = client(cmd);
+      const path = `/v1/containers/${encodeURIComponent(name)}/snapshot-schedule`;
+      if (o.off && (o.every || o.keep)) throw Object.assign(new Error('--off takes no --every or --keep'), { usage: true });
+      if ((o.every === undefined) !== (o.keep === undefined)) throw Object.assign(new Error('give both --every and --keep'), { usage: true });
+      type Sch = { everyS: number; keep: number; nextAt: string } | null;
+      const r = o.off ? await c.call('DELETE', path) : o.every ? await c.call<Sch>('PUT', path, { every: o.every, keep: o.keep }) : await c.call<Sch>('GET', path);
+      if (o.json) return printJson(r);
+      if (o.off) return void process.stdout.write(`${name}: no snapshot schedule\n`);
+      const s = r as Sch;
+      process.stdout.write(s ? `${name}: a snapshot every ${s.everyS}s, keeping ${s.keep}; next at ${s.nextAt}\n` : `${name}: no snapshot schedule\n`);
     });
 
   program
