@@ -3,7 +3,8 @@
 # system packages, npm dependencies, build, then `hoody up` (pool, engine, KSM, images, daemon, demo container).
 set -euo pipefail
 cd "$(dirname "$0")"
-PKGS=(docker.io btrfs-progs busybox-static debootstrap pebble iptables curl openssl util-linux gcc libc6-dev haproxy)
+# systemd: its systemd-analyze checks the unit `hoody service install` writes (test/service.test.ts).
+PKGS=(docker.io btrfs-progs busybox-static debootstrap pebble iptables curl openssl util-linux gcc libc6-dev haproxy systemd)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

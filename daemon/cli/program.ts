@@ -2,6 +2,8 @@ import { Command } from 'commander';
 import { AdminClient } from '../client.js';
 import { VERSION } from '../version.js';
 import { benchCommands } from './bench.js';
+import { completionCommands } from './completion.js';
+import { serviceCommands } from './service.js';
 import { containerCommands } from './containers.js';
 import { hostCommands } from './host.js';
 import { logCommands } from './logs.js';
@@ -21,6 +23,8 @@ export function buildProgram(): Command {
   containerCommands(program, client);
   logCommands(program, client);
   benchCommands(program);
+  serviceCommands(program);
+  completionCommands(program); // last: it lists every command
   for (const c of program.commands) c.exitOverride();
   return program;
 }
