@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { Validator } from '@seriousme/openapi-schema-validator';
 import { execa } from 'execa';
 import { BtrfsDriver } from '../host/storage/btrfs.js';
 import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
@@ -256,8 +257,17 @@ describe('containers through the daemon and the CLI', () => {
     assert.match(metrics.stdout, /^hoody_ksm_pages_sharing \d+/m);
     const doc = await d.client.call<{ openapi: string; paths: Record<string, unknown> }>('GET', '/v1/openapi.json');
     assert.match(doc.openapi, /^3\./);
-    for (const p of ['/v1/containers', '/v1/containers/{name}', '/v1/containers/{name}/clone', '/v1/host', '/metrics'])
+    for (const p of ['/v1/containers', '/v1/containers/{name}', '/v1/containers/{name}/clone', '/v1/host', '/metrics', '/v1/containers/{name}/recover', '/v1/containers/{name}/snapshots/{snapshot}/restore'])
       assert.ok(p in doc.paths, `${p} documented`);
+    // Checked against the OpenAPI specification's own JSON schema by a real validator.
+    const validator = new Validator();
+    const verdict = await validator.validate(doc as unknown as Parameters<Validator['validate']>[0]);
+    assert.equal(verdict.valid, true, JSON.stringify(verdict.errors, null, 1)?.slice(0, 2000));
+    assert.equal(validator.version, '3.0');
+    // The validator is strict: a 3.0 document with a JSON Schema `type: null` (valid only from 3.1) fails it.
+    const bad = structuredClone(doc) as unknown as { components: { schemas: Record<string, unknown> } };
+    bad.components.schemas['def-0'] = { type: 'null' };
+    assert.equal((await new Validator().validate(bad as unknown as Parameters<Validator['validate']>[0])).valid, false);
   });
 
   test('hoody create x --count 20 shows progress and ends with the provisioning rate', async () => {
