@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { lchown, mkdir } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { ContainerSpec } from '../host/engine.js';
 import { type ContainerContext, engineName, LABEL_ID, LABEL_INSTANCE, LABEL_NAME } from './context.js';
@@ -89,8 +90,10 @@ function validateLimits(req: CreateRequest, ctx: ContainerContext): Omit<Contain
   // Safe integers only: past 2^53 a size is no longer exact, and SQLite's INTEGER column refuses it (a 500).
   if (!Number.isSafeInteger(memoryBytes) || memoryBytes < MIN_MEMORY)
     throw fail('LIMIT_INVALID', `memory must be at least ${MIN_MEMORY / 1024 / 1024} MiB and at most 2^53 - 1 bytes`);
-  if (!Number.isInteger(nanoCpus) || nanoCpus < 10_000_000 || nanoCpus > 1024e9)
-    throw fail('LIMIT_INVALID', 'cpus must be between 0.01 and 1024');
+  // The engine refuses more CPUs than the host has (a 502 from it otherwise): the same bound, as a 400 here.
+  const hostCpus = availableParallelism();
+  if (!Number.isInteger(nanoCpus) || nanoCpus < 10_000_000 || nanoCpus > hostCpus * 1e9)
+    throw fail('LIMIT_INVALID', `cpus must be between 0.01 and ${hostCpus} (the CPUs this host has)`);
   if (diskBytes !== null && (!Number.isSafeInteger(diskBytes) || diskBytes < MIN_DISK))
     throw fail('LIMIT_INVALID', `disk must be at least ${MIN_DISK / 1024 / 1024} MiB and at most 2^53 - 1 bytes`);
   if (!Number.isSafeInteger(pidsLimit) || pidsLimit < 8) throw fail('LIMIT_INVALID', 'pids limit must be at least 8');

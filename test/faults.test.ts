@@ -218,7 +218,7 @@ describe('faults: containers that die, vanish or hang', () => {
     assert.ok(alive(d));
   });
 
-  test('deleted behind the daemon\'s back: reported missing, cron runs logged failed, start is a 409, rm cleans up', async () => {
+  test('deleted behind the daemon\'s back: reported missing, cron runs logged failed, stop is a 409, rm cleans up', async () => {
     const g = await c.create('g');
     const entry = await addEntry('g', '@daily', 'echo hi');
     await execa('docker', ['rm', '-f', g.engineId]);
@@ -227,9 +227,10 @@ describe('faults: containers that die, vanish or hang', () => {
     const run = await runNow('g', entry);
     assert.equal(run.status, 'failed');
     assert.match(run.output, /missing from the engine/);
-    const start = await c.admin('POST', '/v1/containers/g/start');
-    assert.equal(start.status, 409);
-    assert.equal(errorShape(start)?.code, 'HOODY_CONTAINER_MISSING');
+    // stop needs the engine container (start would rebuild it from the volume: test/recover.test.ts).
+    const stop = await c.admin('POST', '/v1/containers/g/stop');
+    assert.equal(stop.status, 409);
+    assert.equal(errorShape(stop)?.code, 'HOODY_CONTAINER_MISSING');
     // Files are still served (the volume is the daemon's), and a restart of the daemon keeps reporting it.
     assert.equal((await c.api('g', 'PUT', '/api/v1/files/note', 'still here')).status, 201);
     await d.restart('SIGKILL');

@@ -535,6 +535,14 @@ describe('fuzz: malformed input on every route', () => {
       { path: '/v1/containers/f/tokens', body: '{"user":"root","scopes":","}', code: 'HOODY_BODY_INVALID' },
       { path: '/v1/containers/f/tokens', body: '{"user":"root","scopes":[","]}', code: 'HOODY_SCOPE_INVALID' },
       { path: '/v1/containers/f/tokens/rotate', body: '{"scopes":[]}', code: 'HOODY_SCOPE_INVALID' },
+      // 2026-11-30 (e288110, CI run, seed 930558254): more CPUs than the host has passed hoody's check (0.01-1024)
+      // and the engine refused the create: a 502. The bound is the host's CPU count now: a 400.
+      {
+        path: '/v1/containers',
+        body: '{"name":"fzcpu","image":"7#CY`b%>%&","memory":4888561523149294,"cpus":332.95746220471057,"pids":813394}',
+        code: 'HOODY_LIMIT_INVALID',
+      },
+      { path: '/v1/containers', body: '{"name":"fzcpu","cpus":1024}', code: 'HOODY_LIMIT_INVALID' },
     ];
     for (const c of cases) {
       const r = await admin('POST', c.path, c.body, { 'content-type': 'application/json' });
