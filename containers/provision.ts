@@ -61,8 +61,26 @@ async function ownAreas(ctx: ContainerContext, volume: string): Promise<void> {
   }
 }
 
-/** The engine container of a row: what create and recover both make. */
-export function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
+/**
+ * The engine container of a row (create and recover): made, recorded on the row, its root layer bounded before the
+ * first start; each step undone by `undo` (the row gets its former engine id back).
+ */
+export async function makeEngineContainer(ctx: ContainerContext, row: ContainerRow, undo: Undo): Promise<string> {
+  let engineId: string;
+  try {
+    engineId = await ctx.engine.create(specFor(ctx, row));
+  } catch (err) {
+    throw engineFailure(err, row.image);
+  }
+  undo.push('engine container', () => removeEngineContainer(ctx, engineId));
+  const before = row.engineId;
+  ctx.store.setEngineId(row.name, engineId);
+  undo.push('engine id', async () => ctx.store.setEngineId(row.name, before));
+  await boundRootLayer(ctx, engineId, row.diskBytes); // before the first start: nothing written yet
+  return engineId;
+}
+
+function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
   const extras = ctx.specExtras(row.name);
   return {
     name: engineName(ctx, row.name),
@@ -140,15 +158,7 @@ async function provision(ctx: ContainerContext, base: Omit<ContainerRow, 'phase'
       throw storageFailure(err);
     }
 
-    let engineId: string;
-    try {
-      engineId = await ctx.engine.create(specFor(ctx, row));
-    } catch (err) {
-      throw engineFailure(err, row.image);
-    }
-    undo.push('engine container', () => removeEngineContainer(ctx, engineId));
-    ctx.store.setEngineId(row.name, engineId);
-    await boundRootLayer(ctx, engineId, row.diskBytes); // before the first start: nothing written yet
+    const engineId = await makeEngineContainer(ctx, row, undo);
     try {
       await ctx.engine.start(engineId);
     } catch (err) {

@@ -3,8 +3,8 @@ import { LABEL_INSTANCE, LABEL_NAME } from './context.js';
 import { fail } from './errors.js';
 import { engineFailure, storageFailure } from './failures.js';
 import { type ContainerView, getContainer, startContainer } from './lifecycle.js';
-import { readyRow, specFor } from './provision.js';
-import { boundRootLayer, removeEngineContainer } from './rootfs.js';
+import { makeEngineContainer, readyRow } from './provision.js';
+import { removeEngineContainer } from './rootfs.js';
 import { Undo } from './undo.js';
 
 export interface Recovered {
@@ -43,17 +43,7 @@ export async function recoverContainer(ctx: ContainerContext, name: string): Pro
     for (const c of strays) await removeEngineContainer(ctx, c.id);
 
     await using undo = new Undo((label, error) => ctx.log.error({ err: error, step: label, container: name }, 'undo step failed'));
-    let engineId: string;
-    try {
-      engineId = await ctx.engine.create(specFor(ctx, row));
-    } catch (err) {
-      throw engineFailure(err, row.image);
-    }
-    undo.push('engine container', () => removeEngineContainer(ctx, engineId));
-    const before = row.engineId;
-    ctx.store.setEngineId(name, engineId);
-    undo.push('engine id', async () => ctx.store.setEngineId(name, before));
-    await boundRootLayer(ctx, engineId, row.diskBytes);
+    const engineId = await makeEngineContainer(ctx, row, undo);
     // Started: the engine's start event runs the namespaces' started() hooks (redirects, agents, @reboot cron).
     if (row.desired !== 'stopped') {
       try {
@@ -63,7 +53,7 @@ export async function recoverContainer(ctx: ContainerContext, name: string): Pro
       }
     }
     undo.done();
-    ctx.log.info({ container: name, engineId, previousEngineId: before, image: row.image }, 'container recovered from its volume');
+    ctx.log.info({ container: name, engineId, previousEngineId: row.engineId, image: row.image }, 'container recovered from its volume');
     return { container: await getContainer(ctx, name), recovered: true };
   } finally {
     busy.delete(name);

@@ -1,7 +1,8 @@
-import { chmod, link, mkdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { chmod, mkdir, rm, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { linkAtomic } from '../../host/atomic-file.js';
 import type { ContainerEngine, ExecOptions, ExecResult } from '../../host/engine.js';
 import { AgentLink } from './link.js';
 import { FRAME, type Frame, FrameReader } from './protocol.js';
@@ -209,14 +210,7 @@ export class AgentCommands implements ContainerCommands {
 
   /** The agent binary, hard-linked into the container's directory (one inode: one copy in page cache). */
   async #placeBinary(name: string): Promise<void> {
-    const binary = this.deps.binary!;
-    const dest = join(this.deps.dir, name, 'hoody-agent');
-    const [want, have] = await Promise.all([stat(binary), stat(dest).catch(() => null)]);
-    if (have?.ino === want.ino) return;
-    const tmp = `${dest}.tmp`;
-    await rm(tmp, { force: true });
-    await link(binary, tmp);
-    await rename(tmp, dest);
+    await linkAtomic(this.deps.binary!, join(this.deps.dir, name, 'hoody-agent'));
   }
 
   async #listen(name: string, slot: Slot): Promise<Server> {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { link, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
+import { linkAtomic } from '../../host/atomic-file.js';
 import type { ContainerEngine, ExecResult } from '../../host/engine.js';
 import { AGENT_MOUNT, type CommandTarget, type ContainerCommands } from '../agent/commands.js';
 import { ContainerUsers } from '../agent/users.js';
@@ -115,11 +115,7 @@ export class BunRuntime {
   // ---- one request, one process
 
   async #serverless(job: BunJob): Promise<BunReport> {
-    const { target, site } = await this.#ready(job);
-    const key = randomBytes(18).toString('base64url');
-    const hello = site.socket.expect(key);
-    const abort = new AbortController();
-    const exited = this.#exec(target, job, key, 'serverless', abort.signal, job.directives.timeoutMs);
+    const { hello, abort, exited } = await this.#spawn(job, 'serverless', job.directives.timeoutMs);
     const lines = new ConsoleLines();
     try {
       const first = await Promise.race([hello.conn, exited]);
@@ -157,6 +153,16 @@ export class BunRuntime {
 
   // ---- processes
 
+  /** Starts a runner for the job with a fresh one-time key: its hello (once it connects), its end, a kill switch. */
+  async #spawn(job: BunJob, mode: 'serverless' | 'persistent', timeoutMs?: number) {
+    const { target, site } = await this.#ready(job);
+    const key = randomBytes(18).toString('base64url');
+    const hello = site.socket.expect(key);
+    const abort = new AbortController();
+    const exited = this.#exec(target, job, key, mode, abort.signal, timeoutMs);
+    return { hello, abort, exited };
+  }
+
   #exec(target: CommandTarget, job: BunJob, key: string, mode: 'serverless' | 'persistent', signal: AbortSignal, timeoutMs?: number): Promise<ExecResult> {
     const script = `/scripts/${job.file}`;
     return this.deps.commands.exec(target, {
@@ -172,11 +178,7 @@ export class BunRuntime {
 
   /** Starts a persistent script's process: resolves with its connection once it said hello (or how it ended). */
   async #startPersistent(job: BunJob, onExit: (r: ExecResult) => void): Promise<{ conn: RunnerConn; stop: () => void } | ExecResult> {
-    const { target, site } = await this.#ready(job);
-    const key = randomBytes(18).toString('base64url');
-    const hello = site.socket.expect(key);
-    const abort = new AbortController();
-    const exited = this.#exec(target, job, key, 'persistent', abort.signal);
+    const { hello, abort, exited } = await this.#spawn(job, 'persistent');
     void exited.then(onExit, (err: Error) => onExit({ exitCode: null, output: err.message, truncated: false, timedOut: false }));
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<null>((r) => {
@@ -229,20 +231,9 @@ export class BunRuntime {
     if (!live.mounts.includes(AGENT_MOUNT))
       throw fail('RUNTIME_UNAVAILABLE', `container ${target.name} was made before the Bun runtime (no ${AGENT_MOUNT} mount): make it again to use @runtime bun`);
     const dir = join(this.deps.dir, target.name);
-    await place(files.bun, join(dir, 'bun'));
-    await place(files.runner, join(dir, 'bun-runner.mjs'));
+    await linkAtomic(files.bun, join(dir, 'bun'));
+    await linkAtomic(files.runner, join(dir, 'bun-runner.mjs'));
     const socket = await ExecSocket.listen(join(dir, 'exec.sock'));
     return { engineId: target.engineId, socket };
   }
 }
-
-/** Hard-links a file into a container's directory (one inode for every container: one copy in page cache). */
-async function place(from: string, to: string): Promise<void> {
-  const [want, have] = await Promise.all([stat(from), stat(to).catch(() => null)]);
-  if (have?.ino === want.ino) return;
-  const tmp = `${to}.tmp`;
-  await rm(tmp, { force: true });
-  await link(from, tmp);
-  await rename(tmp, to);
-}
-
