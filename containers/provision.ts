@@ -76,7 +76,7 @@ export async function makeEngineContainer(ctx: ContainerContext, row: ContainerR
   const before = row.engineId;
   ctx.store.setEngineId(row.name, engineId);
   undo.push('engine id', async () => ctx.store.setEngineId(row.name, before));
-  await boundRootLayer(ctx, engineId, row.diskBytes); // before the first start: nothing written yet
+  await boundRootLayer(ctx, row.name, engineId, row.diskBytes); // before the first start: nothing written yet
   return engineId;
 }
 
@@ -119,6 +119,7 @@ function validateLimits(req: CreateRequest, ctx: ContainerContext): Omit<Contain
     name,
     id: randomUUID(),
     engineId: null,
+    layerDir: null,
     image: req.image ?? ctx.defaults.image,
     memoryBytes,
     nanoCpus,
@@ -220,6 +221,8 @@ export async function removeContainer(ctx: ContainerContext, name: string): Prom
 
 export async function finishDelete(ctx: ContainerContext, row: ContainerRow): Promise<void> {
   for (const hook of [...ctx.hooks].reverse()) await hook.close(row);
+  // A kill inside boundRootLayer left the layer moved aside, where the engine cannot even inspect the container.
+  if (row.layerDir) await ctx.storage.recoverAdoption(row.layerDir).catch((err) => ctx.log.warn({ err, container: row.name }, 'could not put a root layer back'));
   if (row.engineId) await removeEngineContainer(ctx, row.engineId);
   let strays: { id: string }[];
   try {

@@ -10,7 +10,7 @@ import { engineFailure, storageFailure } from './failures.js';
  * on the pool. (One level-1 qgroup over both was tried: on kernel 6.18 it marks the pool's accounting
  * inconsistent at every create and can stop accounting pool-wide until a rescan.)
  */
-export async function boundRootLayer(ctx: ContainerContext, engineId: string, bytes: number | null): Promise<void> {
+export async function boundRootLayer(ctx: ContainerContext, name: string, engineId: string, bytes: number | null): Promise<void> {
   if (bytes === null || ctx.storage.name !== 'btrfs') return; // the dir driver enforces no quota at all
   let layerDir: string;
   let driver: string;
@@ -22,6 +22,7 @@ export async function boundRootLayer(ctx: ContainerContext, engineId: string, by
   }
   if (driver === 'btrfs') return; // the engine's btrfs driver applied the size itself (ContainerSpec.rootDiskBytes)
   if (!layerDir) throw fail('ROOT_QUOTA_UNSUPPORTED', driver);
+  ctx.store.setLayerDir(name, layerDir); // a kill inside the adoption is undone from this path (finishDelete)
   try {
     await ctx.storage.adoptDirectory(layerDir);
     await ctx.storage.setQuota(layerDir, bytes);

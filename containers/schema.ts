@@ -54,5 +54,8 @@ export const containerMigrations: MigrationSet = {
        keep INTEGER NOT NULL,
        next_at TEXT NOT NULL
      ) STRICT;`,
+    // The engine container's root layer directory, recorded before it is made a subvolume: a kill in between leaves
+    // it moved aside, and then the engine's inspect (the only other way to learn the path) fails.
+    `ALTER TABLE containers ADD COLUMN layer_dir TEXT;`,
   ],
 };

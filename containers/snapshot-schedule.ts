@@ -38,6 +38,7 @@ export function autoName(at: Date): string {
 export class SnapshotScheduler {
   #timer: NodeJS.Timeout | null = null;
   #running = false;
+  #inflight: Promise<void> = Promise.resolve();
   #closed = false;
 
   constructor(
@@ -64,9 +65,14 @@ export class SnapshotScheduler {
     return { container, everyS, keep, nextAt };
   }
 
-  /** Removes a container's schedule (its automatic snapshots stay until deleted). true if there was one. */
-  clear(container: string): boolean {
-    return this.db.prepare('DELETE FROM snapshot_schedules WHERE container = ?').run(container).changes > 0;
+  /**
+   * Removes a container's schedule (its automatic snapshots stay until deleted). true if there was one. Resolves once
+   * a snapshot already being taken is done and pruned: after the answer, nothing more is taken or deleted.
+   */
+  async clear(container: string): Promise<boolean> {
+    const had = this.db.prepare('DELETE FROM snapshot_schedules WHERE container = ?').run(container).changes > 0;
+    await this.#inflight;
+    return had;
   }
 
   start(): void {
@@ -87,7 +93,9 @@ export class SnapshotScheduler {
     if (!r.at) return;
     // A far due time is re-checked daily (setTimeout's range is ~24.8 days).
     const wait = Math.min(Math.max(0, Date.parse(r.at) - this.now().getTime()), 86_400_000);
-    this.#timer = setTimeout(() => void this.#tick(), wait);
+    this.#timer = setTimeout(() => {
+      this.#inflight = this.#tick().catch((err) => this.ctx.log.error({ err }, 'the snapshot schedule failed; re-armed'));
+    }, wait);
   }
 
   async #tick(): Promise<void> {

@@ -6,6 +6,8 @@ export interface ContainerRow {
   name: string;
   id: string;
   engineId: string | null;
+  /** The engine container's root layer directory, once hoody bounds it (see rootfs.ts). */
+  layerDir: string | null;
   image: string;
   memoryBytes: number;
   nanoCpus: number;
@@ -42,6 +44,7 @@ function toContainer(r: Raw): ContainerRow {
     name: r.name as string,
     id: r.id as string,
     engineId: (r.engine_id as string | null) ?? null,
+    layerDir: (r.layer_dir as string | null) ?? null,
     image: r.image as string,
     memoryBytes: r.memory_bytes as number,
     nanoCpus: r.nano_cpus as number,
@@ -77,9 +80,9 @@ export class ContainerStore {
 
   insert(row: ContainerRow): void {
     sql(this.db,
-        `INSERT INTO containers (name, id, engine_id, image, memory_bytes, nano_cpus, disk_bytes, pids_limit, volume,
+        `INSERT INTO containers (name, id, engine_id, layer_dir, image, memory_bytes, nano_cpus, disk_bytes, pids_limit, volume,
            phase, desired, cloned_from, created_at)
-         VALUES (@name, @id, @engineId, @image, @memoryBytes, @nanoCpus, @diskBytes, @pidsLimit, @volume,
+         VALUES (@name, @id, @engineId, @layerDir, @image, @memoryBytes, @nanoCpus, @diskBytes, @pidsLimit, @volume,
            @phase, @desired, @clonedFrom, @createdAt)`,
       )
       .run(row);
@@ -96,6 +99,10 @@ export class ContainerStore {
 
   setEngineId(name: string, engineId: string | null): void {
     sql(this.db, 'UPDATE containers SET engine_id = ? WHERE name = ?').run(engineId, name);
+  }
+
+  setLayerDir(name: string, layerDir: string | null): void {
+    sql(this.db, 'UPDATE containers SET layer_dir = ? WHERE name = ?').run(layerDir, name);
   }
 
   setPhase(name: string, phase: ContainerRow['phase']): void {

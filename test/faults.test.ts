@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { loadConfig } from '../daemon/config.js';
+import { openDatabase } from '../daemon/db.js';
 import { DockerEngine } from '../host/engine.js';
 import { poolPaths } from '../host/pool.js';
 import { type PrivateEngine, startPrivateEngine } from './support/engine.js';
@@ -239,6 +240,28 @@ describe('faults: containers that die, vanish or hang', () => {
     const log = await readFile(join(d.stateDir, 'hoodyd.log'), 'utf8');
     assert.match(log, /"missing":\["g"\]/);
     assert.equal((await c.admin('DELETE', '/v1/containers/g')).status, 200);
+    assert.deepEqual(await consistencyProblems(d), []);
+    assert.ok(alive(d));
+  });
+
+  test('a kill while a create made the root layer a subvolume (layer moved aside): the next start undoes the create whole', async () => {
+    const k = await c.create('k', { disk: '64m' });
+    const layer = (await execa('docker', ['inspect', '-f', '{{.GraphDriver.Data.UpperDir}}', k.engineId])).stdout.replace(/\/diff$/, '');
+    await d.stop('SIGKILL');
+    // The state adoptDirectory leaves when killed right after its first rename: the layer aside, a plain directory,
+    // nothing at its path (the engine's inspect then fails), and the row still 'creating'.
+    await execa('cp', ['-a', '--', layer, `${layer}.hoody-adopt`]);
+    await execa('btrfs', ['subvolume', 'delete', layer]);
+    assert.notEqual((await execa('docker', ['inspect', k.engineId], { reject: false })).exitCode, 0, 'the engine cannot inspect it');
+    const db = openDatabase(join(d.stateDir, 'hoody.db'));
+    db.prepare(`UPDATE containers SET phase = 'creating' WHERE name = 'k'`).run();
+    db.close();
+    await d.restart();
+    ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
+    assert.equal((await c.admin('GET', '/v1/containers/k')).status, 404);
+    assert.match(await readFile(join(d.stateDir, 'hoodyd.log'), 'utf8'), /"undoneCreates":\["k"\]/);
+    assert.equal((await execa('docker', ['ps', '-aq', '--filter', `id=${k.engineId}`])).stdout, '', 'the engine container is gone');
+    assert.ok(!existsSync(layer) && !existsSync(`${layer}.hoody-adopt`), 'the layer is gone, aside copy too');
     assert.deepEqual(await consistencyProblems(d), []);
     assert.ok(alive(d));
   });

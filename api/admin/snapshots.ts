@@ -44,7 +44,7 @@ export const snapshotRoutes: FastifyPluginAsync<{ ctx: ContainerContext; schedul
     { schema: { tags, params: NameParam, response: { 200: Type.Object({ container: Type.String(), cleared: Type.Boolean() }) } } },
     async (req) => {
       readyRow(ctx, req.params.name);
-      return { container: req.params.name, cleared: (await schedules()).clear(req.params.name) };
+      return { container: req.params.name, cleared: await (await schedules()).clear(req.params.name) };
     },
   );
 };
