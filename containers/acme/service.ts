@@ -5,6 +5,7 @@ import { acmeLib, loadAcme } from './lib.js';
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { fail, type HoodyError, isHoodyError } from '../errors.js';
+import { type AcmeObserver, NO_ACME_OBSERVER } from '../observe.js';
 import type { Http01Challenges } from './challenges.js';
 import { normalizeDomains } from './domains.js';
 import { AcmeAgent, describeNetworkError, probeDirectory, type TransportScope, withTransport } from './transport.js';
@@ -33,6 +34,8 @@ export interface AcmeServiceDeps {
   keyType?: 'ecdsa' | 'rsa';
   /** Contact for new accounts (mailto:). */
   email?: string | null;
+  /** Told of every order's outcome (metrics). */
+  observer?: AcmeObserver;
 }
 
 export interface AcmeOrderOptions {
@@ -117,6 +120,20 @@ export class AcmeService {
   order(container: string, domains: string | readonly string[], opts?: { dryRun?: false }): Promise<AcmeCertificate>;
   order(container: string, domains: string | readonly string[], opts: AcmeOrderOptions): Promise<AcmeOrderResult>;
   async order(container: string, domains: string | readonly string[], opts: AcmeOrderOptions = {}): Promise<AcmeOrderResult> {
+    const observer = this.#deps.observer ?? NO_ACME_OBSERVER;
+    const directory = opts.dryRun === true ? 'staging' : 'production';
+    const at = { ordering: false };
+    try {
+      const result = await this.#validateAndOrder(container, domains, opts, at);
+      observer.orderEnded(container, result.issued ? 'issued' : 'validated', directory);
+      return result;
+    } catch (err) {
+      observer.orderEnded(container, at.ordering ? 'failed' : 'refused', directory);
+      throw err;
+    }
+  }
+
+  async #validateAndOrder(container: string, domains: string | readonly string[], opts: AcmeOrderOptions, at: { ordering: boolean }): Promise<AcmeOrderResult> {
     // Reserved before syntax: an IP literal or a service hostname is refused as such, not as a bad DNS name.
     const claims = this.#deps.claims;
     for (const raw of typeof domains === 'string' ? [domains] : Array.isArray(domains) ? domains : []) {
@@ -136,6 +153,7 @@ export class AcmeService {
       if (!this.#deps.stagingDirectoryUrl) return { issued: false, dryRun: true, domains: names };
       directoryUrl = this.#deps.stagingDirectoryUrl;
     }
+    at.ordering = true;
     const key = `${container}\n${directoryUrl}`;
     const prev = this.#queues.get(key) ?? Promise.resolve();
     const run = prev.catch(() => undefined).then(() => this.#order(container, names, directoryUrl, dryRun));

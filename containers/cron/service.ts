@@ -7,6 +7,7 @@ import { fail } from '../errors.js';
 import type { LogSource } from '../logs.js';
 import { checkUser } from '../names.js';
 import type { ContainerRow, ContainerStore } from '../store.js';
+import { type CronObserver, NO_CRON_OBSERVER } from '../observe.js';
 import { type EntryPatch, type NewEntry, validateNew, validatePatch } from './input.js';
 import { DEFAULT_RUN_QUEUE, RunQueue, type RunQueueLimits } from './queue.js';
 import { type ContainerCommands, EngineCommands } from '../agent/commands.js';
@@ -39,6 +40,8 @@ export interface CronServiceDeps {
   stopGraceMs?: number;
   /** Runs at once (all containers, and per container) and the longest a run waits for a runner (queue.ts). */
   queue?: Partial<RunQueueLimits>;
+  /** Told of every run's end and of scheduled runs' lateness (metrics). */
+  observer?: CronObserver;
 }
 
 interface InFlight {
@@ -54,6 +57,7 @@ export class CronService implements NamespaceHooks {
   readonly #deps: CronServiceDeps;
   readonly #now: () => Date;
   readonly #log: Logger;
+  readonly #observer: CronObserver;
   readonly #runner: CronRunner;
   readonly #commands: ContainerCommands;
   readonly #queue: RunQueue;
@@ -71,6 +75,7 @@ export class CronService implements NamespaceHooks {
     this.#deps = deps;
     this.#now = deps.now ?? (() => new Date());
     this.#log = deps.log.child({ ns: 'cron' });
+    this.#observer = deps.observer ?? NO_CRON_OBSERVER;
     this.entries = new CronStore(deps.db, deps.maxRunsPerEntry ?? 1000, deps.maxRunsPerContainer ?? 10_000, (err) =>
       this.#log.error({ err }, 'cron run starts and ends could not be written'),
     );
@@ -135,7 +140,7 @@ export class CronService implements NamespaceHooks {
   /** Runs the entry now (trigger `manual`); with wait, answers once the run finished, else at once. */
   async runNow(container: string, user: string, id: string, callerTokenId: string, opts: { wait?: boolean } = {}): Promise<CronRunView> {
     const entry = this.#own(container, user, id);
-    const run = this.entries.insertRun(this.#newRun(entry, 'manual', callerTokenId, null));
+    const run = this.#observed(this.entries.insertRun(this.#newRun(entry, 'manual', callerTokenId, null)));
     if (run.status !== 'queued') return runView(run);
     const done = this.#launch(entry, run);
     if (!opts.wait) return runView(run);
@@ -229,7 +234,7 @@ export class CronService implements NamespaceHooks {
       if (entries.some((e) => this.#plans.has(e.id))) this.#warm(row.name, true);
       for (const e of entries) {
         if (e.schedule !== REBOOT || !e.enabled || isExpired(e, now)) continue;
-        const run = this.entries.insertRun(this.#newRun(e, 'reboot', SCHEDULER, null));
+        const run = this.#observed(this.entries.insertRun(this.#newRun(e, 'reboot', SCHEDULER, null)));
         if (run.status === 'queued') this.#launch(e, run);
       }
     } catch (err) {
@@ -320,6 +325,7 @@ export class CronService implements NamespaceHooks {
         if (!e.enabled || e.schedule === REBOOT || (e.expiresAt !== null && e.expiresAt <= slot)) return null;
         return this.#newRun(e, 'schedule', SCHEDULER, slot);
       });
+      if (run) this.#observed(run);
       if (run?.status === 'queued' && entry) {
         const e = entry;
         const launch = () => void this.#launch(e, run);
@@ -338,8 +344,14 @@ export class CronService implements NamespaceHooks {
     if (!e || e.expiresAt !== at.toISOString()) return;
     const iso = at.toISOString();
     const output = `hoody: the entry expired at ${iso}; it no longer runs\n`;
-    this.entries.insertRun({ ...this.#newRun(e, 'schedule', SCHEDULER, null), status: 'expired', startedAt: iso, finishedAt: iso, output });
+    this.#observed(this.entries.insertRun({ ...this.#newRun(e, 'schedule', SCHEDULER, null), status: 'expired', startedAt: iso, finishedAt: iso, output }));
     this.#log.info({ container: e.container, entry: id }, 'cron entry expired');
+  }
+
+  /** A run inserted already final (skipped, expired) is reported as it is written; a queued one when it ends. */
+  #observed<T extends RunRow | undefined>(run: T): T {
+    if (run && run.status !== 'queued' && run.status !== 'running') this.#observer.runEnded(run.container, run.status, run.trigger);
+    return run;
   }
 
   #newRun(e: EntryRow, trigger: RunTrigger, by: string, scheduledFor: string | null): NewRun {
@@ -376,8 +388,10 @@ export class CronService implements NamespaceHooks {
           if (!ours()) return undefined;
           const startedAt = this.#now().toISOString();
           this.entries.markStarted(run.id, startedAt);
+          if (run.scheduledFor) this.#observer.runStarted(e.container, Math.max(0, Date.parse(startedAt) - Date.parse(run.scheduledFor)) / 1000);
           const end = await this.#runner.run(job);
           if (!ours()) return undefined;
+          this.#observer.runEnded(e.container, end.status, run.trigger);
           this.#log.debug({ container: e.container, entry: e.id, run: run.id, status: end.status }, 'cron run finished');
           // Someone waits on a manual run's answer: its end is on disk before they get it.
           return this.entries.finishRun({ ...run, status: 'running', startedAt }, end, run.trigger === 'manual');
@@ -386,6 +400,7 @@ export class CronService implements NamespaceHooks {
         void record(() => {
           const end = { status: 'late' as const, finishedAt: this.#now().toISOString(), exitCode: null, output: `hoody: not run: ${why}\n`, truncated: false };
           this.#log.warn({ container: e.container, entry: e.id, run: run.id, waitedMs }, `cron run not started: ${why}`);
+          this.#observer.runEnded(e.container, 'late', run.trigger);
           return this.entries.finishRun(run, end, run.trigger === 'manual');
         }),
     });

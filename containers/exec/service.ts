@@ -7,6 +7,7 @@ import type { NamespaceHooks } from '../context.js';
 import { fail, type HoodyError, isHoodyError } from '../errors.js';
 import { FileArea } from '../files.js';
 import type { LogSource } from '../logs.js';
+import { type ExecObserver, NO_EXEC_OBSERVER } from '../observe.js';
 import type { ContainerRow } from '../store.js';
 import { DEFAULT_BUDGET, ExecBudget, type ExecBudgetLimits } from './budget.js';
 import { checkBunScript, serverlessModule } from './bun-module.js';
@@ -45,6 +46,8 @@ export interface ExecDeps {
   cgroup?: ({ name: string; sweepPrefix: string } & CgroupLimits) | null;
   /** `@runtime bun`: how Bun processes start in containers; absent: Bun scripts answer RUNTIME_UNAVAILABLE. */
   bun?: Omit<BunRuntimeDeps, 'hostCall' | 'log'>;
+  /** Told of every run's duration and every request's error code (metrics). */
+  observer?: ExecObserver;
 }
 
 export type { RunResult } from './result.js';
@@ -120,9 +123,11 @@ export class ExecService implements NamespaceHooks {
   private readonly cgroup: Cgroup | null;
   private readonly bun: BunRuntime | null;
   private seq = 0;
+  private readonly observer: ExecObserver;
 
   constructor(private readonly deps: ExecDeps) {
     this.domain = deps.domain ?? 'hoody.localhost';
+    this.observer = deps.observer ?? NO_EXEC_OBSERVER;
     this.execLog = new ExecLog(deps.db, (err) => deps.log.error({ err }, 'exec log write failed'), deps.limits?.runsKept);
     const maxLiveIsolates = deps.maxLiveIsolates ?? 64;
     // The host's runs in flight are its busy isolates: the live-isolate cap bounds both.
@@ -241,6 +246,15 @@ export class ExecService implements NamespaceHooks {
    * times out or exceeds its memory rejects with the catalogued HoodyError (5xx).
    */
   async run(row: ContainerRow, script: string | PreparedScript, input: RunInput): Promise<RunResult> {
+    try {
+      return await this.runLogged(row, script, input);
+    } catch (err) {
+      this.observer.failed(row.name, isHoodyError(err) ? err.code : 'HOODY_INTERNAL');
+      throw err;
+    }
+  }
+
+  private async runLogged(row: ContainerRow, script: string | PreparedScript, input: RunInput): Promise<RunResult> {
     const prepared = typeof script === 'string' ? await this.prepare(row, script) : script;
     if (!prepared) throw fail('SCRIPT_UNKNOWN', typeof script === 'string' ? script : '');
     const depth = input.depth ?? 0;
@@ -280,6 +294,7 @@ export class ExecService implements NamespaceHooks {
         error = err as HoodyError;
       }
     } else error = failure(report, prepared.directives, Math.round((this.cgroup?.limits.memoryBytes ?? 0) / 1048576));
+    this.observer.ran(row.name, prepared.directives.runtime, (Date.now() - started.getTime()) / 1000);
     if (error && error.message.length > ERROR_CAP) error.message = `${error.message.slice(0, ERROR_CAP)}… [cut]`;
     this.execLog.add({
       container: row.name,
