@@ -120,6 +120,11 @@ export class ProxyService {
     return planeTable(this.#routes, this.#certs);
   }
 
+  /** Every certificate held and when it expires (metrics read this at each scrape: memory only). */
+  certificateExpiries(): { domain: string; container: string; notAfter: string }[] {
+    return [...this.#certs.values()].map((c) => ({ domain: c.domain, container: c.container, notAfter: c.notAfter }));
+  }
+
   /** The data plane takes the next tables first (it may refuse: then nothing changes), then they are ours. */
   private async publish(routes: ReadonlyMap<string, Upstream>, certs: ReadonlyMap<string, CertEntry>): Promise<void> {
     if (!this.deps.publish) return;

@@ -11,6 +11,8 @@ export interface HaproxyLayout {
   /** Routed hostname -> `ip:port` (or `down`), and hostnames that redirect plain HTTP to HTTPS. */
   routesMap: string;
   redirectMap: string;
+  /** Routed hostname -> container: the tenant backend's server of that name counts its traffic. */
+  serversMap: string;
   crtList: string;
   certDir: string;
   /** The host's own certificate (`*.<domain>`): served for unknown names on the tenant TLS frontend. */
@@ -31,6 +33,7 @@ export function haproxyLayout(stateDir: string): HaproxyLayout {
     adminSocket: join(dir, 'admin.sock'),
     routesMap: join(dir, 'routes.map'),
     redirectMap: join(dir, 'redirect.map'),
+    serversMap: join(dir, 'servers.map'),
     crtList: join(dir, 'crt-list'),
     certDir: join(dir, 'certs'),
     defaultCert: join(dir, 'certs', '_default.pem'),
@@ -174,7 +177,12 @@ export function renderHaproxyConfig(s: HaproxySettings): string {
     '  http-request deny deny_status 500 unless { var(txn.dst) -m reg ^[0-9]{1,3}(\\.[0-9]{1,3}){3}:[0-9]{1,5}$ }',
     '  http-request set-dst var(txn.dst),field(1,:)',
     '  http-request set-dst-port var(txn.dst),field(2,:)',
-    '  server container 0.0.0.0:0',
+    // One dynamic server per container (added over the admin socket), so HAProxy counts each container's
+    // requests, bytes and times apart; the address comes from set-dst. An unknown name falls to `_unrouted`.
+    '  balance first',
+    `  http-request set-var(txn.ctr) var(txn.host),map(${l.serversMap})`,
+    '  use-server %[var(txn.ctr)] if { var(txn.ctr) -m found }',
+    '  server _unrouted 0.0.0.0:0',
     // HAProxy passes any three digits on; a status outside 100-599 is the container's fault, answered as such.
     `  http-response return errorfile ${e('tenant-502.http')} if { status lt 100 } || { status gt 599 }`,
     `  errorfile 502 ${e('tenant-502.http')}`,

@@ -83,7 +83,7 @@ export class Haproxy {
     await mkdir(l.certDir, { recursive: true, mode: 0o700 });
     await mkdir(l.errorDir, { recursive: true, mode: 0o700 });
     for (const [name, page] of Object.entries(errorPages())) await writeAtomic(join(l.errorDir, name), page, 0o644);
-    for (const f of [l.routesMap, l.redirectMap]) if (!existsSync(f)) await writeAtomic(f, '');
+    for (const f of [l.routesMap, l.redirectMap, l.serversMap]) if (!existsSync(f)) await writeAtomic(f, '');
     const config = renderHaproxyConfig(this.settings);
     const before = await readFile(l.config, 'utf8').catch(() => '');
     if (before === config) return false;
