@@ -60,6 +60,8 @@ function parseSize(field: string): number | null {
 /** The real storage driver: every container volume is a BTRFS subvolume with a qgroup. */
 export class BtrfsDriver implements StorageDriver {
   readonly name = 'btrfs' as const;
+  /** Subvolume id by path and device (a subvolume put in another's place has a device of its own). */
+  readonly #ids = new Map<string, number>();
 
   async createVolume(path: string): Promise<void> {
     await mkdir(dirname(path), { recursive: true });
@@ -228,6 +230,36 @@ export class BtrfsDriver implements StorageDriver {
       };
     }
     throw new Error(`no qgroup 0/${id} for ${path}; are quotas enabled?`);
+  }
+
+  /** One `qgroup show` for all of them (no --sync, no rescan); an id is looked up once per subvolume. */
+  async usageOf(paths: readonly string[]): Promise<Map<string, VolumeUsage>> {
+    const ids = new Map<string, string>();
+    const seen = new Set<string>();
+    for (const p of paths) {
+      const st = await stat(p).catch(() => null);
+      if (!st || st.ino !== SUBVOLUME_ROOT_INODE) continue;
+      const key = `${st.dev}\0${p}`;
+      seen.add(key);
+      let id = this.#ids.get(key);
+      if (id === undefined) {
+        id = await this.subvolumeId(p).catch(() => undefined);
+        if (id === undefined) continue;
+        this.#ids.set(key, id);
+      }
+      ids.set(`0/${id}`, p);
+    }
+    for (const key of this.#ids.keys()) if (!seen.has(key)) this.#ids.delete(key);
+    const out = new Map<string, VolumeUsage>();
+    const first = ids.values().next().value;
+    if (first === undefined) return out;
+    const { stdout } = await run('btrfs', ['qgroup', 'show', '-re', '--raw', first]);
+    for (const line of stdout.split('\n')) {
+      const cols = line.trim().split(/\s+/);
+      const p = ids.get(cols[0] ?? '');
+      if (p) out.set(p, { referencedBytes: Number(cols[1]), exclusiveBytes: Number(cols[2]), limitBytes: parseSize(cols[3] ?? 'none') });
+    }
+    return out;
   }
 
   async poolUsage(path: string): Promise<PoolUsage> {

@@ -58,6 +58,14 @@ export class DirDriver implements StorageDriver {
     const bytes = await treeBytes(path); // by descriptor: a tenant's live tree
     return { exclusiveBytes: bytes, referencedBytes: bytes, limitBytes: meta.limit };
   }
+  async usageOf(paths: readonly string[]): Promise<Map<string, VolumeUsage>> {
+    const out = new Map<string, VolumeUsage>();
+    for (const p of paths) {
+      const u = await this.usage(p).catch(() => null);
+      if (u) out.set(p, u);
+    }
+    return out;
+  }
   async poolUsage(path: string): Promise<PoolUsage> {
     const s = await statfs(path);
     return { sizeBytes: s.blocks * s.bsize, usedBytes: (s.blocks - s.bfree) * s.bsize, freeBytes: s.bavail * s.bsize };

@@ -30,6 +30,8 @@ export interface StorageDriver {
   listVolumes(parent: string): Promise<string[]>;
   setQuota(path: string, bytes: number | null): Promise<void>;
   usage(path: string): Promise<VolumeUsage>;
+  /** Usage of many volumes at once, as of the last commit (metrics scrapes): cheap, absent ones left out. */
+  usageOf(paths: readonly string[]): Promise<Map<string, VolumeUsage>>;
   poolUsage(path: string): Promise<PoolUsage>;
 }
 
