@@ -22,12 +22,12 @@ import type { Config } from './config.js';
 import { secureStateDir } from './at-rest.js';
 import { openDatabase } from './db.js';
 import { RotatingLog } from './log-file.js';
-import { buildMetrics } from './metrics.js';
+import { buildMetrics } from './metrics/index.js';
 import { setupHost } from './setup.js';
 import { watchStarts } from './events.js';
 import { loadHostTrust } from './tls.js';
 import { buildPublicServer, type PublicServer } from '../api/public/server.js';
-import { buildNamespaces } from './namespaces.js';
+import { buildNamespaces, type Namespaces } from './namespaces.js';
 import { dataPlanePorts, type StartedDataPlane, startDataPlane } from './data-plane.js';
 import { ServiceNetwork } from '../containers/network.js';
 import { ServiceCertificates } from '../containers/tls/sni.js';
@@ -103,7 +103,20 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const snapshots = new SnapshotScheduler(ctx, db, config.snapshotMinEveryS);
   snapshots.start();
   let pub: PublicServer | undefined;
-  const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane, commands.commands, commands.bun);
+  // The proxy namespace exists once buildNamespaces() returned; a scrape comes only after the admin API listens.
+  let proxy: Namespaces['proxy'] | undefined;
+  const metrics = buildMetrics(
+    {
+      ctx,
+      certificates: () => proxy?.service.certificateExpiries() ?? [],
+      proxyFigures: () => dataPlane?.plane.figures() ?? null,
+    },
+    ksm,
+  );
+  // A deleted container's series go with it (counters; the scrape-time gauges follow the store by themselves).
+  ctx.hooks.push({ open: async () => undefined, close: (row) => metrics.activity.forget(row.name) });
+  const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane, commands.commands, commands.bun, metrics.activity);
+  proxy = ns.proxy;
 
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
@@ -144,7 +157,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     log,
     version: VERSION,
     instance: config.instance,
-    metrics: buildMetrics(ctx, ksm),
+    metrics: metrics.registry,
     hostInfo: () => hostInfo(ctx.pool, storage, engine, ksm, setup.pool.kind === 'loop'),
     stats: () => collectStats(ctx, ksm, (name) => ns.exec.persistent(name)),
     listeners: async () => ({

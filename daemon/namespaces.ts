@@ -18,7 +18,15 @@ import type { LogSource } from '../containers/logs.js';
 import { ProxyNamespace } from '../containers/proxy/namespace.js';
 import type { DataPlane } from '../containers/proxy/plane.js';
 import { ownHostNames } from '../host/names.js';
+import type { AcmeObserver, CronObserver, ExecObserver } from '../containers/observe.js';
 import type { Config } from './config.js';
+
+/** Where the namespaces report what they do (the daemon's metrics); absent: nowhere. */
+export interface NamespaceObservers {
+  cron?: CronObserver;
+  exec?: ExecObserver;
+  acme?: AcmeObserver;
+}
 
 export interface Namespaces {
   proxy: ProxyNamespace;
@@ -47,6 +55,7 @@ export function buildNamespaces(
   plane: () => DataPlane | undefined = () => undefined,
   commands?: ContainerCommands,
   bun?: ExecDeps['bun'],
+  observers: NamespaceObservers = {},
 ): Namespaces {
   const log = ctx.log;
   const calls = new CallAuthority();
@@ -68,6 +77,7 @@ export function buildNamespaces(
     claims: proxy.claims,
     // Poll fast first: a CA that validates at once (pebble) finishes a whole order in well under a second.
     poll: { attempts: 30, minMs: 100, maxMs: 5000 },
+    observer: observers.acme,
   });
   const exec = new ExecService({
     db,
@@ -77,6 +87,7 @@ export function buildNamespaces(
     limits: { scripts: config.limits.scripts, scriptBytes: config.limits.scriptBytes, runsKept: config.limits.execRunsKept },
     maxLiveIsolates: config.exec.maxLiveIsolates,
     bun,
+    observer: observers.exec,
     budget: config.exec,
     // One group per daemon (tests run several at once); a SIGKILLed daemon's group is swept at the next start.
     cgroup:
@@ -111,6 +122,7 @@ export function buildNamespaces(
     maxEntries: config.limits.cronEntries,
     maxRunsPerEntry: config.limits.cronRunsPerEntry,
     maxRunsPerContainer: config.limits.cronRunsPerContainer,
+    observer: observers.cron,
   });
   ctx.hooks.push(proxy, exec, cron);
   const logSources: LogSource[] = [cron.logSource(), exec.logSource()];

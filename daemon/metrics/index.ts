@@ -1,13 +1,30 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
-import type { ContainerContext } from '../containers/context.js';
-import { listContainers } from '../containers/lifecycle.js';
-import type { KsmController } from '../host/ksm.js';
+import { listContainers } from '../../containers/lifecycle.js';
+import type { KsmController } from '../../host/ksm.js';
+import { type ActivityMetrics, activityMetrics } from './activity.js';
+import { type ContainerMetricSources, containerMetrics } from './containers.js';
 
-/** The daemon's Prometheus registry (one per daemon, never the global default). */
-export function buildMetrics(ctx: ContainerContext, ksm: KsmController): Registry {
+export interface DaemonMetrics {
+  registry: Registry;
+  /** The observation points handed to the namespaces, and forget() for a deleted container. */
+  activity: ActivityMetrics;
+}
+
+/**
+ * prom-client's default metrics, less the three gauges named `_total` (promtool: only counters end so); each is
+ * the sum over the labelled gauge of the same name without `_total`.
+ */
+function defaultMetrics(registry: Registry, prefix: string): void {
+  collectDefaultMetrics({ register: registry, prefix });
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(prefix + name);
+}
+
+/** The daemon's Prometheus registry (one per daemon, never the global default) and its observation points. */
+export function buildMetrics(src: ContainerMetricSources, ksm: KsmController): DaemonMetrics {
+  const { ctx } = src;
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'hoody_daemon_' });
+  defaultMetrics(registry, 'hoody_daemon_');
   // The one figure an operator (and the soak benchmark) watches: event-loop delay p99 since the last scrape.
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
@@ -54,5 +71,7 @@ export function buildMetrics(ctx: ContainerContext, ksm: KsmController): Registr
       if (u) this.set(u.freeBytes);
     },
   });
-  return registry;
+  containerMetrics(registry, src);
+  const activity = activityMetrics(registry, (name) => ctx.store.get(name)?.phase === 'ready');
+  return { registry, activity };
 }
