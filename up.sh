@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 # systemd: its systemd-analyze checks the unit `hoody service install` writes (test/service.test.ts).
-PKGS=(docker.io btrfs-progs busybox-static debootstrap pebble iptables curl openssl util-linux gcc libc6-dev haproxy systemd)
+# prometheus: its promtool lints the daemon's /metrics (test/metrics.test.ts); the server itself is not used.
+PKGS=(docker.io btrfs-progs busybox-static debootstrap pebble iptables curl openssl util-linux gcc libc6-dev haproxy systemd prometheus)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -13,6 +14,10 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   # hoody runs its own HAProxy (one per instance); the distribution's service would hold ports 80 and 443.
   if [[ " ${missing[*]} " == *" haproxy "* && -s /run/haproxy.pid ]]; then kill "$(cat /run/haproxy.pid)" 2>/dev/null || true; fi
+  # Only promtool is wanted: a Prometheus (and node exporter) the package started under systemd is stopped.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+  fi
 fi
 # npm ci compiles isolated-vm from source here (minutes on two cores): the box keeps what it installed, keyed by
 # the lockfile, node's version and the architecture, and the next fresh clone unpacks that instead.
