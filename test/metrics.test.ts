@@ -142,6 +142,13 @@ return out;`;
     s = parse(await scrape());
     assert.deepEqual(s.filter((x) => x.labels.container === 'gone').map((x) => x.name), []);
 
+    // A route dropped and put back: the container's traffic is still counted as its own (HAProxy's server for it
+    // was deleted and made again, counting from zero, or kept disabled while a connection lingered and enabled again).
+    assert.equal((await api('m', 'DELETE', '/api/v1/proxy/routes/app.m.test')).status, 200);
+    assert.equal((await api('m', 'PUT', '/api/v1/proxy/routes/app.m.test', { port: 8080 })).status, 200);
+    assert.equal((await call({ port: ports.http, host: 'app.m.test', path: '/index.html' })).status, 200);
+    assert.ok([1, 5].includes(value(parse(await scrape()), 'hoody_proxy_requests_total', c) ?? 0));
+
     // The scheduled run comes at the next minute.
     s = await until('the scheduled cron run', async () => {
       const now = parse(await scrape());

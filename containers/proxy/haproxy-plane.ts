@@ -38,8 +38,8 @@ export class HaproxyPlane implements DataPlane {
   #stores = new Map<string, string>();
   /** Files in the crt-list, with their SNI filter. */
   #listed = new Map<string, string>();
-  /** The tenant backend's dynamic servers, one per container with a route (named after it). */
-  #servers = new Set<string>();
+  /** The tenant backend's dynamic servers (named after their containers), and whether each is enabled. */
+  #servers = new Map<string, boolean>();
   /** The routes last handed to HAProxy (an address change republishes them). */
   #table: PlaneTable = { routes: [], certs: [] };
   readonly #addresses = new Map<string, Promise<string | null>>();
@@ -99,10 +99,11 @@ export class HaproxyPlane implements DataPlane {
       const detail = await this.haproxy.command(`show ssl cert ${file}`);
       this.#stores.set(file, /SHA1 FingerPrint: ([0-9A-F]+)/i.exec(detail)?.[1]?.toUpperCase() ?? '');
     }
-    this.#servers = new Set();
+    this.#servers = new Map();
     for (const line of (await this.haproxy.command('show servers state tenant')).split('\n')) {
-      const name = line.trim().split(/\s+/)[3];
-      if (name && !line.startsWith('#') && !name.startsWith('_')) this.#servers.add(name);
+      const cols = line.trim().split(/\s+/);
+      const name = cols[3];
+      if (name && !line.startsWith('#') && !name.startsWith('_')) this.#servers.set(name, cols[6] === '0');
     }
     this.#listed = new Map();
     for (const line of (await this.haproxy.command(`show ssl crt-list -n ${l.crtList}`)).split('\n')) {
@@ -209,10 +210,11 @@ export class HaproxyPlane implements DataPlane {
     const wanted = new Set(table.routes.map((r) => r.container));
     // A container's server exists before a map names it (else its requests count under `_unrouted`).
     for (const c of wanted) {
-      if (this.#servers.has(c)) continue;
-      expectOk(await this.haproxy.command(`add server tenant/${c} 0.0.0.0:0`), `add server ${c}`);
-      this.#servers.add(c);
+      if (this.#servers.get(c)) continue;
+      if (!this.#servers.has(c)) expectOk(await this.haproxy.command(`add server tenant/${c} 0.0.0.0:0`), `add server ${c}`);
+      this.#servers.set(c, false);
       expectOk(await this.haproxy.command(`enable server tenant/${c}`), `enable server ${c}`);
+      this.#servers.set(c, true);
     }
     for (const [file, lines] of [
       [l.routesMap, routes],
@@ -226,8 +228,9 @@ export class HaproxyPlane implements DataPlane {
       expectOk(await this.haproxy.command(`commit map @${version} ${file}`), `commit map ${file}`);
       await writeAtomic(file, lines.length ? `${lines.join('\n')}\n` : '');
     }
-    for (const c of [...this.#servers].filter((x) => !wanted.has(x))) {
+    for (const c of [...this.#servers.keys()].filter((x) => !wanted.has(x))) {
       await this.haproxy.command(`disable server tenant/${c}`);
+      this.#servers.set(c, false);
       // Refused while connections still use it: it stays (disabled, unnamed by any map) until the next change.
       if (/deleted/i.test(await this.haproxy.command(`del server tenant/${c}`))) this.#servers.delete(c);
     }
