@@ -1,3 +1,4 @@
+import { type TSchema, Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { StatsReport } from '../../containers/stats.js';
@@ -20,20 +21,49 @@ export interface HostRouteDeps {
   version: string;
 }
 
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+// Named fields are the contract clients rely on; the rest (engine, KSM, metrics) passes through as the host reports it.
+const Open = { additionalProperties: true } as const;
+const ListenersView = Type.Object({
+  http: Nullable(Type.Integer()),
+  https: Nullable(Type.Integer()),
+  domain: Type.String(),
+  data_plane: Type.Object({ kind: Type.Union([Type.Literal('haproxy'), Type.Literal('node')]), pid: Nullable(Type.Integer()) }),
+});
+const HostView = Type.Object(
+  {
+    version: Type.String(),
+    instance: Type.String(),
+    listeners: ListenersView,
+    pool: Type.Object({ path: Type.String() }, Open),
+    engine: Type.Object({ available: Type.Boolean() }, Open),
+    ksm: Type.Object({}, Open),
+    memoryMerge: Type.Boolean(),
+    host: Type.Object({}, Open),
+  },
+  Open,
+);
+const StatsView = Type.Object(
+  { containers: Type.Array(Type.Object({ name: Type.String() }, Open)), totals: Type.Object({}, Open), ksm: Type.Object({}, Open) },
+  Open,
+);
+const MetricsText = { content: { 'text/plain': { schema: Type.String({ description: 'Prometheus text exposition format 0.0.4' }) } } };
+
 /** Host-wide admin routes: host info, live stats, Prometheus metrics. */
 export const hostRoutes: FastifyPluginAsync<{ deps: HostRouteDeps }> = async (app, { deps }) => {
-  app.get('/v1/host', { schema: { tags: ['host'], description: 'pool, engine, KSM, host memory and the listeners' } }, async () => ({
+  const tags = ['host'];
+  app.get('/v1/host', { schema: { tags, description: 'pool, engine, KSM, host memory and the listeners', response: { 200: HostView } } }, async () => ({
     version: deps.version,
     instance: deps.instance,
     listeners: await deps.listeners(),
     ...(await deps.hostInfo()),
   }));
 
-  app.get('/v1/stats', { schema: { tags: ['host'], description: 'per-container memory (RSS/PSS), KSM sharing, disk' } }, async () =>
+  app.get('/v1/stats', { schema: { tags, description: 'per-container memory (RSS/PSS), KSM sharing, disk', response: { 200: StatsView } } }, async () =>
     deps.stats(),
   );
 
-  app.get('/metrics', { schema: { tags: ['host'], description: 'Prometheus text exposition' } }, async (_req, reply) =>
+  app.get('/metrics', { schema: { tags, description: 'Prometheus text exposition', response: { 200: MetricsText } } }, async (_req, reply) =>
     reply.type(deps.metrics.contentType).send(await deps.metrics.metrics()),
   );
 };

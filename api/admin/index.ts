@@ -11,7 +11,7 @@ import { type DomainGrants, domainRoutes } from './domains.js';
 import { adminLogRoutes } from './logs.js';
 import type { LogSource } from '../../containers/logs.js';
 import { type HostRouteDeps, hostRoutes } from './host.js';
-import { ErrorBody } from './schemas.js';
+import { documentOptions, ErrorBody } from '../openapi.js';
 
 export interface AdminApiDeps extends HostRouteDeps {
   ctx: ContainerContext;
@@ -35,12 +35,26 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
   });
   installErrorHandling(app);
   app.addSchema(ErrorBody);
-  await app.register(swagger, {
-    openapi: {
-      info: { title: 'hoody admin API', version: deps.version, description: 'Served on the daemon unix socket.' },
-      tags: [{ name: 'containers' }, { name: 'host' }],
-    },
-  });
+  await app.register(
+    swagger,
+    documentOptions({
+      openapi: {
+        info: {
+          title: 'hoody admin API',
+          version: deps.version,
+          description: "Served on the daemon's unix socket (HOODY_ADMIN_SOCKET); the socket's file permissions are its only access control.",
+        },
+        // A unix socket has no URL: clients connect to it and send any Host (curl --unix-socket … http://hoody/v1/…).
+        servers: [{ url: 'http://hoody', description: 'the admin unix socket; the host name is not looked at' }],
+        // No credentials: whoever may open the socket is the operator.
+        security: [],
+        tags: [
+          { name: 'containers', description: 'containers: lifecycle, snapshots, tokens, domains, logs' },
+          { name: 'host', description: 'the host: pool, engine, KSM, listeners, stats, metrics' },
+        ],
+      },
+    }),
+  );
   app.addHook('onResponse', async (req, reply) => {
     req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'admin request');
   });

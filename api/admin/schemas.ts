@@ -1,10 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox';
 
-export const ErrorBody = Type.Object(
-  { error: Type.Object({ code: Type.String(), message: Type.String() }) },
-  { $id: 'Error' },
-);
-
 export const NameParam = Type.Object({ name: Type.String({ maxLength: 256 }) });
 
 const Size = Type.Union([Type.String({ maxLength: 32 }), Type.Integer({ minimum: 0 })], {

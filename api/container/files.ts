@@ -1,6 +1,8 @@
+import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { fail } from '../../containers/errors.js';
 import { FileArea } from '../../containers/files.js';
+import { rawBody } from '../openapi.js';
 import { authorize } from './context.js';
 
 export interface FilesRouteOptions {
@@ -36,6 +38,33 @@ function contentType(path: string): string {
   return (ext && TYPES[ext]) ?? 'application/octet-stream';
 }
 
+const tags = ['files'];
+const FilePath = Type.Object({ '*': Type.String({ description: 'a path in the files area; it may hold / (or %2F)' }) });
+const DirEntry = Type.Object({
+  name: Type.String(),
+  type: Type.Union([Type.Literal('file'), Type.Literal('dir'), Type.Literal('symlink'), Type.Literal('other')]),
+  size: Type.Integer(),
+  mtime: Type.String(),
+});
+const Listing = Type.Object({ path: Type.String({ description: "the directory ('' is the area itself)" }), entries: Type.Array(DirEntry) });
+// A directory is listed as JSON; a file answers its bytes, typed by its extension (text/plain, image/png…).
+const Read = {
+  content: {
+    'application/json': { schema: Listing },
+    'application/octet-stream': { schema: Type.String({ format: 'binary', description: "a file's bytes" }) },
+  },
+};
+const Written = Type.Object({
+  path: Type.String(),
+  size: Type.Integer(),
+  mtime: Type.String(),
+  created: Type.Boolean({ description: 'false when an existing file was replaced' }),
+});
+const Deleted = Type.Object({ path: Type.String(), deleted: Type.Boolean() });
+const DeleteQuery = Type.Object({
+  recursive: Type.Optional(Type.String({ maxLength: 8, description: 'true, 1, yes or empty: a directory goes with what it holds' })),
+});
+
 function wildcard(req: FastifyRequest): string {
   return (req.params as { '*'?: string })['*'] ?? '';
 }
@@ -68,17 +97,18 @@ export const filesRoutes: FastifyPluginAsync<FilesRouteOptions> = async (app, op
       .header('last-modified', new Date(info.mtime).toUTCString())
       .send(handle.createReadStream());
   };
-  app.get('/api/v1/files', get);
-  app.get('/api/v1/files/*', get);
+  app.get('/api/v1/files', { schema: { tags, description: 'lists the area', response: { 200: Read } } }, get);
+  app.get('/api/v1/files/*', { schema: { tags, description: 'a file (its bytes) or a directory (a listing)', params: FilePath, response: { 200: Read } } }, get);
 
-  app.put('/api/v1/files/*', { bodyLimit }, async (req, reply) => {
+  const putSchema = { tags, description: 'writes a file atomically, making its parents', params: FilePath, response: { 200: Written, 201: Written } };
+  app.put('/api/v1/files/*', { bodyLimit, schema: putSchema, config: rawBody(['application/octet-stream'], "the file's bytes, any content type") }, async (req, reply) => {
     authorize(req, 'files');
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const w = await FileArea.of(req.hoody.container, 'files').write(wildcard(req), body);
     return reply.code(w.created ? 201 : 200).send(w);
   });
 
-  app.delete('/api/v1/files/*', async (req) => {
+  app.delete('/api/v1/files/*', { schema: { tags, params: FilePath, querystring: DeleteQuery, response: { 200: Deleted } } }, async (req) => {
     authorize(req, 'files');
     const path = wildcard(req);
     const recursive = flag((req.query as Record<string, unknown>).recursive);

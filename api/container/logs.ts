@@ -11,6 +11,13 @@ export const LogsQuery = Type.Object({
   format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('ndjson')])),
   token: Type.Optional(Type.String()),
 });
+// Cron and exec rows differ beyond their time: each passes through whole.
+const Rows = {
+  content: {
+    'application/json': { schema: Type.Array(Type.Object({ time: Type.String() }, { additionalProperties: true })) },
+    'application/x-ndjson': { schema: Type.String({ description: 'format=ndjson: one JSON row a line' }) },
+  },
+};
 
 /**
  * `GET /api/v1/logs?source=cron|exec&since=…&format=ndjson`: the container's cron log (scope cron; the caller's
@@ -18,7 +25,7 @@ export const LogsQuery = Type.Object({
  */
 export const logRoutes: FastifyPluginAsync<{ sources: LogSource[] }> = async (plain, { sources }) => {
   const app = plain.withTypeProvider<TypeBoxTypeProvider>();
-  app.get('/api/v1/logs', { schema: { querystring: LogsQuery } }, async (req, reply) => {
+  app.get('/api/v1/logs', { schema: { tags: ['logs'], querystring: LogsQuery, response: { 200: Rows } } }, async (req, reply) => {
     const source = pickSource(sources, req.query.source);
     const token = authorize(req, source.name);
     // As on the cron routes: a token sees its own user's runs; another user's need an admin-scoped token.
