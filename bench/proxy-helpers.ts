@@ -6,7 +6,8 @@ import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { children, type Session, timeWaitCount } from './ns-common.js';
+import { timeWaitCount } from './procs.js';
+import { children, type Session } from './session.js';
 import { round, sleep } from './stats.js';
 
 export function freePort(): Promise<number> {
