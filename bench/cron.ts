@@ -19,46 +19,28 @@
  */
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { startBenchDaemon } from './daemon.js';
-import { chartSvg, type LineSeries } from './ns-chart.js';
-import {
-  dist,
-  enginePids,
-  fmt,
-  hostFacts,
-  KeepAliveClient,
-  main,
-  mdTable,
-  num,
-  othersRunning,
-  parseArgs,
-  ProcSampler,
-  prepareHost,
-  quantiles,
-  ROOT,
-  runIdOf,
-  type Sample,
-  type Session,
-  session,
-  writeResults,
-} from './ns-common.js';
-import { CLK_TCK, cpuTicks, processTable } from './procs.js';
 import { table } from '../daemon/cli/format.js';
-import { round, runPool } from './stats.js';
+import { startBenchDaemon } from './daemon.js';
+import { othersRunning, runBench } from './harness.js';
+import { KeepAliveClient } from './keepalive.js';
+import { chartSvg, type LineSeries } from './ns-chart.js';
+import { choiceListOption, numberOption, textOption } from './options.js';
+import { CLK_TCK, cpuTicks, enginePids, processTable } from './procs.js';
+import { fmt, mdTable, notesSection, type ResultHeader, runLines } from './results.js';
+import { ProcSampler, type Sample } from './sampler.js';
+import type { Session } from './session.js';
+import { type Dist, dist, quantiles, round, runPool } from './stats.js';
 
-const DEFAULTS = {
-  containers: '100',
-  entries: '10000',
-  minutes: '3',
-  light: '1000',
-  heavy: '0',
-  command: 'true',
-  commands: 'agent,engine',
-  parallel: '4',
-  drain: '300',
-  'log-level': 'warn',
-  budget: '5400',
-  out: join(ROOT, 'bench/results'),
+const OPTIONS = {
+  containers: numberOption(100, 1, 500, 'busybox containers the entries are spread over'),
+  entries: numberOption(10_000, 1, 100_000, 'entries of the full point'),
+  minutes: numberOption(3, 1, 30, 'minutes measured per point'),
+  light: numberOption(1000, 0, 100_000, 'entries of a lighter point run first (0: none)'),
+  heavy: numberOption(0, 0, 100_000, 'entries of a heavier point run last (0: none)'),
+  command: textOption('true', 'the command every entry runs'),
+  commands: choiceListOption(['agent', 'engine'], ['agent', 'engine'] as const, 'ways of starting commands, one daemon each'),
+  parallel: numberOption(4, 1, 16, 'containers provisioned at once'),
+  drain: numberOption(300, 0, 3600, 'longest wait (s) for runs still going after a window'),
 };
 
 interface Container {
@@ -108,13 +90,13 @@ interface PointResult {
   expected_firings: number;
   counts: { rows: number; ok: number; failed: number; skipped: number; late: number; timeout: number; running: number; missing: number };
   /** GET /v1/containers/<first> on the admin socket, four times a second through the window. */
-  admin_ms: ReturnType<typeof dist>;
+  admin_ms: Dist;
   /** started_at − scheduled_for of runs that started: when a runner took the run (docker exec starts). */
-  lateness_claim_s: ReturnType<typeof dist>;
+  lateness_claim_s: Dist;
   /** finished_at − scheduled_for (ok and failed runs): when the command had run; an upper bound of its start. */
-  lateness_done_s: ReturnType<typeof dist>;
+  lateness_done_s: Dist;
   /** finished_at − started_at of ok runs: how long one docker exec of the command took end to end. */
-  run_duration_s: ReturnType<typeof dist>;
+  run_duration_s: Dist;
   /** Lateness quantiles 0, 1, …, 100 % (seconds), for the chart. */
   quantiles: { claim: number[]; done: number[] };
   per_slot: SlotFigures[];
@@ -144,14 +126,7 @@ interface PointResult {
   samples: Sample[];
 }
 
-export interface CronResult {
-  tool: string;
-  run_id: string;
-  started: string;
-  finished: string;
-  duration_s: number;
-  options: Record<string, unknown>;
-  host: Record<string, unknown>;
+export interface CronResult extends ResultHeader {
   provisioning: { commands: string; containers: number; seconds: number }[];
   points: PointResult[];
   notes: string[];
@@ -489,9 +464,9 @@ const SLOT_HEADER = ['slot (UTC)', 'fired', 'ok', 'failed', 'skipped', 'late', '
 function markdown(r: CronResult, svgName: string | null): string {
   const out: string[] = [];
   out.push(`# hoody cron benchmark — ${r.started}`, '');
-  const h = r.host;
-  out.push(`Run \`${r.run_id}\`, ${Math.round(r.duration_s)} s. Host: ${h.kernel}, ${h.cpus} cores (${h.cpu_model}), ${h.mem_total_mib} MiB; node ${h.node}.`);
-  out.push(`Options: ${Object.entries(r.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}. ${r.provisioning.map((x) => `${x.commands}: ${x.containers} busybox containers provisioned in ${x.seconds} s`).join('; ')}.`, '');
+  const [run, options] = runLines(r);
+  out.push(run);
+  out.push(`${options} ${r.provisioning.map((x) => `${x.commands}: ${x.containers} busybox containers provisioned in ${x.seconds} s`).join('; ')}.`, '');
   out.push('Each entry: due at every minute of the window (`m1,m2 * * * *`: all at the same second, the top-of-the-hour shape), the command below, run inside its container (`sh -c`): points named *agent* start it through hoody-agent in the container (one `docker exec` per container, then a fork per run), points named *engine* with one `docker exec` per run (`HOODY_COMMAND_AGENT=off`), each on its own daemon and containers, one after the other in this run. Lateness is measured per firing from the run rows (`GET /api/v1/logs?source=cron`):');
   out.push('*started* = `started_at − scheduled_for` of the runs that started (a runner took the run from the queue just before starting it; without the queue, before issue 13.2, the claim of its slot); *done* = `finished_at − scheduled_for` (the command has run: an upper bound of when it started). Daemon CPU = utime+stime of the hoodyd process from `/proc/<pid>/stat` between the first slot and the end of the window.', '');
   if (svgName) out.push(`![cron benchmark](${svgName})`, '');
@@ -501,7 +476,7 @@ function markdown(r: CronResult, svgName: string | null): string {
     out.push(mdTable(SLOT_HEADER, slotRows(p)), '');
     if (p.failure_samples.length) out.push('Failure samples:', '', ...p.failure_samples.map((f) => `- \`${f.replace(/`/g, "'").replace(/\n/g, ' ')}\``), '');
   }
-  if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
+  out.push(...notesSection(r.notes));
   return out.join('\n');
 }
 
@@ -524,104 +499,75 @@ function svg(r: CronResult): string {
   );
 }
 
-async function runCron(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2), DEFAULTS);
-  const containersN = num(o, 'containers', 1, 500);
-  const entries = num(o, 'entries', 1, 100_000);
-  const minutes = num(o, 'minutes', 1, 30);
-  const light = num(o, 'light', 0, 100_000);
-  const heavy = num(o, 'heavy', 0, 100_000);
-  const parallel = num(o, 'parallel', 1, 16);
-  const drainS = num(o, 'drain', 0, 3600);
-  const budget = num(o, 'budget', 60, 6 * 3600);
-  const started = new Date();
-  const runId = runIdOf(started);
-  const s = session('cron', budget);
-  const notes: string[] = [];
-  try {
-    const host = await prepareHost('cron', runId, s.cleanup);
-    const drivers = o.commands!.split(',').map((x) => x.trim()).filter(Boolean);
-    for (const dr of drivers) if (dr !== 'agent' && dr !== 'engine') throw new Error(`--commands takes agent and/or engine, not ${dr}`);
-    const points: PointResult[] = [];
-    const provisioning: { commands: string; containers: number; seconds: number }[] = [];
-    // One daemon and one set of containers per way of starting commands, one after the other, same run.
-    for (const driver of drivers) {
-      s.log(`${driver}: starting hoodyd (state under ${host.benchDir}), HOODY_COMMAND_AGENT=${driver === 'agent' ? 'on' : 'off'}`);
-      const d = await startBenchDaemon({
-        parentDir: host.benchDir,
-        image: host.image,
-        dockerSocket: host.dockerSocket,
-        env: { HOODY_LOG_LEVEL: o['log-level']!, HOODY_COMMAND_AGENT: driver === 'agent' ? 'on' : 'off' },
-      });
-      const offDaemon = s.cleanup.push(`hoodyd ${d.pid} and its containers`, () => d.destroy());
-      const http = new KeepAliveClient(d.ports.http, 16);
-      const offHttp = s.cleanup.push('HTTP client', async () => http.close());
+runBench({ name: 'cron', description: 'cron at scale: lateness, outcomes and CPU of entries due at the same second', options: OPTIONS, budget: { default: 5400, min: 60, max: 6 * 3600 } }, async ({ o, s, prepareHost, header, write, notes }) => {
+  const host = await prepareHost();
+  const drivers = o.commands;
+  const points: PointResult[] = [];
+  const provisioning: { commands: string; containers: number; seconds: number }[] = [];
+  // One daemon and one set of containers per way of starting commands, one after the other, same run.
+  for (const driver of drivers) {
+    s.log(`${driver}: starting hoodyd (state under ${host.benchDir}), HOODY_COMMAND_AGENT=${driver === 'agent' ? 'on' : 'off'}`);
+    const d = await startBenchDaemon({
+      parentDir: host.benchDir,
+      image: host.image,
+      dockerSocket: host.dockerSocket,
+      env: { HOODY_LOG_LEVEL: o['log-level'], HOODY_COMMAND_AGENT: driver === 'agent' ? 'on' : 'off' },
+    });
+    const offDaemon = s.cleanup.push(`hoodyd ${d.pid} and its containers`, () => d.destroy());
+    const http = new KeepAliveClient(d.ports.http, 16);
+    const offHttp = s.cleanup.push('HTTP client', async () => http.close());
 
-      s.log(`${driver}: provisioning ${containersN} containers (${parallel} at a time)`);
-      const tProv = Date.now();
-      const containers: Container[] = [];
-      const names = Array.from({ length: containersN }, (_, i) => `cb${i + 1}`);
-      await runPool(
-        names,
-        parallel,
-        async (name) => {
-          const r = await d.client.call<{ token: string }>('POST', '/v1/containers', { name });
-          containers.push({ name, token: r.token });
-          if (containers.length % 20 === 0) s.log(`  ${containers.length}/${containersN}`);
-        },
-        () => s.stopped(),
-      );
-      s.check();
-      provisioning.push({ commands: driver, containers: containers.length, seconds: round((Date.now() - tProv) / 1000, 1) ?? 0 });
-      containers.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+    s.log(`${driver}: provisioning ${o.containers} containers (${o.parallel} at a time)`);
+    const tProv = Date.now();
+    const containers: Container[] = [];
+    const names = Array.from({ length: o.containers }, (_, i) => `cb${i + 1}`);
+    await runPool(
+      names,
+      o.parallel,
+      async (name) => {
+        const r = await d.client.call<{ token: string }>('POST', '/v1/containers', { name });
+        containers.push({ name, token: r.token });
+        if (containers.length % 20 === 0) s.log(`  ${containers.length}/${o.containers}`);
+      },
+      () => s.stopped(),
+    );
+    s.check();
+    provisioning.push({ commands: driver, containers: containers.length, seconds: round((Date.now() - tProv) / 1000, 1) ?? 0 });
+    containers.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
 
-      const sampler = new ProcSampler(d.pid, await enginePids());
-      sampler.start();
-      const offSampler = s.cleanup.push('sampler', async () => sampler.stop());
-      const plan: [string, number][] = [
-        ...(light > 0 && light < entries ? [['light', light] as [string, number]] : []),
-        ['full', entries],
-        ...(heavy > entries ? [['heavy', heavy] as [string, number]] : []),
-      ];
-      for (const [size, n] of plan) {
-        const label = `${driver} ${size}`;
-        const p = await runPoint(s, http, sampler, containers, label, n, minutes, o.command!, drainS, join(d.stateDir, 'hoody.db'), driver, () => d.client.call('GET', `/v1/containers/${containers[0]!.name}`));
-        points.push(p);
-        process.stdout.write(`\n${label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min\n${table(['figure', 'value'], summaryRows(p))}\n${table(SLOT_HEADER, slotRows(p))}\n`);
-        if (!p.create.ended_before_first_slot) notes.push(`${label}: creating the entries ran past the first slot; entries created after it missed that slot (counted as missing).`);
-        if (p.others.length) notes.push(`${label}: another benchmark or test run was on the box during this point (${p.others.slice(0, 3).join(' | ')}): the figures are skewed by its load.`);
-        if (!p.drain.complete)
-          notes.push(
-            `${label}: ${p.counts.running} run(s) were still going ${p.drain.seconds} s after the window (counted as "still running")${p.drain.stalled ? '; none had ended for 3 minutes' : ''}.`,
-          );
-      }
-      sampler.stop();
-      offSampler();
-      http.close();
-      offHttp();
-      s.log(`${driver}: removing the containers and the daemon`);
-      await d.destroy();
-      offDaemon();
+    const sampler = new ProcSampler(d.pid, await enginePids());
+    sampler.start();
+    const offSampler = s.cleanup.push('sampler', async () => sampler.stop());
+    const plan: [string, number][] = [
+      ...(o.light > 0 && o.light < o.entries ? [['light', o.light] as [string, number]] : []),
+      ['full', o.entries],
+      ...(o.heavy > o.entries ? [['heavy', o.heavy] as [string, number]] : []),
+    ];
+    for (const [size, n] of plan) {
+      const label = `${driver} ${size}`;
+      const p = await runPoint(s, http, sampler, containers, label, n, o.minutes, o.command, o.drain, join(d.stateDir, 'hoody.db'), driver, () => d.client.call('GET', `/v1/containers/${containers[0]!.name}`));
+      points.push(p);
+      process.stdout.write(`\n${label}: ${p.entries} entries on ${p.containers} containers, ${p.minutes} min\n${table(['figure', 'value'], summaryRows(p))}\n${table(SLOT_HEADER, slotRows(p))}\n`);
+      if (!p.create.ended_before_first_slot) notes.push(`${label}: creating the entries ran past the first slot; entries created after it missed that slot (counted as missing).`);
+      if (p.others.length) notes.push(`${label}: another benchmark or test run was on the box during this point (${p.others.slice(0, 3).join(' | ')}): the figures are skewed by its load.`);
+      if (!p.drain.complete)
+        notes.push(
+          `${label}: ${p.counts.running} run(s) were still going ${p.drain.seconds} s after the window (counted as "still running")${p.drain.stalled ? '; none had ended for 3 minutes' : ''}.`,
+        );
     }
-    const finished = new Date();
-    const result: CronResult = {
-      tool: 'hoody bench cron',
-      run_id: runId,
-      started: started.toISOString(),
-      finished: finished.toISOString(),
-      duration_s: round((finished.getTime() - started.getTime()) / 1000, 1) ?? 0,
-      options: { containers: containersN, entries, minutes, light, heavy, command: o.command, commands: o.commands, drain_s: drainS, log_level: o['log-level'] },
-      host: await hostFacts(),
-      provisioning,
-      points,
-      notes,
-    };
-    const files = await writeResults(o.out!, 'cron', started, result, (svgName) => markdown(result, svgName), svg(result));
-    process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
-  } finally {
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
-    s.dispose();
+    sampler.stop();
+    offSampler();
+    http.close();
+    offHttp();
+    s.log(`${driver}: removing the containers and the daemon`);
+    await d.destroy();
+    offDaemon();
   }
-}
-
-main(runCron);
+  const result: CronResult = {
+    ...(await header({ containers: o.containers, entries: o.entries, minutes: o.minutes, light: o.light, heavy: o.heavy, command: o.command, commands: o.commands.join(','), drain_s: o.drain, log_level: o['log-level'] })),
+    provisioning,
+    points,
+    notes,
+  };
+  await write(result, (svgName) => markdown(result, svgName), svg(result));
+});

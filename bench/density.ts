@@ -1,5 +1,5 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
@@ -18,6 +18,8 @@ import { gcAndMeasure } from './inspector.js';
 import { daemonAnon, diskSnapshot, memorySnapshot } from './measure.js';
 import { MODES, mode as modeOf } from './modes.js';
 import { markdown, stdoutSummary, summarize, svg } from './report.js';
+import { type ResultFiles, runIdOf, writeResultFiles, writeResults } from './results.js';
+import { Cleanup } from './session.js';
 import { percentile, round, sleep } from './stats.js';
 import type { DensityResult, ModeRun, Point } from './types.js';
 import { workload as workloadOf } from './workloads.js';
@@ -37,7 +39,7 @@ export interface DensityOptions {
 
 export interface DensityOutput {
   result: DensityResult;
-  files: { json: string; md: string; svg: string };
+  files: ResultFiles;
 }
 
 const DEFAULTS = {
@@ -106,36 +108,6 @@ export function parseDensityOptions(raw: Record<string, string | boolean | undef
   };
 }
 
-/** Clean-up steps run in reverse order, each at most once, whatever happened before. */
-class Cleanup {
-  private readonly steps: { label: string; fn: () => Promise<void> }[] = [];
-  private running: Promise<void> | null = null;
-
-  push(label: string, fn: () => Promise<void>): () => void {
-    const step = { label, fn };
-    this.steps.push(step);
-    return () => {
-      const i = this.steps.indexOf(step);
-      if (i >= 0) this.steps.splice(i, 1);
-    };
-  }
-
-  async run(onStep?: (label: string) => void): Promise<void> {
-    this.running ??= (async () => {
-      while (this.steps.length) {
-        const step = this.steps.pop()!;
-        onStep?.(step.label);
-        await step.fn().catch((err: Error) => process.stderr.write(`clean-up of ${step.label} failed: ${err.message}\n`));
-      }
-    })();
-    return this.running;
-  }
-}
-
-function stamp(d: Date): string {
-  return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
-}
-
 /**
  * The density benchmark: for each workload and mode, provisions containers up to each count (incrementally),
  * lets the host settle (and KSM converge), and measures where the memory goes. Cleans up everything it made,
@@ -143,7 +115,7 @@ function stamp(d: Date): string {
  */
 export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
   const started = new Date();
-  const runId = `${stamp(started).slice(0, 15).replace('-', '')}${Math.random().toString(16).slice(2, 6)}`;
+  const runId = runIdOf(started);
   const cleanup = new Cleanup();
   const ksm = new BenchKsm();
   let aborted = false;
@@ -432,12 +404,7 @@ export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
       workloads: Object.fromEntries(workloads.map((w) => [w.name, summarize(w, opts.modes, points, runs)])),
       notes,
     };
-    await mkdir(opts.out, { recursive: true });
-    const base = join(opts.out, `density-${stamp(started)}`);
-    const files = { json: `${base}.json`, md: `${base}.md`, svg: `${base}.svg` };
-    await writeFile(files.json, `${JSON.stringify(result, null, 2)}\n`);
-    await writeFile(files.svg, svg(result));
-    await writeFile(files.md, markdown(result, `density-${stamp(started)}.svg`));
+    const files = await writeResults(opts.out, 'density', started, result, (svgName) => markdown(result, svgName ?? ''), svg(result));
     return { result, files };
   } finally {
     bar?.stop();
@@ -454,11 +421,7 @@ export async function renderFrom(file: string): Promise<DensityOutput> {
   const modes = result.options.modes as string[];
   const points = Object.values(result.workloads).flatMap((w) => w.points);
   for (const name of Object.keys(result.workloads)) result.workloads[name] = summarize(workloadOf(name), modes, points, result.runs);
-  const base = file.replace(/\.json$/, '');
-  const files = { json: `${base}.json`, md: `${base}.md`, svg: `${base}.svg` };
-  await writeFile(files.json, `${JSON.stringify(result, null, 2)}\n`);
-  await writeFile(files.svg, svg(result));
-  await writeFile(files.md, markdown(result, basename(files.svg)));
+  const files = await writeResultFiles(file.replace(/\.json$/, ''), result, (svgName) => markdown(result, svgName ?? ''), svg(result));
   return { result, files };
 }
 

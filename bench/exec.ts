@@ -22,47 +22,25 @@
  * exec route, and its handler returns a constant from memory (the container has no routes), so the difference
  * is the cost of exec itself (script lookup, compile cache, worker round trip, isolate context, exec log row).
  */
-import { join } from 'node:path';
+import { table } from '../daemon/cli/format.js';
 import { startBenchDaemon } from './daemon.js';
+import { disturbedNote, runBench, watchOthers } from './harness.js';
+import { KeepAliveClient } from './keepalive.js';
 import { measureNeighbour, type NeighbourResult } from './neighbour.js';
 import { chartSvg } from './ns-chart.js';
-import {
-  dist,
-  fmt,
-  hostFacts,
-  KeepAliveClient,
-  main,
-  mdTable,
-  median,
-  num,
-  numList,
-  othersRunning,
-  parseArgs,
-  prepareHost,
-  procTimes,
-  ROOT,
-  runIdOf,
-  runWrk,
-  session,
-  treeTicks,
-  type WrkResult,
-  wrkErrors,
-  writeResults,
-} from './ns-common.js';
-import { CLK_TCK } from './procs.js';
-import { table } from '../daemon/cli/format.js';
-import { round } from './stats.js';
+import { numberListOption, numberOption } from './options.js';
+import { CLK_TCK, procTimes, treeTicks } from './procs.js';
+import { fmt, mdTable, notesSection, type ResultHeader, runLines } from './results.js';
+import { type Dist, dist, median, round } from './stats.js';
+import { runWrk, type WrkResult, wrkErrors } from './wrk.js';
 
-const DEFAULTS = {
-  concurrency: '1,16',
-  duration: '10',
-  rounds: '2',
-  cold: '40',
-  warm: '2000',
-  neighbour: '300',
-  'log-level': 'warn',
-  budget: '1800',
-  out: join(ROOT, 'bench/results'),
+const OPTIONS = {
+  concurrency: numberListOption([1, 16], 1, 1024, 'wrk connections, one throughput step each'),
+  duration: numberOption(10, 1, 120, 'seconds per wrk run'),
+  rounds: numberOption(2, 1, 10, 'rounds of wrk runs (exec and ceiling alternating)'),
+  cold: numberOption(40, 1, 60, 'new scripts (and rewrites) run once each'),
+  warm: numberOption(2000, 100, 100_000, 'sequential warm requests per target'),
+  neighbour: numberOption(300, 0, 10_000, "B's runs per neighbour phase (0: skip it)"),
 };
 
 type Target = 'exec' | 'ceiling';
@@ -101,214 +79,179 @@ interface Agg {
   errors: number;
 }
 
-export interface ExecResult {
-  tool: string;
-  run_id: string;
-  started: string;
-  finished: string;
-  duration_s: number;
-  options: Record<string, unknown>;
-  host: Record<string, unknown>;
+export interface ExecResult extends ResultHeader {
   urls: { exec: string; ceiling: string };
   first_run_ms: number;
-  cold_distinct_ms: ReturnType<typeof dist>;
-  cold_rewrite_ms: ReturnType<typeof dist>;
-  write_ms: ReturnType<typeof dist>;
-  warm_exec_ms: ReturnType<typeof dist>;
-  warm_ceiling_ms: ReturnType<typeof dist>;
+  cold_distinct_ms: Dist;
+  cold_rewrite_ms: Dist;
+  write_ms: Dist;
+  warm_exec_ms: Dist;
+  warm_ceiling_ms: Dist;
   throughput: Agg[];
   runs: WrkRun[];
   neighbour: NeighbourResult | null;
   notes: string[];
 }
 
-async function runExec(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2), DEFAULTS);
-  const concurrency = numList(o, 'concurrency', 1, 1024);
-  const duration = num(o, 'duration', 1, 120);
-  const rounds = num(o, 'rounds', 1, 10);
-  const coldN = num(o, 'cold', 1, 60);
-  const warmN = num(o, 'warm', 100, 100_000);
-  const neighbourN = num(o, 'neighbour', 0, 10_000);
-  const budget = num(o, 'budget', 60, 6 * 3600);
-  const started = new Date();
-  const runId = runIdOf(started);
-  const s = session('exec', budget);
-  const notes: string[] = [];
-  try {
-    const host = await prepareHost('exec', runId, s.cleanup);
-    s.log('starting hoodyd and one container');
-    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level']!, ...OPEN_BUDGET } });
-    s.cleanup.push(`hoodyd ${d.pid} and its container`, () => d.destroy());
-    const name = 'eb';
-    const token = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name })).token;
-    const http = new KeepAliveClient(d.ports.http, 1);
-    s.cleanup.push('HTTP client', async () => http.close());
-    const apiHost = `api.${name}.hoody.localhost`;
-    const execHost = `exec.${name}.hoody.localhost`;
-    const put = (path: string, src: string) => http.ok('PUT', apiHost, `/api/v1/scripts/${path}?token=${token}`, src, 'text/plain');
-    const execPath = `/scripts/trivial?token=${token}`;
-    const ceilPath = `/api/v1/proxy/routes?token=${token}`;
-    const expect = (r: { status: number; text: string }, body: string, what: string) => {
-      if (r.status !== 200 || r.text !== body) throw new Error(`${what}: ${r.status} ${r.text.slice(0, 200)}`);
-    };
+runBench({ name: 'exec', description: 'exec against a plain route, and the noisy neighbour', options: OPTIONS, budget: { default: 1800, min: 60, max: 6 * 3600 } }, async ({ o, s, runId, prepareHost, header, write, notes }) => {
+  const { concurrency, duration, rounds, cold: coldN, warm: warmN, neighbour: neighbourN } = o;
+  const host = await prepareHost();
+  s.log('starting hoodyd and one container');
+  const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level'], ...OPEN_BUDGET } });
+  s.cleanup.push(`hoodyd ${d.pid} and its container`, () => d.destroy());
+  const name = 'eb';
+  const token = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name })).token;
+  const http = new KeepAliveClient(d.ports.http, 1);
+  s.cleanup.push('HTTP client', async () => http.close());
+  const apiHost = `api.${name}.hoody.localhost`;
+  const execHost = `exec.${name}.hoody.localhost`;
+  const put = (path: string, src: string) => http.ok('PUT', apiHost, `/api/v1/scripts/${path}?token=${token}`, src, 'text/plain');
+  const execPath = `/scripts/trivial?token=${token}`;
+  const ceilPath = `/api/v1/proxy/routes?token=${token}`;
+  const expect = (r: { status: number; text: string }, body: string, what: string) => {
+    if (r.status !== 200 || r.text !== body) throw new Error(`${what}: ${r.status} ${r.text.slice(0, 200)}`);
+  };
 
-    // The very first run after the daemon started also starts the exec worker process.
-    await put('trivial.ts', 'return { ok: true };\n');
-    const first = await http.call('GET', execHost, execPath);
-    expect(first, '{"ok":true}', 'first run');
-    expect(await http.call('GET', apiHost, ceilPath), '[]', 'ceiling');
+  // The very first run after the daemon started also starts the exec worker process.
+  await put('trivial.ts', 'return { ok: true };\n');
+  const first = await http.call('GET', execHost, execPath);
+  expect(first, '{"ok":true}', 'first run');
+  expect(await http.call('GET', apiHost, ceilPath), '[]', 'ceiling');
 
-    s.log(`cold: ${coldN} distinct scripts, then ${coldN} rewrites of one path`);
-    const writes: number[] = [];
-    const coldDistinct: number[] = [];
-    for (let i = 0; i < coldN; i++) {
-      s.check();
-      writes.push((await put(`cold/c${i}.ts`, `return { ok: true, n: ${i}, run: '${runId}' };\n`)).ms);
-      const r = await http.call('GET', execHost, `/scripts/cold/c${i}?token=${token}`);
-      expect(r, `{"ok":true,"n":${i},"run":"${runId}"}`, `cold run ${i}`);
-      coldDistinct.push(r.ms);
-    }
-    const coldRewrite: number[] = [];
-    for (let i = 0; i < coldN; i++) {
-      s.check();
-      writes.push((await put('rewrite.ts', `return { ok: true, v: ${i} };\n`)).ms);
-      const r = await http.call('GET', execHost, `/scripts/rewrite?token=${token}`);
-      expect(r, `{"ok":true,"v":${i}}`, `rewrite run ${i}`);
-      coldRewrite.push(r.ms);
-    }
+  s.log(`cold: ${coldN} distinct scripts, then ${coldN} rewrites of one path`);
+  const writes: number[] = [];
+  const coldDistinct: number[] = [];
+  for (let i = 0; i < coldN; i++) {
+    s.check();
+    writes.push((await put(`cold/c${i}.ts`, `return { ok: true, n: ${i}, run: '${runId}' };\n`)).ms);
+    const r = await http.call('GET', execHost, `/scripts/cold/c${i}?token=${token}`);
+    expect(r, `{"ok":true,"n":${i},"run":"${runId}"}`, `cold run ${i}`);
+    coldDistinct.push(r.ms);
+  }
+  const coldRewrite: number[] = [];
+  for (let i = 0; i < coldN; i++) {
+    s.check();
+    writes.push((await put('rewrite.ts', `return { ok: true, v: ${i} };\n`)).ms);
+    const r = await http.call('GET', execHost, `/scripts/rewrite?token=${token}`);
+    expect(r, `{"ok":true,"v":${i}}`, `rewrite run ${i}`);
+    coldRewrite.push(r.ms);
+  }
 
-    s.log(`warm: ${warmN} sequential requests each, interleaved in blocks of 100`);
-    const warmExec: number[] = [];
-    const warmCeil: number[] = [];
-    for (let i = 0; i < 200; i++) {
-      await http.call('GET', execHost, execPath);
-      await http.call('GET', apiHost, ceilPath);
-    }
-    for (let done = 0; done < warmN; done += 100) {
-      s.check();
-      const block = Math.min(100, warmN - done);
-      const order: Target[] = (done / 100) % 2 ? ['ceiling', 'exec'] : ['exec', 'ceiling'];
-      for (const t of order) {
-        for (let i = 0; i < block; i++) {
-          const r = t === 'exec' ? await http.call('GET', execHost, execPath) : await http.call('GET', apiHost, ceilPath);
-          if (r.status !== 200) throw new Error(`warm ${t}: ${r.status} ${r.text.slice(0, 200)}`);
-          (t === 'exec' ? warmExec : warmCeil).push(r.ms);
-        }
+  s.log(`warm: ${warmN} sequential requests each, interleaved in blocks of 100`);
+  const warmExec: number[] = [];
+  const warmCeil: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    await http.call('GET', execHost, execPath);
+    await http.call('GET', apiHost, ceilPath);
+  }
+  for (let done = 0; done < warmN; done += 100) {
+    s.check();
+    const block = Math.min(100, warmN - done);
+    const order: Target[] = (done / 100) % 2 ? ['ceiling', 'exec'] : ['exec', 'ceiling'];
+    for (const t of order) {
+      for (let i = 0; i < block; i++) {
+        const r = t === 'exec' ? await http.call('GET', execHost, execPath) : await http.call('GET', apiHost, ceilPath);
+        if (r.status !== 200) throw new Error(`warm ${t}: ${r.status} ${r.text.slice(0, 200)}`);
+        (t === 'exec' ? warmExec : warmCeil).push(r.ms);
       }
     }
+  }
 
-    const base = `http://127.0.0.1:${d.ports.http}`;
-    const wrkOf = (t: Target, c: number, secs: number) =>
-      runWrk({ url: `${base}${t === 'exec' ? execPath : ceilPath}`, host: t === 'exec' ? execHost : apiHost, threads: Math.min(2, c), connections: c, durationS: secs, dir: host.benchDir });
-    s.log('wrk warm-up (2 s each)');
-    await wrkOf('exec', 8, 2);
-    await wrkOf('ceiling', 8, 2);
-    const runs: WrkRun[] = [];
-    for (let rnd = 0; rnd < rounds; rnd++) {
-      for (const c of concurrency) {
-        const order: Target[] = (rnd + concurrency.indexOf(c)) % 2 ? ['ceiling', 'exec'] : ['exec', 'ceiling'];
-        for (const t of order) {
-          s.check();
-          const before = await othersRunning();
+  const base = `http://127.0.0.1:${d.ports.http}`;
+  const wrkOf = (t: Target, c: number, secs: number) =>
+    runWrk({ url: `${base}${t === 'exec' ? execPath : ceilPath}`, host: t === 'exec' ? execHost : apiHost, threads: Math.min(2, c), connections: c, durationS: secs, dir: host.benchDir });
+  s.log('wrk warm-up (2 s each)');
+  await wrkOf('exec', 8, 2);
+  await wrkOf('ceiling', 8, 2);
+  const runs: WrkRun[] = [];
+  for (let rnd = 0; rnd < rounds; rnd++) {
+    for (const c of concurrency) {
+      const order: Target[] = (rnd + concurrency.indexOf(c)) % 2 ? ['ceiling', 'exec'] : ['exec', 'ceiling'];
+      for (const t of order) {
+        s.check();
+        const { value: m, others } = await watchOthers(async () => {
           const ticks0 = await treeTicks(d.pid);
           const own0 = await procTimes(d.pid);
           const w = await wrkOf(t, c, duration);
-          const ticks1 = await treeTicks(d.pid);
-          const own1 = await procTimes(d.pid);
-          const cpuS = (ticks1 - ticks0) / CLK_TCK;
-          const ownUser = (own1.user - own0.user) / CLK_TCK;
-          const ownSys = (own1.sys - own0.sys) / CLK_TCK;
-          const ownS = ownUser + ownSys;
-          const others = [...new Set([...before, ...(await othersRunning())])];
-          runs.push({
-            target: t,
-            concurrency: c,
-            round: rnd,
-            wrk: w,
-            cpu_us_per_request: w.requests ? round2((cpuS * 1e6) / w.requests, 1) : null,
-            daemon_cpu_us_per_request: w.requests ? round2((ownS * 1e6) / w.requests, 1) : null,
-            daemon_sys_share: ownS > 0 ? round2(ownSys / ownS, 3) : null,
-            cpu_percent_of_core: round2((cpuS / (w.duration_s || 1)) * 100, 1) ?? 0,
-            others,
-          });
-          s.log(`round ${rnd + 1}/${rounds} c=${c} ${t}: ${w.rps} req/s, p99 ${w.latency_ms.p99} ms, errors ${wrkErrors(w)}`);
-        }
+          return { w, ticks0, own0, ticks1: await treeTicks(d.pid), own1: await procTimes(d.pid) };
+        });
+        const { w, ticks0, own0, ticks1, own1 } = m;
+        const cpuS = (ticks1 - ticks0) / CLK_TCK;
+        const ownUser = (own1.user - own0.user) / CLK_TCK;
+        const ownSys = (own1.sys - own0.sys) / CLK_TCK;
+        const ownS = ownUser + ownSys;
+        runs.push({
+          target: t,
+          concurrency: c,
+          round: rnd,
+          wrk: w,
+          cpu_us_per_request: w.requests ? round((cpuS * 1e6) / w.requests, 1) : null,
+          daemon_cpu_us_per_request: w.requests ? round((ownS * 1e6) / w.requests, 1) : null,
+          daemon_sys_share: ownS > 0 ? round(ownSys / ownS, 3) : null,
+          cpu_percent_of_core: round((cpuS / (w.duration_s || 1)) * 100, 1) ?? 0,
+          others,
+        });
+        s.log(`round ${rnd + 1}/${rounds} c=${c} ${t}: ${w.rps} req/s, p99 ${w.latency_ms.p99} ms, errors ${wrkErrors(w)}`);
       }
     }
-    const med = (t: Target, c: number, pick: (r: WrkRun) => number | null) =>
-      round2(median(runs.filter((r) => r.target === t && r.concurrency === c).map(pick).filter((v): v is number => v !== null)), 2);
-    const throughput: Agg[] = concurrency.map((c) => {
-      const e = med('exec', c, (r) => r.wrk.rps);
-      const ce = med('ceiling', c, (r) => r.wrk.rps);
-      return {
-        concurrency: c,
-        exec_rps: e,
-        ceiling_rps: ce,
-        ratio: e !== null && ce ? round2(e / ce, 3) : null,
-        exec_p50_ms: med('exec', c, (r) => r.wrk.latency_ms.p50),
-        exec_p99_ms: med('exec', c, (r) => r.wrk.latency_ms.p99),
-        ceiling_p50_ms: med('ceiling', c, (r) => r.wrk.latency_ms.p50),
-        ceiling_p99_ms: med('ceiling', c, (r) => r.wrk.latency_ms.p99),
-        exec_cpu_us: med('exec', c, (r) => r.cpu_us_per_request),
-        exec_daemon_cpu_us: med('exec', c, (r) => r.daemon_cpu_us_per_request),
-        ceiling_cpu_us: med('ceiling', c, (r) => r.cpu_us_per_request),
-        errors: runs.filter((r) => r.concurrency === c).reduce((a, r) => a + wrkErrors(r.wrk), 0),
-      };
-    });
-    const disturbed = runs.filter((r) => r.others.length);
-    if (disturbed.length)
-      notes.push(`Another benchmark or test run was on the box during ${disturbed.length} of ${runs.length} wrk runs (${[...new Set(disturbed.flatMap((r) => r.others))].slice(0, 3).join(' | ')}): those figures are skewed by its load.`);
-    if (throughput.some((a) => a.errors > 0)) notes.push('Some wrk runs saw errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
-    let neighbour: NeighbourResult | null = null;
-    if (neighbourN > 0) {
-      s.log('neighbour: a second daemon, default exec budget');
-      await d.destroy();
-      const nd = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level']! } });
-      s.cleanup.push(`hoodyd ${nd.pid} and its containers`, () => nd.destroy());
-      const nToken = (await nd.client.call<{ token: string }>('POST', '/v1/containers', { name })).token;
-      const nHttp = new KeepAliveClient(nd.ports.http, 1);
-      s.cleanup.push('HTTP client', async () => nHttp.close());
-      await nHttp.ok('PUT', apiHost, `/api/v1/scripts/trivial.ts?token=${nToken}`, 'return { ok: true };\n', 'text/plain');
-      const victim = { host: execHost, path: `/scripts/trivial?token=${nToken}`, body: '{"ok":true}' };
-      neighbour = await measureNeighbour({ client: nd.client, http: nHttp, port: nd.ports.http, victim, runs: neighbourN, dir: host.benchDir, log: (l) => s.log(l) });
-    }
-
-    const finished = new Date();
-    const result: ExecResult = {
-      tool: 'hoody bench exec',
-      run_id: runId,
-      started: started.toISOString(),
-      finished: finished.toISOString(),
-      duration_s: round2((finished.getTime() - started.getTime()) / 1000, 1) ?? 0,
-      options: { concurrency, duration_s: duration, rounds, cold: coldN, warm: warmN, log_level: o['log-level'], exec_budget: OPEN_BUDGET },
-      host: await hostFacts(),
-      urls: { exec: `GET http://${execHost}:<http>/scripts/trivial?token=…`, ceiling: `GET http://${apiHost}:<http>/api/v1/proxy/routes?token=…` },
-      first_run_ms: round2(first.ms, 2) ?? 0,
-      cold_distinct_ms: dist(coldDistinct),
-      cold_rewrite_ms: dist(coldRewrite),
-      write_ms: dist(writes),
-      warm_exec_ms: dist(warmExec),
-      warm_ceiling_ms: dist(warmCeil),
-      throughput,
-      runs,
-      neighbour,
-      notes,
-    };
-    process.stdout.write(`\n${table(['latency (ms, sequential, keep-alive)', 'n', 'p50', 'p90', 'p99', 'max'], latencyRows(result))}\n\n`);
-    process.stdout.write(`${table(THROUGHPUT_HEADER, throughputRows(result))}\n`);
-    if (neighbour) process.stdout.write(`\n${neighbourLine(neighbour)}\n`);
-    const files = await writeResults(o.out!, 'exec', started, result, (svgName) => markdown(result, svgName), svg(result));
-    process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
-    s.log('removing the container and the daemon');
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
-  } finally {
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
-    s.dispose();
   }
-}
+  const med = (t: Target, c: number, pick: (r: WrkRun) => number | null) =>
+    round(median(runs.filter((r) => r.target === t && r.concurrency === c).map(pick).filter((v): v is number => v !== null)), 2);
+  const throughput: Agg[] = concurrency.map((c) => {
+    const e = med('exec', c, (r) => r.wrk.rps);
+    const ce = med('ceiling', c, (r) => r.wrk.rps);
+    return {
+      concurrency: c,
+      exec_rps: e,
+      ceiling_rps: ce,
+      ratio: e !== null && ce ? round(e / ce, 3) : null,
+      exec_p50_ms: med('exec', c, (r) => r.wrk.latency_ms.p50),
+      exec_p99_ms: med('exec', c, (r) => r.wrk.latency_ms.p99),
+      ceiling_p50_ms: med('ceiling', c, (r) => r.wrk.latency_ms.p50),
+      ceiling_p99_ms: med('ceiling', c, (r) => r.wrk.latency_ms.p99),
+      exec_cpu_us: med('exec', c, (r) => r.cpu_us_per_request),
+      exec_daemon_cpu_us: med('exec', c, (r) => r.daemon_cpu_us_per_request),
+      ceiling_cpu_us: med('ceiling', c, (r) => r.cpu_us_per_request),
+      errors: runs.filter((r) => r.concurrency === c).reduce((a, r) => a + wrkErrors(r.wrk), 0),
+    };
+  });
+  const disturbed = disturbedNote(runs, 'wrk runs');
+  if (disturbed) notes.push(disturbed);
+  if (throughput.some((a) => a.errors > 0)) notes.push('Some wrk runs saw errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
+  let neighbour: NeighbourResult | null = null;
+  if (neighbourN > 0) {
+    s.log('neighbour: a second daemon, default exec budget');
+    await d.destroy();
+    const nd = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level'] } });
+    s.cleanup.push(`hoodyd ${nd.pid} and its containers`, () => nd.destroy());
+    const nToken = (await nd.client.call<{ token: string }>('POST', '/v1/containers', { name })).token;
+    const nHttp = new KeepAliveClient(nd.ports.http, 1);
+    s.cleanup.push('HTTP client', async () => nHttp.close());
+    await nHttp.ok('PUT', apiHost, `/api/v1/scripts/trivial.ts?token=${nToken}`, 'return { ok: true };\n', 'text/plain');
+    const victim = { host: execHost, path: `/scripts/trivial?token=${nToken}`, body: '{"ok":true}' };
+    neighbour = await measureNeighbour({ client: nd.client, http: nHttp, port: nd.ports.http, victim, runs: neighbourN, dir: host.benchDir, log: (l) => s.log(l) });
+  }
 
-const round2 = (v: number | null | undefined, d: number) => round(v, d);
+  const result: ExecResult = {
+    ...(await header({ concurrency, duration_s: duration, rounds, cold: coldN, warm: warmN, log_level: o['log-level'], exec_budget: OPEN_BUDGET })),
+    urls: { exec: `GET http://${execHost}:<http>/scripts/trivial?token=…`, ceiling: `GET http://${apiHost}:<http>/api/v1/proxy/routes?token=…` },
+    first_run_ms: round(first.ms, 2) ?? 0,
+    cold_distinct_ms: dist(coldDistinct),
+    cold_rewrite_ms: dist(coldRewrite),
+    write_ms: dist(writes),
+    warm_exec_ms: dist(warmExec),
+    warm_ceiling_ms: dist(warmCeil),
+    throughput,
+    runs,
+    neighbour,
+    notes,
+  };
+  process.stdout.write(`\n${table(['latency (ms, sequential, keep-alive)', 'n', 'p50', 'p90', 'p99', 'max'], latencyRows(result))}\n\n`);
+  process.stdout.write(`${table(THROUGHPUT_HEADER, throughputRows(result))}\n`);
+  if (neighbour) process.stdout.write(`\n${neighbourLine(neighbour)}\n`);
+  await write(result, (svgName) => markdown(result, svgName), svg(result));
+  s.log('removing the container and the daemon');
+});
 
 function neighbourLine(n: NeighbourResult): string {
   const w = n.attacker.wrk;
@@ -319,7 +262,7 @@ function neighbourLine(n: NeighbourResult): string {
 }
 
 function latencyRows(r: ExecResult): (string | number)[][] {
-  const row = (label: string, x: ReturnType<typeof dist>) => [label, x.n, fmt(x.p50), fmt(x.p90), fmt(x.p99), fmt(x.max)];
+  const row = (label: string, x: Dist) => [label, x.n, fmt(x.p50), fmt(x.p90), fmt(x.p99), fmt(x.max)];
   return [
     ['very first run (starts the exec worker)', 1, fmt(r.first_run_ms), '', '', ''],
     row('cold: first run of a new script', r.cold_distinct_ms),
@@ -347,11 +290,9 @@ function throughputRows(r: ExecResult): (string | number)[][] {
 }
 
 function markdown(r: ExecResult, svgName: string | null): string {
-  const h = r.host;
   const out: string[] = [];
   out.push(`# hoody exec benchmark — ${r.started}`, '');
-  out.push(`Run \`${r.run_id}\`, ${Math.round(r.duration_s)} s. Host: ${h.kernel}, ${h.cpus} cores (${h.cpu_model}), ${h.mem_total_mib} MiB; node ${h.node}.`);
-  out.push(`Options: ${Object.entries(r.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}.`, '');
+  out.push(...runLines(r), '');
   out.push(`- exec: \`${r.urls.exec}\` runs \`trivial.ts\` = \`return { ok: true };\``);
   out.push(`- ceiling: \`${r.urls.ceiling}\`: same listener, same container plugin, same token check; the handler returns \`[]\` from memory.`);
   out.push('- Both on the plain-HTTP public listener, token in the URL, keep-alive. wrk runs on the same 2-core box (it takes CPU from the daemon); exec and ceiling alternate, order swapped every round; figures are medians over rounds.');
@@ -376,7 +317,7 @@ function markdown(r: ExecResult, svgName: string | null): string {
     ),
     '',
   );
-  if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
+  out.push(...notesSection(r.notes));
   return out.join('\n');
 }
 
@@ -386,7 +327,7 @@ function svg(r: ExecResult): string {
       { name: 'exec (trivial script)', value: pick(a, 'exec') },
       { name: 'ceiling (GET /api/v1/proxy/routes)', value: pick(a, 'ceiling') },
     ] }));
-  const lat = (label: string, e: ReturnType<typeof dist>, c: ReturnType<typeof dist> | null) => ({
+  const lat = (label: string, e: Dist, c: Dist | null) => ({
     label,
     values: [
       { name: 'exec (trivial script)', value: e.p50 },
@@ -408,4 +349,3 @@ function svg(r: ExecResult): string {
   );
 }
 
-main(runExec);

@@ -34,6 +34,28 @@ export interface Fleet {
   failures(): string[];
 }
 
+/** Provisions every name, `parallel` at a time, timing each from its start (t0); a null time is a failure. */
+async function timedPool(
+  names: readonly string[],
+  parallel: number,
+  onOne: () => void,
+  stop: () => boolean,
+  provision: (name: string, t0: number) => Promise<ProvisionTime | null>,
+): Promise<ProvisionTime[]> {
+  const times: ProvisionTime[] = [];
+  await runPool(
+    names,
+    parallel,
+    async (name) => {
+      const time = await provision(name, performance.now());
+      if (time) times.push(time);
+      onOne();
+    },
+    stop,
+  );
+  return times;
+}
+
 /** Plain `docker run -d` of the workload's image through dockerode: the baseline. */
 export class DockerFleet implements Fleet {
   private readonly docker: Docker;
@@ -60,28 +82,20 @@ export class DockerFleet implements Fleet {
     return (await this.docker.listContainers({ all: true, filters: this.filters() })).map((c) => c.Id);
   }
 
-  async add(n: number, parallel: number, onOne: () => void, stop: () => boolean): Promise<ProvisionTime[]> {
+  add(n: number, parallel: number, onOne: () => void, stop: () => boolean): Promise<ProvisionTime[]> {
     const names = Array.from({ length: n }, (_, i) => `hoody-bench-${this.runId}-${this.workload.name}-${this.count + i + 1}`);
-    const times: ProvisionTime[] = [];
-    await runPool(
-      names,
-      parallel,
-      async (name) => {
-        const t0 = performance.now();
-        try {
-          const c = await this.docker.createContainer({ name, Image: this.workload.image, Labels: { [BENCH_LABEL]: this.runId } });
-          await c.start();
-          this.count++;
-          const total = (performance.now() - t0) / 1000;
-          times.push({ total, create: total });
-        } catch (err) {
-          this.failed.push(`${name}: ${(err as Error).message}`);
-        }
-        onOne();
-      },
-      stop,
-    );
-    return times;
+    return timedPool(names, parallel, onOne, stop, async (name, t0) => {
+      try {
+        const c = await this.docker.createContainer({ name, Image: this.workload.image, Labels: { [BENCH_LABEL]: this.runId } });
+        await c.start();
+      } catch (err) {
+        this.failed.push(`${name}: ${(err as Error).message}`);
+        return null;
+      }
+      this.count++;
+      const total = (performance.now() - t0) / 1000;
+      return { total, create: total };
+    });
   }
 
   namespaces(): NamespaceName[] {
@@ -182,31 +196,21 @@ export class HoodyFleet implements Fleet {
     await this.step('exec', () => publicCall(port, host, 'PUT', `/api/v1/scripts/hello${q}`, 'return { ok: true };\n'));
   }
 
-  async add(n: number, parallel: number, onOne: () => void, stop: () => boolean): Promise<ProvisionTime[]> {
+  add(n: number, parallel: number, onOne: () => void, stop: () => boolean): Promise<ProvisionTime[]> {
     const names = Array.from({ length: n }, (_, i) => `${this.prefix}-${this.count + i + 1}`);
-    const times: ProvisionTime[] = [];
-    await runPool(
-      names,
-      parallel,
-      async (name) => {
-        const t0 = performance.now();
-        let token: string;
-        try {
-          token = (await this.daemon.client.call<{ token: string }>('POST', '/v1/containers', { name, image: this.workload.image })).token;
-        } catch (err) {
-          this.failed.push(`${name}: ${(err as Error).message}`);
-          onOne();
-          return;
-        }
-        this.count++;
-        const create = (performance.now() - t0) / 1000;
-        await this.populate(name, token);
-        times.push({ total: (performance.now() - t0) / 1000, create });
-        onOne();
-      },
-      stop,
-    );
-    return times;
+    return timedPool(names, parallel, onOne, stop, async (name, t0) => {
+      let token: string;
+      try {
+        token = (await this.daemon.client.call<{ token: string }>('POST', '/v1/containers', { name, image: this.workload.image })).token;
+      } catch (err) {
+        this.failed.push(`${name}: ${(err as Error).message}`);
+        return null;
+      }
+      this.count++;
+      const create = (performance.now() - t0) / 1000;
+      await this.populate(name, token);
+      return { total: (performance.now() - t0) / 1000, create };
+    });
   }
 
   async destroy(onOne?: () => void): Promise<void> {

@@ -1,8 +1,7 @@
 /** h2load (nghttp2) for HTTP/2 runs, with latency percentiles from its per-request log. */
-import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { children, type WrkResult } from './ns-common.js';
+import { runTool, type WrkResult } from './wrk.js';
 import { round } from './stats.js';
 
 export interface H2loadOptions {
@@ -26,22 +25,7 @@ function pct(sorted: number[], p: number): number {
 export async function runH2load(o: H2loadOptions): Promise<WrkResult> {
   const log = join(o.dir, `h2load-${process.pid}-${Date.now()}.tsv`);
   const args = ['-D', String(o.durationS), '-c', String(o.clients), '-m', String(o.streams), '-t', String(o.threads), '--log-file', log, o.url];
-  const [cmd, argv] = o.hostsFile ? ['unshare', ['-m', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec h2load "$@"', o.hostsFile, ...args]] : ['h2load', args];
-  const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(cmd, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let text = '';
-    child.stdout.on('data', (c: Buffer) => (text += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (text += c.toString('utf8')));
-    const killer = setTimeout(() => child.kill('SIGKILL'), (o.durationS + 30) * 1000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(killer);
-      children.delete(child);
-      if (code === 0) resolve(text);
-      else reject(new Error(`h2load exited with ${code}: ${text.slice(-500)}`));
-    });
-  });
+  const out = await runTool('h2load', args, o.durationS, o.hostsFile);
   // requests: 1000 total, 1000 started, 1000 done, 1000 succeeded, 0 failed, 0 errored, 0 timeout
   const m = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
   if (!m) throw new Error(`h2load printed no summary: ${out.slice(-500)}`);

@@ -5,8 +5,9 @@
  * after a refusal, as a retrying client would (a flood of refusals is HTTP load, not exec).
  */
 import type { AdminClient } from '../daemon/client.js';
-import { dist, type KeepAliveClient, runWrk, type WrkResult } from './ns-common.js';
-import { round } from './stats.js';
+import type { KeepAliveClient } from './keepalive.js';
+import { type Dist, dist, round } from './stats.js';
+import { runWrk, type WrkResult } from './wrk.js';
 
 const BACKOFF_LUA = `
 local refused = false
@@ -16,8 +17,8 @@ delay = function() if refused then return 500 end return 0 end
 
 export interface NeighbourResult {
   attacker: { script: string; connections: number; wrk: WrkResult };
-  quiet_ms: ReturnType<typeof dist>;
-  loaded_ms: ReturnType<typeof dist>;
+  quiet_ms: Dist;
+  loaded_ms: Dist;
   p50_ratio: number | null;
   p99_ratio: number | null;
 }

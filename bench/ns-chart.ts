@@ -1,6 +1,6 @@
 /** Small self-contained SVG charts for the namespace benchmarks: line panels and grouped-bar panels side by side. */
 
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
+export const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
 
 export interface LineSeries {
   name: string;
@@ -26,11 +26,12 @@ export interface BarPanel {
 
 export type Panel = LinePanel | BarPanel;
 
-function esc(s: string): string {
+export function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
-function niceStep(range: number, ticks = 5): number {
+/** A "nice" axis step for a range (1, 2, 5 × 10^k). */
+export function niceStep(range: number, ticks = 5): number {
   const raw = range / ticks || 1;
   const mag = 10 ** Math.floor(Math.log10(raw));
   return [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;

@@ -6,8 +6,8 @@ import { X509Certificate } from 'node:crypto';
 import { request } from 'node:http';
 import type { HostCa } from '../containers/tls/ca.js';
 import type { BenchDaemon } from './daemon.js';
-import { type WrkResult, wrkErrors } from './ns-common.js';
 import { sleep } from './stats.js';
+import { type WrkResult, wrkErrors } from './wrk.js';
 
 export interface FaultRun {
   fault: 'hoodyd SIGKILL + restart' | 'certificate swaps';

@@ -3,23 +3,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
+import { freePort } from '../host/free-port.js';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { children, type Session, timeWaitCount } from './ns-common.js';
+import { timeWaitCount } from './procs.js';
+import { children, type Session } from './session.js';
 import { round, sleep } from './stats.js';
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 export function nginxConf(dir: string, port: number, workers: string, apps: readonly { hostname: string; upstream: string }[]): string {
   const upstreams = apps.map((a, i) => `  upstream app${i} {\n    server ${a.upstream};\n    keepalive 64;\n  }`).join('\n');

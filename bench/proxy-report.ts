@@ -1,7 +1,8 @@
 /** The proxy benchmark's tables, Markdown and chart. */
 import { chartSvg } from './ns-chart.js';
-import { fmt, mdTable, wrkErrors } from './ns-common.js';
 import type { Mode, ProxyResult, TargetAgg } from './proxy.js';
+import { fmt, mdTable } from './results.js';
+import { wrkErrors } from './wrk.js';
 
 export const SUMMARY_HEADER = ['app', 'mode', 'proxy', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'CPU µs/req', 'app listen overflows', 'errors'];
 

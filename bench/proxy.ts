@@ -22,51 +22,20 @@ import { execa } from 'execa';
 import { HostCa } from '../containers/tls/ca.js';
 import { table } from '../daemon/cli/format.js';
 import { DockerEngine } from '../host/engine.js';
+import { BUSYBOX_IMAGE, NODE_IMAGE } from '../host/images.js';
 import { type BenchDaemon, startBenchDaemon } from './daemon.js';
 import { runH2load } from './h2load.js';
-import { directGet, httpsGet, settle, startNginx, tlsFacts } from './proxy-helpers.js';
+import { disturbedNote, runBench, watchOthers } from './harness.js';
+import { KeepAliveClient } from './keepalive.js';
+import { choiceListOption, numberOption } from './options.js';
 import { type FaultRun, killUnderLoad, swapsUnderLoad } from './proxy-faults.js';
+import { directGet, httpsGet, settle, startNginx, tlsFacts } from './proxy-helpers.js';
 import { FAULT_HEADER, faultRows, markdown, ratioRows, SUMMARY_HEADER, summaryRows, svg } from './proxy-report.js';
-import {
-  hostFacts,
-  KeepAliveClient,
-  main,
-  median,
-  num,
-  othersRunning,
-  parseArgs,
-  prepareHost,
-  ROOT,
-  runIdOf,
-  runWrk,
-  session,
-  tcpExt,
-  treeTimes,
-  usageExit,
-  type WrkResult,
-  wrkErrors,
-  writeResults,
-} from './ns-common.js';
-import { BUSYBOX_IMAGE, NODE_IMAGE } from '../host/images.js';
-import { CLK_TCK } from './procs.js';
-import { round, sleep } from './stats.js';
+import { CLK_TCK, tcpExt, treeTimes } from './procs.js';
+import type { ResultHeader } from './results.js';
+import { median, round, sleep } from './stats.js';
 import { workload } from './workloads.js';
-
-const DEFAULTS = {
-  apps: 'node',
-  modes: 'keepalive,close,h2',
-  rounds: '3',
-  duration: '8',
-  streams: '10',
-  'fault-duration': '20',
-  swaps: '10',
-  connections: '32',
-  threads: '2',
-  settle: '70',
-  'log-level': 'warn',
-  budget: '1800',
-  out: join(ROOT, 'bench/results'),
-};
+import { runWrk, type WrkResult, wrkErrors } from './wrk.js';
 
 const BODY = 'hello from the hoody proxy benchmark\n';
 
@@ -110,6 +79,19 @@ const MODES: Record<Mode, string> = {
   h2: 'HTTP/2 over TLS',
 };
 
+const OPTIONS = {
+  apps: choiceListOption(['node'], ['busybox', 'node'] as const, 'container apps behind the proxies'),
+  modes: choiceListOption(['keepalive', 'close', 'h2'], Object.keys(MODES) as Mode[], 'ways of loading them'),
+  rounds: numberOption(3, 1, 10, 'rounds (the order of the targets rotated every round)'),
+  duration: numberOption(8, 1, 120, 'seconds per run'),
+  streams: numberOption(10, 1, 256, 'HTTP/2 streams per connection (h2load)'),
+  'fault-duration': numberOption(20, 0, 300, 'seconds of load per fault phase (0: no faults)'),
+  swaps: numberOption(10, 0, 100, 'certificate swaps under load'),
+  connections: numberOption(32, 1, 2048, 'connections (wrk) or clients (h2load)'),
+  threads: numberOption(2, 1, 16, 'load-tool threads'),
+  settle: numberOption(70, 0, 120, 'longest wait (s) for TIME_WAIT sockets to drain before a run'),
+};
+
 export interface Target {
   server: string;
   label: string;
@@ -151,14 +133,7 @@ export interface TargetAgg {
   errors: number;
 }
 
-export interface ProxyResult {
-  tool: string;
-  run_id: string;
-  started: string;
-  finished: string;
-  duration_s: number;
-  options: Record<string, unknown>;
-  host: Record<string, unknown>;
+export interface ProxyResult extends ResultHeader {
   nginx_version: string;
   wrk_version: string;
   apps: Record<string, { label: string; hostname: string; upstream: string; body_bytes: number; upstream_connection_header: string | null; token?: string }>;
@@ -225,215 +200,180 @@ async function haproxyPid(stateDir: string): Promise<number> {
   return Number((await readFile(join(stateDir, 'dataplane', 'haproxy.pid'), 'utf8')).trim());
 }
 
-async function runProxy(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2), DEFAULTS);
-  const rounds = num(o, 'rounds', 1, 10);
-  const duration = num(o, 'duration', 1, 120);
-  const connections = num(o, 'connections', 1, 2048);
-  const threads = num(o, 'threads', 1, 16);
-  const streams = num(o, 'streams', 1, 256);
-  const settleMax = num(o, 'settle', 0, 120);
-  const budget = num(o, 'budget', 60, 6 * 3600);
-  const faultDuration = num(o, 'fault-duration', 0, 300);
-  const swaps = num(o, 'swaps', 0, 100);
-  const apps = (o.apps ?? '').split(',').map((a) => {
-    const app = APPS[a.trim()];
-    if (!app) usageExit(`--apps: unknown app ${a} (have: ${Object.keys(APPS).join(', ')})`);
-    return app;
-  });
-  const modes = (o.modes ?? '').split(',').map((m) => {
-    if (!(m.trim() in MODES)) usageExit(`--modes: unknown mode ${m} (have: ${Object.keys(MODES).join(', ')})`);
-    return m.trim() as Mode;
-  });
-  const started = new Date();
-  const runId = runIdOf(started);
-  const s = session('proxy', budget);
-  const notes: string[] = [];
-  try {
-    const nginxVersion = (await execa('nginx', ['-v'], { reject: false, all: true })).all?.trim() ?? '';
-    const wrkVersion = (await execa('wrk', ['--version'], { reject: false, all: true })).all?.split('\n')[0]?.trim() ?? '';
-    const h2Version = (await execa('h2load', ['--version'], { reject: false, all: true })).all?.split('\n')[0]?.trim() ?? '';
-    if (!nginxVersion.includes('nginx')) throw new Error('nginx is not installed: apt-get install -y nginx');
-    if (!wrkVersion.includes('wrk')) throw new Error('wrk is not installed: apt-get install -y wrk');
-    if (modes.includes('h2') && !h2Version.includes('h2load')) throw new Error('h2load is not installed: apt-get install -y nghttp2-client');
-    const host = await prepareHost('proxy', runId, s.cleanup);
-    const docker = new DockerEngine(host.dockerSocket);
-    if (apps.some((a) => a.key === 'node')) await workload('node').ensureImage(docker.docker);
-    // One certificate naming every test hostname, from a CA of the run: the same bundle for every proxy.
-    const ca = await HostCa.loadOrCreate(join(host.benchDir, 'ca'), 'hoody proxy bench CA');
-    const pem = await ca.issue(apps.map((a) => a.hostname));
-    const fullchain = `${pem.cert}${ca.certPem}`;
-    s.log(`starting two hoodyd (data plane: HAProxy, and hoodyd's own forwarder) with ${apps.length} containers each`);
-    const env = { HOODY_LOG_LEVEL: o['log-level']! };
-    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env });
-    s.cleanup.push(`hoodyd ${d.pid} (HAProxy data plane) and its containers`, () => d.destroy());
-    const dn = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { ...env, HOODY_DATA_PLANE: 'node' } });
-    s.cleanup.push(`hoodyd ${dn.pid} (in-process forwarder) and its containers`, () => dn.destroy());
-    const bundle = { cert: pem.cert, key: pem.key, chain: ca.certPem };
-    const main = await setupApps(d, docker, apps, bundle, notes);
-    const other = await setupApps(dn, docker, apps, bundle, notes);
-    const autoWorkers = cpus().length;
-    s.log('starting nginx (1 worker, and auto)');
-    const ng1 = await startNginx(s, join(host.benchDir, 'nginx-1'), '1', main.upstreams, { fullchain, key: pem.key });
-    const ngA = await startNginx(s, join(host.benchDir, 'nginx-auto'), 'auto', main.upstreams, { fullchain, key: pem.key });
-    const hostsFile = join(host.benchDir, 'hosts');
-    await writeFile(hostsFile, `127.0.0.1 localhost\n${apps.map((a) => `127.0.0.1 ${a.hostname}`).join('\n')}\n`);
-    const targets: Target[] = [
-      { server: 'hoody', label: 'hoody: HAProxy data plane', port: d.ports.https, pid: await haproxyPid(d.stateDir) },
-      { server: 'hoody_node', label: "hoody: hoodyd's own forwarder", port: dn.ports.https, pid: dn.pid },
-      { server: 'nginx_1', label: 'nginx, 1 worker', port: ng1.port, pid: ng1.child.pid ?? 0 },
-      { server: 'nginx_auto', label: `nginx, auto (${autoWorkers} workers)`, port: ngA.port, pid: ngA.child.pid ?? 0 },
-    ];
-    const tls: ProxyResult['tls'] = {};
-    const fp = new X509Certificate(pem.cert).fingerprint256;
-    for (const app of apps) {
-      for (const t of targets) {
-        const r = await httpsGet(t.port, app.hostname, ca.certPem);
-        if (r.status !== 200 || r.text !== app.body) throw new Error(`${t.label} → ${app.key}: ${r.status} ${r.text.slice(0, 200)}`);
-        const f = await tlsFacts(t.port, app.hostname);
-        tls[`${app.key}/${t.server}`] = f;
-        if (f.fingerprint256 !== fp) notes.push(`${t.server} served another certificate for ${app.hostname} (${f.fingerprint256}) than the bundle's (${fp}).`);
-      }
+runBench({ name: 'proxy', description: 'the data plane against nginx, and faults under load', options: OPTIONS, budget: { default: 1800, min: 60, max: 6 * 3600 } }, async ({ o, s, prepareHost, header, write, notes }) => {
+  const { rounds, duration, connections, threads, streams, swaps, modes } = o;
+  const settleMax = o.settle;
+  const faultDuration = o['fault-duration'];
+  const apps = o.apps.map((a) => APPS[a]!);
+  const nginxVersion = (await execa('nginx', ['-v'], { reject: false, all: true })).all?.trim() ?? '';
+  const wrkVersion = (await execa('wrk', ['--version'], { reject: false, all: true })).all?.split('\n')[0]?.trim() ?? '';
+  const h2Version = (await execa('h2load', ['--version'], { reject: false, all: true })).all?.split('\n')[0]?.trim() ?? '';
+  if (!nginxVersion.includes('nginx')) throw new Error('nginx is not installed: apt-get install -y nginx');
+  if (!wrkVersion.includes('wrk')) throw new Error('wrk is not installed: apt-get install -y wrk');
+  if (modes.includes('h2') && !h2Version.includes('h2load')) throw new Error('h2load is not installed: apt-get install -y nghttp2-client');
+  const host = await prepareHost();
+  const docker = new DockerEngine(host.dockerSocket);
+  if (apps.some((a) => a.key === 'node')) await workload('node').ensureImage(docker.docker);
+  // One certificate naming every test hostname, from a CA of the run: the same bundle for every proxy.
+  const ca = await HostCa.loadOrCreate(join(host.benchDir, 'ca'), 'hoody proxy bench CA');
+  const pem = await ca.issue(apps.map((a) => a.hostname));
+  const fullchain = `${pem.cert}${ca.certPem}`;
+  s.log(`starting two hoodyd (data plane: HAProxy, and hoodyd's own forwarder) with ${apps.length} containers each`);
+  const env = { HOODY_LOG_LEVEL: o['log-level'] };
+  const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env });
+  s.cleanup.push(`hoodyd ${d.pid} (HAProxy data plane) and its containers`, () => d.destroy());
+  const dn = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { ...env, HOODY_DATA_PLANE: 'node' } });
+  s.cleanup.push(`hoodyd ${dn.pid} (in-process forwarder) and its containers`, () => dn.destroy());
+  const bundle = { cert: pem.cert, key: pem.key, chain: ca.certPem };
+  const main = await setupApps(d, docker, apps, bundle, notes);
+  const other = await setupApps(dn, docker, apps, bundle, notes);
+  const autoWorkers = cpus().length;
+  s.log('starting nginx (1 worker, and auto)');
+  const ng1 = await startNginx(s, join(host.benchDir, 'nginx-1'), '1', main.upstreams, { fullchain, key: pem.key });
+  const ngA = await startNginx(s, join(host.benchDir, 'nginx-auto'), 'auto', main.upstreams, { fullchain, key: pem.key });
+  const hostsFile = join(host.benchDir, 'hosts');
+  await writeFile(hostsFile, `127.0.0.1 localhost\n${apps.map((a) => `127.0.0.1 ${a.hostname}`).join('\n')}\n`);
+  const targets: Target[] = [
+    { server: 'hoody', label: 'hoody: HAProxy data plane', port: d.ports.https, pid: await haproxyPid(d.stateDir) },
+    { server: 'hoody_node', label: "hoody: hoodyd's own forwarder", port: dn.ports.https, pid: dn.pid },
+    { server: 'nginx_1', label: 'nginx, 1 worker', port: ng1.port, pid: ng1.child.pid ?? 0 },
+    { server: 'nginx_auto', label: `nginx, auto (${autoWorkers} workers)`, port: ngA.port, pid: ngA.child.pid ?? 0 },
+  ];
+  const tls: ProxyResult['tls'] = {};
+  const fp = new X509Certificate(pem.cert).fingerprint256;
+  for (const app of apps) {
+    for (const t of targets) {
+      const r = await httpsGet(t.port, app.hostname, ca.certPem);
+      if (r.status !== 200 || r.text !== app.body) throw new Error(`${t.label} → ${app.key}: ${r.status} ${r.text.slice(0, 200)}`);
+      const f = await tlsFacts(t.port, app.hostname);
+      tls[`${app.key}/${t.server}`] = f;
+      if (f.fingerprint256 !== fp) notes.push(`${t.server} served another certificate for ${app.hostname} (${f.fingerprint256}) than the bundle's (${fp}).`);
     }
-    if (new Set(Object.values(tls).map((f) => `${f.protocol} ${f.cipher}`)).size > 1) notes.push(`The targets negotiated different TLS parameters: ${JSON.stringify(tls)}`);
+  }
+  if (new Set(Object.values(tls).map((f) => `${f.protocol} ${f.cipher}`)).size > 1) notes.push(`The targets negotiated different TLS parameters: ${JSON.stringify(tls)}`);
 
-    const load = (app: App, t: Target, mode: Mode, secs: number): Promise<WrkResult> => {
-      const url = `https://${app.hostname}:${t.port}/index.html`;
-      if (mode === 'h2') return runH2load({ url, clients: connections, streams, threads, durationS: secs, dir: host.benchDir, hostsFile });
-      return runWrk({ url, host: app.hostname, threads, connections, durationS: secs, dir: host.benchDir, hostsFile, headers: mode === 'close' ? ['Connection: close'] : [] });
-    };
-    const runs: TargetRun[] = [];
-    for (const app of apps) {
-      const appPid = main.pids.get(app.key) ?? 0;
-      for (const mode of modes) {
-        s.log(`${app.key} ${mode}: warm-up (2 s per target)`);
-        for (const t of targets) await load(app, t, mode, 2);
-        for (let rnd = 0; rnd < rounds; rnd++) {
-          const order = targets.map((_, i) => targets[(i + rnd) % targets.length]!);
-          for (const t of order) {
-            s.check();
-            const st = await settle(s, appPid, settleMax);
-            const before = await othersRunning();
+  const load = (app: App, t: Target, mode: Mode, secs: number): Promise<WrkResult> => {
+    const url = `https://${app.hostname}:${t.port}/index.html`;
+    if (mode === 'h2') return runH2load({ url, clients: connections, streams, threads, durationS: secs, dir: host.benchDir, hostsFile });
+    return runWrk({ url, host: app.hostname, threads, connections, durationS: secs, dir: host.benchDir, hostsFile, headers: mode === 'close' ? ['Connection: close'] : [] });
+  };
+  const runs: TargetRun[] = [];
+  for (const app of apps) {
+    const appPid = main.pids.get(app.key) ?? 0;
+    for (const mode of modes) {
+      s.log(`${app.key} ${mode}: warm-up (2 s per target)`);
+      for (const t of targets) await load(app, t, mode, 2);
+      for (let rnd = 0; rnd < rounds; rnd++) {
+        const order = targets.map((_, i) => targets[(i + rnd) % targets.length]!);
+        for (const t of order) {
+          s.check();
+          const st = await settle(s, appPid, settleMax);
+          const { value: m, others } = await watchOthers(async () => {
             const overflow0 = await tcpExt(appPid, 'ListenOverflows');
             const t0 = await treeTimes(t.pid);
             const w = await load(app, t, mode, duration);
-            const t1 = await treeTimes(t.pid);
-            const overflow1 = await tcpExt(appPid, 'ListenOverflows');
-            const user = (t1.user - t0.user) / CLK_TCK;
-            const sys = (t1.sys - t0.sys) / CLK_TCK;
-            runs.push({
-              app: app.key,
-              mode,
-              server: t.server,
-              round: rnd,
-              wrk: w,
-              cpu_us_per_request: w.requests ? round(((user + sys) * 1e6) / w.requests, 1) : null,
-              cpu_sys_share: user + sys > 0 ? round(sys / (user + sys), 3) : null,
-              cpu_percent_of_core: round(((user + sys) / (w.duration_s || 1)) * 100, 1) ?? 0,
-              settle_s: st.waited,
-              time_wait_before: { host: st.host, app: st.app },
-              app_listen_overflows: overflow0 === null || overflow1 === null ? null : overflow1 - overflow0,
-              others: [...new Set([...before, ...(await othersRunning())])],
-            });
-            s.log(`${app.key} ${mode} round ${rnd + 1}/${rounds} ${t.server}: ${w.rps} req/s, p99 ${w.latency_ms.p99} ms, errors ${wrkErrors(w)}`);
-          }
-        }
-      }
-    }
-    const summary: TargetAgg[] = apps.flatMap((app) =>
-      modes.flatMap((mode) =>
-        targets.map((t) => {
-          const mine = runs.filter((r) => r.app === app.key && r.mode === mode && r.server === t.server);
-          const med = (pick: (r: TargetRun) => number | null) => round(median(mine.map(pick).filter((v): v is number => v !== null)), 2);
-          return {
+            return { overflow0, t0, w, t1: await treeTimes(t.pid), overflow1: await tcpExt(appPid, 'ListenOverflows') };
+          });
+          const { overflow0, t0, w, t1, overflow1 } = m;
+          const user = (t1.user - t0.user) / CLK_TCK;
+          const sys = (t1.sys - t0.sys) / CLK_TCK;
+          runs.push({
             app: app.key,
             mode,
             server: t.server,
-            label: t.label,
-            rps: med((r) => r.wrk.rps),
-            p50_ms: med((r) => r.wrk.latency_ms.p50),
-            p90_ms: med((r) => r.wrk.latency_ms.p90),
-            p99_ms: med((r) => r.wrk.latency_ms.p99),
-            cpu_us_per_request: med((r) => r.cpu_us_per_request),
-            app_listen_overflows: mine.reduce((a, r) => a + (r.app_listen_overflows ?? 0), 0),
-            errors: mine.reduce((a, r) => a + wrkErrors(r.wrk), 0),
-          };
-        }),
-      ),
-    );
-    const ratio = (a: number | null | undefined, b: number | null | undefined) => (a !== null && a !== undefined && b ? round(a / b, 3) : null);
-    const ratios: ProxyResult['ratios'] = {};
-    for (const app of apps) {
-      for (const mode of modes) {
-        const by = (server: string) => summary.find((x) => x.app === app.key && x.mode === mode && x.server === server);
-        ratios[`${app.key}/${mode}`] = {
-          rps_hoody_over_nginx_auto: ratio(by('hoody')?.rps, by('nginx_auto')?.rps),
-          rps_hoody_over_nginx_1: ratio(by('hoody')?.rps, by('nginx_1')?.rps),
-          p99_hoody_over_nginx_auto: ratio(by('hoody')?.p99_ms, by('nginx_auto')?.p99_ms),
-          p99_hoody_over_nginx_1: ratio(by('hoody')?.p99_ms, by('nginx_1')?.p99_ms),
-          rps_hoody_over_hoody_node: ratio(by('hoody')?.rps, by('hoody_node')?.rps),
-          cpu_per_request_hoody_over_nginx_auto: ratio(by('hoody')?.cpu_us_per_request, by('nginx_auto')?.cpu_us_per_request),
-        };
-      }
-    }
-    // Faults under load: hoodyd SIGKILLed and restarted, then certificate swaps; both data planes.
-    const faults: FaultRun[] = [];
-    if (faultDuration > 0) {
-      const app = apps[0]!;
-      for (const [t, daemon, info] of [
-        [targets[0]!, d, main.info],
-        [targets[1]!, dn, other.info],
-      ] as const) {
-        s.log(`faults, ${t.server}: hoodyd SIGKILLed and restarted under load (${faultDuration} s)`);
-        faults.push(await killUnderLoad({ daemon, target: t.server, durationS: faultDuration, load: () => load(app, t, 'close', faultDuration) }));
-        // hoodyd's own listeners (HOODY_DATA_PLANE=node) come back on new free ports; HAProxy kept its own.
-        const now = (await daemon.client.call<{ listeners: { http: number; https: number } }>('GET', '/v1/host')).listeners;
-        daemon.ports.http = now.http;
-        daemon.ports.https = now.https;
-        t.port = now.https;
-        if (swaps > 0) {
-          s.log(`faults, ${t.server}: ${swaps} certificate swaps under load`);
-          faults.push(
-            await swapsUnderLoad({ daemon, target: t.server, swaps, ca, hostname: app.hostname, container: app.container, token: info[app.key]!.token ?? '', durationS: faultDuration, load: () => load(app, t, 'close', faultDuration) }),
-          );
+            round: rnd,
+            wrk: w,
+            cpu_us_per_request: w.requests ? round(((user + sys) * 1e6) / w.requests, 1) : null,
+            cpu_sys_share: user + sys > 0 ? round(sys / (user + sys), 3) : null,
+            cpu_percent_of_core: round(((user + sys) / (w.duration_s || 1)) * 100, 1) ?? 0,
+            settle_s: st.waited,
+            time_wait_before: { host: st.host, app: st.app },
+            app_listen_overflows: overflow0 === null || overflow1 === null ? null : overflow1 - overflow0,
+            others,
+          });
+          s.log(`${app.key} ${mode} round ${rnd + 1}/${rounds} ${t.server}: ${w.rps} req/s, p99 ${w.latency_ms.p99} ms, errors ${wrkErrors(w)}`);
         }
       }
     }
-    const disturbed = runs.filter((r) => r.others.length);
-    if (disturbed.length)
-      notes.push(`Another benchmark or test run was on the box during ${disturbed.length} of ${runs.length} runs (${[...new Set(disturbed.flatMap((r) => r.others))].slice(0, 3).join(' | ')}): those figures are skewed by its load.`);
-    if (summary.some((x) => x.errors > 0)) notes.push('Some runs saw socket errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
-    if (runs.some((r) => r.settle_s >= settleMax && settleMax > 0)) notes.push(`Some runs started with TIME_WAIT sockets left after waiting ${settleMax} s (see runs[].time_wait_before).`);
-
-    const finished = new Date();
-    const result: ProxyResult = {
-      tool: 'hoody bench proxy',
-      run_id: runId,
-      started: started.toISOString(),
-      finished: finished.toISOString(),
-      duration_s: round((finished.getTime() - started.getTime()) / 1000, 1) ?? 0,
-      options: { apps: apps.map((a) => a.key), modes, rounds, duration_s: duration, connections, threads, h2_streams: streams, settle_max_s: settleMax, fault_duration_s: faultDuration, swaps, log_level: o['log-level'] },
-      host: await hostFacts(),
-      nginx_version: nginxVersion,
-      wrk_version: wrkVersion,
-      h2load_version: h2Version,
-      apps: Object.fromEntries(Object.entries(main.info).map(([k, v]) => [k, { ...v, token: undefined }])) as ProxyResult['apps'],
-      tls,
-      summary,
-      ratios,
-      runs,
-      faults,
-      notes,
-    };
-    process.stdout.write(`\n${table(SUMMARY_HEADER, summaryRows(result))}\n\n${table(['ratio', ...Object.keys(ratios)], ratioRows(result))}\n\n${table(FAULT_HEADER, faultRows(result))}\n`);
-    const files = await writeResults(o.out!, 'proxy', started, result, (svgName) => markdown(result, svgName, MODES), svg(result));
-    process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
-    s.log('removing nginx, the containers and the daemons');
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
-  } finally {
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
-    s.dispose();
   }
-}
+  const summary: TargetAgg[] = apps.flatMap((app) =>
+    modes.flatMap((mode) =>
+      targets.map((t) => {
+        const mine = runs.filter((r) => r.app === app.key && r.mode === mode && r.server === t.server);
+        const med = (pick: (r: TargetRun) => number | null) => round(median(mine.map(pick).filter((v): v is number => v !== null)), 2);
+        return {
+          app: app.key,
+          mode,
+          server: t.server,
+          label: t.label,
+          rps: med((r) => r.wrk.rps),
+          p50_ms: med((r) => r.wrk.latency_ms.p50),
+          p90_ms: med((r) => r.wrk.latency_ms.p90),
+          p99_ms: med((r) => r.wrk.latency_ms.p99),
+          cpu_us_per_request: med((r) => r.cpu_us_per_request),
+          app_listen_overflows: mine.reduce((a, r) => a + (r.app_listen_overflows ?? 0), 0),
+          errors: mine.reduce((a, r) => a + wrkErrors(r.wrk), 0),
+        };
+      }),
+    ),
+  );
+  const ratio = (a: number | null | undefined, b: number | null | undefined) => (a !== null && a !== undefined && b ? round(a / b, 3) : null);
+  const ratios: ProxyResult['ratios'] = {};
+  for (const app of apps) {
+    for (const mode of modes) {
+      const by = (server: string) => summary.find((x) => x.app === app.key && x.mode === mode && x.server === server);
+      ratios[`${app.key}/${mode}`] = {
+        rps_hoody_over_nginx_auto: ratio(by('hoody')?.rps, by('nginx_auto')?.rps),
+        rps_hoody_over_nginx_1: ratio(by('hoody')?.rps, by('nginx_1')?.rps),
+        p99_hoody_over_nginx_auto: ratio(by('hoody')?.p99_ms, by('nginx_auto')?.p99_ms),
+        p99_hoody_over_nginx_1: ratio(by('hoody')?.p99_ms, by('nginx_1')?.p99_ms),
+        rps_hoody_over_hoody_node: ratio(by('hoody')?.rps, by('hoody_node')?.rps),
+        cpu_per_request_hoody_over_nginx_auto: ratio(by('hoody')?.cpu_us_per_request, by('nginx_auto')?.cpu_us_per_request),
+      };
+    }
+  }
+  // Faults under load: hoodyd SIGKILLed and restarted, then certificate swaps; both data planes.
+  const faults: FaultRun[] = [];
+  if (faultDuration > 0) {
+    const app = apps[0]!;
+    for (const [t, daemon, info] of [
+      [targets[0]!, d, main.info],
+      [targets[1]!, dn, other.info],
+    ] as const) {
+      s.log(`faults, ${t.server}: hoodyd SIGKILLed and restarted under load (${faultDuration} s)`);
+      faults.push(await killUnderLoad({ daemon, target: t.server, durationS: faultDuration, load: () => load(app, t, 'close', faultDuration) }));
+      // hoodyd's own listeners (HOODY_DATA_PLANE=node) come back on new free ports; HAProxy kept its own.
+      const now = (await daemon.client.call<{ listeners: { http: number; https: number } }>('GET', '/v1/host')).listeners;
+      daemon.ports.http = now.http;
+      daemon.ports.https = now.https;
+      t.port = now.https;
+      if (swaps > 0) {
+        s.log(`faults, ${t.server}: ${swaps} certificate swaps under load`);
+        faults.push(
+          await swapsUnderLoad({ daemon, target: t.server, swaps, ca, hostname: app.hostname, container: app.container, token: info[app.key]!.token ?? '', durationS: faultDuration, load: () => load(app, t, 'close', faultDuration) }),
+        );
+      }
+    }
+  }
+  const disturbed = disturbedNote(runs, 'runs');
+  if (disturbed) notes.push(disturbed);
+  if (summary.some((x) => x.errors > 0)) notes.push('Some runs saw socket errors or non-2xx answers (see runs[].wrk.errors in the JSON).');
+  if (runs.some((r) => r.settle_s >= settleMax && settleMax > 0)) notes.push(`Some runs started with TIME_WAIT sockets left after waiting ${settleMax} s (see runs[].time_wait_before).`);
 
-main(runProxy);
+  const result: ProxyResult = {
+    ...(await header({ apps: apps.map((a) => a.key), modes, rounds, duration_s: duration, connections, threads, h2_streams: streams, settle_max_s: settleMax, fault_duration_s: faultDuration, swaps, log_level: o['log-level'] })),
+    nginx_version: nginxVersion,
+    wrk_version: wrkVersion,
+    h2load_version: h2Version,
+    apps: Object.fromEntries(Object.entries(main.info).map(([k, v]) => [k, { ...v, token: undefined }])) as ProxyResult['apps'],
+    tls,
+    summary,
+    ratios,
+    runs,
+    faults,
+    notes,
+  };
+  process.stdout.write(`\n${table(SUMMARY_HEADER, summaryRows(result))}\n\n${table(['ratio', ...Object.keys(ratios)], ratioRows(result))}\n\n${table(FAULT_HEADER, faultRows(result))}\n`);
+  await write(result, (svgName) => markdown(result, svgName, MODES), svg(result));
+  s.log('removing nginx, the containers and the daemons');
+});

@@ -1,5 +1,7 @@
 import { table } from '../daemon/cli/format.js';
 import { MODES } from './modes.js';
+import { COLORS, esc, niceStep } from './ns-chart.js';
+import { fmt, mdTable } from './results.js';
 import { percentile, round, slope } from './stats.js';
 import type { ByMode, DensityResult, ModeRun, Point, WorkloadSummary } from './types.js';
 import type { Workload } from './workloads.js';
@@ -110,8 +112,6 @@ export function summarize(w: Workload, modes: readonly string[], points: readonl
   };
 }
 
-const fmt = (v: number | null | undefined, d = 2) => (v === null || v === undefined ? '–' : v.toFixed(d));
-
 /** Goals from issue 6 (hoody, KSM on, idle, namespaces populated). */
 export function goals(name: string, s: WorkloadSummary): { goal: string; value: string; met: boolean | null }[] {
   const raw = s.memory_mib_per_container.hoody_ksm_on ?? null;
@@ -131,9 +131,6 @@ export function goals(name: string, s: WorkloadSummary): { goal: string; value: 
   ];
 }
 
-function mdTable(header: string[], rows: (string | number)[][]): string {
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
 
 /** The figures as rows, one per metric, one column per mode (shared by the Markdown and stdout tables). */
 function figureRows(s: WorkloadSummary, keys: readonly string[]): (string | number)[][] {
@@ -239,19 +236,6 @@ export function markdown(r: DensityResult, svgName: string): string {
   if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
   out.push('Memory figures in MiB unless marked; PSS = proportional set size from smaps_rollup. "foreign" = containers of other users on the engine.', '');
   return out.join('\n');
-}
-
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
-
-function esc(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-}
-
-/** A "nice" axis step for a range (1, 2, 5 × 10^k). */
-function niceStep(range: number, ticks = 5): number {
-  const raw = range / ticks || 1;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  return [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
 }
 
 /**

@@ -28,12 +28,18 @@ import { loadConfig } from '../daemon/config.js';
 import { DockerEngine } from '../host/engine.js';
 import { BASE_IMAGE, buildBaseImage } from '../host/images.js';
 import { startBenchDaemon } from './daemon.js';
+import { runBench, othersRunning } from './harness.js';
+import { KeepAliveClient } from './keepalive.js';
 import { chartSvg } from './ns-chart.js';
-import { dist, fmt, hostFacts, KeepAliveClient, main, mdTable, num, othersRunning, parseArgs, prepareHost, ROOT, runIdOf, rssBytes, session, treeTicks, writeResults } from './ns-common.js';
-import { CLK_TCK, descendants, processTable } from './procs.js';
-import { MIB, round } from './stats.js';
+import { numberOption } from './options.js';
+import { CLK_TCK, descendants, processTable, rssBytes, treeTicks } from './procs.js';
+import { fmt, mdTable, notesSection, type ResultHeader, runLines } from './results.js';
+import { type Dist, dist, MIB, round } from './stats.js';
 
-const DEFAULTS = { cold: '20', warm: '500', 'log-level': 'warn', budget: '1800', out: join(ROOT, 'bench/results') };
+const OPTIONS = {
+  cold: numberOption(20, 1, 200, 'new scripts per kind, each written then run once'),
+  warm: numberOption(500, 10, 100_000, 'sequential warm requests per kind'),
+};
 
 type Kind = 'isolate' | 'bun' | 'persistent' | 'ceiling';
 type Script = Exclude<Kind, 'ceiling'>;
@@ -47,8 +53,6 @@ function source(k: Script, body: string, idle = '10m'): string {
   if (k === 'bun') return `// @runtime bun\nreturn ${body};\n`;
   return `// @runtime bun\n// @mode persistent\n// @idle ${idle}\nexport default { fetch() { return Response.json(${body}); } };\n`;
 }
-
-type Dist = ReturnType<typeof dist>;
 
 interface KindResult {
   kind: Kind;
@@ -79,14 +83,7 @@ interface PersistentMemory {
   pss_file_mib: number | null;
 }
 
-export interface RuntimesResult {
-  tool: string;
-  run_id: string;
-  started: string;
-  finished: string;
-  duration_s: number;
-  options: Record<string, unknown>;
-  host: Record<string, unknown>;
+export interface RuntimesResult extends ResultHeader {
   kinds: KindResult[];
   memory: {
     exec_worker_rss_mib: { after_first_run: number | null; after_cold: number | null; after_warm: number | null };
@@ -155,177 +152,156 @@ interface LogRow {
   memoryBytes: number | null;
 }
 
-async function runRuntimes(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2), DEFAULTS);
-  const coldN = num(o, 'cold', 1, 200);
-  const warmN = num(o, 'warm', 10, 100_000);
-  const budget = num(o, 'budget', 60, 6 * 3600);
-  const started = new Date();
-  const runId = runIdOf(started);
-  const s = session('runtimes', budget);
-  const notes: string[] = [];
-  try {
-    const others0 = await othersRunning();
-    if (others0.length) s.log(`warning: another benchmark or test run is on the box (${others0[0]}); figures will be skewed`);
-    const host = await prepareHost('runtimes', runId, s.cleanup);
-    const engine = new DockerEngine(host.dockerSocket);
-    if (!(await engine.imageExists(BASE_IMAGE))) {
-      s.log(`building ${BASE_IMAGE} (debootstrap, about a minute): Bun needs glibc`);
-      await buildBaseImage(engine.docker, join(loadConfig({}).stateDir, 'build'));
-    }
-    s.log('starting hoodyd and one hoody/base container');
-    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level']! } });
-    s.cleanup.push(`hoodyd ${d.pid} and its container`, () => d.destroy());
-    const name = 'rt';
-    const token = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name, image: BASE_IMAGE })).token;
-    const engineId = (await d.client.call<{ engineId: string }>('GET', `/v1/containers/${name}`)).engineId;
-    const initPid = (await engine.inspect(engineId))?.pid ?? 0;
-    const http = new KeepAliveClient(d.ports.http, 1);
-    s.cleanup.push('HTTP client', async () => http.close());
-    const apiHost = `api.${name}.hoody.localhost`;
-    const execHost = `exec.${name}.hoody.localhost`;
-    const put = (path: string, src: string) => http.ok('PUT', apiHost, `/api/v1/scripts/${path}.ts?token=${token}`, src, 'text/plain');
-    const get = async (k: Kind, path = k === 'ceiling' ? '' : WARM_PATH[k], expect?: string) => {
-      const r = k === 'ceiling' ? await http.call('GET', apiHost, `/api/v1/proxy/routes?token=${token}`) : await http.call('GET', execHost, `/scripts/${path}?token=${token}`);
-      if (r.status !== 200 || (expect !== undefined && r.text !== expect)) throw new Error(`${k} ${path}: ${r.status} ${r.text.slice(0, 300)}`);
-      return r.ms;
-    };
-    const workerRss = async () => mib(await rssBytes((await execWorkerPid(d.pid)) ?? 0));
-    const daemonRss0 = mib(await rssBytes(d.pid));
-
-    s.log('first run of each kind');
-    const first: Partial<Record<Kind, number>> = {};
-    for (const k of SCRIPTS) {
-      await put(WARM_PATH[k], source(k, '{ ok: true }'));
-      first[k] = await get(k, WARM_PATH[k], '{"ok":true}');
-    }
-    first.ceiling = await get('ceiling', '', '[]');
-    const workerAfterFirst = await workerRss();
-
-    s.log(`cold: ${coldN} new scripts per kind, each written then run once`);
-    const cold: Record<Script, number[]> = { isolate: [], bun: [], persistent: [] };
-    for (let i = 0; i < coldN; i++) {
-      for (const k of SCRIPTS) {
-        s.check();
-        const body = `{ ok: true, n: ${i}, run: '${runId}' }`;
-        await put(`cold/${k}-${i}`, source(k, body, '2s'));
-        cold[k].push(await get(k, `cold/${k}-${i}`, `{"ok":true,"n":${i},"run":"${runId}"}`));
-      }
-    }
-    const workerAfterCold = await workerRss();
-
-    s.log(`warm: ${warmN} sequential requests per kind, blocks of 100, order rotated`);
-    for (const k of KINDS) for (let i = 0; i < 20; i++) await get(k);
-    const warm: Record<Kind, number[]> = { isolate: [], bun: [], persistent: [], ceiling: [] };
-    const ticks: Record<Kind, number> = { isolate: 0, bun: 0, persistent: 0, ceiling: 0 };
-    const cgNs: Record<Kind, number | null> = { isolate: 0, bun: 0, persistent: 0, ceiling: 0 };
-    let disturbed = 0;
-    let blocks = 0;
-    const blockN = Math.min(100, warmN);
-    for (let done = 0; done < warmN; done += blockN, blocks++) {
-      const n = Math.min(blockN, warmN - done);
-      const shift = blocks % KINDS.length;
-      for (const k of [...KINDS.slice(shift), ...KINDS.slice(0, shift)]) {
-        s.check();
-        const t0 = await treeTicks(d.pid);
-        const c0 = await cgroupCpuNs(initPid);
-        for (let i = 0; i < n; i++) warm[k].push(await get(k));
-        const c1 = await cgroupCpuNs(initPid);
-        ticks[k] += (await treeTicks(d.pid)) - t0;
-        cgNs[k] = c0 === null || c1 === null || cgNs[k] === null ? null : cgNs[k]! + (c1 - c0);
-      }
-      if ((await othersRunning()).length) disturbed++;
-    }
-    const workerAfterWarm = await workerRss();
-    if (disturbed) notes.push(`Another benchmark or test run was on the box during ${disturbed} of ${blocks} warm rounds: those figures are skewed by its load.`);
-
-    // The exec log: every row since the start (pages of 1000 by time; the same time twice is deduplicated by id).
-    const rows = new Map<number, LogRow>();
-    for (let since = started.toISOString(); ; ) {
-      const page = JSON.parse((await http.ok('GET', apiHost, `/api/v1/logs?source=exec&limit=1000&since=${encodeURIComponent(since)}&token=${token}`)).text) as LogRow[];
-      const before = rows.size;
-      for (const r of page) rows.set(r.id, r);
-      if (page.length < 1000 || rows.size === before) break;
-      since = page.at(-1)!.time;
-    }
-    const logOf = (k: Script) => [...rows.values()].filter((r) => r.script === `${WARM_PATH[k]}.ts`);
-
-    s.log('memory: waiting for the cold persistent scripts to stop (@idle 2s)');
-    type Stats = { containers: { name: string; persistent: { script: string; pid: number | null; rssBytes: number | null }[] }[] };
-    const persistentNow = async () => (await d.client.call<Stats>('GET', '/v1/stats')).containers.find((c) => c.name === name)?.persistent ?? [];
-    let running = await persistentNow();
-    for (let t = 0; t < 60 && running.some((p) => p.script !== `${WARM_PATH.persistent}.ts`); t++) {
-      await s.nap(500);
-      running = await persistentNow();
-    }
-    if (running.length !== 1) notes.push(`${running.length} persistent scripts were running at the memory phase (expected 1): ${running.map((p) => p.script).join(', ')}.`);
-    let bunPersistent: PersistentMemory | null = null;
-    const p = running.find((x) => x.script === `${WARM_PATH.persistent}.ts`);
-    if (p) {
-      const hostPid = p.pid ? await hostPidOf(p.pid, initPid) : null;
-      const m = hostPid ? await smapsRollup(hostPid) : null;
-      if (!hostPid) notes.push(`The persistent process (pid ${p.pid} in the container) was not found on the host: no host RSS/PSS.`);
-      bunPersistent = {
-        script: p.script,
-        ns_pid: p.pid,
-        host_pid: hostPid,
-        reported_rss_mib: mib(p.rssBytes),
-        host_rss_mib: mib(m?.Rss),
-        pss_mib: mib(m?.Pss),
-        pss_anon_mib: mib(m?.Pss_Anon),
-        pss_file_mib: mib(m?.Pss_File),
-      };
-      const bunProcs = (await processTable()).filter((x) => x.cmdline.some((a) => a.includes('bun-runner'))).length;
-      notes.push(`${bunProcs} bun-runner process(es) on the host at the memory phase (any container): the Bun binary's page-cache pages are split among them in PSS; with one alone, PSS is close to RSS and anon PSS is the process's own memory.`);
-    }
-
-    const ceilP50 = dist(warm.ceiling).p50;
-    const kinds: KindResult[] = KINDS.map((k) => {
-      const w = dist(warm[k]);
-      const log = k === 'ceiling' ? [] : logOf(k);
-      return {
-        kind: k,
-        label: LABEL[k],
-        first_ms: round(first[k], 2),
-        cold_ms: k === 'ceiling' ? null : dist(cold[k]),
-        warm_ms: w,
-        warm_p50_ratio: w.p50 !== null && ceilP50 ? round(w.p50 / ceilP50, 2) : null,
-        daemon_cpu_us: warm[k].length ? round(((ticks[k] / CLK_TCK) * 1e6) / warm[k].length, 0) : null,
-        container_cpu_us: warm[k].length && cgNs[k] !== null ? round(cgNs[k]! / 1000 / warm[k].length, 0) : null,
-        script_cpu_ms: log.length ? dist(log.map((r) => r.cpuMs)) : null,
-      };
-    });
-    const bunRss = logOf('bun').map((r) => r.memoryBytes ?? 0).filter((b) => b > 0).map((b) => b / MIB);
-    if (logOf('bun').length < warmN) notes.push(`The exec log held ${logOf('bun').length} rows of the warm Bun serverless script (of ${warmN + 21}).`);
-    notes.push('CPU per request comes from 10 ms ticks summed per block (daemon tree) and the container cgroup\'s cpuacct; the Bun processes run in the container\'s cgroup, not in the daemon\'s tree.');
-    const finished = new Date();
-    const result: RuntimesResult = {
-      tool: 'hoody bench runtimes',
-      run_id: runId,
-      started: started.toISOString(),
-      finished: finished.toISOString(),
-      duration_s: round((finished.getTime() - started.getTime()) / 1000, 1) ?? 0,
-      options: { cold: coldN, warm: warmN, image: BASE_IMAGE, log_level: o['log-level'] },
-      host: await hostFacts(),
-      kinds,
-      memory: {
-        exec_worker_rss_mib: { after_first_run: workerAfterFirst, after_cold: workerAfterCold, after_warm: workerAfterWarm },
-        daemon_rss_mib: { start: daemonRss0, end: mib(await rssBytes(d.pid)) },
-        bun_serverless_rss_mib: dist(bunRss, 1),
-        bun_persistent: bunPersistent,
-      },
-      notes,
-    };
-    process.stdout.write(`\n${table(LATENCY_HEADER, latencyRows(result))}\n\n${table(['memory', 'MiB'], memoryRows(result))}\n`);
-    const files = await writeResults(o.out!, 'runtimes', started, result, (svgName) => markdown(result, svgName), svg(result));
-    process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
-    s.log('removing the container and the daemon');
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
-  } finally {
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
-    s.dispose();
+runBench({ name: 'runtimes', description: 'exec runtimes side by side: isolate, Bun serverless, Bun persistent', options: OPTIONS, budget: { default: 1800, min: 60, max: 6 * 3600 } }, async ({ o, s, started, runId, prepareHost, header, write, notes }) => {
+  const { cold: coldN, warm: warmN } = o;
+  const others0 = await othersRunning();
+  if (others0.length) s.log(`warning: another benchmark or test run is on the box (${others0[0]}); figures will be skewed`);
+  const host = await prepareHost();
+  const engine = new DockerEngine(host.dockerSocket);
+  if (!(await engine.imageExists(BASE_IMAGE))) {
+    s.log(`building ${BASE_IMAGE} (debootstrap, about a minute): Bun needs glibc`);
+    await buildBaseImage(engine.docker, join(loadConfig({}).stateDir, 'build'));
   }
-}
+  s.log('starting hoodyd and one hoody/base container');
+  const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level'] } });
+  s.cleanup.push(`hoodyd ${d.pid} and its container`, () => d.destroy());
+  const name = 'rt';
+  const token = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name, image: BASE_IMAGE })).token;
+  const engineId = (await d.client.call<{ engineId: string }>('GET', `/v1/containers/${name}`)).engineId;
+  const initPid = (await engine.inspect(engineId))?.pid ?? 0;
+  const http = new KeepAliveClient(d.ports.http, 1);
+  s.cleanup.push('HTTP client', async () => http.close());
+  const apiHost = `api.${name}.hoody.localhost`;
+  const execHost = `exec.${name}.hoody.localhost`;
+  const put = (path: string, src: string) => http.ok('PUT', apiHost, `/api/v1/scripts/${path}.ts?token=${token}`, src, 'text/plain');
+  const get = async (k: Kind, path = k === 'ceiling' ? '' : WARM_PATH[k], expect?: string) => {
+    const r = k === 'ceiling' ? await http.call('GET', apiHost, `/api/v1/proxy/routes?token=${token}`) : await http.call('GET', execHost, `/scripts/${path}?token=${token}`);
+    if (r.status !== 200 || (expect !== undefined && r.text !== expect)) throw new Error(`${k} ${path}: ${r.status} ${r.text.slice(0, 300)}`);
+    return r.ms;
+  };
+  const workerRss = async () => mib(await rssBytes((await execWorkerPid(d.pid)) ?? 0));
+  const daemonRss0 = mib(await rssBytes(d.pid));
+
+  s.log('first run of each kind');
+  const first: Partial<Record<Kind, number>> = {};
+  for (const k of SCRIPTS) {
+    await put(WARM_PATH[k], source(k, '{ ok: true }'));
+    first[k] = await get(k, WARM_PATH[k], '{"ok":true}');
+  }
+  first.ceiling = await get('ceiling', '', '[]');
+  const workerAfterFirst = await workerRss();
+
+  s.log(`cold: ${coldN} new scripts per kind, each written then run once`);
+  const cold: Record<Script, number[]> = { isolate: [], bun: [], persistent: [] };
+  for (let i = 0; i < coldN; i++) {
+    for (const k of SCRIPTS) {
+      s.check();
+      const body = `{ ok: true, n: ${i}, run: '${runId}' }`;
+      await put(`cold/${k}-${i}`, source(k, body, '2s'));
+      cold[k].push(await get(k, `cold/${k}-${i}`, `{"ok":true,"n":${i},"run":"${runId}"}`));
+    }
+  }
+  const workerAfterCold = await workerRss();
+
+  s.log(`warm: ${warmN} sequential requests per kind, blocks of 100, order rotated`);
+  for (const k of KINDS) for (let i = 0; i < 20; i++) await get(k);
+  const warm: Record<Kind, number[]> = { isolate: [], bun: [], persistent: [], ceiling: [] };
+  const ticks: Record<Kind, number> = { isolate: 0, bun: 0, persistent: 0, ceiling: 0 };
+  const cgNs: Record<Kind, number | null> = { isolate: 0, bun: 0, persistent: 0, ceiling: 0 };
+  let disturbed = 0;
+  let blocks = 0;
+  const blockN = Math.min(100, warmN);
+  for (let done = 0; done < warmN; done += blockN, blocks++) {
+    const n = Math.min(blockN, warmN - done);
+    const shift = blocks % KINDS.length;
+    for (const k of [...KINDS.slice(shift), ...KINDS.slice(0, shift)]) {
+      s.check();
+      const t0 = await treeTicks(d.pid);
+      const c0 = await cgroupCpuNs(initPid);
+      for (let i = 0; i < n; i++) warm[k].push(await get(k));
+      const c1 = await cgroupCpuNs(initPid);
+      ticks[k] += (await treeTicks(d.pid)) - t0;
+      cgNs[k] = c0 === null || c1 === null || cgNs[k] === null ? null : cgNs[k]! + (c1 - c0);
+    }
+    if ((await othersRunning()).length) disturbed++;
+  }
+  const workerAfterWarm = await workerRss();
+  if (disturbed) notes.push(`Another benchmark or test run was on the box during ${disturbed} of ${blocks} warm rounds: those figures are skewed by its load.`);
+
+  // The exec log: every row since the start (pages of 1000 by time; the same time twice is deduplicated by id).
+  const rows = new Map<number, LogRow>();
+  for (let since = started.toISOString(); ; ) {
+    const page = JSON.parse((await http.ok('GET', apiHost, `/api/v1/logs?source=exec&limit=1000&since=${encodeURIComponent(since)}&token=${token}`)).text) as LogRow[];
+    const before = rows.size;
+    for (const r of page) rows.set(r.id, r);
+    if (page.length < 1000 || rows.size === before) break;
+    since = page.at(-1)!.time;
+  }
+  const logOf = (k: Script) => [...rows.values()].filter((r) => r.script === `${WARM_PATH[k]}.ts`);
+
+  s.log('memory: waiting for the cold persistent scripts to stop (@idle 2s)');
+  type Stats = { containers: { name: string; persistent: { script: string; pid: number | null; rssBytes: number | null }[] }[] };
+  const persistentNow = async () => (await d.client.call<Stats>('GET', '/v1/stats')).containers.find((c) => c.name === name)?.persistent ?? [];
+  let running = await persistentNow();
+  for (let t = 0; t < 60 && running.some((p) => p.script !== `${WARM_PATH.persistent}.ts`); t++) {
+    await s.nap(500);
+    running = await persistentNow();
+  }
+  if (running.length !== 1) notes.push(`${running.length} persistent scripts were running at the memory phase (expected 1): ${running.map((p) => p.script).join(', ')}.`);
+  let bunPersistent: PersistentMemory | null = null;
+  const p = running.find((x) => x.script === `${WARM_PATH.persistent}.ts`);
+  if (p) {
+    const hostPid = p.pid ? await hostPidOf(p.pid, initPid) : null;
+    const m = hostPid ? await smapsRollup(hostPid) : null;
+    if (!hostPid) notes.push(`The persistent process (pid ${p.pid} in the container) was not found on the host: no host RSS/PSS.`);
+    bunPersistent = {
+      script: p.script,
+      ns_pid: p.pid,
+      host_pid: hostPid,
+      reported_rss_mib: mib(p.rssBytes),
+      host_rss_mib: mib(m?.Rss),
+      pss_mib: mib(m?.Pss),
+      pss_anon_mib: mib(m?.Pss_Anon),
+      pss_file_mib: mib(m?.Pss_File),
+    };
+    const bunProcs = (await processTable()).filter((x) => x.cmdline.some((a) => a.includes('bun-runner'))).length;
+    notes.push(`${bunProcs} bun-runner process(es) on the host at the memory phase (any container): the Bun binary's page-cache pages are split among them in PSS; with one alone, PSS is close to RSS and anon PSS is the process's own memory.`);
+  }
+
+  const ceilP50 = dist(warm.ceiling).p50;
+  const kinds: KindResult[] = KINDS.map((k) => {
+    const w = dist(warm[k]);
+    const log = k === 'ceiling' ? [] : logOf(k);
+    return {
+      kind: k,
+      label: LABEL[k],
+      first_ms: round(first[k], 2),
+      cold_ms: k === 'ceiling' ? null : dist(cold[k]),
+      warm_ms: w,
+      warm_p50_ratio: w.p50 !== null && ceilP50 ? round(w.p50 / ceilP50, 2) : null,
+      daemon_cpu_us: warm[k].length ? round(((ticks[k] / CLK_TCK) * 1e6) / warm[k].length, 0) : null,
+      container_cpu_us: warm[k].length && cgNs[k] !== null ? round(cgNs[k]! / 1000 / warm[k].length, 0) : null,
+      script_cpu_ms: log.length ? dist(log.map((r) => r.cpuMs)) : null,
+    };
+  });
+  const bunRss = logOf('bun').map((r) => r.memoryBytes ?? 0).filter((b) => b > 0).map((b) => b / MIB);
+  if (logOf('bun').length < warmN) notes.push(`The exec log held ${logOf('bun').length} rows of the warm Bun serverless script (of ${warmN + 21}).`);
+  notes.push('CPU per request comes from 10 ms ticks summed per block (daemon tree) and the container cgroup\'s cpuacct; the Bun processes run in the container\'s cgroup, not in the daemon\'s tree.');
+  const result: RuntimesResult = {
+    ...(await header({ cold: coldN, warm: warmN, image: BASE_IMAGE, log_level: o['log-level'] })),
+    kinds,
+    memory: {
+      exec_worker_rss_mib: { after_first_run: workerAfterFirst, after_cold: workerAfterCold, after_warm: workerAfterWarm },
+      daemon_rss_mib: { start: daemonRss0, end: mib(await rssBytes(d.pid)) },
+      bun_serverless_rss_mib: dist(bunRss, 1),
+      bun_persistent: bunPersistent,
+    },
+    notes,
+  };
+  process.stdout.write(`\n${table(LATENCY_HEADER, latencyRows(result))}\n\n${table(['memory', 'MiB'], memoryRows(result))}\n`);
+  await write(result, (svgName) => markdown(result, svgName), svg(result));
+  s.log('removing the container and the daemon');
+});
 
 const LATENCY_HEADER = ['kind', 'first ms', 'cold p50/p90/max ms', 'warm n', 'warm p50', 'p90', 'p99', 'max', 'p50 / ceiling', 'daemon CPU µs/req', 'container CPU µs/req'];
 
@@ -359,11 +335,9 @@ function memoryRows(r: RuntimesResult): (string | number)[][] {
 }
 
 function markdown(r: RuntimesResult, svgName: string | null): string {
-  const h = r.host;
   const out: string[] = [];
   out.push(`# hoody exec runtimes benchmark — ${r.started}`, '');
-  out.push(`Run \`${r.run_id}\`, ${Math.round(r.duration_s)} s. Host: ${h.kernel}, ${h.cpus} cores (${h.cpu_model}), ${h.mem_total_mib} MiB; node ${h.node}.`);
-  out.push(`Options: ${Object.entries(r.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}.`, '');
+  out.push(...runLines(r), '');
   out.push('- isolate serverless: `return { ok: true };` (a fresh V8 context in the exec worker per request)');
   out.push('- Bun serverless: `// @runtime bun` + the same body (a fresh Bun process in the container per request)');
   out.push('- Bun persistent: `// @runtime bun`, `// @mode persistent`, `export default { fetch() { return Response.json({ ok: true }); } }` (one process; cold = the request that starts it)');
@@ -378,7 +352,7 @@ function markdown(r: RuntimesResult, svgName: string | null): string {
   out.push('## Memory', '');
   out.push(mdTable(['memory', 'MiB'], memoryRows(r)), '');
   out.push('PSS splits shared pages (the Bun binary in the page cache, shared libraries) among the processes that map them; anon PSS is the process\'s own memory.', '');
-  if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
+  out.push(...notesSection(r.notes));
   return out.join('\n');
 }
 
@@ -406,4 +380,3 @@ function svg(r: RuntimesResult): string {
   );
 }
 
-main(runRuntimes);

@@ -16,25 +16,23 @@ import Database from 'better-sqlite3';
 import { execa } from 'execa';
 import { table } from '../daemon/cli/format.js';
 import { type BenchDaemon, startBenchDaemon } from './daemon.js';
+import { runBench } from './harness.js';
+import { KeepAliveClient } from './keepalive.js';
 import { chartSvg } from './ns-chart.js';
-import { dist, fmt, hostFacts, KeepAliveClient, main, mdTable, num, parseArgs, prepareHost, ROOT, rssBytes, runIdOf, type Session, session, writeResults } from './ns-common.js';
-import { descendants, processTable } from './procs.js';
-import { MIB, round, runPool, slope, sleep } from './stats.js';
+import { numberOption } from './options.js';
+import { descendants, processTable, rssBytes } from './procs.js';
+import { fmt, mdTable, type ResultHeader } from './results.js';
+import type { Session } from './session.js';
+import { dist, MIB, round, runPool, slope, sleep } from './stats.js';
 
-const DEFAULTS = {
-  containers: '100',
-  minutes: '10',
-  /** Requests per second in all (half exec, half proxy). */
-  rate: '20',
-  'max-inflight': '32',
-  /** Seconds between samples of the daemon. */
-  sample: '10',
-  /** Seconds at the start left out of the RSS slope (caches and JIT warming up). */
-  warmup: '60',
-  parallel: '4',
-  'log-level': 'warn',
-  budget: '7200',
-  out: join(ROOT, 'bench/results'),
+const OPTIONS = {
+  containers: numberOption(100, 1, 500, 'busybox containers, each with a cron entry, a script and a proxied httpd'),
+  minutes: numberOption(10, 1, 24 * 60, 'minutes of steady load'),
+  rate: numberOption(20, 1, 2000, 'requests per second in all (half exec, half proxy)'),
+  'max-inflight': numberOption(32, 1, 1024, 'requests in flight at most (more are shed)'),
+  sample: numberOption(10, 1, 600, 'seconds between samples of the daemon'),
+  warmup: numberOption(60, 0, 3600, 'seconds at the start left out of the RSS slope (caches and JIT warming up)'),
+  parallel: numberOption(4, 1, 16, 'containers provisioned at once'),
 };
 
 const SCRIPT = '// @timeout 2000\nreturn { ok: true, container: request.path, n: Number(request.query.n ?? 0) };\n';
@@ -63,13 +61,8 @@ interface Kind {
   firstErrors: string[];
 }
 
-export interface SoakResult {
-  tool: string;
-  run_id: string;
-  started: string;
-  finished: string;
+export interface SoakResult extends ResultHeader {
   options: Record<string, number | string>;
-  host: Record<string, unknown>;
   provisioning_s: number;
   requests: { total: number; errors: number; shed: number; rate_per_s: number; exec: ReturnType<typeof summary>; proxy: ReturnType<typeof summary> };
   cron: { expected_slots: number; runs: number; by_status: Record<string, number>; duplicate_slots: number };
@@ -123,23 +116,20 @@ async function provision(s: Session, d: BenchDaemon, http: KeepAliveClient, n: n
   return out.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
 }
 
-async function runSoak(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2), DEFAULTS);
-  const containersN = num(o, 'containers', 1, 500);
-  const minutes = num(o, 'minutes', 1, 24 * 60);
-  const rate = num(o, 'rate', 1, 2000);
-  const maxInflight = num(o, 'max-inflight', 1, 1024);
-  const sampleS = num(o, 'sample', 1, 600);
-  const warmupS = num(o, 'warmup', 0, 3600);
-  const parallel = num(o, 'parallel', 1, 16);
-  const budget = num(o, 'budget', 120, 48 * 3600);
-  const started = new Date();
-  const runId = runIdOf(started);
-  const s = session('soak', Math.max(budget, minutes * 60 + 1800));
-  try {
-    const host = await prepareHost('soak', runId, s.cleanup);
+runBench(
+  {
+    name: 'soak',
+    description: 'steady exec and proxy load on many containers: errors, latencies, daemon growth',
+    options: OPTIONS,
+    budget: { default: 7200, min: 120, max: 48 * 3600 },
+    sessionBudget: (o) => Math.max(o.budget, o.minutes * 60 + 1800),
+  },
+  async ({ o, s, prepareHost, header, write }) => {
+    const { containers: containersN, minutes, rate, sample: sampleS, warmup: warmupS, parallel } = o;
+    const maxInflight = o['max-inflight'];
+    const host = await prepareHost();
     s.log(`starting hoodyd (state under ${host.benchDir})`);
-    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level']! } });
+    const d = await startBenchDaemon({ parentDir: host.benchDir, image: host.image, dockerSocket: host.dockerSocket, env: { HOODY_LOG_LEVEL: o['log-level'] } });
     s.cleanup.push(`hoodyd ${d.pid} and its containers`, () => d.destroy());
     const http = new KeepAliveClient(d.ports.http, maxInflight, 30_000);
     s.cleanup.push('HTTP client', async () => http.close());
@@ -259,14 +249,8 @@ async function runSoak(): Promise<void> {
     const cronErrors = runs.filter((r) => r.status !== 'ok').length;
     s.log('removing the containers and the daemon');
     await s.cleanup.run((label) => s.log(`  removing ${label}`));
-    const finished = new Date();
     const result: SoakResult = {
-      tool: 'hoody bench soak',
-      run_id: runId,
-      started: started.toISOString(),
-      finished: finished.toISOString(),
-      options: { containers: containersN, minutes, rate, max_inflight: maxInflight, sample_s: sampleS, warmup_s: warmupS, log_level: o['log-level']! },
-      host: await hostFacts(),
+      ...(await header({ containers: containersN, minutes, rate, max_inflight: maxInflight, sample_s: sampleS, warmup_s: warmupS, log_level: o['log-level'] })),
       provisioning_s: provisioningS,
       requests: { total, errors, shed, rate_per_s: round(total / ((Date.parse(windowEnd) - t0) / 1000), 2) ?? 0, exec: summary(kinds.exec), proxy: summary(kinds.proxy) },
       cron: { expected_slots: Math.max(0, slots) * ctrs.length, runs: runs.length, by_status: byStatus, duplicate_slots: slotKeys.length - new Set(slotKeys).size },
@@ -287,13 +271,9 @@ async function runSoak(): Promise<void> {
     };
     process.stdout.write(`\n${table(['figure', 'value'], summaryRows(result))}\n`);
     if (cronErrors) process.stdout.write(`cron runs not ok: ${JSON.stringify(byStatus)}\n`);
-    const files = await writeResults(o.out!, 'soak', started, result, (svgName) => markdown(result, svgName), svg(result));
-    process.stdout.write(`\nwrote ${files.json}\n      ${files.md}\n      ${files.svg}\n`);
-  } finally {
-    await s.cleanup.run((label) => s.log(`  removing ${label}`));
-    s.dispose();
-  }
-}
+    await write(result, (svgName) => markdown(result, svgName), svg(result));
+  },
+);
 
 function summaryRows(r: SoakResult): (string | number)[][] {
   const d = r.daemon;
@@ -347,4 +327,3 @@ function svg(r: SoakResult): string {
   );
 }
 
-main(runSoak);

@@ -45,3 +45,32 @@ export async function runPool<T>(items: readonly T[], concurrency: number, fn: (
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
 }
+
+/** Count, p50/p90/p99, max and mean of a list, rounded (nulls when empty). */
+export function dist(values: readonly number[], decimals = 3): { n: number; p50: number | null; p90: number | null; p99: number | null; max: number | null; mean: number | null } {
+  const n = values.length;
+  return {
+    n,
+    p50: round(percentile(values, 50), decimals),
+    p90: round(percentile(values, 90), decimals),
+    p99: round(percentile(values, 99), decimals),
+    max: round(n ? Math.max(...values) : null, decimals),
+    mean: round(n ? values.reduce((a, b) => a + b, 0) / n : null, decimals),
+  };
+}
+
+export type Dist = ReturnType<typeof dist>;
+
+/** The 0, 1, …, 100 % quantiles (nearest rank), rounded; empty when there are no values. */
+export function quantiles(values: readonly number[], decimals = 3): number[] {
+  if (!values.length) return [];
+  const s = [...values].sort((a, b) => a - b);
+  return Array.from({ length: 101 }, (_, q) => round(s[Math.min(s.length - 1, Math.max(0, Math.ceil((q / 100) * s.length) - 1))]!, decimals) ?? 0);
+}
+
+export function median(values: readonly number[]): number | null {
+  if (!values.length) return null;
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}

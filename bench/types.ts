@@ -1,4 +1,5 @@
 import type { DiskFigures, HostMemory, KsmFigures, PssFigures } from './measure.js';
+import type { ResultHeader } from './results.js';
 
 /** One measured point: a (workload, mode) at a container count. */
 export interface Point {
@@ -82,14 +83,7 @@ export interface WorkloadSummary {
   points: Point[];
 }
 
-export interface DensityResult {
-  tool: string;
-  run_id: string;
-  started: string;
-  finished: string;
-  duration_s: number;
-  options: Record<string, unknown>;
-  host: Record<string, unknown>;
+export interface DensityResult extends ResultHeader {
   ksm_knobs_before: Record<string, string>;
   ksm_knobs_after: Record<string, string>;
   modes: Record<string, { key: string; engine: string; description: string }>;

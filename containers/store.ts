@@ -1,5 +1,6 @@
 import type { Database } from 'better-sqlite3';
 import type { Scope } from './tokens.js';
+import { type Raw, rowReader } from './rows.js';
 import { sql } from './statements.js';
 
 export interface ContainerRow {
@@ -37,26 +38,22 @@ export interface SnapshotRow {
   createdAt: string;
 }
 
-type Raw = Record<string, unknown>;
-
-function toContainer(r: Raw): ContainerRow {
-  return {
-    name: r.name as string,
-    id: r.id as string,
-    engineId: (r.engine_id as string | null) ?? null,
-    layerDir: (r.layer_dir as string | null) ?? null,
-    image: r.image as string,
-    memoryBytes: r.memory_bytes as number,
-    nanoCpus: r.nano_cpus as number,
-    diskBytes: (r.disk_bytes as number | null) ?? null,
-    pidsLimit: r.pids_limit as number,
-    volume: r.volume as string,
-    phase: r.phase as ContainerRow['phase'],
-    desired: r.desired as ContainerRow['desired'],
-    clonedFrom: (r.cloned_from as string | null) ?? null,
-    createdAt: r.created_at as string,
-  };
-}
+const toContainer = rowReader<ContainerRow>({
+  name: 'text',
+  id: 'text',
+  engineId: 'text?',
+  layerDir: 'text?',
+  image: 'text',
+  memoryBytes: 'number',
+  nanoCpus: 'number',
+  diskBytes: 'number?',
+  pidsLimit: 'number',
+  volume: 'text',
+  phase: 'text',
+  desired: 'text',
+  clonedFrom: 'text?',
+  createdAt: 'text',
+});
 
 function toToken(r: Raw): TokenRow {
   return {

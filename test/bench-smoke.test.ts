@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import Docker from 'dockerode';
 import { execa } from 'execa';
+import { pidAlive } from '../host/pid-alive.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const DENSITY = join(ROOT, 'dist/bench/density.js');
@@ -21,14 +22,6 @@ interface Result {
   workloads: Record<string, Record<string, unknown> & { points: { mode: string; count: number }[] }>;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('density benchmark (smoke: a short run produces its figures and leaves nothing behind)', () => {
   let out = '';
@@ -82,7 +75,7 @@ describe('density benchmark (smoke: a short run produces its figures and leaves 
     for (const d of daemons) {
       const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`io.hoody.instance=${d.instance}`] }) });
       assert.equal(left.length, 0, `containers of daemon ${d.instance} left`);
-      assert.equal(alive(d.pid), false, `hoodyd ${d.pid} still running`);
+      assert.equal(pidAlive(d.pid), false, `hoodyd ${d.pid} still running`);
       assert.equal(existsSync(d.state_dir), false, `state dir ${d.state_dir} left`);
     }
     assert.equal(existsSync(dirname(daemons[0]!.state_dir)), false, 'bench dir left');

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { AdminClient } from '../daemon/client.js';
+import { freePort } from '../host/free-port.js';
 import { BUSYBOX_IMAGE } from '../host/images.js';
 import { KEY_QUOTA, raiseKeyQuota } from '../host/keys.js';
 import { poolPaths } from '../host/pool.js';
@@ -32,17 +32,6 @@ async function until<T>(what: string, fn: () => Promise<T | null | undefined | f
   }
 }
 
-/** A port nobody listens on right now (the daemon gets it by flag, not by asking for 0). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 describe('hoody host setup', () => {
   test('is idempotent: twice exit 0, reports the BTRFS pool, the engine already running and KSM on', async () => {

@@ -4,9 +4,10 @@ import { chmod, copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
+import { freePort } from '../host/free-port.js';
 import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
 import { call, servedCertificate } from './support/http.js';
-import { freePort, type Pebble, startPebble } from './support/pebble.js';
+import { type Pebble, startPebble } from './support/pebble.js';
 
 interface Ports {
   http: number;

@@ -94,17 +94,7 @@ export function validateNew(input: unknown, now: Date, cache?: PatternCache): En
   const expiresIn = str(obj, 'expires_at', true) ?? null;
   if (obj.enabled !== undefined && typeof obj.enabled !== 'boolean') throw fail('BODY_INVALID', 'enabled must be a boolean');
   checkCommand(command);
-  checkComment(comment);
-  const timezone = checkTimezone(timezoneIn);
-  checkSchedule(schedule, timezone, now, cache);
-  return {
-    schedule: normaliseSchedule(schedule),
-    command,
-    comment,
-    enabled: (obj.enabled as boolean | undefined) ?? true,
-    timezone,
-    expiresAt: checkExpiresAt(expiresIn, now),
-  };
+  return checkedFields({ schedule, command, comment, enabled: (obj.enabled as boolean | undefined) ?? true, timezone: timezoneIn }, () => checkExpiresAt(expiresIn, now), now, cache);
 }
 
 /** Validates a patch against the current fields; returns the merged result (nothing is stored here). */
@@ -117,15 +107,14 @@ export function validatePatch(current: EntryFields, input: unknown, now: Date, c
   if (obj.enabled !== undefined && typeof obj.enabled !== 'boolean') throw fail('BODY_INVALID', 'enabled must be a boolean');
   const expiresIn = obj.expires_at === undefined ? undefined : (str(obj, 'expires_at', true) ?? null);
   if ('command' in obj) checkCommand(command);
-  checkComment(comment);
-  const timezone = checkTimezone(timezoneIn);
-  checkSchedule(schedule, timezone, now, cache);
-  return {
-    schedule: normaliseSchedule(schedule),
-    command,
-    comment,
-    enabled: (obj.enabled as boolean | undefined) ?? current.enabled,
-    timezone,
-    expiresAt: expiresIn === undefined ? current.expiresAt : checkExpiresAt(expiresIn, now),
-  };
+  const expiresAt = () => (expiresIn === undefined ? current.expiresAt : checkExpiresAt(expiresIn, now));
+  return checkedFields({ schedule, command, comment, enabled: (obj.enabled as boolean | undefined) ?? current.enabled, timezone: timezoneIn }, expiresAt, now, cache);
+}
+
+/** The checks a new entry and a patched one share, in the order that picks which error is reported first. */
+function checkedFields(f: Omit<EntryFields, 'expiresAt'>, expiresAt: () => string | null, now: Date, cache?: PatternCache): EntryFields {
+  checkComment(f.comment);
+  const timezone = checkTimezone(f.timezone);
+  checkSchedule(f.schedule, timezone, now, cache);
+  return { schedule: normaliseSchedule(f.schedule), command: f.command, comment: f.comment, enabled: f.enabled, timezone, expiresAt: expiresAt() };
 }

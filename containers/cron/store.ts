@@ -1,4 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
+import { type Raw, rowReader } from '../rows.js';
 import { withNormalSync } from '../statements.js';
 import type { EntryFields } from './input.js';
 
@@ -41,42 +42,36 @@ export interface RunQuery {
 /** The hard cap of stored output per run (the schema checks it too). */
 export const MAX_STORED_OUTPUT = 64 * 1024;
 
-type Raw = Record<string, unknown>;
+const toEntry = rowReader<EntryRow>({
+  id: 'text',
+  container: 'text',
+  user: 'text',
+  schedule: 'text',
+  command: 'text',
+  comment: 'text?',
+  enabled: 'flag',
+  timezone: 'text',
+  expiresAt: 'text?',
+  createdAt: 'text',
+  updatedAt: 'text',
+  lastSlot: 'text?',
+});
 
-function toEntry(r: Raw): EntryRow {
-  return {
-    id: r.id as string,
-    container: r.container as string,
-    user: r.user as string,
-    schedule: r.schedule as string,
-    command: r.command as string,
-    comment: (r.comment as string | null) ?? null,
-    enabled: r.enabled === 1,
-    timezone: r.timezone as string,
-    expiresAt: (r.expires_at as string | null) ?? null,
-    createdAt: r.created_at as string,
-    updatedAt: r.updated_at as string,
-    lastSlot: (r.last_slot as string | null) ?? null,
-  };
-}
-
-function toRun(r: Raw): RunRow {
-  return {
-    id: r.id as number,
-    entryId: r.entry_id as string,
-    container: r.container as string,
-    user: r.user as string,
-    trigger: r.trigger as RunTrigger,
-    status: r.status as RunStatus,
-    startedAt: r.started_at as string,
-    finishedAt: (r.finished_at as string | null) ?? null,
-    exitCode: (r.exit_code as number | null) ?? null,
-    output: r.output as string,
-    truncated: r.truncated === 1,
-    triggeredBy: r.triggered_by as string,
-    scheduledFor: (r.scheduled_for as string | null) ?? null,
-  };
-}
+const toRun = rowReader<RunRow>({
+  id: 'number',
+  entryId: 'text',
+  container: 'text',
+  user: 'text',
+  trigger: 'text',
+  status: 'text',
+  startedAt: 'text',
+  finishedAt: 'text?',
+  exitCode: 'number?',
+  output: 'text',
+  truncated: 'flag',
+  triggeredBy: 'text',
+  scheduledFor: 'text?',
+});
 
 /** A run row as it is claimed: `queued` for a runner, or `skipped` (finished at once) when run `going` of the entry is still going. */
 export function newRun(

@@ -1,5 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { withNormalSync } from '../statements.js';
+import { type Raw, rowReader } from '../rows.js';
 import type { MigrationSet } from '../schema.js';
 
 /** The exec log: one row per run request. */
@@ -64,27 +65,23 @@ export interface ExecLogQuery {
 /** Rows kept per container; older ones are dropped as new ones come. */
 export const EXEC_LOG_KEEP = 5000;
 
-type Raw = Record<string, unknown>;
-
-function toEntry(r: Raw): ExecLogEntry {
-  return {
-    id: r.id as number,
-    container: r.container as string,
-    script: r.script as string,
-    method: r.method as string,
-    time: r.started_at as string,
-    status: r.status as number,
-    durationMs: r.duration_ms as number,
-    cpuMs: r.cpu_ms as number,
-    tokenId: (r.token_id as string | null) ?? null,
-    dryRun: r.dry_run === 1,
-    console: r.console as string,
-    error: (r.error as string | null) ?? null,
-    runtime: r.runtime as string,
-    mode: r.mode as string,
-    memoryBytes: (r.memory_bytes as number | null) ?? null,
-  };
-}
+const toEntry = rowReader<ExecLogEntry>({
+  id: 'number',
+  container: 'text',
+  script: 'text',
+  method: 'text',
+  time: ['started_at', 'text'],
+  status: 'number',
+  durationMs: 'number',
+  cpuMs: 'number',
+  tokenId: 'text?',
+  dryRun: 'flag',
+  console: 'text',
+  error: 'text?',
+  runtime: 'text',
+  mode: 'text',
+  memoryBytes: 'number?',
+});
 
 /** A row waits at most this long to be written (a burst of runs costs one commit, not one each). */
 const FLUSH_MS = 10;

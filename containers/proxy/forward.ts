@@ -1,3 +1,4 @@
+import { AddressCache } from './addresses.js';
 import { Agent, type IncomingMessage, request, type ServerResponse, validateHeaderValue } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
@@ -35,13 +36,15 @@ function sendError(res: ServerResponse, err: HoodyError): void {
  */
 export class ProxyForwarder {
   readonly #agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: 60_000 });
-  readonly #addresses = new Map<string, Promise<string | null>>();
+  readonly #addresses: AddressCache;
 
   constructor(
     private readonly service: ProxyService,
-    private readonly resolveAddress: (container: string) => Promise<string | null>,
+    resolveAddress: (container: string) => Promise<string | null>,
     private readonly limits: UpstreamLimits = DEFAULT_UPSTREAM_LIMITS,
-  ) {}
+  ) {
+    this.#addresses = new AddressCache(resolveAddress);
+  }
 
   match(req: IncomingMessage): Upstream | undefined {
     const host = hostOf(req);
@@ -49,18 +52,12 @@ export class ProxyForwarder {
   }
 
   private address(container: string): Promise<string | null> {
-    let a = this.#addresses.get(container);
-    if (!a) {
-      a = this.resolveAddress(container).catch(() => null);
-      this.#addresses.set(container, a);
-      a.then((ip) => ip ?? this.#addresses.delete(container));
-    }
-    return a;
+    return this.#addresses.get(container);
   }
 
   /** The container's address may change when it restarts. */
   invalidate(container: string): void {
-    this.#addresses.delete(container);
+    this.#addresses.invalidate(container);
   }
 
   /** Handles a request for a routed hostname; returns false when the hostname is not routed. */

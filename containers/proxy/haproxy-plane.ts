@@ -3,6 +3,7 @@
  * certificates added and replaced through the admin socket with no reload. Every change is also written to the
  * files HAProxy loads at start, so a restarted HAProxy serves the same table.
  */
+import { AddressCache } from './addresses.js';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { writeAtomic } from '../../host/atomic-file.js';
 import { join } from 'node:path';
@@ -42,7 +43,7 @@ export class HaproxyPlane implements DataPlane {
   #servers = new Map<string, boolean>();
   /** The routes last handed to HAProxy (an address change republishes them). */
   #table: PlaneTable = { routes: [], certs: [] };
-  readonly #addresses = new Map<string, Promise<string | null>>();
+  readonly #addresses: AddressCache;
   #queue: Promise<unknown> = Promise.resolve();
   #watch: NodeJS.Timeout | undefined;
 
@@ -50,11 +51,13 @@ export class HaproxyPlane implements DataPlane {
     private readonly haproxy: Haproxy,
     /** The host's own certificate for unknown names (PEM: cert, chain, key). */
     private readonly defaultPem: string,
-    private readonly resolveAddress: (container: string) => Promise<string | null>,
+    resolveAddress: (container: string) => Promise<string | null>,
     private readonly log: Logger,
     /** The proxy namespace's table as it is now: what a restarted HAProxy is brought back to. */
     private readonly current: () => PlaneTable,
-  ) {}
+  ) {
+    this.#addresses = new AddressCache(resolveAddress);
+  }
 
   /** Starts or adopts HAProxy, reads back what it holds, then brings it to the current table. */
   async start(): Promise<void> {
@@ -123,19 +126,13 @@ export class HaproxyPlane implements DataPlane {
   }
 
   invalidate(container: string): void {
-    this.#addresses.delete(container);
+    this.#addresses.invalidate(container);
     if (!this.#table.routes.some((r) => r.container === container)) return;
     void this.enqueue(() => this.applyRoutes(this.#table)).catch((err: unknown) => this.log.error({ err, container }, 'republishing routes failed'));
   }
 
   private address(container: string): Promise<string | null> {
-    let a = this.#addresses.get(container);
-    if (!a) {
-      a = this.resolveAddress(container).catch(() => null);
-      this.#addresses.set(container, a);
-      a.then((ip) => ip ?? this.#addresses.delete(container));
-    }
-    return a;
+    return this.#addresses.get(container);
   }
 
   /** Puts a certificate into HAProxy's store for this file; an open transaction is never left behind. */

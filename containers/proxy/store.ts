@@ -1,4 +1,5 @@
 import type { Database } from 'better-sqlite3';
+import { type Raw, rowReader } from '../rows.js';
 import { sql } from '../statements.js';
 
 export interface RouteRow {
@@ -20,23 +21,16 @@ export interface CertRow {
   updatedAt: string;
 }
 
-type Raw = Record<string, unknown>;
-const route = (r: Raw): RouteRow => ({
-  hostname: r.hostname as string,
-  container: r.container as string,
-  port: r.port as number,
-  httpsRedirect: r.https_redirect === 1,
-  createdAt: r.created_at as string,
-});
-const cert = (r: Raw): CertRow => ({
-  domain: r.domain as string,
-  container: r.container as string,
-  cert: r.cert as string,
-  key: r.key as string,
-  chain: r.chain as string,
-  fingerprint: r.fingerprint as string,
-  notAfter: r.not_after as string,
-  updatedAt: r.updated_at as string,
+const route = rowReader<RouteRow>({ hostname: 'text', container: 'text', port: 'number', httpsRedirect: 'flag', createdAt: 'text' });
+const cert = rowReader<CertRow>({
+  domain: 'text',
+  container: 'text',
+  cert: 'text',
+  key: 'text',
+  chain: 'text',
+  fingerprint: 'text',
+  notAfter: 'text',
+  updatedAt: 'text',
 });
 
 /** Proxy routes and certificates in the state database. */

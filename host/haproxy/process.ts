@@ -5,6 +5,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { writeAtomic } from '../atomic-file.js';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { pidAlive } from '../pid-alive.js';
 import { errorPages, type HaproxySettings, renderHaproxyConfig } from './config.js';
 
 export class HaproxyError extends Error {
@@ -19,20 +20,12 @@ export class HaproxyError extends Error {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The pid of the HAProxy whose pid file this is, when that process lives. */
 export async function runningPid(pidFile: string): Promise<number | null> {
   const raw = await readFile(pidFile, 'utf8').catch(() => '');
   const pid = Number(raw.trim().split(/\s+/)[0]);
-  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : null;
+  return Number.isInteger(pid) && pid > 0 && pidAlive(pid) ? pid : null;
 }
 
 export class Haproxy {
@@ -145,6 +138,6 @@ async function stopPid(pid: number | null): Promise<void> {
   if (!pid) return;
   process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + 5_000;
-  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  if (alive(pid)) process.kill(pid, 'SIGKILL');
+  while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
 }

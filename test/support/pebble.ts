@@ -1,9 +1,9 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { get } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../../host/free-port.js';
 import { execa, type ResultPromise } from 'execa';
 
 export interface PebbleOptions {
@@ -30,18 +30,6 @@ export interface Pebble {
   stop(): Promise<void>;
 }
 
-/** A free TCP port on loopback (closed again before it is returned: fine for a test). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
