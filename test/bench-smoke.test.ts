@@ -14,7 +14,7 @@ const DENSITY = join(ROOT, 'dist/bench/density.js');
 const WORKLOADS = (process.env.HOODY_BENCH_SMOKE_WORKLOADS ?? 'busybox').split(',');
 const MODES = ['docker', 'hoody-ksm-off', 'hoody-ksm-on'];
 // A smoke: two points past zero are enough to produce every figure (the committed runs go to 200).
-const COUNTS = [0, 5, 10];
+const COUNTS = [0, 3, 6];
 
 interface Result {
   run_id: string;
@@ -33,7 +33,7 @@ describe('density benchmark (smoke: a short run produces its figures and leaves 
     out = await mkdtemp(join(tmpdir(), 'hoody-bench-smoke-'));
     const r = await execa(
       process.execPath,
-      [DENSITY, '--counts', COUNTS.join(','), '--workloads', WORKLOADS.join(','), '--modes', MODES.join(','), '--settle', '3', '--ksm-timeout', '30', '--out', out, '--quiet'],
+      [DENSITY, '--counts', COUNTS.join(','), '--workloads', WORKLOADS.join(','), '--modes', MODES.join(','), '--settle', '3', '--ksm-timeout', '20', '--out', out, '--quiet'],
       { reject: false, all: true, timeout: 15 * 60_000 },
     );
     assert.equal(r.exitCode, 0, String(r.all));
