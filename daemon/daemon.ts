@@ -110,6 +110,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
       ctx,
       certificates: () => proxy?.service.certificateExpiries() ?? [],
       proxyFigures: () => dataPlane?.plane.figures() ?? null,
+      proxyTimes: () => dataPlane?.plane.times() ?? null,
     },
     ksm,
   );

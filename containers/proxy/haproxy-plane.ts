@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Haproxy } from '../../host/haproxy/process.js';
-import { parseServerStats, type ServerFigures } from '../../host/haproxy/stats.js';
+import { type BackendTimes, type ContainerProxyFigures, parseBackendTimes, parseContainerTable } from '../../host/haproxy/stats.js';
 import type { DataPlane, PlaneTable } from './plane.js';
 import { sniTable } from './plane.js';
 
@@ -28,7 +28,7 @@ function sha1Of(pem: string): string {
 
 function expectOk(out: string, what: string): void {
   // The run-time API answers errors in prose; these are the success markers of the commands used here.
-  if (!/Success|New version created|Transaction created|New empty certificate store|New server registered|^$/m.test(out) || /error|unknown|can't|cannot|failed|not found/i.test(out)) {
+  if (!/Success|New version created|Transaction created|New empty certificate store|^$/m.test(out) || /error|unknown|can't|cannot|failed|not found/i.test(out)) {
     throw new Error(`${what}: ${out.slice(0, 300)}`);
   }
 }
@@ -39,8 +39,6 @@ export class HaproxyPlane implements DataPlane {
   #stores = new Map<string, string>();
   /** Files in the crt-list, with their SNI filter. */
   #listed = new Map<string, string>();
-  /** The tenant backend's dynamic servers (named after their containers), and whether each is enabled. */
-  #servers = new Map<string, boolean>();
   /** The routes last handed to HAProxy (an address change republishes them). */
   #table: PlaneTable = { routes: [], certs: [] };
   readonly #addresses: AddressCache;
@@ -101,12 +99,6 @@ export class HaproxyPlane implements DataPlane {
     for (const file of stores) {
       const detail = await this.haproxy.command(`show ssl cert ${file}`);
       this.#stores.set(file, /SHA1 FingerPrint: ([0-9A-F]+)/i.exec(detail)?.[1]?.toUpperCase() ?? '');
-    }
-    this.#servers = new Map();
-    for (const line of (await this.haproxy.command('show servers state tenant')).split('\n')) {
-      const cols = line.trim().split(/\s+/);
-      const name = cols[3];
-      if (name && !line.startsWith('#') && !name.startsWith('_')) this.#servers.set(name, cols[6] === '0');
     }
     this.#listed = new Map();
     for (const line of (await this.haproxy.command(`show ssl crt-list -n ${l.crtList}`)).split('\n')) {
@@ -203,20 +195,11 @@ export class HaproxyPlane implements DataPlane {
       routes.push(`${r.hostname} ${ip ? `${ip}:${r.port}` : 'down'}`);
     }
     const redirects = table.routes.filter((r) => r.httpsRedirect).map((r) => `${r.hostname} 1`);
-    const servers = table.routes.map((r) => `${r.hostname} ${r.container}`);
-    const wanted = new Set(table.routes.map((r) => r.container));
-    // A container's server exists before a map names it (else its requests count under `_unrouted`).
-    for (const c of wanted) {
-      if (this.#servers.get(c)) continue;
-      if (!this.#servers.has(c)) expectOk(await this.haproxy.command(`add server tenant/${c} 0.0.0.0:0`), `add server ${c}`);
-      this.#servers.set(c, false);
-      expectOk(await this.haproxy.command(`enable server tenant/${c}`), `enable server ${c}`);
-      this.#servers.set(c, true);
-    }
+    const owners = table.routes.map((r) => `${r.hostname} ${r.container}`);
     for (const [file, lines] of [
       [l.routesMap, routes],
       [l.redirectMap, redirects],
-      [l.serversMap, servers],
+      [l.serversMap, owners],
     ] as const) {
       const prepared = await this.haproxy.command(`prepare map ${file}`);
       const version = /New version created: (\d+)/.exec(prepared)?.[1];
@@ -225,18 +208,16 @@ export class HaproxyPlane implements DataPlane {
       expectOk(await this.haproxy.command(`commit map @${version} ${file}`), `commit map ${file}`);
       await writeAtomic(file, lines.length ? `${lines.join('\n')}\n` : '');
     }
-    for (const c of [...this.#servers.keys()].filter((x) => !wanted.has(x))) {
-      await this.haproxy.command(`disable server tenant/${c}`);
-      this.#servers.set(c, false);
-      // Refused while connections still use it: it stays (disabled, unnamed by any map) until the next change.
-      if (/deleted/i.test(await this.haproxy.command(`del server tenant/${c}`))) this.#servers.delete(c);
-    }
   }
 
-  /** HAProxy's own figures for each container with a route (its server in the tenant backend). */
-  async figures(): Promise<Map<string, ServerFigures>> {
-    const all = parseServerStats(await this.haproxy.command('show stat tenant 4 -1'), 'tenant');
-    return new Map([...all].filter(([name]) => this.#servers.has(name)));
+  /** HAProxy's own counts per container (its stick table, by container name): requests, errors, bytes. */
+  async figures(): Promise<Map<string, ContainerProxyFigures>> {
+    return parseContainerTable(await this.haproxy.command('show table tenant'));
+  }
+
+  /** The tenant backend's average times (HAProxy has them per backend or server, not per stick-table key). */
+  async times(): Promise<BackendTimes | null> {
+    return parseBackendTimes(await this.haproxy.command('show stat tenant 2 -1'), 'tenant');
   }
 
   async close(): Promise<void> {

@@ -1,13 +1,13 @@
 /**
  * Per-container gauges and the data plane's counters, read at scrape time: cgroup files for memory, one
- * `btrfs qgroup show` for every disk, the proxy's certificates from memory, one `show stat` from HAProxy.
+ * `btrfs qgroup show` for every disk, the proxy's certificates from memory, HAProxy's stick table and `show stat`.
  * No engine call: a scrape costs the same whether the host holds three containers or three hundred.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ContainerContext } from '../../containers/context.js';
 import type { ContainerRow } from '../../containers/store.js';
 import { CgroupMemoryReader, type CgroupMemory } from '../../host/container-memory.js';
-import type { ServerFigures } from '../../host/haproxy/stats.js';
+import type { BackendTimes, ContainerProxyFigures } from '../../host/haproxy/stats.js';
 import type { VolumeUsage } from '../../host/storage/driver.js';
 
 export interface ContainerMetricSources {
@@ -15,14 +15,17 @@ export interface ContainerMetricSources {
   /** Certificates the proxy holds (tenants' bundles and ACME orders installed). */
   certificates(): readonly { domain: string; container: string; notAfter: string }[];
   /** HAProxy's figures per container; null when hoodyd itself is the data plane (no per-container figures). */
-  proxyFigures(): Promise<ReadonlyMap<string, ServerFigures>> | null;
+  proxyFigures(): Promise<ReadonlyMap<string, ContainerProxyFigures>> | null;
+  /** HAProxy's average times over the tenant backend; null as above. */
+  proxyTimes(): Promise<BackendTimes | null> | null;
 }
 
 interface Snapshot {
   rows: ContainerRow[];
   memory: Map<string, CgroupMemory>;
   disk: Map<string, VolumeUsage>;
-  proxy: ReadonlyMap<string, ServerFigures>;
+  proxy: ReadonlyMap<string, ContainerProxyFigures>;
+  times: BackendTimes | null;
 }
 
 export function containerMetrics(registry: Registry, src: ContainerMetricSources): void {
@@ -46,9 +49,10 @@ export function containerMetrics(registry: Registry, src: ContainerMetricSources
     const usage = await src.ctx.storage.usageOf(rows.map((r) => r.volume)).catch(() => new Map<string, VolumeUsage>());
     const disk = new Map(rows.flatMap((r) => (usage.has(r.volume) ? [[r.name, usage.get(r.volume)!] as const] : [])));
     const names = new Set(rows.map((r) => r.name));
-    const figures = (await src.proxyFigures()?.catch(() => null)) ?? new Map<string, ServerFigures>();
+    const figures = (await src.proxyFigures()?.catch(() => null)) ?? new Map<string, ContainerProxyFigures>();
     const proxy = new Map([...figures].filter(([name]) => names.has(name)));
-    return { rows, memory, disk, proxy };
+    const times = (await src.proxyTimes()?.catch(() => null)) ?? null;
+    return { rows, memory, disk, proxy, times };
   };
 
   const registers = [registry];
@@ -73,14 +77,20 @@ export function containerMetrics(registry: Registry, src: ContainerMetricSources
   perContainer('hoody_container_disk_exclusive_bytes', 'Bytes only this container volume holds (BTRFS qgroup exclusive)', (s, r) => s.disk.get(r.name)?.exclusiveBytes);
   perContainer('hoody_container_disk_referenced_bytes', 'Bytes the container volume references (BTRFS qgroup referenced)', (s, r) => s.disk.get(r.name)?.referencedBytes);
   perContainer('hoody_container_disk_limit_bytes', 'Disk limit of the container (absent: none)', (_s, r) => r.diskBytes);
-  perContainer('hoody_proxy_response_time_average_seconds', 'Average time to the response head over the last 1024 proxied requests (HAProxy rtime)', (s, r) => {
-    const f = s.proxy.get(r.name);
-    return f && f.responseTimeAvgMs / 1000;
-  });
-  perContainer('hoody_proxy_total_time_average_seconds', 'Average total time over the last 1024 proxied requests (HAProxy ttime)', (s, r) => {
-    const f = s.proxy.get(r.name);
-    return f && f.totalTimeAvgMs / 1000;
-  });
+  // Per backend, not per container: HAProxy keeps times per server, and one static server keeps upstream keep-alive.
+  const backendTime = (name: string, help: string, pick: (t: BackendTimes) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      async collect() {
+        const t = (await snapshot()).times;
+        this.reset();
+        if (t) this.set(pick(t) / 1000);
+      },
+    });
+  backendTime('hoody_proxy_response_time_average_seconds', 'Average time to the response head over the last 1024 proxied requests, all containers (HAProxy rtime)', (t) => t.responseTimeAvgMs);
+  backendTime('hoody_proxy_total_time_average_seconds', 'Average total time over the last 1024 proxied requests, all containers (HAProxy ttime)', (t) => t.totalTimeAvgMs);
 
   new Gauge({
     name: 'hoody_tls_certificate_expiry_timestamp_seconds',
@@ -97,7 +107,7 @@ export function containerMetrics(registry: Registry, src: ContainerMetricSources
   });
 
   // HAProxy's counters are set whole at each scrape (they reset when HAProxy restarts, as counters may).
-  const proxyCounter = (name: string, help: string, labelNames: string[], each: (f: ServerFigures, set: (labels: Record<string, string>, v: number) => void) => void) =>
+  const proxyCounter = (name: string, help: string, labelNames: string[], each: (f: ContainerProxyFigures, set: (labels: Record<string, string>, v: number) => void) => void) =>
     new Counter({
       name,
       help,
@@ -109,14 +119,11 @@ export function containerMetrics(registry: Registry, src: ContainerMetricSources
         for (const [container, f] of s.proxy) each(f, (labels, v) => this.inc({ container, ...labels }, v));
       },
     });
-  proxyCounter('hoody_proxy_requests_total', 'Requests the data plane proxied to the container (HAProxy req_tot)', [], (f, set) => set({}, f.requests));
-  proxyCounter('hoody_proxy_responses_total', 'Responses from the container by status class (1xx-5xx, other)', ['code'], (f, set) => {
-    for (const [code, n] of Object.entries(f.responses)) set({ code }, n);
+  proxyCounter('hoody_proxy_requests_total', 'Requests the data plane proxied to the container (HAProxy http_req_cnt)', [], (f, set) => set({}, f.requests));
+  proxyCounter('hoody_proxy_error_responses_total', 'Error responses from the container: class 4xx, or 5xx other than 501 and 505', ['class'], (f, set) => {
+    set({ class: '4xx' }, f.clientErrors);
+    set({ class: '5xx' }, f.serverErrors);
   });
   proxyCounter('hoody_proxy_request_bytes_total', 'Bytes from clients to the container', [], (f, set) => set({}, f.bytesIn));
   proxyCounter('hoody_proxy_response_bytes_total', 'Bytes from the container to clients', [], (f, set) => set({}, f.bytesOut));
-  proxyCounter('hoody_proxy_errors_total', 'Proxied requests that failed: connect (no connection) or response (bad or cut response)', ['kind'], (f, set) => {
-    set({ kind: 'connect' }, f.connectErrors);
-    set({ kind: 'response' }, f.responseErrors);
-  });
 }

@@ -1,41 +1,51 @@
-/** HAProxy's own figures for its servers, from the run-time API's `show stat` (CSV, first line the header). */
+/** HAProxy's own figures: per container from the tenant backend's stick table, times from its `show stat` row. */
 
-export interface ServerFigures {
+export interface ContainerProxyFigures {
   requests: number;
-  /** Responses by status class: 1xx … 5xx, and `other` (no valid status). */
-  responses: Record<'1xx' | '2xx' | '3xx' | '4xx' | '5xx' | 'other', number>;
+  /** 4xx and 5xx responses (HAProxy's http_err_cnt and http_fail_cnt: 5xx other than 501 and 505). */
+  clientErrors: number;
+  serverErrors: number;
   bytesIn: number;
   bytesOut: number;
-  connectErrors: number;
-  responseErrors: number;
-  /** Averages over the server's last 1024 requests, in milliseconds (HAProxy keeps no histogram). */
+}
+
+/** `show table tenant`: one line per key, `0x…: key=web use=0 exp=0 http_req_cnt=3 … bytes_out_cnt=512`. */
+export function parseContainerTable(text: string): Map<string, ContainerProxyFigures> {
+  const out = new Map<string, ContainerProxyFigures>();
+  for (const line of text.split('\n')) {
+    const key = /\bkey=(\S+)/.exec(line)?.[1];
+    if (!key) continue;
+    const n = (name: string) => Number(new RegExp(`\\b${name}=(\\d+)`).exec(line)?.[1] ?? 0);
+    out.set(key, {
+      requests: n('http_req_cnt'),
+      clientErrors: n('http_err_cnt'),
+      serverErrors: n('http_fail_cnt'),
+      bytesIn: n('bytes_in_cnt'),
+      bytesOut: n('bytes_out_cnt'),
+    });
+  }
+  return out;
+}
+
+/** Averages over the backend's last 1024 requests, in milliseconds (HAProxy keeps no histogram). */
+export interface BackendTimes {
   responseTimeAvgMs: number;
   totalTimeAvgMs: number;
 }
 
-/** The rows of one backend's servers, by server name. */
-export function parseServerStats(csv: string, backend: string): Map<string, ServerFigures> {
+/** The BACKEND row of `show stat <backend> 2 -1` (CSV, first line the header); null if absent. */
+export function parseBackendTimes(csv: string, backend: string): BackendTimes | null {
   const lines = csv.split('\n');
   const header = (lines[0] ?? '').replace(/^#\s*/, '').split(',');
   const col = new Map(header.map((name, i) => [name, i]));
-  const out = new Map<string, ServerFigures>();
   for (const line of lines.slice(1)) {
     const f = line.split(',');
+    if (f[col.get('pxname') ?? 0] !== backend || f[col.get('type') ?? -1] !== '1') continue;
     const get = (name: string) => {
       const v = Number(f[col.get(name) ?? -1] || 0);
       return Number.isFinite(v) ? v : 0;
     };
-    if (f[col.get('pxname') ?? 0] !== backend || f[col.get('type') ?? -1] !== '2') continue;
-    out.set(f[col.get('svname') ?? 1] ?? '', {
-      requests: get('req_tot'),
-      responses: { '1xx': get('hrsp_1xx'), '2xx': get('hrsp_2xx'), '3xx': get('hrsp_3xx'), '4xx': get('hrsp_4xx'), '5xx': get('hrsp_5xx'), other: get('hrsp_other') },
-      bytesIn: get('bin'),
-      bytesOut: get('bout'),
-      connectErrors: get('econ'),
-      responseErrors: get('eresp'),
-      responseTimeAvgMs: get('rtime'),
-      totalTimeAvgMs: get('ttime'),
-    });
+    return { responseTimeAvgMs: get('rtime'), totalTimeAvgMs: get('ttime') };
   }
-  return out;
+  return null;
 }
