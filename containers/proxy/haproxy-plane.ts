@@ -72,7 +72,13 @@ export class HaproxyPlane implements DataPlane {
     this.#watch = setInterval(() => {
       void this.enqueue(async () => {
         if (await this.haproxy.answers()) return;
-        this.log.warn('data plane (haproxy) not answering; restarting it');
+        // Alive but late to answer (a loaded box, or hoodyd's own loop late): a reload would reset the connections
+        // in its accept queue, and a stuck process would not leave anyway. Only a gone HAProxy is started again.
+        if (await this.haproxy.pid()) {
+          this.log.warn('data plane (haproxy) slow to answer its admin socket; left running');
+          return;
+        }
+        this.log.warn('data plane (haproxy) gone; starting it again');
         await this.haproxy.ensure();
         await this.readBack();
         await this.apply(this.current());

@@ -71,6 +71,15 @@ export class Haproxy {
     );
   }
 
+  private async answersWithin(ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      if (await this.answers()) return true;
+      if (Date.now() >= deadline) return false;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
   private async writeFiles(): Promise<boolean> {
     const l = this.layout;
     await mkdir(l.certDir, { recursive: true, mode: 0o700 });
@@ -114,7 +123,9 @@ export class Haproxy {
   async ensure(): Promise<'adopted' | 'reloaded' | 'started'> {
     const changed = await this.writeFiles();
     const pid = await this.pid();
-    if (pid && !changed && (await this.answers())) return 'adopted';
+    // A running HAProxy of this configuration is adopted, given a few seconds to answer on a loaded box: a reload
+    // that is not needed resets the connections waiting in its accept queue.
+    if (pid && !changed && (await this.answersWithin(5_000))) return 'adopted';
     await this.check();
     const base = ['-D', '-f', this.layout.config, '-p', this.layout.pidFile];
     await this.run(pid ? [...base, '-sf', String(pid)] : base);
