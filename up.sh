@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 # systemd: its systemd-analyze checks the unit `hoody service install` writes (test/service.test.ts).
 # prometheus: its promtool lints the daemon's /metrics (test/metrics.test.ts); the server itself is not used.
-PKGS=(docker.io btrfs-progs busybox-static debootstrap pebble iptables curl openssl util-linux gcc libc6-dev haproxy systemd prometheus)
+PKGS=(docker.io jq btrfs-progs busybox-static debootstrap pebble iptables curl openssl util-linux gcc libc6-dev haproxy systemd prometheus)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

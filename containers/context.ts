@@ -4,6 +4,7 @@ import type { PoolPaths } from '../host/pool.js';
 import type { StorageDriver } from '../host/storage/index.js';
 import type { ContainerRow } from './store.js';
 import type { ContainerStore } from './store.js';
+import type { ShimPlacement } from './shim-placement.js';
 
 export interface ContainerDefaults {
   image: string;
@@ -46,6 +47,8 @@ export interface ContainerContext {
   hooks: NamespaceHooks[];
   /** Names being created or deleted right now: a second request for one gets a clear 409. */
   busy: Set<string>;
+  /** Which shared shim a new container joins, and turns for its members' starts, stops and removals. */
+  shims: ShimPlacement;
   /** Builds an image hoody makes itself (hoody/base, hoody/busybox) when the engine lost it; false: not hoody's. */
   ensureImage?: (image: string) => Promise<boolean>;
   log: Logger;

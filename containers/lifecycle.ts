@@ -88,21 +88,21 @@ async function liveRow(ctx: ContainerContext, name: string): Promise<ContainerRo
 
 export async function startContainer(ctx: ContainerContext, name: string): Promise<ContainerView> {
   const row = await liveRow(ctx, name);
-  await ctx.engine.start(row.engineId).catch((e) => Promise.reject(engineFailure(e)));
+  await ctx.shims.within(row.shimGroup, () => ctx.engine.start(row.engineId), { start: true }).catch((e) => Promise.reject(engineFailure(e)));
   ctx.store.setDesired(name, 'running');
   return getContainer(ctx, name); // hooks' started() run from the engine's start event (daemon/events.ts)
 }
 
 export async function stopContainer(ctx: ContainerContext, name: string): Promise<ContainerView> {
   const row = await liveRow(ctx, name);
-  await ctx.engine.stop(row.engineId).catch((e) => Promise.reject(engineFailure(e)));
+  await ctx.shims.within(row.shimGroup, () => ctx.engine.stop(row.engineId)).catch((e) => Promise.reject(engineFailure(e)));
   ctx.store.setDesired(name, 'stopped');
   return getContainer(ctx, name);
 }
 
 export async function restartContainer(ctx: ContainerContext, name: string): Promise<ContainerView> {
   const row = await liveRow(ctx, name);
-  await ctx.engine.restart(row.engineId).catch((e) => Promise.reject(engineFailure(e)));
+  await ctx.shims.within(row.shimGroup, () => ctx.engine.restart(row.engineId), { start: true }).catch((e) => Promise.reject(engineFailure(e)));
   ctx.store.setDesired(name, 'running');
   return getContainer(ctx, name); // hooks' started() run from the engine's start event (daemon/events.ts)
 }

@@ -3,6 +3,7 @@ import { lchown, mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { ContainerSpec } from '../host/engine.js';
+import { SHIM_GROUP_ENV } from '../host/shim-groups.js';
 import { type ContainerContext, engineName, LABEL_ID, LABEL_INSTANCE, LABEL_NAME } from './context.js';
 import { fail } from './errors.js';
 import { engineFailure, storageFailure } from './failures.js';
@@ -92,7 +93,8 @@ function specFor(ctx: ContainerContext, row: ContainerRow): ContainerSpec {
     pidsLimit: row.pidsLimit,
     binds: [`${join(row.volume, 'files')}:/files`, `${join(row.volume, 'scripts')}:/scripts`, ...extras.binds],
     extraHosts: extras.extraHosts,
-    env: [`HOODY_CONTAINER=${row.name}`, ...extras.env],
+    // The shim wrapper reads the group from here (host/shim-groups.ts); the tenant sees a name and nothing more.
+    env: [`HOODY_CONTAINER=${row.name}`, ...(row.shimGroup ? [`${SHIM_GROUP_ENV}=${row.shimGroup}`] : []), ...extras.env],
     ...(extras.network ? { network: extras.network } : {}),
     ...(extras.sysctls ? { sysctls: extras.sysctls } : {}),
     rootDiskBytes: row.diskBytes,
@@ -120,6 +122,7 @@ function validateLimits(req: CreateRequest, ctx: ContainerContext): Omit<Contain
     id: randomUUID(),
     engineId: null,
     layerDir: null,
+    shimGroup: null,
     image: req.image ?? ctx.defaults.image,
     memoryBytes,
     nanoCpus,
@@ -142,7 +145,8 @@ async function provision(ctx: ContainerContext, base: Omit<ContainerRow, 'phase'
   busy.add(base.name);
   try {
     await using undo = new Undo((label, error) => ctx.log.error({ err: error, step: label, container: base.name }, 'undo step failed'));
-    const row: ContainerRow = { ...base, phase: 'creating', createdAt: new Date().toISOString() };
+    // Chosen and inserted in one turn of the event loop: the row counts towards its group at once.
+    const row: ContainerRow = { ...base, shimGroup: ctx.shims.choose(), phase: 'creating', createdAt: new Date().toISOString() };
     ctx.store.insert(row);
     undo.push('row', () => ctx.store.delete(row.name));
 
@@ -161,7 +165,7 @@ async function provision(ctx: ContainerContext, base: Omit<ContainerRow, 'phase'
 
     const engineId = await makeEngineContainer(ctx, row, undo);
     try {
-      await ctx.engine.start(engineId);
+      await ctx.shims.within(row.shimGroup, () => ctx.engine.start(engineId), { start: true });
     } catch (err) {
       throw engineFailure(err, row.image);
     }
@@ -223,7 +227,7 @@ export async function finishDelete(ctx: ContainerContext, row: ContainerRow): Pr
   for (const hook of [...ctx.hooks].reverse()) await hook.close(row);
   // A kill inside boundRootLayer left the layer moved aside, where the engine cannot even inspect the container.
   if (row.layerDir) await ctx.storage.recoverAdoption(row.layerDir).catch((err) => ctx.log.warn({ err, container: row.name }, 'could not put a root layer back'));
-  if (row.engineId) await removeEngineContainer(ctx, row.engineId);
+  if (row.engineId) await ctx.shims.within(row.shimGroup, () => removeEngineContainer(ctx, row.engineId!));
   let strays: { id: string }[];
   try {
     strays = await ctx.engine.list({ [LABEL_INSTANCE]: ctx.instance, [LABEL_NAME]: row.name });

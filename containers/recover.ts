@@ -47,7 +47,7 @@ export async function recoverContainer(ctx: ContainerContext, name: string): Pro
     // Started: the engine's start event runs the namespaces' started() hooks (redirects, agents, @reboot cron).
     if (row.desired !== 'stopped') {
       try {
-        await ctx.engine.start(engineId);
+        await ctx.shims.within(row.shimGroup, () => ctx.engine.start(engineId), { start: true });
       } catch (err) {
         throw engineFailure(err, row.image);
       }

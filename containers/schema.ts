@@ -57,5 +57,7 @@ export const containerMigrations: MigrationSet = {
     // The engine container's root layer directory, recorded before it is made a subvolume: a kill in between leaves
     // it moved aside, and then the engine's inspect (the only other way to learn the path) fails.
     `ALTER TABLE containers ADD COLUMN layer_dir TEXT;`,
+    // The shared containerd shim the container joins (containers/shim-placement.ts); null: a shim of its own.
+    `ALTER TABLE containers ADD COLUMN shim_group TEXT;`,
   ],
 };

@@ -88,8 +88,8 @@ export async function restoreSnapshot(ctx: ContainerContext, name: string, snap:
     const live = row.engineId ? await ctx.engine.inspect(row.engineId).catch((e) => Promise.reject(engineFailure(e))) : null;
     const wasRunning = live?.running === true;
     if (wasRunning) {
-      await ctx.engine.stop(row.engineId!).catch((e) => Promise.reject(engineFailure(e)));
-      undo.push('start again', () => ctx.engine.start(row.engineId!));
+      await ctx.shims.within(row.shimGroup, () => ctx.engine.stop(row.engineId!)).catch((e) => Promise.reject(engineFailure(e)));
+      undo.push('start again', () => ctx.shims.within(row.shimGroup, () => ctx.engine.start(row.engineId!), { start: true }));
     }
     const kept = `pre-restore-${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
     await snapshotContainer(ctx, name, kept, { auto: true });
@@ -109,7 +109,7 @@ export async function restoreSnapshot(ctx: ContainerContext, name: string, snap:
     } catch (err) {
       throw storageFailure(err);
     }
-    if (wasRunning) await ctx.engine.start(row.engineId!).catch((e) => Promise.reject(engineFailure(e)));
+    if (wasRunning) await ctx.shims.within(row.shimGroup, () => ctx.engine.start(row.engineId!), { start: true }).catch((e) => Promise.reject(engineFailure(e)));
     undo.done();
     // The volume it replaced is the pre-restore snapshot now (its own copy): the old one goes.
     await ctx.storage.deleteVolume(old).catch((err: unknown) => ctx.log.warn({ err, container: name, path: old }, 'removing the replaced volume failed; reconcile removes it at the next start'));

@@ -9,6 +9,8 @@ export interface ContainerRow {
   engineId: string | null;
   /** The engine container's root layer directory, once hoody bounds it (see rootfs.ts). */
   layerDir: string | null;
+  /** The shared shim it joins (containers/shim-placement.ts); null: a shim of its own. */
+  shimGroup: string | null;
   image: string;
   memoryBytes: number;
   nanoCpus: number;
@@ -43,6 +45,7 @@ const toContainer = rowReader<ContainerRow>({
   id: 'text',
   engineId: 'text?',
   layerDir: 'text?',
+  shimGroup: 'text?',
   image: 'text',
   memoryBytes: 'number',
   nanoCpus: 'number',
@@ -77,9 +80,9 @@ export class ContainerStore {
 
   insert(row: ContainerRow): void {
     sql(this.db,
-        `INSERT INTO containers (name, id, engine_id, layer_dir, image, memory_bytes, nano_cpus, disk_bytes, pids_limit, volume,
+        `INSERT INTO containers (name, id, engine_id, layer_dir, shim_group, image, memory_bytes, nano_cpus, disk_bytes, pids_limit, volume,
            phase, desired, cloned_from, created_at)
-         VALUES (@name, @id, @engineId, @layerDir, @image, @memoryBytes, @nanoCpus, @diskBytes, @pidsLimit, @volume,
+         VALUES (@name, @id, @engineId, @layerDir, @shimGroup, @image, @memoryBytes, @nanoCpus, @diskBytes, @pidsLimit, @volume,
            @phase, @desired, @clonedFrom, @createdAt)`,
       )
       .run(row);

@@ -38,6 +38,8 @@ export interface Config {
    * container made since, started once with docker exec; 'off' with one docker exec per command.
    */
   commandAgent: boolean;
+  /** Containers per shared containerd shim (host/shim-groups.ts); 1: one shim each, as plain Docker. */
+  shimGroupSize: number;
   /** The shortest snapshot schedule interval accepted (seconds; 60 unless HOODY_SNAPSHOT_MIN_EVERY_S says less, for tests). */
   snapshotMinEveryS: number;
   /** Public listeners: a client must send its whole header block within this (slow clients are cut off). */
@@ -63,6 +65,14 @@ export interface Config {
   /** Rotated files kept beside the live one (file.1 … file.N). */
   logKeep: number;
   exec: ExecConfig;
+}
+
+/** Containers per shared shim unless HOODY_SHIM_GROUP_SIZE says otherwise (chosen from bench/density.ts runs). */
+export const DEFAULT_SHIM_GROUP_SIZE = 16;
+
+/** Where `hoody up` writes the shim wrapper its dockerd starts with. */
+export function shimWrapperDir(config: Pick<Config, 'stateDir'>): string {
+  return join(config.stateDir, 'shims');
 }
 
 export const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
@@ -137,6 +147,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       maxWaitMs: parseDuration(env.HOODY_CRON_MAX_WAIT ?? '60s', 'HOODY_CRON_MAX_WAIT'),
     },
     commandAgent: onOff(env.HOODY_COMMAND_AGENT, 'HOODY_COMMAND_AGENT'),
+    shimGroupSize: positive(env.HOODY_SHIM_GROUP_SIZE ?? String(DEFAULT_SHIM_GROUP_SIZE), 'HOODY_SHIM_GROUP_SIZE'),
     snapshotMinEveryS: positive(env.HOODY_SNAPSHOT_MIN_EVERY_S ?? '60', 'HOODY_SNAPSHOT_MIN_EVERY_S'),
     headersTimeoutMs: parseDuration(env.HOODY_HEADERS_TIMEOUT ?? '20s', 'HOODY_HEADERS_TIMEOUT'),
     reservedNames: (env.HOODY_RESERVED_NAMES ?? '').split(',').map((n) => n.trim()).filter(Boolean),

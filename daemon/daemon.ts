@@ -12,6 +12,8 @@ import { reconcile } from '../containers/lifecycle.js';
 import { ensureTemplate } from '../containers/provision.js';
 import { collectStats } from '../containers/stats.js';
 import { ContainerStore } from '../containers/store.js';
+import { ShimPlacement } from '../containers/shim-placement.js';
+import { engineGroupsShims } from '../host/shim-groups.js';
 import { applyHostEgress, destroyHostEgress, egressNames, ensureEgressNetwork, saveEgressPorts, savedEgressPorts } from '../host/egress.js';
 import { DockerEngine } from '../host/engine.js';
 import { hostInfo } from '../host/info.js';
@@ -53,8 +55,9 @@ export function makeLogger(level: string, config?: Pick<Config, 'logFile' | 'log
 /** The container layer's state object, built from config (tests build it the same way). */
 export function buildContainerContext(config: Config, db: Database.Database, log: Logger): ContainerContext {
   const engine = new DockerEngine(config.dockerSocket);
+  const store = new ContainerStore(db, config.limits.revokedTokensKept);
   return {
-    store: new ContainerStore(db, config.limits.revokedTokensKept),
+    store,
     storage: defaultStorageRegistry().create(config.storageDriver),
     engine,
     ensureImage: (image) => ensureOwnImage(engine, image, join(config.stateDir, 'build'), log),
@@ -64,6 +67,8 @@ export function buildContainerContext(config: Config, db: Database.Database, log
     specExtras: NO_EXTRAS,
     hooks: [],
     busy: new Set(),
+    // Grouping is switched on by startDaemon once it knows the engine runs hoody's shim wrapper.
+    shims: new ShimPlacement(1, config.instance, store),
     log,
   };
 }
@@ -76,6 +81,10 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const setup = await setupHost(config, log);
   const db = openDatabase(config.dbPath, NAMESPACE_MIGRATIONS);
   const ctx = buildContainerContext(config, db, log);
+  const grouping = config.shimGroupSize > 1 && (await engineGroupsShims(config.dockerSocket));
+  if (config.shimGroupSize > 1 && !grouping)
+    log.warn({ engine: config.dockerSocket }, 'the engine was not started with hoody\'s shim wrapper: new containers get one containerd shim each (restart the engine through `hoody up` to share them)');
+  ctx.shims = new ShimPlacement(grouping ? config.shimGroupSize : 1, config.instance, ctx.store);
   const { engine, storage } = ctx;
   const ksm = new KsmController();
   await ensureTemplate(ctx);

@@ -8,7 +8,7 @@ import { raiseKeyQuota } from '../host/keys.js';
 import { KsmController } from '../host/ksm.js';
 import { ensurePool, type PoolSetupResult } from '../host/pool.js';
 import { ensureRemapUser, REMAP_USER, rootfulContainersIn } from '../host/userns.js';
-import type { Config } from './config.js';
+import { type Config, shimWrapperDir } from './config.js';
 
 export interface SetupReport {
   pool: PoolSetupResult;
@@ -48,6 +48,7 @@ export async function setupHost(
     storageDriver: config.engineStorageDriver,
     logFile: join(config.stateDir, 'dockerd.log'),
     usernsRemap: remap,
+    shimDir: shimWrapperDir(config),
   });
   // Before any container of a remapped engine starts: they all share one key quota (host/keys.ts).
   try {

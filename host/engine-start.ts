@@ -5,6 +5,7 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DockerEngine } from './engine.js';
 import { enableMemoryMerge } from './memory-merge.js';
+import { engineEnv, installShimWrapper } from './shim-groups.js';
 
 export interface StartEngineOptions {
   socketPath: string;
@@ -13,6 +14,8 @@ export interface StartEngineOptions {
   logFile: string;
   /** `--userns-remap` with this user (its /etc/subuid and /etc/subgid ranges); null: containers run rootful. */
   usernsRemap?: string | null;
+  /** Where the shim wrapper goes (host/shim-groups.ts); null: dockerd as the box has it, one shim per container. */
+  shimDir?: string | null;
   timeoutMs?: number;
 }
 
@@ -42,7 +45,14 @@ export async function ensureEngine(opts: StartEngineOptions): Promise<{ started:
   await mkdir(dirname(opts.socketPath), { recursive: true });
   const dockerd = ['/usr/sbin/dockerd', '/usr/bin/dockerd'].find((p) => existsSync(p)) ?? 'dockerd';
   const out = openSync(opts.logFile, 'a');
-  const child = spawn(dockerd, engineArgs(opts), { detached: true, stdio: ['ignore', out, out] });
+  // containerd resolves its shim through the PATH and working directory dockerd hands down (and caches it).
+  const wrapper = opts.shimDir ? await installShimWrapper(opts.shimDir) : null;
+  const child = spawn(dockerd, engineArgs(opts), {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: engineEnv(wrapper),
+    ...(wrapper ? { cwd: wrapper.dir } : {}),
+  });
   child.unref();
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   while (Date.now() < deadline) {

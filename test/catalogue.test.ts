@@ -64,7 +64,7 @@ describe('the error catalogue', () => {
     try {
       const port = (server.address() as { port: number }).port;
       // The certificate's owner must be a container row (no engine container is needed for this path).
-      t.ctx.store.insert({ name: 'k', id: 'cat-k', engineId: null, layerDir: null, image: 'hoody/busybox', memoryBytes: 64 * 1024 * 1024, nanoCpus: 1e9, diskBytes: null, pidsLimit: 64, volume: join(t.config.stateDir, 'none'), phase: 'ready', desired: 'running', clonedFrom: null, createdAt: new Date().toISOString() });
+      t.ctx.store.insert({ name: 'k', id: 'cat-k', engineId: null, layerDir: null, shimGroup: null, image: 'hoody/busybox', memoryBytes: 64 * 1024 * 1024, nanoCpus: 1e9, diskBytes: null, pidsLimit: 64, volume: join(t.config.stateDir, 'none'), phase: 'ready', desired: 'running', clonedFrom: null, createdAt: new Date().toISOString() });
       const proxy = new ProxyNamespace(t.db, t.ctx, 'hoody.localhost', () => port, { hostNames: () => new Set() });
       const mine = await ca.issue(['served.example']);
       const err = await proxy.service.putCert('k', { domain: 'served.example', cert: mine.cert, key: mine.key }).then(

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { DockerEngine } from '../../host/engine.js';
 import { buildBusyboxImage } from '../../host/images.js';
+import { engineEnv, installShimWrapper } from '../../host/shim-groups.js';
 import { ensureRemapUser, REMAP_USER } from '../../host/userns.js';
 import { tempStateDir } from './host.js';
 
@@ -46,10 +47,11 @@ async function freeSubnet(): Promise<number> {
 /**
  * `storageDriver`: the graph driver of the private engine (overlay2, like hoody's own; vfs to see what hoody refuses).
  * `userns`: containers in user namespaces, as in an engine `hoody up` starts (default unless HOODY_USERNS=off).
+ * `shims`: started with hoody's shim wrapper first on its PATH, as `hoody up` starts it (default: plain).
  */
 export async function startPrivateEngine(
   storageDriver: 'overlay2' | 'vfs' = 'overlay2',
-  opts: { userns?: boolean } = {},
+  opts: { userns?: boolean; shims?: boolean } = {},
 ): Promise<PrivateEngine> {
   const userns = opts.userns ?? process.env.HOODY_USERNS?.toLowerCase() !== 'off';
   if (userns) await ensureRemapUser();
@@ -64,6 +66,8 @@ export async function startPrivateEngine(
 
   await execa('ip', ['link', 'add', bridge, 'type', 'bridge']);
   const start = async () => {
+    const wrapper = opts.shims ? await installShimWrapper(join(dir, 'shims')) : null;
+    if (opts.shims && !wrapper) throw new Error('no containerd-shim-runc-v2 or jq on PATH for the shim wrapper');
     const out = openSync(join(dir, 'dockerd.log'), 'a');
     child = spawn(
       '/usr/sbin/dockerd',
@@ -79,7 +83,7 @@ export async function startPrivateEngine(
         '--ip-masq=false',
         ...(userns ? ['--userns-remap', REMAP_USER] : []),
       ],
-      { stdio: ['ignore', out, out], detached: true },
+      { stdio: ['ignore', out, out], detached: true, env: engineEnv(wrapper), ...(wrapper ? { cwd: wrapper.dir } : {}) },
     );
     child.unref();
     const c = child;
