@@ -293,3 +293,39 @@ describe('proxy namespace: routes, live certificate swaps, isolation', () => {
     assert.equal(r.json<{ error: { code: string } }>().error.code, 'HOODY_NOT_FOUND');
   });
 });
+
+describe('proxy namespace with hoodyd as the data plane (HOODY_DATA_PLANE=node): certificates served from their PEM', () => {
+  let d: TestDaemon;
+  let ports: Ports;
+  let tok = '';
+  let ca: HostCa;
+  let caDir = '';
+  const api = (method: string, path: string, body?: unknown) => call({ port: ports.http, host: 'api.n.hoody.localhost', path: `${path}?token=${tok}`, method, body });
+
+  before(async () => {
+    d = await startTestDaemon({ HOODY_DATA_PLANE: 'node' });
+    ports = (await d.client.call<{ listeners: Ports }>('GET', '/v1/host')).listeners;
+    tok = (await d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'n' })).token;
+    caDir = await mkdtemp(join(tmpdir(), 'hoody-test-ca-'));
+    ca = await HostCa.loadOrCreate(caDir, 'test issuer');
+  });
+  after(async () => {
+    await d.destroy();
+    await rm(caDir, { recursive: true, force: true });
+  });
+
+  test("hoodyd's own listener serves each bundle (exact and wildcard) and the next one after a swap", async () => {
+    // The secure context is made on the name's first handshake: a swap must serve the new bundle, not the first one made.
+    for (const [domain, probe] of [
+      ['app.n.test', 'app.n.test'],
+      ['app.n.test', 'app.n.test'],
+      ['*.w.n.test', 'x.w.n.test'],
+    ] as const) {
+      const pem = await ca.issue([domain]);
+      const r = await api('PATCH', '/api/v1/proxy/cert/bundle', { domain, cert: pem.cert, key: pem.key, chain: ca.certPem });
+      assert.equal(r.status, 200, r.text);
+      const fp = new X509Certificate(pem.cert).fingerprint256;
+      assert.equal((await servedCertificate(ports.https, probe)).fingerprint256, fp, domain);
+    }
+  });
+});

@@ -38,9 +38,11 @@ export function runPayload(r: RunRequest): Buffer {
   return Buffer.from(parts.map((p) => `${p}\0`).join(''));
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** Splits a byte stream into frames; throws on a frame over MAX_FRAME (the caller drops the connection). */
 export class FrameReader {
-  #buf: Buffer = Buffer.alloc(0);
+  #buf: Buffer = EMPTY;
 
   push(chunk: Buffer): Frame[] {
     this.#buf = this.#buf.length ? Buffer.concat([this.#buf, chunk]) : chunk;
@@ -52,6 +54,8 @@ export class FrameReader {
       frames.push({ type: this.#buf.readUInt8(4), id: this.#buf.readUInt32LE(5), payload: this.#buf.subarray(HEADER, HEADER + len) });
       this.#buf = this.#buf.subarray(HEADER + len);
     }
+    // An empty view would keep the whole chunk it came from alive for as long as the link lives (one per container).
+    if (this.#buf.length === 0) this.#buf = EMPTY;
     return frames;
   }
 }

@@ -1,4 +1,4 @@
-import type { SecureContext } from 'node:tls';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ContainerContext } from '../context.js';
 import { fail } from '../errors.js';
@@ -18,8 +18,7 @@ export interface Upstream {
 interface CertEntry {
   domain: string;
   container: string;
-  context: SecureContext;
-  /** Certificate, chain and key (what a data plane outside the process loads). */
+  /** Certificate, chain and key (what a data plane outside the process loads, and the secure context is built from). */
   pem: string;
   fingerprint: string;
   notAfter: string;
@@ -84,6 +83,8 @@ function parentOf(name: string): string | null {
 export class ProxyService {
   #routes: ReadonlyMap<string, Upstream> = new Map();
   #certs: ReadonlyMap<string, CertEntry> = new Map();
+  // Built on a name's first handshake here, not kept per certificate: ~35 KiB of OpenSSL memory each, never used behind HAProxy.
+  readonly #contexts = new WeakMap<CertEntry, SecureContext>();
 
   constructor(private readonly deps: ProxyDeps) {}
 
@@ -107,7 +108,7 @@ export class ProxyService {
       }
       try {
         const v = validateBundle({ domain: row.domain, cert: row.cert, key: row.key, chain: row.chain });
-        certs.set(row.domain, { domain: row.domain, container: row.container, context: v.context, pem: pemOf(v), fingerprint: v.fingerprint, notAfter: v.notAfter });
+        certs.set(row.domain, { domain: row.domain, container: row.container, pem: pemOf(v), fingerprint: v.fingerprint, notAfter: v.notAfter });
       } catch (err) {
         this.deps.log.warn({ err, domain: row.domain }, 'stored certificate no longer valid; not served');
       }
@@ -151,10 +152,20 @@ export class ProxyService {
     if (this.deps.claims.isReserved(name)) return undefined;
     const owner = this.#routes.get(name)?.container;
     const exact = this.#certs.get(name);
-    if (exact && (!owner || exact.container === owner)) return exact.context;
+    if (exact && (!owner || exact.container === owner)) return this.#contextOf(exact);
     const parent = parentOf(name);
     const wild = parent ? this.#certs.get(`*.${parent}`) : undefined;
-    return wild && (!owner || wild.container === owner) ? wild.context : undefined;
+    return wild && (!owner || wild.container === owner) ? this.#contextOf(wild) : undefined;
+  }
+
+  /** The entry's secure context, made from its PEM on first use (validateBundle() made one already: it cannot fail). */
+  #contextOf(entry: CertEntry): SecureContext {
+    let ctx = this.#contexts.get(entry);
+    if (!ctx) {
+      ctx = createSecureContext({ cert: entry.pem, key: entry.pem });
+      this.#contexts.set(entry, ctx);
+    }
+    return ctx;
   }
 
   /** Whether a hostname is routed to this container (ACME orders are limited to those). */
@@ -239,7 +250,7 @@ export class ProxyService {
     if (!this.deps.store.cert(bundle.domain) && this.deps.store.countCerts(container) >= maxCerts) throw fail('CERT_LIMIT', maxCerts);
     const updatedAt = new Date().toISOString();
     const next = new Map(this.#certs);
-    next.set(bundle.domain, { domain: bundle.domain, container, context: bundle.context, pem: pemOf(bundle), fingerprint: bundle.fingerprint, notAfter: bundle.notAfter });
+    next.set(bundle.domain, { domain: bundle.domain, container, pem: pemOf(bundle), fingerprint: bundle.fingerprint, notAfter: bundle.notAfter });
     await this.publish(this.#routes, next);
     this.deps.store.upsertCert({ domain: bundle.domain, container, cert: bundle.cert, key: bundle.key, chain: bundle.chain, fingerprint: bundle.fingerprint, notAfter: bundle.notAfter, updatedAt });
     this.#certs = next;
