@@ -11,6 +11,7 @@ import { setupHost } from '../daemon/setup.js';
 import { VERSION } from '../daemon/version.js';
 import { DockerEngine } from '../host/engine.js';
 import { meminfo } from '../host/metrics.js';
+import { engineGroupsShims } from '../host/shim-groups.js';
 import { type BenchDaemon, ROOT, startBenchDaemon } from './daemon.js';
 import { BENCH_LABEL, DockerFleet, type Fleet, HoodyFleet } from './fleet.js';
 import { BenchKsm, type Convergence } from './ksm.js';
@@ -203,7 +204,9 @@ export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
         let fleet: Fleet;
         phase(w.name, m.name, 'starting');
         if (m.engine === 'hoody') {
-          daemon = await startBenchDaemon({ parentDir: benchDir, image: w.image, dockerSocket: opts.dockerSocket, inspect: true });
+          if (m.env?.HOODY_SHIM_GROUP_SIZE !== '1' && !(await engineGroupsShims(opts.dockerSocket)))
+            throw new Error(`mode ${m.name} needs an engine started with hoody's shim wrapper: stop the dockerd on ${opts.dockerSocket} and run the benchmark again (it starts one)`);
+          daemon = await startBenchDaemon({ parentDir: benchDir, image: w.image, dockerSocket: opts.dockerSocket, inspect: true, env: m.env });
           run.daemon = { pid: daemon.pid, state_dir: daemon.stateDir, instance: daemon.instance };
           fleet = new HoodyFleet(opts.dockerSocket, daemon, w, ca, w.name.replace(/[^a-z0-9]/g, ''));
         } else {

@@ -1,3 +1,4 @@
+import { DEFAULT_SHIM_GROUP_SIZE } from '../daemon/config.js';
 import type { KsmProfile } from './ksm.js';
 
 /** One way of running the containers: the plain engine or hoody, and how KSM is set while it runs. */
@@ -7,8 +8,14 @@ export interface Mode {
   key: string;
   engine: 'docker' | 'hoody';
   ksm: KsmProfile;
+  /** The hoodyd's environment on top of the bench's (hoody modes). */
+  env?: Record<string, string>;
   description: string;
 }
+
+// Every hoody mode says its shim grouping, so a change of hoody's default does not change what a mode measures.
+const ONE_SHIM_EACH = { HOODY_SHIM_GROUP_SIZE: '1' };
+const GROUPED = { HOODY_SHIM_GROUP_SIZE: String(DEFAULT_SHIM_GROUP_SIZE) };
 
 const FAST = { advisor_mode: 'none', pages_to_scan: 5000, sleep_millisecs: 20, use_zero_pages: 1 } as const;
 const SLOW = { advisor_mode: 'none', pages_to_scan: 100, sleep_millisecs: 20, use_zero_pages: 1 } as const;
@@ -33,20 +40,39 @@ export const MODES: Readonly<Record<string, Mode>> = {
     key: 'hoody_ksm_off',
     engine: 'hoody',
     ksm: { kind: 'off' },
-    description: 'through hoodyd, namespaces populated, KSM unmerged (run=2) then off (run=0)',
+    env: ONE_SHIM_EACH,
+    description: 'through hoodyd, namespaces populated, one shim per container, KSM unmerged (run=2) then off (run=0)',
   },
   'hoody-ksm-on': {
     name: 'hoody-ksm-on',
     key: 'hoody_ksm_on',
     engine: 'hoody',
     ksm: { kind: 'hoody-default' },
-    description: "through hoodyd, KSM with hoody's default (scan-time advisor capped at 10% CPU, sleep 50 ms, zero pages)",
+    env: ONE_SHIM_EACH,
+    description: "through hoodyd, one shim per container, KSM with hoody's default (scan-time advisor capped at 10% CPU, sleep 50 ms, zero pages)",
+  },
+  'hoody-grouped': {
+    name: 'hoody-grouped',
+    key: 'hoody_grouped',
+    engine: 'hoody',
+    ksm: { kind: 'hoody-default' },
+    env: GROUPED,
+    description: `through hoodyd, containers share containerd shims in groups of ${DEFAULT_SHIM_GROUP_SIZE} (hoody's default), KSM with hoody's default`,
+  },
+  'hoody-grouped-ksm-off': {
+    name: 'hoody-grouped-ksm-off',
+    key: 'hoody_grouped_ksm_off',
+    engine: 'hoody',
+    ksm: { kind: 'off' },
+    env: GROUPED,
+    description: `through hoodyd, shims shared in groups of ${DEFAULT_SHIM_GROUP_SIZE}, KSM off`,
   },
   'hoody-ksm-fast': {
     name: 'hoody-ksm-fast',
     key: 'hoody_ksm_fast',
     engine: 'hoody',
     ksm: { kind: 'knobs', knobs: FAST },
+    env: ONE_SHIM_EACH,
     description: 'KSM lever: no advisor, pages_to_scan 5000, sleep 20 ms',
   },
   'hoody-ksm-slow': {
@@ -54,6 +80,7 @@ export const MODES: Readonly<Record<string, Mode>> = {
     key: 'hoody_ksm_slow',
     engine: 'hoody',
     ksm: { kind: 'knobs', knobs: SLOW },
+    env: ONE_SHIM_EACH,
     description: 'KSM lever: no advisor, pages_to_scan 100 (kernel default), sleep 20 ms',
   },
   'hoody-ksm-capped': {
@@ -61,6 +88,7 @@ export const MODES: Readonly<Record<string, Mode>> = {
     key: 'hoody_ksm_capped',
     engine: 'hoody',
     ksm: { kind: 'knobs', knobs: { advisor_mode: 'scan-time', advisor_max_cpu: 10, advisor_max_pages_to_scan: 1000, sleep_millisecs: 50, use_zero_pages: 1 } },
+    env: ONE_SHIM_EACH,
     description: 'KSM lever: the scan-time advisor with pages_to_scan capped at 1000 per 50 ms wake-up (≤ 20k pages/s)',
   },
   'hoody-ksm-nozero': {
@@ -68,6 +96,7 @@ export const MODES: Readonly<Record<string, Mode>> = {
     key: 'hoody_ksm_nozero',
     engine: 'hoody',
     ksm: { kind: 'knobs', knobs: { advisor_mode: 'scan-time', advisor_max_cpu: 10, sleep_millisecs: 50, use_zero_pages: 0 } },
+    env: ONE_SHIM_EACH,
     description: "KSM lever: hoody's default but use_zero_pages 0",
   },
 };

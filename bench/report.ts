@@ -27,8 +27,11 @@ export function summarize(w: Workload, modes: readonly string[], points: readonl
     return out;
   };
   const hoodyModes = modes.filter((m) => MODES[m]?.engine === 'hoody');
-  const main = modes.includes('hoody-ksm-on') ? 'hoody-ksm-on' : (hoodyModes[0] ?? null);
+  // The goals are judged on hoody's default: shared shims with KSM on, when the run has it.
+  const main = modes.includes('hoody-grouped') ? 'hoody-grouped' : modes.includes('hoody-ksm-on') ? 'hoody-ksm-on' : (hoodyModes[0] ?? null);
   const mainPoints = main ? of(main) : [];
+  // The first containers also pay the daemon's one-off warm-up (JIT code, SQLite cache, TLS), not kept per container.
+  const pastFirst = mainPoints.filter((p) => p.count > 0);
   const last = mainPoints[mainPoints.length - 1];
   const hoodyTimes = hoodyModes.flatMap((m) => of(m).flatMap((p) => p.provision.per_container_s));
   const hoodyWall = hoodyModes.flatMap((m) => of(m)).reduce((a, p) => a + p.provision.wall_s, 0);
@@ -103,6 +106,7 @@ export function summarize(w: Workload, modes: readonly string[], points: readonl
     docker_rate_per_s: dockerWall > 0 ? round(dockerTimes.length / dockerWall, 2) : null,
     docker_provision_s_p95: round(percentile(dockerTimes, 95), 3),
     daemon_kib_per_container: main ? slopeOf(mainPoints, (p) => p.pss.daemon_anon_kib, 1) : null,
+    daemon_kib_per_container_past_first: main && new Set(pastFirst.map((p) => p.count)).size >= 2 ? slopeOf(pastFirst, (p) => p.pss.daemon_anon_kib, 1) : null,
     daemon_heap_kib_per_container: main ? slopeOf(mainPoints, (p) => (p.daemon_heap ? p.daemon_heap.heap_used_kib + p.daemon_heap.external_kib : null), 1) : null,
     create_s_p50: round(percentile(hoodyModes.flatMap((m) => of(m).flatMap((p) => p.provision.create_s)), 50), 3),
     namespaces,
@@ -112,20 +116,22 @@ export function summarize(w: Workload, modes: readonly string[], points: readonl
   };
 }
 
-/** Goals from issue 6 (hoody, KSM on, idle, namespaces populated). */
+/** Goals from issue 14 (hoody's default: shared shims, KSM on; idle, namespaces populated). */
 export function goals(name: string, s: WorkloadSummary): { goal: string; value: string; met: boolean | null }[] {
-  const raw = s.memory_mib_per_container.hoody_ksm_on ?? null;
-  const pinned = s.pinned_mib_per_container.hoody_ksm_on ?? null;
-  const cache = s.page_cache_mib_per_container.hoody_ksm_on ?? null;
+  const key = s.memory_mib_per_container.hoody_grouped !== undefined ? 'hoody_grouped' : 'hoody_ksm_on';
+  const raw = s.memory_mib_per_container[key] ?? null;
+  const pinned = s.pinned_mib_per_container[key] ?? null;
+  const cache = s.page_cache_mib_per_container[key] ?? null;
   const bottomUp = pinned === null || cache === null ? null : round(pinned + cache, 3);
-  const limit = name === 'busybox' ? 1.5 : name.startsWith('node') ? 5 : null;
+  const limit = name === 'busybox' ? 1.0 : name === 'node-seeded' ? 3 : name.startsWith('node') ? 5 : null;
+  const daemon = s.daemon_kib_per_container_past_first ?? s.daemon_kib_per_container;
   const rate = s.provision_rate_per_s;
   // Met only when both the issue's figure and the bottom-up one (immune to other users' churn) are under the limit.
   const memMet = limit === null || raw === null || bottomUp === null ? null : raw <= limit && bottomUp <= limit;
   return [
     ...(limit === null ? [] : [{ goal: `memory (marginal + page cache) ≤ ${limit} MiB/container`, value: `${fmt(raw)} (bottom-up ${fmt(bottomUp)})`, met: memMet }]),
     { goal: 'ksmd ≤ 10% of one core', value: fmt(s.ksmd_cpu_percent, 1), met: s.ksmd_cpu_percent === null ? null : s.ksmd_cpu_percent <= 10 },
-    { goal: 'daemon ≤ 64 KiB/container', value: fmt(s.daemon_kib_per_container, 1), met: s.daemon_kib_per_container === null ? null : s.daemon_kib_per_container <= 64 },
+    { goal: 'daemon ≤ 64 KiB/container (past the first count)', value: fmt(daemon, 1), met: daemon === null ? null : daemon <= 64 },
     { goal: 'disk ≤ 1 MiB/container', value: fmt(s.disk_marginal_mib_per_container, 3), met: s.disk_marginal_mib_per_container === null ? null : s.disk_marginal_mib_per_container <= 1 },
     { goal: 'provisioning ≥ 5 containers/s', value: fmt(rate), met: rate === null ? null : rate >= 5 },
   ];
@@ -147,6 +153,7 @@ function figureRows(s: WorkloadSummary, keys: readonly string[]): (string | numb
 function singleRows(s: WorkloadSummary): [string, string][] {
   return [
     ['daemon KiB/container (hoodyd anon PSS after GC)', fmt(s.daemon_kib_per_container, 1)],
+    ['  same, fitted past the first count (without the one-off warm-up)', fmt(s.daemon_kib_per_container_past_first ?? null, 1)],
     ['daemon KiB/container (live JS heap + external after GC)', fmt(s.daemon_heap_kib_per_container, 1)],
     ['disk MiB/container (volume exclusive + rw layer)', fmt(s.disk_marginal_mib_per_container, 3)],
     ['disk MiB/container (whole pool, noisy)', fmt(s.disk_pool_mib_per_container, 3)],
@@ -183,7 +190,7 @@ export function markdown(r: DensityResult, svgName: string): string {
     out.push(mdTable(['figure', ...keys], figureRows(s, keys)), '');
     out.push(mdTable(['figure', 'value'], singleRows(s)), '');
     out.push('Namespaces populated: ' + Object.entries(s.namespaces).map(([k, v]) => `${k}: ${v.length ? v.join(', ') : 'none'}`).join('; '), '');
-    out.push('Goals (issue 6):', '');
+    out.push('Goals (issue 14):', '');
     out.push(mdTable(['goal', 'measured', 'met'], goals(name, s).map((g) => [g.goal, g.value, g.met === null ? '–' : g.met ? 'yes' : '**no**'])), '');
     out.push('Where it goes (slope per container, by mode):', '');
     const parts = Object.keys(s.breakdown_per_container[keys[0] ?? ''] ?? {});

@@ -73,6 +73,8 @@ export interface WorkloadSummary {
   docker_rate_per_s: number | null;
   /** Slope of the daemon's anonymous PSS (hoodyd and its children) after forced GCs. */
   daemon_kib_per_container: number | null;
+  /** The same slope fitted over the counts past the first (0): without the daemon's one-off warm-up. Absent in old runs. */
+  daemon_kib_per_container_past_first?: number | null;
   /** Slope of the daemon's live JS heap + external memory after forced GCs. */
   daemon_heap_kib_per_container: number | null;
   /** The create call alone (POST /v1/containers), without populating the namespaces. */

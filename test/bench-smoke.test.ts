@@ -12,14 +12,14 @@ import { pidAlive } from '../host/pid-alive.js';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const DENSITY = join(ROOT, 'dist/bench/density.js');
 const WORKLOADS = (process.env.HOODY_BENCH_SMOKE_WORKLOADS ?? 'busybox').split(',');
-const MODES = ['docker', 'hoody-ksm-off', 'hoody-ksm-on'];
+const MODES = ['docker', 'hoody-ksm-off', 'hoody-ksm-on', 'hoody-grouped'];
 // A smoke: two points past zero are enough to produce every figure (the committed runs go to 200).
 const COUNTS = [0, 3, 6];
 
 interface Result {
   run_id: string;
   runs: { workload: string; mode: string; daemon: { pid: number; state_dir: string; instance: string } | null }[];
-  workloads: Record<string, Record<string, unknown> & { points: { mode: string; count: number }[] }>;
+  workloads: Record<string, Record<string, unknown> & { points: { mode: string; count: number; pss: { shim_processes: number } }[] }>;
 }
 
 
@@ -51,11 +51,16 @@ describe('density benchmark (smoke: a short run produces its figures and leaves 
       assert.ok(s, `workload ${w} in the JSON`);
       for (const key of ['marginal_mib_per_container', 'page_cache_mib_per_container']) {
         const by = s[key] as Record<string, unknown>;
-        for (const mode of ['docker_baseline', 'hoody_ksm_off', 'hoody_ksm_on']) assert.equal(typeof by[mode], 'number', `${w}.${key}.${mode}`);
+        for (const mode of ['docker_baseline', 'hoody_ksm_off', 'hoody_ksm_on', 'hoody_grouped']) assert.equal(typeof by[mode], 'number', `${w}.${key}.${mode}`);
       }
       for (const key of ['disk_marginal_mib_per_container', 'ksmd_cpu_percent', 'provision_s_p50', 'provision_s_p95', 'daemon_kib_per_container'])
         assert.equal(typeof s[key], 'number', `${w}.${key}`);
       assert.equal(s.points.length, MODES.length * COUNTS.length);
+      // One shim per container, except in the grouped mode (groups of 16): a provision opens a new group only when
+      // no group with a running member is free of a start in flight, so 4 in flight open at most 4.
+      const shims = (mode: string) => s.points.find((p) => p.mode === mode && p.count === COUNTS.at(-1))!.pss.shim_processes;
+      assert.equal(shims('hoody-ksm-on'), COUNTS.at(-1));
+      assert.ok(shims('hoody-grouped') <= 4, `the grouped mode shared its shims: ${shims('hoody-grouped')} for ${COUNTS.at(-1)}`);
       assert.deepEqual([...new Set(s.points.map((p) => p.count))].sort((a, b) => a - b), COUNTS);
     }
     const md = await readFile(join(out, `${base}.md`), 'utf8');
@@ -71,7 +76,7 @@ describe('density benchmark (smoke: a short run produces its figures and leaves 
     const byRun = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`io.hoody.bench=${result.run_id}`] }) });
     assert.equal(byRun.length, 0, 'docker-mode containers left');
     const daemons = result.runs.flatMap((run) => (run.daemon ? [run.daemon] : []));
-    assert.equal(daemons.length, WORKLOADS.length * 2);
+    assert.equal(daemons.length, WORKLOADS.length * 3);
     for (const d of daemons) {
       const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`io.hoody.instance=${d.instance}`] }) });
       assert.equal(left.length, 0, `containers of daemon ${d.instance} left`);
