@@ -168,7 +168,10 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     version: VERSION,
     instance: config.instance,
     metrics: metrics.registry,
-    hostInfo: () => hostInfo(ctx.pool, storage, engine, ksm, setup.pool.kind === 'loop'),
+    hostInfo: async () => ({
+      ...(await hostInfo(ctx.pool, storage, engine, ksm, setup.pool.kind === 'loop')),
+      shims: { configuredSize: config.shimGroupSize, grouping: ctx.shims.grouping, groups: new Set(ctx.store.list().flatMap((r) => (r.shimGroup ? [r.shimGroup] : []))).size },
+    }),
     stats: () => collectStats(ctx, ksm, (name) => ns.exec.persistent(name)),
     listeners: async () => ({
       http: ports.http,

@@ -69,6 +69,9 @@ describe('shared shims: containers grouped into one containerd shim per HOODY_SH
     assert.equal(groups.size, 2, 'three in the first group, the fourth opens a second');
     const byShim = await membersByShim(engine!, docker, ids);
     assert.deepEqual([...byShim.values()].map((m) => m.length).sort(), [1, 3], `one shim per group: ${JSON.stringify([...byShim])}`);
+    const host = await d!.client.call<{ shims: { configuredSize: number; grouping: boolean; groups: number } }>('GET', '/v1/host');
+    assert.deepEqual(host.shims, { configuredSize: 3, grouping: true, groups: 2 });
+    assert.match((await d!.hoody(['host', 'info'])).stdout, /shims: +shared, up to 3 containers each \(2 groups\)/);
 
     const viaEngine = await docker.exec(ids[1]!, { cmd: ['echo', 'grouped'], user: 'root', timeoutMs: 10_000 });
     assert.equal(viaEngine.output.trim(), 'grouped', 'docker exec in a grouped member');
@@ -160,5 +163,6 @@ describe('shared shims: an engine started without the wrapper', () => {
     assert.equal((await shimsOf(engine!)).length, 2);
     const log = await readFile(`${d!.stateDir}/hoodyd.log`, 'utf8').catch(() => '');
     assert.match(log, /not started with hoody's shim wrapper/);
+    assert.match((await d!.hoody(['host', 'info'])).stdout, /shims: +one per container: the engine was started without hoody's shim wrapper/);
   });
 });

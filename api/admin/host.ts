@@ -12,8 +12,15 @@ export interface Listeners {
   data_plane: { kind: 'haproxy' | 'node'; pid: number | null };
 }
 
+/** Shared containerd shims: the size asked for, whether the engine can group, groups in use. */
+export interface ShimsView {
+  configuredSize: number;
+  grouping: boolean;
+  groups: number;
+}
+
 export interface HostRouteDeps {
-  hostInfo(): Promise<HostInfo>;
+  hostInfo(): Promise<HostInfo & { shims: ShimsView }>;
   listeners(): Listeners | Promise<Listeners>;
   stats(): Promise<StatsReport>;
   metrics: Registry;
@@ -39,6 +46,7 @@ const HostView = Type.Object(
     engine: Type.Object({ available: Type.Boolean() }, Open),
     ksm: Type.Object({}, Open),
     memoryMerge: Type.Boolean(),
+    shims: Type.Object({ configuredSize: Type.Integer(), grouping: Type.Boolean(), groups: Type.Integer() }),
     host: Type.Object({}, Open),
   },
   Open,

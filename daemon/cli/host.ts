@@ -25,6 +25,7 @@ interface HostInfoView {
   engine: { available: boolean; serverVersion?: string; storageDriver?: string; backingFilesystem?: string; dockerRootDir?: string; dataRootOnPool?: boolean; userns?: { uid: number; gid: number } | null; error?: string };
   ksm: { available: boolean; knobs: Record<string, string>; pagesSharing: number; generalProfitBytes: number };
   host: { kernel: string; cpus: number; memory: { totalBytes: number; usedBytes: number } };
+  shims?: { configuredSize: number; grouping: boolean; groups: number };
 }
 
 /**
@@ -89,6 +90,7 @@ export function hostCommands(program: Command): void {
             ? `engine:  docker ${e.serverVersion}, storage driver ${e.storageDriver} on ${e.backingFilesystem || '-'}, data root ${e.dockerRootDir}${e.dataRootOnPool ? ' (on the pool)' : ''}, ${e.userns ? `user namespaces (container root = host uid ${e.userns.uid})` : 'no user namespaces (container root = host root)'}`
             : `engine:  unavailable: ${e.error}`,
           `ksm:     run=${i.ksm.knobs.run ?? '-'} pages_sharing=${i.ksm.pagesSharing} general_profit=${mib(i.ksm.generalProfitBytes)}`,
+          `shims:   ${!i.shims ? '-' : i.shims.grouping ? `shared, up to ${i.shims.configuredSize} containers each (${i.shims.groups} groups)` : i.shims.configuredSize > 1 ? `one per container: the engine was started without hoody's shim wrapper (restart it through \`hoody up\`)` : 'one per container (HOODY_SHIM_GROUP_SIZE=1)'}`,
           `host:    ${i.host.kernel}, ${i.host.cpus} cpus, ${mib(i.host.memory.usedBytes)} used of ${mib(i.host.memory.totalBytes)}`,
           `listen:  http ${i.listeners.http ?? '-'} https ${i.listeners.https ?? '-'} domain ${i.listeners.domain}`,
           `data plane: ${i.listeners.data_plane ? `${i.listeners.data_plane.kind} (pid ${i.listeners.data_plane.pid ?? 'restarting'})` : '-'}`,
