@@ -48,14 +48,16 @@ async function freeSubnet(): Promise<number> {
  * `storageDriver`: the graph driver of the private engine (overlay2, like hoody's own; vfs to see what hoody refuses).
  * `userns`: containers in user namespaces, as in an engine `hoody up` starts (default unless HOODY_USERNS=off).
  * `shims`: started with hoody's shim wrapper first on its PATH, as `hoody up` starts it (default: plain).
+ * `dir`: an empty directory under the pool's `tests/` or `bench/` to use instead of a fresh test dir (a benchmark
+ * passes one, so the shared host's test set-up and sweep never run against the main engine).
  */
 export async function startPrivateEngine(
   storageDriver: 'overlay2' | 'vfs' = 'overlay2',
-  opts: { userns?: boolean; shims?: boolean } = {},
+  opts: { userns?: boolean; shims?: boolean; dir?: string } = {},
 ): Promise<PrivateEngine> {
   const userns = opts.userns ?? process.env.HOODY_USERNS?.toLowerCase() !== 'off';
   if (userns) await ensureRemapUser();
-  const dir = await tempStateDir();
+  const dir = opts.dir ?? (await tempStateDir());
   const socket = join(dir, 'docker.sock');
   // The test sweep leaves a dir alone while the pid in its hoodyd.pid lives: dockerd's pid file keeps it.
   const pidFile = join(dir, 'hoodyd.pid');
@@ -124,7 +126,7 @@ export async function startPrivateEngine(
         .filter((m) => m.startsWith(`${dir}/`))
         .sort((a, b) => b.length - a.length);
       for (const m of mounts) await execa('umount', ['-l', m], { reject: false });
-      if (!dir.includes('/pool/tests/') || dir.length < 20) throw new Error(`refusing to remove ${dir}`);
+      if (!/\/pool\/(tests|bench)\//.test(dir) || dir.length < 20) throw new Error(`refusing to remove ${dir}`);
       await rm(dir, { recursive: true, force: true });
     },
   };
