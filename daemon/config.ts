@@ -68,7 +68,7 @@ export interface Config {
 }
 
 /** Containers per shared shim unless HOODY_SHIM_GROUP_SIZE says otherwise (chosen from bench/density.ts runs). */
-export const DEFAULT_SHIM_GROUP_SIZE = 16;
+export const DEFAULT_SHIM_GROUP_SIZE = 8;
 
 /** Where `hoody up` writes the shim wrapper its dockerd starts with. */
 export function shimWrapperDir(config: Pick<Config, 'stateDir'>): string {

@@ -56,7 +56,7 @@ describe('density benchmark (smoke: a short run produces its figures and leaves 
       for (const key of ['disk_marginal_mib_per_container', 'ksmd_cpu_percent', 'provision_s_p50', 'provision_s_p95', 'daemon_kib_per_container'])
         assert.equal(typeof s[key], 'number', `${w}.${key}`);
       assert.equal(s.points.length, MODES.length * COUNTS.length);
-      // One shim per container, except in the grouped mode (groups of 16): a provision opens a new group only when
+      // One shim per container, except in the grouped mode (groups of 8): a provision opens a new group only when
       // no group with a running member is free of a start in flight, so 4 in flight open at most 4.
       const shims = (mode: string) => s.points.find((p) => p.mode === mode && p.count === COUNTS.at(-1))!.pss.shim_processes;
       assert.equal(shims('hoody-ksm-on'), COUNTS.at(-1));
