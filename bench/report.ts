@@ -172,9 +172,30 @@ function activeSummaries(
     if (!m?.active || !m.base || !modes.includes(m.base)) continue;
     const idle = keyOf(m.base);
     const active = m.key;
+    // The exec worker starts with the first script run (never at 0 containers): with two or more counts past
+    // zero in both modes, the slopes are taken over those only, so such fixed costs drop out.
+    const past = (ps: Point[]) => ps.filter((p) => p.count > 0);
+    const nonzero = past(of(name)).length >= 2 && past(of(m.base)).length >= 2;
+    const pick = (ps: Point[]) => (nonzero ? past(ps) : ps);
+    const ai = pick(of(name));
+    const ii = pick(of(m.base));
+    const slopes = (ps: Point[], y: (p: Point) => number | null) => slopeOf(ps, y);
     const parts: Record<string, number | null> = {};
-    const a = breakdown[active] ?? {};
-    const i = breakdown[idle] ?? {};
+    const partsOf = (ps: Point[]): Record<string, number | null> => ({
+      daemon_self_anon_kib: slopeOf(ps, (p) => p.pss.daemon_self_anon_kib ?? null, 1),
+      exec_workers_anon_kib: slopeOf(ps, (p) => p.pss.exec_workers_anon_kib ?? null, 1),
+      dataplane_anon_kib: slopeOf(ps, (p) => p.pss.dataplane_anon_kib ?? null, 1),
+      engine_anon_mib: slopes(ps, (p) => p.pss.engine_anon_mib),
+      shims_anon_mib: slopes(ps, (p) => p.pss.shims_anon_mib),
+      containers_anon_mib: slopes(ps, (p) => p.pss.containers_anon_mib),
+      anon_mib: slopes(ps, (p) => p.host.anon_mib),
+      slab_unreclaimable_mib: slopes(ps, (p) => p.host.slab_unreclaimable_mib),
+      page_tables_mib: slopes(ps, (p) => p.host.page_tables_mib),
+      kernel_stack_mib: slopes(ps, (p) => p.host.kernel_stack_mib),
+      container_kmem_kib: slopeOf(ps, (p) => p.kernel?.container_kmem_kib ?? (p.kernel && p.count === 0 ? 0 : null), 1),
+    });
+    const a = nonzero ? partsOf(ai) : { ...(breakdown[active] ?? {}), container_kmem_kib: partsOf(ai).container_kmem_kib };
+    const i = nonzero ? partsOf(ii) : { ...(breakdown[idle] ?? {}), container_kmem_kib: partsOf(ii).container_kmem_kib };
     for (const [part, scale] of [
       ['daemon_self_anon_kib', 1],
       ['exec_workers_anon_kib', 1],
@@ -186,10 +207,14 @@ function activeSummaries(
       ['slab_unreclaimable_mib', 1024],
       ['page_tables_mib', 1024],
       ['kernel_stack_mib', 1024],
+      ['container_kmem_kib', 1],
     ] as const) {
       const d = diff(a[part], i[part], 4);
       parts[part.replace(/_(kib|mib)$/, '_kib')] = d === null ? null : round(d * scale, 1);
     }
+    const own = ['daemon_self_anon_kib', 'exec_workers_anon_kib', 'dataplane_anon_kib', 'shims_anon_kib', 'containers_anon_kib', 'container_kmem_kib'].map((k) => parts[k]);
+    // The benchmark's own processes and the containers' charged kernel memory: immune to other users of the host.
+    parts.own_total_kib = own.some((v) => v === null || v === undefined) ? null : round(own.reduce((x, v) => x + (v ?? 0), 0), 1);
     const last = of(name).filter((p) => p.activity).at(-1);
     const act = last?.activity;
     const lat = act?.cron_lateness_ms ?? [];
@@ -197,11 +222,14 @@ function activeSummaries(
     out[active] = {
       idle_key: idle,
       active_key: active,
-      idle_mib: marginal[idle] ?? null,
-      active_mib: marginal[active] ?? null,
-      extra_mib: diff(marginal[active], marginal[idle]),
-      extra_excl_foreign_mib: diff(marginalExcl[active], marginalExcl[idle]),
-      extra_pinned_mib: diff(pinned[active], pinned[idle]),
+      slopes_over: nonzero ? 'counts past zero' : 'all counts (fixed costs such as the exec worker included)',
+      idle_mib: nonzero ? slopes(ii, (p) => p.host.used_mib) : (marginal[idle] ?? null),
+      active_mib: nonzero ? slopes(ai, (p) => p.host.used_mib) : (marginal[active] ?? null),
+      extra_mib: nonzero ? diff(slopes(ai, (p) => p.host.used_mib), slopes(ii, (p) => p.host.used_mib)) : diff(marginal[active], marginal[idle]),
+      extra_excl_foreign_mib: nonzero
+        ? diff(slopes(ai, (p) => p.used_excl_foreign_mib), slopes(ii, (p) => p.used_excl_foreign_mib))
+        : diff(marginalExcl[active], marginalExcl[idle]),
+      extra_pinned_mib: nonzero ? diff(slopes(ai, (p) => p.pinned_excl_foreign_mib), slopes(ii, (p) => p.pinned_excl_foreign_mib)) : diff(pinned[active], pinned[idle]),
       extra_parts_kib: parts,
       count: last?.count ?? null,
       settle_s: last?.settle_s ?? null,
@@ -266,7 +294,7 @@ function activeSection(s: WorkloadSummary): string[] {
       rows,
     ),
     '',
-    'Where the extra goes (active − idle slope, KiB per container):',
+    `Where the extra goes (active − idle slope, KiB per container; slopes over ${list.map((a) => a.slopes_over ?? 'all counts').join(' / ')}):`,
     '',
     mdTable(['part', ...list.map((a) => a.active_key)], parts.map((p) => [p, ...list.map((a) => fmt(a.extra_parts_kib[p], 1))])),
     '',

@@ -120,6 +120,8 @@ export interface WorkloadSummary {
 export interface ActiveSummary {
   idle_key: string;
   active_key: string;
+  /** Which points the slopes were fitted over (past zero only when both modes have two such counts). */
+  slopes_over?: string;
   idle_mib: number | null;
   active_mib: number | null;
   /** active − idle, MiB per container: host used, the same without other users' processes, and bottom-up. */
