@@ -214,7 +214,7 @@ function activeSummaries(
     }
     const own = ['daemon_self_anon_kib', 'exec_workers_anon_kib', 'dataplane_anon_kib', 'shims_anon_kib', 'containers_anon_kib', 'container_kmem_kib'].map((k) => parts[k]);
     // The benchmark's own processes and the containers' charged kernel memory: immune to other users of the host.
-    parts.own_total_kib = own.some((v) => v === null || v === undefined) ? null : round(own.reduce((x, v) => x + (v ?? 0), 0), 1);
+    parts.own_total_kib = own.some((v) => v === null || v === undefined) ? null : round(own.reduce<number>((x, v) => x + (v ?? 0), 0), 1);
     const last = of(name).filter((p) => p.activity).at(-1);
     const act = last?.activity;
     const lat = act?.cron_lateness_ms ?? [];
