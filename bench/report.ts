@@ -263,11 +263,17 @@ export function goals(name: string, s: WorkloadSummary): { goal: string; value: 
     { goal: 'provisioning ≥ 5 containers/s', value: fmt(rate), met: rate === null ? null : rate >= 5 },
     ...Object.values(s.active ?? {}).map((a) => ({
       goal: `active ≤ 1 MiB/container more than idle (${a.active_key} − ${a.idle_key}, issue 14)`,
-      value: `${fmt(a.extra_mib, 3)} (excl. others ${fmt(a.extra_excl_foreign_mib, 3)}, bottom-up ${fmt(a.extra_pinned_mib, 3)})`,
-      met: a.extra_mib === null || a.extra_pinned_mib === null ? null : a.extra_mib <= 1 && a.extra_pinned_mib <= 1,
+      // The benchmark's own processes + the containers' memcg kernel memory first: host-wide slopes swing by tens of MiB here.
+      value: `own processes ${fmt(own(a), 3)} (host ${fmt(a.extra_mib, 3)}, excl. others ${fmt(a.extra_excl_foreign_mib, 3)}, bottom-up ${fmt(a.extra_pinned_mib, 3)})`,
+      met: own(a) === null ? (a.extra_mib === null || a.extra_pinned_mib === null ? null : a.extra_mib <= 1 && a.extra_pinned_mib <= 1) : own(a)! <= 1,
     })),
   ];
 }
+
+const own = (a: ActiveSummary): number | null => {
+  const kib = a.extra_parts_kib.own_total_kib;
+  return kib === null || kib === undefined ? null : round(kib / 1024, 3);
+};
 
 /** The active modes against their idle ones (Markdown). */
 function activeSection(s: WorkloadSummary): string[] {
@@ -276,7 +282,7 @@ function activeSection(s: WorkloadSummary): string[] {
   const rows = list.map((a) => [
     `${a.active_key} vs ${a.idle_key}`,
     `${fmt(a.idle_mib, 3)} → ${fmt(a.active_mib, 3)}`,
-    `**${fmt(a.extra_mib, 3)}**`,
+    `**${fmt(own(a), 3)}** (host ${fmt(a.extra_mib, 3)})`,
     fmt(a.extra_excl_foreign_mib, 3),
     fmt(a.extra_pinned_mib, 3),
     `${a.count ?? '–'} / ${fmt(a.settle_s, 0)} s`,
@@ -290,7 +296,7 @@ function activeSection(s: WorkloadSummary): string[] {
     'Active containers (issue 14: each container runs the pipeline once a minute — cron → wget of its own exec URL → a file write + a TLS bundle PATCH):',
     '',
     mdTable(
-      ['modes', 'idle → active MiB/container', 'active − idle MiB', 'same, excl. others', 'same, bottom-up', 'at n / settle', 'cron runs in window', 'cron lateness ms p50 / p99 / max', 'exec ms p50 / p99 / max', 'burst MiB above median'],
+      ['modes', 'idle → active MiB/container (host)', 'active − idle MiB: own processes + memcg kernel (host used)', 'same, excl. others', 'same, bottom-up', 'at n / settle', 'cron runs in window', 'cron lateness ms p50 / p99 / max', 'exec ms p50 / p99 / max', 'burst MiB above median'],
       rows,
     ),
     '',
