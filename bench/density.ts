@@ -17,7 +17,7 @@ import { BENCH_LABEL, DockerFleet, type Fleet, HoodyFleet } from './fleet.js';
 import { BenchKsm, type Convergence } from './ksm.js';
 import { gcAndMeasure } from './inspector.js';
 import { daemonAnon, diskSnapshot, memorySnapshot } from './measure.js';
-import { MODES, mode as modeOf } from './modes.js';
+import { ACTIVE_SUFFIX, MODES, mode as modeOf } from './modes.js';
 import { markdown, stdoutSummary, summarize, svg } from './report.js';
 import { type ResultFiles, runIdOf, writeResultFiles, writeResults } from './results.js';
 import { Cleanup } from './session.js';
@@ -36,6 +36,10 @@ export interface DensityOptions {
   dockerSocket: string;
   /** No progress bar (still writes the files and the summary). */
   quiet: boolean;
+  /** Each hoody mode also runs as `<mode>-active` (every container runs the pipeline once a minute). */
+  active: boolean;
+  /** Settle of active points past zero (their cron runs each minute: ≥ 130 s gives every container two runs). */
+  activeSettleS: number;
 }
 
 export interface DensityOutput {
@@ -51,6 +55,7 @@ const DEFAULTS = {
   ksmTimeout: '180',
   settle: '10',
   parallel: '4',
+  activeSettle: '130',
 };
 
 function usage(message: string): Error {
@@ -83,6 +88,8 @@ export function addDensityOptions(cmd: Command): Command {
     .option('--settle <s>', 'wait before each measurement (ksmd CPU is measured over it)', positive('--settle'), DEFAULTS.settle)
     .option('--parallel <n>', 'provisions in flight', positive('--parallel', 1), DEFAULTS.parallel)
     .option('--docker-socket <path>', 'the engine (env HOODY_DOCKER_SOCKET)')
+    .option('--active', `each hoody mode also runs as <mode>${ACTIVE_SUFFIX}: every container's cron wgets its own exec script each minute (a file write + a TLS bundle PATCH)`)
+    .option('--active-settle <s>', 'settle of active points (at least two cron minutes; the snapshot lands mid-minute, ≤ 60 s later)', positive('--active-settle'), DEFAULTS.activeSettle)
     .option('--quiet', 'no progress bar')
     .option('--render <json>', 'no run: recompute the figures of a result JSON from its raw points and rewrite its .json/.md/.svg');
 }
@@ -93,6 +100,13 @@ export function parseDensityOptions(raw: Record<string, string | boolean | undef
   if (!counts.length || counts.some((c) => !Number.isInteger(c) || c < 0 || c > 1000)) throw usage('--counts must be integers 0..1000, e.g. 0,25,50,100');
   const workloads = list(String(raw.workloads ?? DEFAULTS.workloads));
   const modes = list(String(raw.modes ?? DEFAULTS.modes));
+  // --active: each idle hoody mode is followed by its active variant (so the two are measured side by side).
+  if (raw.active)
+    for (let i = 0; i < modes.length; i++) {
+      const m = modeOf(modes[i]!);
+      const a = `${m.name}${ACTIVE_SUFFIX}`;
+      if (m.engine === 'hoody' && !m.active && !modes.includes(a)) modes.splice(++i, 0, a);
+    }
   for (const w of workloads) workloadOf(w);
   for (const m of modes) modeOf(m);
   if (!workloads.length || !modes.length) throw usage('--workloads and --modes need at least one entry');
@@ -106,6 +120,8 @@ export function parseDensityOptions(raw: Record<string, string | boolean | undef
     parallel: Math.floor(Number(raw.parallel ?? DEFAULTS.parallel)),
     dockerSocket: String(raw.dockerSocket ?? process.env.HOODY_DOCKER_SOCKET ?? '/var/run/docker.sock'),
     quiet: Boolean(raw.quiet),
+    active: Boolean(raw.active) || modes.some((m) => modeOf(m).active),
+    activeSettleS: Number(raw.activeSettle ?? DEFAULTS.activeSettle),
   };
 }
 
@@ -208,7 +224,7 @@ export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
             throw new Error(`mode ${m.name} needs an engine started with hoody's shim wrapper: stop the dockerd on ${opts.dockerSocket} and run the benchmark again (it starts one)`);
           daemon = await startBenchDaemon({ parentDir: benchDir, image: w.image, dockerSocket: opts.dockerSocket, inspect: true, env: m.env });
           run.daemon = { pid: daemon.pid, state_dir: daemon.stateDir, instance: daemon.instance };
-          fleet = new HoodyFleet(opts.dockerSocket, daemon, w, ca, w.name.replace(/[^a-z0-9]/g, ''));
+          fleet = new HoodyFleet(opts.dockerSocket, daemon, w, ca, w.name.replace(/[^a-z0-9]/g, ''), m.active === true);
         } else {
           fleet = new DockerFleet(opts.dockerSocket, runId, w);
         }
@@ -267,7 +283,15 @@ export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
           // Host used and cached are sampled every second and the median kept: other users' short spikes drop out.
           const usedSamples: number[] = [];
           const cachedSamples: number[] = [];
-          const settleEnd = Date.now() + opts.settleS * 1000;
+          const settleStart = new Date();
+          let settleEnd = Date.now() + opts.settleS * 1000;
+          const active = m.active === true && count > 0;
+          if (active) {
+            // At least --active-settle, then on to the next :35 of a minute: the snapshot falls between two bursts.
+            const min = Date.now() + opts.activeSettleS * 1000;
+            settleEnd = min - (min % 60_000) + 35_000;
+            if (settleEnd < min) settleEnd += 60_000;
+          }
           while (Date.now() < settleEnd && !aborted) {
             await sleep(Math.min(1000, Math.max(0, settleEnd - Date.now())));
             const mi = await meminfo();
@@ -279,6 +303,7 @@ export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
             }
           }
           if (aborted) break;
+          const settled = round((Date.now() - settleStart.getTime()) / 1000, 1) ?? 0;
           const ids = await fleet.engineIds();
           // Forced full GCs in the daemon first, so its figure is what it retains, not what V8 has not collected yet.
           const heap = daemon?.inspector ? await gcAndMeasure(daemon.inspector) : null;
@@ -287,13 +312,15 @@ export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
             resets++;
             await ksm.apply(m.ksm);
           }
-          const snap = await memorySnapshot(ids, daemon?.pid ?? null, ksm, daemonAnonMin);
+          const snap = await memorySnapshot(ids, daemon?.pid ?? null, ksm, daemonAnonMin, daemon?.stateDir ?? null);
+          const activity = active && fleet instanceof HoodyFleet ? await fleet.activity(settleStart) : null;
           const changed = resets > 0 || !(await ksm.matches(m.ksm));
           const ksmResets = resets;
           resets = 0;
           usedSamples.push(snap.host.used_mib);
           cachedSamples.push(snap.host.cached_mib);
           const instant = { used_mib: snap.host.used_mib, cached_mib: snap.host.cached_mib };
+          const peak = round(Math.max(...usedSamples), 2) ?? snap.host.used_mib;
           snap.host.used_mib = round(percentile(usedSamples, 50), 2) ?? snap.host.used_mib;
           snap.host.cached_mib = round(percentile(cachedSamples, 50), 2) ?? snap.host.cached_mib;
           let hoodyStats: Point['hoody_stats'] = null;
@@ -345,6 +372,10 @@ export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
             foreign_containers: running.filter((c) => !mine.has(c.Id) && c.Labels?.[BENCH_LABEL] === undefined).length,
             ksm_changed_externally: changed,
             ksm_resets: ksmResets,
+            settle_s: settled,
+            host_peak_used_mib: peak,
+            kernel: snap.kernel,
+            activity,
           });
         }
         clearInterval(guard);
@@ -372,6 +403,10 @@ export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
       notes.push(
         `Another process changed the KSM knobs during the run (every hoodyd that starts turns KSM on with its own knobs): the mode's profile was put back within a second, ${points.reduce((a, p) => a + (p.ksm_resets ?? 0), 0)} times in all (ksm_resets per point).`,
       );
+    if (opts.active && opts.activeSettleS < 120)
+      notes.push(`--active-settle ${opts.activeSettleS} s: active points may have seen one cron minute only (two need ≥ 120 s).`);
+    for (const p of points.filter((p) => p.activity?.errors.length))
+      notes.push(`${p.workload}/${p.mode} n=${p.count}: ${p.activity!.cron_failed} failed cron runs, ${p.activity!.exec_failed} failed exec runs (${p.activity!.errors.slice(0, 2).join(' | ')})`);
     for (const r of runs) {
       const errs = Object.entries(r.namespace_errors);
       if (errs.length) notes.push(`${r.workload}/${r.mode}: namespace calls failed: ${errs.map(([k, v]) => `${k} ×${v}`).join(', ')} (${r.errors.slice(0, 2).join(' | ')})`);
@@ -390,6 +425,8 @@ export async function runDensity(opts: DensityOptions): Promise<DensityOutput> {
         ksm_timeout_s: opts.ksmTimeoutS,
         settle_s: opts.settleS,
         parallel: opts.parallel,
+        active: opts.active,
+        active_settle_s: opts.activeSettleS,
       },
       host: {
         kernel: os.release(),

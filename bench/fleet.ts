@@ -4,6 +4,7 @@ import type { HostCa } from '../containers/tls/ca.js';
 import type { BenchDaemon } from './daemon.js';
 import { publicCall } from './http.js';
 import { runPool } from './stats.js';
+import type { ActivityFigures } from './types.js';
 import type { Workload } from './workloads.js';
 
 export const BENCH_LABEL = 'io.hoody.bench';
@@ -121,6 +122,24 @@ export class DockerFleet implements Fleet {
   }
 }
 
+/**
+ * The seed's pipeline shape, run once a minute by every active container's cron: write a file through the
+ * script's files host call, then PATCH its TLS bundle (alternating two certificates, so every PATCH is a real swap).
+ */
+export const TICK_SCRIPT = `// @timeout 20000
+const minute = Math.floor(Date.now() / 60000);
+await files.write('tick/last.txt', String(Date.now()));
+const bundle = await files.read(minute % 2 ? 'tick/a.json' : 'tick/b.json');
+const r = await fetch('/api/v1/proxy/cert/bundle', { method: 'PATCH', body: bundle });
+if (!r.ok) throw new Error('PATCH ' + r.status + ' ' + (await r.text()));
+return { ok: true, minute };
+`;
+
+/** The cron command of an active container: busybox wget of its own exec URL (its service names resolve to the host). */
+export function tickCommand(name: string, httpPort: number, token: string): string {
+  return `wget -q -O - "http://exec.${name}.hoody.localhost:${httpPort}/scripts/tick?token=${encodeURIComponent(token)}"`;
+}
+
 /** Containers made through a real hoodyd, each with its namespaces populated over the per-container API. */
 export class HoodyFleet implements Fleet {
   private readonly docker: Docker;
@@ -129,6 +148,8 @@ export class HoodyFleet implements Fleet {
   private readonly state: Record<NamespaceName, NamespaceState> = { proxy: 'untried', cron: 'untried', exec: 'untried' };
   private readonly errors: Record<string, number> = {};
   readonly errorSamples: string[] = [];
+  /** Tokens of the containers made, by name (active fleets read their logs with them). */
+  private readonly tokens = new Map<string, string>();
 
   constructor(
     socketPath: string,
@@ -136,6 +157,8 @@ export class HoodyFleet implements Fleet {
     private readonly workload: Workload,
     private readonly ca: HostCa,
     private readonly prefix: string,
+    /** Every container also gets the once-a-minute pipeline (TICK_SCRIPT from a cron entry). */
+    private readonly active = false,
   ) {
     this.docker = new Docker({ socketPath });
   }
@@ -194,6 +217,83 @@ export class HoodyFleet implements Fleet {
     });
     await this.step('cron', () => publicCall(port, host, 'POST', `/users/me/entries${q}`, { schedule: '@daily', command: 'true' }));
     await this.step('exec', () => publicCall(port, host, 'PUT', `/api/v1/scripts/hello${q}`, 'return { ok: true };\n'));
+    if (this.active) await this.activate(name, token, hostname);
+  }
+
+  /** Two bundles in the files area, the tick script, and the cron entry that runs it every minute. */
+  private async activate(name: string, token: string, hostname: string): Promise<void> {
+    const port = this.daemon.ports.http;
+    const host = `api.${name}.hoody.localhost`;
+    const q = `?token=${encodeURIComponent(token)}`;
+    const ok = (r: { status: number; text: string }, what: string) => {
+      if (r.status < 200 || r.status >= 300) throw new Error(`${what}: ${r.status} ${r.text.slice(0, 200)}`);
+    };
+    try {
+      for (const f of ['a', 'b']) {
+        const pem = await this.ca.issue([hostname]);
+        const bundle = JSON.stringify({ domain: hostname, cert: pem.cert, key: pem.key, chain: this.ca.certPem });
+        ok(await publicCall(port, host, 'PUT', `/api/v1/files/tick/${f}.json${q}`, bundle), `PUT files/tick/${f}.json`);
+      }
+      ok(await publicCall(port, host, 'PUT', `/api/v1/scripts/tick.ts${q}`, TICK_SCRIPT), 'PUT scripts/tick.ts');
+      ok(await publicCall(port, host, 'POST', `/users/me/entries${q}`, { schedule: '* * * * *', command: tickCommand(name, port, token), comment: 'bench: active' }), 'POST cron entry');
+    } catch (err) {
+      this.fail('active', (err as Error).message);
+    }
+  }
+
+  /** What the active containers' pipelines did since `since`: their cron runs and the tick's exec log rows. */
+  async activity(since: Date, parallel = 4): Promise<ActivityFigures> {
+    const port = this.daemon.ports.http;
+    const out: ActivityFigures = {
+      since: since.toISOString(),
+      seconds: Math.round((Date.now() - since.getTime()) / 1000),
+      containers: this.tokens.size,
+      cron_runs: 0,
+      cron_ok: 0,
+      cron_failed: 0,
+      cron_lateness_ms: [],
+      exec_ms: [],
+      exec_failed: 0,
+      min_runs_per_container: Number.POSITIVE_INFINITY,
+      errors: [],
+    };
+    type Run = { trigger: string; status: string; started_at: string; scheduled_for: string | null; output: string };
+    type ExecRow = { script: string; status: number; durationMs: number; error?: string | null };
+    const get = async <T>(host: string, path: string): Promise<T[]> => {
+      const r = await publicCall(port, host, 'GET', path);
+      if (r.status !== 200) throw new Error(`GET ${path.replace(/token=[^&]+/, 'token=…')}: ${r.status} ${r.text.slice(0, 160)}`);
+      return JSON.parse(r.text) as T[];
+    };
+    await runPool([...this.tokens], parallel, async ([name, token]) => {
+      const host = `api.${name}.hoody.localhost`;
+      const q = `since=${encodeURIComponent(out.since)}&limit=1000&token=${encodeURIComponent(token)}`;
+      try {
+        const runs = (await get<Run>(host, `/users/me/runs?${q}`)).filter((r) => r.trigger === 'schedule');
+        out.min_runs_per_container = Math.min(out.min_runs_per_container, runs.length);
+        for (const r of runs) {
+          if (r.status === 'queued' || r.status === 'running') continue;
+          out.cron_runs++;
+          if (r.status === 'ok') out.cron_ok++;
+          else {
+            out.cron_failed++;
+            if (out.errors.length < 5) out.errors.push(`${name} cron ${r.status}: ${r.output.slice(0, 160)}`);
+          }
+          if (r.scheduled_for) out.cron_lateness_ms.push(Date.parse(r.started_at) - Date.parse(r.scheduled_for));
+        }
+        for (const e of await get<ExecRow>(host, `/api/v1/logs?source=exec&${q}`)) {
+          if (e.script !== 'tick.ts') continue;
+          out.exec_ms.push(e.durationMs);
+          if (e.status !== 200) {
+            out.exec_failed++;
+            if (out.errors.length < 5) out.errors.push(`${name} exec ${e.status}: ${String(e.error ?? '').slice(0, 160)}`);
+          }
+        }
+      } catch (err) {
+        if (out.errors.length < 5) out.errors.push(`${name}: ${(err as Error).message}`);
+      }
+    });
+    if (!Number.isFinite(out.min_runs_per_container)) out.min_runs_per_container = 0;
+    return out;
   }
 
   add(n: number, parallel: number, onOne: () => void, stop: () => boolean): Promise<ProvisionTime[]> {
@@ -207,6 +307,7 @@ export class HoodyFleet implements Fleet {
         return null;
       }
       this.count++;
+      this.tokens.set(name, token);
       const create = (performance.now() - t0) / 1000;
       await this.populate(name, token);
       return { total: (performance.now() - t0) / 1000, create };
@@ -215,6 +316,7 @@ export class HoodyFleet implements Fleet {
 
   async destroy(onOne?: () => void): Promise<void> {
     await this.daemon.destroy(onOne);
+    this.tokens.clear();
     this.count = 0;
   }
 }

@@ -1,4 +1,5 @@
-import { statfs } from 'node:fs/promises';
+import { readFile, readlink, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
 import type Docker from 'dockerode';
 import { execa } from 'execa';
 import { meminfo } from '../host/metrics.js';
@@ -28,6 +29,12 @@ export interface PssFigures {
   /** hoodyd and its children (hoody modes): PSS, and its anonymous part (the smallest seen over the settle window). */
   daemon_kib: number | null;
   daemon_anon_kib: number | null;
+  /** hoodyd alone, and its child processes (the exec worker), anonymous PSS at the snapshot (absent in older results). */
+  daemon_self_anon_kib?: number | null;
+  exec_workers_anon_kib?: number | null;
+  exec_worker_processes?: number | null;
+  /** The daemon's HAProxy (detached, so not its child): anonymous PSS (absent in older results; counted as foreign there). */
+  dataplane_anon_kib?: number | null;
   /** dockerd + containerd. */
   engine_mib: number;
   engine_anon_mib: number;
@@ -36,6 +43,38 @@ export interface PssFigures {
   container_processes: number;
   shim_processes: number;
   foreign_processes: number;
+}
+
+/** The kernel's share, host-wide (absent in older results). */
+export interface KernelFigures {
+  /** /proc/slabinfo, per cache: [active objects, KiB of its slabs (num_slabs × pages per slab), object size in bytes]. */
+  slab: Record<string, [number, number, number]>;
+  /** /proc/cgroups: cgroups per controller (on a v1 hybrid host each hierarchy has its own). */
+  cgroups: Record<string, number>;
+  /** Every task on the host (processes, and their threads). */
+  processes: number;
+  threads: number;
+  /** Threads of the benchmark's containers and of their shims. */
+  container_threads: number;
+  shim_threads: number;
+  /** Kernel memory charged to the containers' own memory cgroups (v1 memory.kmem.usage_in_bytes, summed), KiB. */
+  container_kmem_kib: number | null;
+  /** One container looked at closely (its init process): null when there is none. */
+  sample: ContainerShape | null;
+}
+
+/** What one container is made of, as the kernel sees it. */
+export interface ContainerShape {
+  processes: number;
+  threads: number;
+  /** Lines of its mountinfo (its mount namespace's mounts). */
+  mounts: number;
+  /** Namespaces of its own (differing from pid 1's). */
+  namespaces: string[];
+  /** cgroup v1 hierarchies (and the v2 one, as "0") where it sits below the root. */
+  cgroups: string[];
+  /** Its memory cgroup's kernel memory (v1 memory.kmem.usage_in_bytes), KiB. */
+  kmem_kib: number | null;
 }
 
 export interface KsmFigures {
@@ -68,6 +107,7 @@ export interface Snapshot {
   pss: PssFigures;
   ksm: KsmFigures;
   ksmSample: KsmSample;
+  kernel: KernelFigures;
 }
 
 const mib = (bytes: number | undefined) => round((bytes ?? 0) / MIB, 2) ?? 0;
@@ -88,17 +128,108 @@ export async function daemonAnon(daemonPid: number): Promise<number> {
   return m.pssAnon;
 }
 
+/** /proc/slabinfo (root only) as [active objects, KiB, object size] per cache; empty when unreadable. */
+export async function slabCaches(): Promise<Record<string, [number, number, number]>> {
+  const out: Record<string, [number, number, number]> = {};
+  const text = await readFile('/proc/slabinfo', 'utf8').catch(() => '');
+  for (const line of text.split('\n').slice(2)) {
+    const f = line.trim().split(/\s+/);
+    // name active_objs num_objs objsize objperslab pagesperslab : tunables l b s : slabdata active_slabs num_slabs shared
+    if (f.length < 16 || !f[0]) continue;
+    out[f[0]] = [Number(f[1]), (Number(f[14]) * Number(f[5]) * 4096) / 1024, Number(f[3])];
+  }
+  return out;
+}
+
+/** /proc/cgroups: number of cgroups per controller. */
+export async function cgroupCounts(): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const line of (await readFile('/proc/cgroups', 'utf8').catch(() => '')).split('\n')) {
+    const f = line.split(/\s+/);
+    if (f[0] && !f[0].startsWith('#') && f[2]) out[f[0]] = Number(f[2]);
+  }
+  return out;
+}
+
+const NAMESPACES = ['cgroup', 'ipc', 'mnt', 'net', 'pid', 'time', 'user', 'uts'] as const;
+
+/** The v1 memory cgroup of a process (path below the controller's mount), or null. */
+async function memoryCgroup(pid: number): Promise<string | null> {
+  const text = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+  return /^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/m.exec(text)?.[1] ?? null;
+}
+
+async function kmemKib(cgroup: string): Promise<number | null> {
+  const raw = await readFile(join('/sys/fs/cgroup/memory', cgroup, 'memory.kmem.usage_in_bytes'), 'utf8').catch(() => '');
+  return raw.trim() ? Number(raw) / 1024 : null;
+}
+
+/** Processes (all in its pid namespace: exec'd ones too), mounts, own namespaces and cgroups of one container. */
+async function containerShape(table: readonly ProcInfo[], init: number, candidates: Iterable<number>): Promise<ContainerShape> {
+  const pidns = await readlink(`/proc/${init}/ns/pid`).catch(() => '');
+  const pids: number[] = [];
+  for (const pid of candidates) if ((await readlink(`/proc/${pid}/ns/pid`).catch(() => '')) === pidns) pids.push(pid);
+  const threads = table.reduce((a, p) => a + (pids.includes(p.pid) ? (p.threads ?? 1) : 0), 0);
+  const mounts = (await readFile(`/proc/${init}/mountinfo`, 'utf8').catch(() => '')).split('\n').filter(Boolean).length;
+  const namespaces: string[] = [];
+  for (const ns of NAMESPACES) {
+    const [mine, host] = await Promise.all([readlink(`/proc/${init}/ns/${ns}`).catch(() => ''), readlink(`/proc/1/ns/${ns}`).catch(() => '')]);
+    if (mine && mine !== host) namespaces.push(ns);
+  }
+  const cgroups = (await readFile(`/proc/${init}/cgroup`, 'utf8').catch(() => ''))
+    .split('\n')
+    .map((l) => l.split(':'))
+    .filter((f) => f.length >= 3 && f[2] !== '/' && f[2] !== '')
+    .map((f) => f[1] || '0');
+  const mem = await memoryCgroup(init);
+  return { processes: pids.length, threads, mounts, namespaces, cgroups, kmem_kib: mem ? await kmemKib(mem) : null };
+}
+
+/** The pid of a daemon's HAProxy (its pid file in the state dir), when it runs. */
+async function dataplanePid(stateDir: string | null): Promise<number | null> {
+  if (!stateDir) return null;
+  const pid = Number((await readFile(join(stateDir, 'dataplane', 'haproxy.pid'), 'utf8').catch(() => '')).trim().split(/\s+/)[0]);
+  return Number.isInteger(pid) && pid > 0 ? pid : null;
+}
+
 /** Memory figures of the host and of the benchmark's processes, read in one go. */
-export async function memorySnapshot(engineIds: readonly string[], daemonPid: number | null, ksm: BenchKsm, daemonAnonMin: number | null): Promise<Snapshot> {
+export async function memorySnapshot(
+  engineIds: readonly string[],
+  daemonPid: number | null,
+  ksm: BenchKsm,
+  daemonAnonMin: number | null,
+  daemonStateDir: string | null = null,
+): Promise<Snapshot> {
   const mem = await meminfo();
+  const slab = await slabCaches();
   const table = await processTable();
   const { containers: ctrPids, shims: shimPids } = fleetPids(table, engineIds);
   const daemonPids = new Set(daemonPid ? descendants(table, daemonPid) : []);
+  const hp = await dataplanePid(daemonStateDir);
+  const planePids = new Set(hp && table.some((p) => p.pid === hp) ? descendants(table, hp) : []);
   const enginePids = new Set(table.filter((p) => p.comm === 'dockerd' || p.comm === 'containerd').map((p) => p.pid));
-  const foreignPids = table.filter((p) => !ctrPids.has(p.pid) && !shimPids.has(p.pid) && !daemonPids.has(p.pid) && !enginePids.has(p.pid)).map((p) => p.pid);
+  const foreignPids = table
+    .filter((p) => !ctrPids.has(p.pid) && !shimPids.has(p.pid) && !daemonPids.has(p.pid) && !enginePids.has(p.pid) && !planePids.has(p.pid))
+    .map((p) => p.pid);
   const containers = await memorySum(ctrPids);
   const shims = await memorySum(shimPids);
   const daemon = await memorySum(daemonPids);
+  const daemonSelf = await memorySum(daemonPid ? [daemonPid] : []);
+  const workerPids = [...daemonPids].filter((p) => p !== daemonPid);
+  const workers = await memorySum(workerPids);
+  const plane = await memorySum(planePids);
+  const memcgs = new Set<string>();
+  for (const pid of ctrPids) {
+    const cg = await memoryCgroup(pid);
+    if (cg && cg !== '/') memcgs.add(cg);
+  }
+  let kmem: number | null = memcgs.size ? 0 : null;
+  for (const cg of memcgs) kmem = (kmem ?? 0) + ((await kmemKib(cg)) ?? 0);
+  // A container's init: a child of one of its shims (the shim's other children are exec'd processes, agents).
+  const firstShim = [...shimPids].sort((a, b) => a - b)[0];
+  const init = firstShim === undefined ? undefined : table.filter((p) => p.ppid === firstShim).sort((a, b) => a.pid - b.pid)[0]?.pid;
+  const shape = init === undefined ? null : await containerShape(table, init, ctrPids);
+  const threadsOf = (pids: Set<number>) => table.reduce((a, p) => a + (pids.has(p.pid) ? (p.threads ?? 1) : 0), 0);
   const engine = await memorySum(enginePids);
   const foreign = await memorySum(foreignPids);
   const foreignBytes = foreign.pssAnon + foreign.pssShmem + foreign.pageTables;
@@ -126,6 +257,10 @@ export async function memorySnapshot(engineIds: readonly string[], daemonPid: nu
       shims_anon_mib: mib(shims.pssAnon),
       daemon_kib: daemonPid ? Math.round(daemon.pss / 1024) : null,
       daemon_anon_kib: daemonPid ? Math.round(Math.min(daemon.pssAnon, daemonAnonMin ?? Number.POSITIVE_INFINITY) / 1024) : null,
+      daemon_self_anon_kib: daemonPid ? Math.round(daemonSelf.pssAnon / 1024) : null,
+      exec_workers_anon_kib: daemonPid ? Math.round(workers.pssAnon / 1024) : null,
+      exec_worker_processes: daemonPid ? workerPids.length : null,
+      dataplane_anon_kib: daemonStateDir ? Math.round(plane.pssAnon / 1024) : null,
       engine_mib: mib(engine.pss),
       engine_anon_mib: mib(engine.pssAnon),
       foreign_anon_mib: mib(foreignBytes),
@@ -144,6 +279,16 @@ export async function memorySnapshot(engineIds: readonly string[], daemonPid: nu
       full_scans: sample.fullScans,
     },
     ksmSample: sample,
+    kernel: {
+      slab,
+      cgroups: await cgroupCounts(),
+      processes: table.length,
+      threads: table.reduce((a, p) => a + (p.threads ?? 1), 0),
+      container_threads: threadsOf(ctrPids),
+      shim_threads: threadsOf(shimPids),
+      container_kmem_kib: kmem === null ? null : Math.round(kmem),
+      sample: shape,
+    },
   };
 }
 

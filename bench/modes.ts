@@ -11,6 +11,10 @@ export interface Mode {
   /** The hoodyd's environment on top of the bench's (hoody modes). */
   env?: Record<string, string>;
   description: string;
+  /** Every container runs the seed's pipeline once a minute (cron -> wget in the container -> exec -> files + bundle PATCH). */
+  active?: boolean;
+  /** The idle mode an active one is compared with (its name). */
+  base?: string;
 }
 
 // Every hoody mode says its shim grouping, so a change of hoody's default does not change what a mode measures.
@@ -101,8 +105,27 @@ export const MODES: Readonly<Record<string, Mode>> = {
   },
 };
 
+/** `<hoody mode>-active`: the same mode with every container active (see Mode.active). */
+export const ACTIVE_SUFFIX = '-active';
+
+/** The mode of a name, its `-active` variant included; undefined when unknown. */
+export function findMode(name: string): Mode | undefined {
+  if (MODES[name]) return MODES[name];
+  if (!name.endsWith(ACTIVE_SUFFIX)) return undefined;
+  const base = MODES[name.slice(0, -ACTIVE_SUFFIX.length)];
+  if (base?.engine !== 'hoody') return undefined;
+  return {
+    ...base,
+    name,
+    key: `${base.key}_active`,
+    active: true,
+    base: base.name,
+    description: `${base.description}; every container active: a cron entry each minute wgets its own exec script, which writes a file and PATCHes its TLS bundle`,
+  };
+}
+
 export function mode(name: string): Mode {
-  const m = MODES[name];
-  if (!m) throw Object.assign(new Error(`unknown mode ${name} (have: ${Object.keys(MODES).join(', ')})`), { usage: true });
+  const m = findMode(name);
+  if (!m) throw Object.assign(new Error(`unknown mode ${name} (have: ${Object.keys(MODES).join(', ')}, and <hoody mode>${ACTIVE_SUFFIX})`), { usage: true });
   return m;
 }

@@ -6,6 +6,8 @@ export interface ProcInfo {
   ppid: number;
   comm: string;
   cmdline: string[];
+  /** num_threads (absent where a caller built the row by hand). */
+  threads?: number;
 }
 
 /** Every process on the host (those that vanish while reading are skipped). */
@@ -17,8 +19,9 @@ export async function processTable(): Promise<ProcInfo[]> {
     if (!stat) continue;
     const close = stat.lastIndexOf(')');
     const comm = stat.slice(stat.indexOf('(') + 1, close);
-    const ppid = Number(stat.slice(close + 2).split(' ')[1]);
-    out.push({ pid: Number(d), ppid, comm, cmdline: cmd.split('\0').filter(Boolean) });
+    const f = stat.slice(close + 2).split(' ');
+    // Fields after the comm start at state (3): ppid is 4, num_threads 20 in proc(5) numbering.
+    out.push({ pid: Number(d), ppid: Number(f[1]), comm, cmdline: cmd.split('\0').filter(Boolean), threads: Number(f[17]) });
   }
   return out;
 }

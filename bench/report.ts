@@ -1,15 +1,15 @@
 import { table } from '../daemon/cli/format.js';
-import { MODES } from './modes.js';
+import { findMode } from './modes.js';
 import { COLORS, esc, niceStep } from './ns-chart.js';
 import { fmt, mdTable } from './results.js';
 import { percentile, round, slope } from './stats.js';
-import type { ByMode, DensityResult, ModeRun, Point, WorkloadSummary } from './types.js';
+import type { ActiveSummary, ByMode, DensityResult, KernelShare, ModeRun, Point, WorkloadSummary } from './types.js';
 import type { Workload } from './workloads.js';
 
 const REQUIRED_KEYS = ['docker_baseline', 'hoody_ksm_off', 'hoody_ksm_on'] as const;
 
 function keyOf(mode: string): string {
-  return MODES[mode]?.key ?? mode.replace(/-/g, '_');
+  return findMode(mode)?.key ?? mode.replace(/-/g, '_');
 }
 
 function slopeOf(points: readonly Point[], y: (p: Point) => number | null, decimals = 3): number | null {
@@ -26,7 +26,8 @@ export function summarize(w: Workload, modes: readonly string[], points: readonl
     for (const m of modes) out[keyOf(m)] = slopeOf(of(m), y, decimals);
     return out;
   };
-  const hoodyModes = modes.filter((m) => MODES[m]?.engine === 'hoody');
+  // Provisioning and the daemon's own figures come from idle modes (an active container gets more set up).
+  const hoodyModes = modes.filter((m) => findMode(m)?.engine === 'hoody' && !findMode(m)?.active);
   // The goals are judged on hoody's default: shared shims with KSM on, when the run has it.
   const main = modes.includes('hoody-grouped') ? 'hoody-grouped' : modes.includes('hoody-ksm-on') ? 'hoody-ksm-on' : (hoodyModes[0] ?? null);
   const mainPoints = main ? of(main) : [];
@@ -56,6 +57,11 @@ export function summarize(w: Workload, modes: readonly string[], points: readonl
       daemon_pss_kib: slopeOf(ps, (p) => p.pss.daemon_kib, 1),
       daemon_anon_kib: slopeOf(ps, (p) => p.pss.daemon_anon_kib, 1),
       daemon_heap_kib: slopeOf(ps, (p) => (p.daemon_heap ? p.daemon_heap.heap_used_kib + p.daemon_heap.external_kib : null), 1),
+      daemon_self_anon_kib: slopeOf(ps, (p) => p.pss.daemon_self_anon_kib ?? null, 1),
+      exec_workers_anon_kib: slopeOf(ps, (p) => p.pss.exec_workers_anon_kib ?? null, 1),
+      dataplane_anon_kib: slopeOf(ps, (p) => p.pss.dataplane_anon_kib ?? null, 1),
+      processes: slopeOf(ps, (p) => p.kernel?.processes ?? null),
+      threads: slopeOf(ps, (p) => p.kernel?.threads ?? null),
       foreign_anon_mib: slopeOf(ps, (p) => p.pss.foreign_anon_mib),
       ksm_sharing_mib: slopeOf(ps, (p) => (p.ksm.pages_sharing * 4096) / 1048576),
       ksm_general_profit_mib: slopeOf(ps, (p) => p.ksm.general_profit_mib),
@@ -63,7 +69,7 @@ export function summarize(w: Workload, modes: readonly string[], points: readonl
       disk_rw_layers_mib: slopeOf(ps, (p) => p.disk.rw_layers_mib),
       disk_pool_mib: slopeOf(ps, (p) => p.disk.pool_used_mib),
     };
-    if (MODES[m]?.ksm.kind !== 'off') {
+    if (findMode(m)?.ksm.kind !== 'off') {
       ksmByMode[keyOf(m)] = {
         convergence_s: ps.map((p) => round(p.ksm_convergence?.seconds ?? null, 1)),
         converged: ps.map((p) => p.ksm_convergence?.converged ?? null),
@@ -95,7 +101,7 @@ export function summarize(w: Workload, modes: readonly string[], points: readonl
     memory_mib_per_container: memory,
     disk_marginal_mib_per_container: main ? slopeOf(mainPoints, disk) : slopeOf(of('docker'), (p) => p.disk.rw_layers_mib),
     disk_pool_mib_per_container: main ? slopeOf(mainPoints, (p) => p.disk.pool_used_mib) : null,
-    ksmd_cpu_percent: last && MODES[main ?? '']?.ksm.kind !== 'off' ? round(last.ksmd_cpu_percent, 1) : null,
+    ksmd_cpu_percent: last && findMode(main ?? '')?.ksm.kind !== 'off' ? round(last.ksmd_cpu_percent, 1) : null,
     ksmd_cpu_converging_percent: last?.ksm_convergence ? round(last.ksm_convergence.cpu_percent, 1) : null,
     ksm_convergence_s: last?.ksm_convergence ? round(last.ksm_convergence.seconds, 1) : null,
     ksm_converged: last?.ksm_convergence ? last.ksm_convergence.converged : null,
@@ -112,8 +118,135 @@ export function summarize(w: Workload, modes: readonly string[], points: readonl
     namespaces,
     breakdown_per_container: breakdown,
     ksm_by_mode: ksmByMode,
+    active: activeSummaries(modes, of, marginal, marginalExcl, pinned, breakdown),
+    kernel_per_container: Object.fromEntries(modes.filter((m) => of(m).some((p) => p.kernel)).map((m) => [keyOf(m), kernelShare(of(m))])),
     points: points.filter((p) => p.workload === w.name),
   };
+}
+
+const SLAB_TOP = 12;
+
+/** The kernel's share per container in one mode: slab by cache, tasks, kernel stacks, cgroups (slopes). */
+export function kernelShare(ps: readonly Point[]): KernelShare {
+  const caches = new Set(ps.flatMap((p) => Object.keys(p.kernel?.slab ?? {})));
+  const top = [...caches]
+    .map((cache) => {
+      const at = (p: Point) => p.kernel?.slab[cache] ?? null;
+      return {
+        cache,
+        kib: slopeOf(ps, (p) => at(p)?.[1] ?? (p.kernel ? 0 : null), 2) ?? 0,
+        objects: slopeOf(ps, (p) => at(p)?.[0] ?? (p.kernel ? 0 : null), 2) ?? 0,
+        object_size: Math.max(0, ...ps.map((p) => at(p)?.[2] ?? 0)),
+      };
+    })
+    .sort((a, b) => b.kib - a.kib)
+    .slice(0, SLAB_TOP);
+  const kstack = slopeOf(ps, (p) => p.host.kernel_stack_mib * 1024, 1);
+  const threads = slopeOf(ps, (p) => p.kernel?.threads ?? null, 2);
+  const controllers = new Set(ps.flatMap((p) => Object.keys(p.kernel?.cgroups ?? {})));
+  return {
+    slab_top: top,
+    slab_total_kib: slopeOf(ps, (p) => (p.kernel ? Object.values(p.kernel.slab).reduce((a, c) => a + c[1], 0) : null), 1),
+    processes: slopeOf(ps, (p) => p.kernel?.processes ?? null, 2),
+    threads,
+    container_threads: slopeOf(ps, (p) => p.kernel?.container_threads ?? null, 2),
+    shim_threads: slopeOf(ps, (p) => p.kernel?.shim_threads ?? null, 2),
+    kernel_stack_kib: kstack,
+    kernel_stack_kib_per_thread: kstack !== null && threads ? round(kstack / threads, 1) : null,
+    page_tables_kib: slopeOf(ps, (p) => p.host.page_tables_mib * 1024, 1),
+    cgroups: Object.fromEntries([...controllers].map((c) => [c, slopeOf(ps, (p) => p.kernel?.cgroups[c] ?? null, 2)])),
+    container_kmem_kib: slopeOf(ps, (p) => p.kernel?.container_kmem_kib ?? (p.kernel && p.count === 0 ? 0 : null), 1),
+    sample: ps.filter((p) => p.kernel?.sample).at(-1)?.kernel?.sample ?? null,
+  };
+}
+
+/** Each active mode against its idle mode: the extra per container, where it goes, and the pipelines' timings. */
+function activeSummaries(
+  modes: readonly string[],
+  of: (mode: string) => Point[],
+  marginal: ByMode,
+  marginalExcl: ByMode,
+  pinned: ByMode,
+  breakdown: Record<string, Record<string, number | null>>,
+): Record<string, ActiveSummary> {
+  const out: Record<string, ActiveSummary> = {};
+  const diff = (a: number | null | undefined, b: number | null | undefined, d = 3) => (a === null || a === undefined || b === null || b === undefined ? null : round(a - b, d));
+  for (const name of modes) {
+    const m = findMode(name);
+    if (!m?.active || !m.base || !modes.includes(m.base)) continue;
+    const idle = keyOf(m.base);
+    const active = m.key;
+    // The exec worker starts with the first script run (never at 0 containers): with two or more counts past
+    // zero in both modes, the slopes are taken over those only, so such fixed costs drop out.
+    const past = (ps: Point[]) => ps.filter((p) => p.count > 0);
+    const nonzero = past(of(name)).length >= 2 && past(of(m.base)).length >= 2;
+    const pick = (ps: Point[]) => (nonzero ? past(ps) : ps);
+    const ai = pick(of(name));
+    const ii = pick(of(m.base));
+    const slopes = (ps: Point[], y: (p: Point) => number | null) => slopeOf(ps, y);
+    const parts: Record<string, number | null> = {};
+    const partsOf = (ps: Point[]): Record<string, number | null> => ({
+      daemon_self_anon_kib: slopeOf(ps, (p) => p.pss.daemon_self_anon_kib ?? null, 1),
+      exec_workers_anon_kib: slopeOf(ps, (p) => p.pss.exec_workers_anon_kib ?? null, 1),
+      dataplane_anon_kib: slopeOf(ps, (p) => p.pss.dataplane_anon_kib ?? null, 1),
+      engine_anon_mib: slopes(ps, (p) => p.pss.engine_anon_mib),
+      shims_anon_mib: slopes(ps, (p) => p.pss.shims_anon_mib),
+      containers_anon_mib: slopes(ps, (p) => p.pss.containers_anon_mib),
+      anon_mib: slopes(ps, (p) => p.host.anon_mib),
+      slab_unreclaimable_mib: slopes(ps, (p) => p.host.slab_unreclaimable_mib),
+      page_tables_mib: slopes(ps, (p) => p.host.page_tables_mib),
+      kernel_stack_mib: slopes(ps, (p) => p.host.kernel_stack_mib),
+      container_kmem_kib: slopeOf(ps, (p) => p.kernel?.container_kmem_kib ?? (p.kernel && p.count === 0 ? 0 : null), 1),
+    });
+    const a = nonzero ? partsOf(ai) : { ...(breakdown[active] ?? {}), container_kmem_kib: partsOf(ai).container_kmem_kib };
+    const i = nonzero ? partsOf(ii) : { ...(breakdown[idle] ?? {}), container_kmem_kib: partsOf(ii).container_kmem_kib };
+    for (const [part, scale] of [
+      ['daemon_self_anon_kib', 1],
+      ['exec_workers_anon_kib', 1],
+      ['dataplane_anon_kib', 1],
+      ['engine_anon_mib', 1024],
+      ['shims_anon_mib', 1024],
+      ['containers_anon_mib', 1024],
+      ['anon_mib', 1024],
+      ['slab_unreclaimable_mib', 1024],
+      ['page_tables_mib', 1024],
+      ['kernel_stack_mib', 1024],
+      ['container_kmem_kib', 1],
+    ] as const) {
+      const d = diff(a[part], i[part], 4);
+      parts[part.replace(/_(kib|mib)$/, '_kib')] = d === null ? null : round(d * scale, 1);
+    }
+    const own = ['daemon_self_anon_kib', 'exec_workers_anon_kib', 'dataplane_anon_kib', 'shims_anon_kib', 'containers_anon_kib', 'container_kmem_kib'].map((k) => parts[k]);
+    // The benchmark's own processes and the containers' charged kernel memory: immune to other users of the host.
+    parts.own_total_kib = own.some((v) => v === null || v === undefined) ? null : round(own.reduce<number>((x, v) => x + (v ?? 0), 0), 1);
+    const last = of(name).filter((p) => p.activity).at(-1);
+    const act = last?.activity;
+    const lat = act?.cron_lateness_ms ?? [];
+    const ex = act?.exec_ms ?? [];
+    out[active] = {
+      idle_key: idle,
+      active_key: active,
+      slopes_over: nonzero ? 'counts past zero' : 'all counts (fixed costs such as the exec worker included)',
+      idle_mib: nonzero ? slopes(ii, (p) => p.host.used_mib) : (marginal[idle] ?? null),
+      active_mib: nonzero ? slopes(ai, (p) => p.host.used_mib) : (marginal[active] ?? null),
+      extra_mib: nonzero ? diff(slopes(ai, (p) => p.host.used_mib), slopes(ii, (p) => p.host.used_mib)) : diff(marginal[active], marginal[idle]),
+      extra_excl_foreign_mib: nonzero
+        ? diff(slopes(ai, (p) => p.used_excl_foreign_mib), slopes(ii, (p) => p.used_excl_foreign_mib))
+        : diff(marginalExcl[active], marginalExcl[idle]),
+      extra_pinned_mib: nonzero ? diff(slopes(ai, (p) => p.pinned_excl_foreign_mib), slopes(ii, (p) => p.pinned_excl_foreign_mib)) : diff(pinned[active], pinned[idle]),
+      extra_parts_kib: parts,
+      count: last?.count ?? null,
+      settle_s: last?.settle_s ?? null,
+      cron_runs: act?.cron_runs ?? null,
+      cron_failed: act?.cron_failed ?? null,
+      min_runs_per_container: act?.min_runs_per_container ?? null,
+      cron_lateness_ms: { p50: round(percentile(lat, 50), 0), p99: round(percentile(lat, 99), 0), max: lat.length ? Math.max(...lat) : null },
+      exec_ms: { p50: round(percentile(ex, 50), 0), p99: round(percentile(ex, 99), 0), max: ex.length ? Math.max(...ex) : null },
+      exec_failed: act?.exec_failed ?? null,
+      burst_mib: last?.host_peak_used_mib === undefined ? null : round(last.host_peak_used_mib - last.host.used_mib, 1),
+    };
+  }
+  return out;
 }
 
 /** Goals from issue 14 (hoody's default: shared shims, KSM on; idle, namespaces populated). */
@@ -134,7 +267,92 @@ export function goals(name: string, s: WorkloadSummary): { goal: string; value: 
     { goal: 'daemon ≤ 64 KiB/container (past the first count)', value: fmt(daemon, 1), met: daemon === null ? null : daemon <= 64 },
     { goal: 'disk ≤ 1 MiB/container', value: fmt(s.disk_marginal_mib_per_container, 3), met: s.disk_marginal_mib_per_container === null ? null : s.disk_marginal_mib_per_container <= 1 },
     { goal: 'provisioning ≥ 5 containers/s', value: fmt(rate), met: rate === null ? null : rate >= 5 },
+    ...Object.values(s.active ?? {}).map((a) => ({
+      goal: `active ≤ 1 MiB/container more than idle (${a.active_key} − ${a.idle_key}, issue 14)`,
+      // The benchmark's own processes + the containers' memcg kernel memory first: host-wide slopes swing by tens of MiB here.
+      value: `own processes ${fmt(own(a), 3)} (host ${fmt(a.extra_mib, 3)}, excl. others ${fmt(a.extra_excl_foreign_mib, 3)}, bottom-up ${fmt(a.extra_pinned_mib, 3)})`,
+      met: own(a) === null ? (a.extra_mib === null || a.extra_pinned_mib === null ? null : a.extra_mib <= 1 && a.extra_pinned_mib <= 1) : own(a)! <= 1,
+    })),
   ];
+}
+
+const own = (a: ActiveSummary): number | null => {
+  const kib = a.extra_parts_kib.own_total_kib;
+  return kib === null || kib === undefined ? null : round(kib / 1024, 3);
+};
+
+/** The active modes against their idle ones (Markdown). */
+function activeSection(s: WorkloadSummary): string[] {
+  const list = Object.values(s.active ?? {});
+  if (!list.length) return [];
+  const rows = list.map((a) => [
+    `${a.active_key} vs ${a.idle_key}`,
+    `${fmt(a.idle_mib, 3)} → ${fmt(a.active_mib, 3)}`,
+    `**${fmt(own(a), 3)}** (host ${fmt(a.extra_mib, 3)})`,
+    fmt(a.extra_excl_foreign_mib, 3),
+    fmt(a.extra_pinned_mib, 3),
+    `${a.count ?? '–'} / ${fmt(a.settle_s, 0)} s`,
+    `${a.cron_runs ?? '–'} (${a.cron_failed ?? '–'} failed; ≥ ${a.min_runs_per_container ?? '–'} per container)`,
+    `${fmt(a.cron_lateness_ms.p50, 0)} / ${fmt(a.cron_lateness_ms.p99, 0)} / ${fmt(a.cron_lateness_ms.max, 0)}`,
+    `${fmt(a.exec_ms.p50, 0)} / ${fmt(a.exec_ms.p99, 0)} / ${fmt(a.exec_ms.max, 0)} (${a.exec_failed ?? '–'} failed)`,
+    fmt(a.burst_mib, 1),
+  ]);
+  const parts = Object.keys(list[0]!.extra_parts_kib);
+  return [
+    'Active containers (issue 14: each container runs the pipeline once a minute — cron → wget of its own exec URL → a file write + a TLS bundle PATCH):',
+    '',
+    mdTable(
+      ['modes', 'idle → active MiB/container (host)', 'active − idle MiB: own processes + memcg kernel (host used)', 'same, excl. others', 'same, bottom-up', 'at n / settle', 'cron runs in window', 'cron lateness ms p50 / p99 / max', 'exec ms p50 / p99 / max', 'burst MiB above median'],
+      rows,
+    ),
+    '',
+    `Where the extra goes (active − idle slope, KiB per container; slopes over ${list.map((a) => a.slopes_over ?? 'all counts').join(' / ')}):`,
+    '',
+    mdTable(['part', ...list.map((a) => a.active_key)], parts.map((p) => [p, ...list.map((a) => fmt(a.extra_parts_kib[p], 1))])),
+    '',
+  ];
+}
+
+/** The kernel's share per container by mode: slab by cache, tasks, kernel stacks, cgroups (Markdown). */
+function kernelSection(s: WorkloadSummary, keys: readonly string[]): string[] {
+  const by = s.kernel_per_container ?? {};
+  const ks = keys.filter((k) => by[k]);
+  if (!ks.length) return [];
+  const row = (label: string, v: (k: KernelShare) => string) => [label, ...ks.map((k) => v(by[k]!))];
+  const out = [
+    "The kernel's share (slopes per container; host-wide, so other users' churn is in them too):",
+    '',
+    mdTable(
+      ['figure', ...ks],
+      [
+        row('tasks (processes) per container', (k) => fmt(k.processes, 2)),
+        row('threads per container (host)', (k) => fmt(k.threads, 2)),
+        row('  of which in the containers / their shims', (k) => `${fmt(k.container_threads, 2)} / ${fmt(k.shim_threads, 2)}`),
+        row('kernel stacks KiB per container', (k) => fmt(k.kernel_stack_kib, 1)),
+        row('kernel stack KiB per thread', (k) => fmt(k.kernel_stack_kib_per_thread, 1)),
+        row('page tables KiB per container', (k) => fmt(k.page_tables_kib, 1)),
+        row('slab KiB per container (sum of /proc/slabinfo)', (k) => fmt(k.slab_total_kib, 1)),
+        row("kernel memory charged to the containers' memory cgroups, KiB per container", (k) => fmt(k.container_kmem_kib, 1)),
+        row('one container: processes / threads / mounts', (k) => (k.sample ? `${k.sample.processes} / ${k.sample.threads} / ${k.sample.mounts}` : '–')),
+        row('one container: own namespaces', (k) => k.sample?.namespaces.join(' ') || '–'),
+        row('one container: cgroup hierarchies joined', (k) => (k.sample ? `${k.sample.cgroups.length} (${k.sample.cgroups.join(' ')})` : '–')),
+        row('cgroups per container (by controller)', (k) =>
+          Object.entries(k.cgroups)
+            .filter(([, v]) => v !== null && Math.abs(v) >= 0.05)
+            .map(([c, v]) => `${c} ${fmt(v, 2)}`)
+            .join(', ') || '–'),
+      ],
+    ),
+    '',
+  ];
+  const caches = [...new Set(ks.flatMap((k) => by[k]!.slab_top.map((c) => c.cache)))];
+  const cell = (k: string, cache: string) => {
+    const c = by[k]!.slab_top.find((x) => x.cache === cache);
+    return c ? `${fmt(c.kib, 1)} (${fmt(c.objects, 1)} × ${c.object_size} B)` : '–';
+  };
+  out.push(`Slab caches that grow most (top ${SLAB_TOP} per mode; KiB per container, objects × size):`, '');
+  out.push(mdTable(['cache', ...ks], caches.map((c) => [c, ...ks.map((k) => cell(k, c))])), '');
+  return out;
 }
 
 
@@ -195,6 +413,8 @@ export function markdown(r: DensityResult, svgName: string): string {
     out.push('Where it goes (slope per container, by mode):', '');
     const parts = Object.keys(s.breakdown_per_container[keys[0] ?? ''] ?? {});
     out.push(mdTable(['part', ...keys], parts.map((p) => [p, ...keys.map((k) => fmt(s.breakdown_per_container[k]?.[p], p.endsWith('kib') ? 1 : 3))])), '');
+    out.push(...activeSection(s));
+    out.push(...kernelSection(s, keys));
     if (Object.keys(s.ksm_by_mode).length) {
       out.push('KSM per count (convergence s / ksmd CPU % converging / steady):', '');
       out.push(
@@ -340,6 +560,10 @@ export function stdoutSummary(r: DensityResult): string {
     out.push(`${name} (${s.image})`);
     out.push(table(['figure', ...keys], figureRows(s, keys)));
     out.push(table(['figure', 'value'], singleRows(s)));
+    for (const a of Object.values(s.active ?? {}))
+      out.push(
+        `${a.active_key}: ${fmt(a.extra_mib, 3)} MiB/container more than ${a.idle_key} (bottom-up ${fmt(a.extra_pinned_mib, 3)}); at n=${a.count ?? '–'}: ${a.cron_runs ?? 0} cron runs (${a.cron_failed ?? 0} failed), lateness p50/p99 ${fmt(a.cron_lateness_ms.p50, 0)}/${fmt(a.cron_lateness_ms.p99, 0)} ms, exec p50/p99 ${fmt(a.exec_ms.p50, 0)}/${fmt(a.exec_ms.p99, 0)} ms`,
+      );
     const g = goals(name, s).map((x) => `${x.goal}: ${x.value} ${x.met === null ? '' : x.met ? '(met)' : '(NOT met)'}`);
     out.push(`goals: ${g.join('; ')}`, '');
   }

@@ -1,4 +1,4 @@
-import type { DiskFigures, HostMemory, KsmFigures, PssFigures } from './measure.js';
+import type { ContainerShape, DiskFigures, HostMemory, KernelFigures, KsmFigures, PssFigures } from './measure.js';
 import type { ResultHeader } from './results.js';
 
 /** One measured point: a (workload, mode) at a container count. */
@@ -33,6 +33,35 @@ export interface Point {
   ksm_changed_externally: boolean;
   /** How many times the profile had to be put back since the previous point (absent in older results). */
   ksm_resets?: number;
+  /** Seconds waited before the snapshot (active points wait longer; absent in older results). */
+  settle_s?: number;
+  /** Largest host used (MemTotal − MemAvailable) seen over the settle window: the minute's burst included. */
+  host_peak_used_mib?: number;
+  /** Slab by cache, cgroups, processes and threads (absent in older results). */
+  kernel?: KernelFigures;
+  /** Active modes: what the containers' pipelines did over the settle window (absent for idle points). */
+  activity?: ActivityFigures | null;
+}
+
+/** The containers' once-a-minute pipeline runs over a point's settle window (from their cron and exec logs). */
+export interface ActivityFigures {
+  /** The window the rows were taken from (since = settle start). */
+  since: string;
+  seconds: number;
+  containers: number;
+  /** Scheduled cron runs in the window, by outcome. */
+  cron_runs: number;
+  cron_ok: number;
+  cron_failed: number;
+  /** started_at − scheduled_for of every scheduled run, ms. */
+  cron_lateness_ms: number[];
+  /** The exec log's duration of every tick run, ms, and how many were not 200. */
+  exec_ms: number[];
+  exec_failed: number;
+  /** Runs per container: the fewest any container had (≥ 2 means two minutes of activity before the snapshot). */
+  min_runs_per_container: number;
+  /** A few failure samples (status, output). */
+  errors: string[];
 }
 
 export interface ModeRun {
@@ -82,7 +111,57 @@ export interface WorkloadSummary {
   namespaces: Record<string, string[]>;
   breakdown_per_container: Record<string, Record<string, number | null>>;
   ksm_by_mode: Record<string, { convergence_s: (number | null)[]; converged: (boolean | null)[]; cpu_steady_percent: number[]; cpu_converging_percent: (number | null)[] }>;
+  /** Active modes against their idle mode (absent in older results). */
+  active?: Record<string, ActiveSummary>;
+  /** The kernel's share per container, by mode (absent in older results). */
+  kernel_per_container?: Record<string, KernelShare>;
   points: Point[];
+}
+
+/** One active mode against the idle mode it is a variant of (slopes per container over the same counts). */
+export interface ActiveSummary {
+  idle_key: string;
+  active_key: string;
+  /** Which points the slopes were fitted over (past zero only when both modes have two such counts). */
+  slopes_over?: string;
+  idle_mib: number | null;
+  active_mib: number | null;
+  /** active − idle, MiB per container: host used, the same without other users' processes, and bottom-up. */
+  extra_mib: number | null;
+  extra_excl_foreign_mib: number | null;
+  extra_pinned_mib: number | null;
+  /** Where the extra goes: slope differences per part (KiB per container). */
+  extra_parts_kib: Record<string, number | null>;
+  /** At the largest count. */
+  count: number | null;
+  settle_s: number | null;
+  cron_runs: number | null;
+  cron_failed: number | null;
+  min_runs_per_container: number | null;
+  cron_lateness_ms: { p50: number | null; p99: number | null; max: number | null };
+  exec_ms: { p50: number | null; p99: number | null; max: number | null };
+  exec_failed: number | null;
+  /** Host used at the minute's burst above the window's median (MiB, largest count). */
+  burst_mib: number | null;
+}
+
+/** The kernel's share per container in one mode: slopes over the counts. */
+export interface KernelShare {
+  /** The caches that grow most, KiB and objects per container, largest first. */
+  slab_top: { cache: string; kib: number; objects: number; object_size: number }[];
+  slab_total_kib: number | null;
+  processes: number | null;
+  threads: number | null;
+  container_threads: number | null;
+  shim_threads: number | null;
+  kernel_stack_kib: number | null;
+  kernel_stack_kib_per_thread: number | null;
+  page_tables_kib: number | null;
+  cgroups: Record<string, number | null>;
+  /** Kernel memory charged to the containers' own memory cgroups (noise-free: other users are not in it). */
+  container_kmem_kib: number | null;
+  /** One container of the largest count, looked at closely. */
+  sample: ContainerShape | null;
 }
 
 export interface DensityResult extends ResultHeader {
