@@ -25,6 +25,8 @@ export interface ExecConfig {
   workerMemoryBytes: number;
   /** CPU limit in cores of the worker's threads that compute for long, 0 for none (HOODY_EXEC_WORKER_CPUS, 1). */
   workerCpus: number;
+  /** An isolate idle this long is dropped; its compiled code stays cached (HOODY_EXEC_ISOLATE_IDLE, 10s). */
+  isolateIdleMs: number;
 }
 
 export function positive(text: string, name: string): number {
@@ -57,5 +59,7 @@ export function loadExecConfig(env: NodeJS.ProcessEnv): ExecConfig {
     cgroup: env.HOODY_EXEC_CGROUP === 'off' ? 'off' : 'auto',
     workerMemoryBytes,
     workerCpus,
+    // Short: an isolate's heap is megabytes, and a script run once a minute would otherwise keep one for good.
+    isolateIdleMs: parseDuration(env.HOODY_EXEC_ISOLATE_IDLE ?? '10s', 'HOODY_EXEC_ISOLATE_IDLE'),
   };
 }

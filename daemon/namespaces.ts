@@ -86,6 +86,7 @@ export function buildNamespaces(
     acme,
     limits: { scripts: config.limits.scripts, scriptBytes: config.limits.scriptBytes, runsKept: config.limits.execRunsKept },
     maxLiveIsolates: config.exec.maxLiveIsolates,
+    idleMs: config.exec.isolateIdleMs,
     bun,
     observer: observers.exec,
     budget: config.exec,

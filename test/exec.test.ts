@@ -562,7 +562,8 @@ describe('exec', { timeout: 300_000 }, () => {
     assert.equal((await call('/scripts/inplace')).json, 'CCCC', 'and a rewrite right after a run, too');
   });
 
-  it('caps live isolates (least recently used out), disposes idle ones and a closed container’s', async () => {
+  it('caps live isolates (least recently used out), disposes idle ones and a closed container’s; their compiled code outlives them', async () => {
+    const pick = (c: { hits: number; misses: number } | null | undefined) => ({ hits: c?.hits, misses: c?.misses });
     for (let i = 0; i < 6; i++) await putOk(`cap/s${i}.ts`, `return ${i};`);
     const svc = new ExecService({
       db: h.t.db,
@@ -576,9 +577,12 @@ describe('exec', { timeout: 300_000 }, () => {
       for (let i = 0; i < 6; i++) assert.equal((await svc.run(h.row, `cap/s${i}`, input)).body.toString(), String(i));
       assert.equal((await svc.stats()).liveIsolates, 3);
       await until('idle isolates to be disposed', async () => (await svc.stats()).liveIsolates === 0, { timeoutMs: 15_000 });
+      assert.deepEqual(pick((await svc.stats()).codeCache), { hits: 0, misses: 6 });
       await svc.run(h.row, 'cap/s0', input);
       await svc.run(h.row, 'cap/s1', input);
       assert.equal((await svc.stats()).liveIsolates, 2);
+      // The new isolates compiled from the code the dropped ones left in the cache.
+      assert.deepEqual(pick((await svc.stats()).codeCache), { hits: 2, misses: 6 });
       await svc.close(h.row);
       assert.equal((await svc.stats()).liveIsolates, 0, 'a closed container keeps no isolate');
     } finally {

@@ -1,5 +1,6 @@
 /** The exec worker's isolates: pooled per (container, script), within caps of count and memory, watched when idle. */
 import ivm from 'isolated-vm';
+import { CodeCache } from './code-cache.js';
 import type { RunContext } from './contexts.js';
 import type { WorkerConfig } from './protocol.js';
 
@@ -61,6 +62,8 @@ export class IsolatePool {
   private live = 0;
   private liveMb = 0;
   private readonly containerMb = new Map<string, number>();
+  /** Compiled code that outlives the isolates it was made in. */
+  readonly code = new CodeCache();
 
   constructor(
     private readonly config: WorkerConfig,
@@ -222,7 +225,8 @@ export class IsolatePool {
   async script(slot: Slot, hash: string, code: string): Promise<ivm.Script> {
     const hit = slot.scripts.get(hash);
     if (hit) return hit;
-    const compiled = await slot.isolate.compileScript(code, { filename: 'script' });
+    // Per container: one tenant must not learn from a compile's speed that another runs the same code.
+    const compiled = await this.code.compile(slot.isolate, `${slot.container}\0${hash}`, code, 'script');
     slot.scripts.set(hash, compiled);
     if (slot.scripts.size > SCRIPTS_PER_ISOLATE) {
       const [oldest, old] = slot.scripts.entries().next().value!;

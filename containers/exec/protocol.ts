@@ -77,4 +77,6 @@ export interface WorkerStats {
   liveIsolates: number;
   /** Runs executing in the worker. */
   runs: number;
+  /** The compiled-code cache: entries, bytes, and compiles it served or had to make (code-cache.ts). */
+  codeCache?: { entries: number; bytes: number; hits: number; misses: number };
 }

@@ -15,7 +15,7 @@ import { BunRuntime, type BunRuntimeDeps } from './bun-runtime.js';
 import type { PersistentInfo } from './bun-persistent.js';
 import { type Directives, MAX_MEMORY_MB, parseDirectives } from './directives.js';
 import { type AcmeHook, flatHeaders, hostCall, type SelfFetch } from './host-calls.js';
-import type { HostOp, ScriptRequest } from './protocol.js';
+import type { HostOp, ScriptRequest, WorkerStats } from './protocol.js';
 import { failure, httpResult, type RunResult } from './result.js';
 import { type RunInput, scriptRequest } from './run-input.js';
 import { ExecLog, type ExecLogEntry, type ExecLogQuery } from './schema.js';
@@ -170,9 +170,9 @@ export class ExecService implements NamespaceHooks {
   }
 
   /** Live isolates and runs in flight (for metrics). */
-  async stats(): Promise<{ liveIsolates: number; runsInFlight: number; workerPid: number | null }> {
+  async stats(): Promise<{ liveIsolates: number; runsInFlight: number; workerPid: number | null; codeCache: WorkerStats['codeCache'] | null }> {
     const s = await this.worker.stats();
-    return { liveIsolates: s.liveIsolates, runsInFlight: this.active.size, workerPid: this.worker.pid };
+    return { liveIsolates: s.liveIsolates, runsInFlight: this.active.size, workerPid: this.worker.pid, codeCache: s.codeCache ?? null };
   }
 
   /** The exec worker's pid, null while none runs. */

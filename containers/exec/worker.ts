@@ -190,7 +190,7 @@ process.on('message', (msg: ToWorker) => {
       pool.disposeContainer(msg.container);
       break;
     case 'stats':
-      send({ type: 'stats', id: msg.id, stats: { liveIsolates: pool.size, runs: runs.size } });
+      send({ type: 'stats', id: msg.id, stats: { liveIsolates: pool.size, runs: runs.size, codeCache: { entries: pool.code.size, bytes: pool.code.bytes, hits: pool.code.hits, misses: pool.code.misses } } });
       break;
   }
 });
