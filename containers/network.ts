@@ -1,4 +1,4 @@
-import { applyNetnsRules } from '../host/netns.js';
+import { applyNetnsRules, ROUTE_LOCALNET } from '../host/netns.js';
 import type { ContainerContext, NamespaceHooks, SpecExtras } from './context.js';
 import type { ContainerRow } from './store.js';
 import { SERVICES } from './tls/sni.js';
@@ -38,7 +38,8 @@ export class ServiceNetwork implements NamespaceHooks {
       extraHosts: serviceHostnames(this.domain, name).map((h) => `${h}:host-gateway`),
       binds: [`${this.caBundle}:/etc/ssl/certs/ca-certificates.crt:ro`, `${this.caCert}:/usr/local/share/ca-certificates/hoody-ca.crt:ro`],
       env: [`HOODY_DOMAIN=${this.domain}`, 'SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'],
-      ...(this.egressNetwork ? { network: this.egressNetwork, sysctls: { ...NO_IPV6 } } : {}),
+      // route_localnet from the engine at each start: one program fewer per create and start in apply().
+      ...(this.egressNetwork ? { network: this.egressNetwork, sysctls: { ...NO_IPV6, [ROUTE_LOCALNET]: '1' } } : { sysctls: { [ROUTE_LOCALNET]: '1' } }),
     };
   }
 
@@ -64,7 +65,7 @@ export class ServiceNetwork implements NamespaceHooks {
     ];
     if (http !== 80) redirects.push({ fromPort: http, toHost: live.gateway, toPort: http });
     if (https !== 443) redirects.push({ fromPort: https, toHost: live.gateway, toPort: https });
-    await applyNetnsRules(live.pid, redirects);
+    await applyNetnsRules(live.pid, redirects, live.sysctls[ROUTE_LOCALNET] === '1'); // older containers: set here
   }
 
   async open(row: ContainerRow): Promise<void> {

@@ -44,6 +44,8 @@ export interface EngineContainer {
   layerDir: string;
   /** Where its mounts are inside it ([] from list()). */
   mounts: string[];
+  /** The namespaced kernel settings the engine applies at each start ({} from list()). */
+  sysctls: Record<string, string>;
 }
 
 export interface EngineEvent {
@@ -234,6 +236,7 @@ export class DockerEngine implements ContainerEngine {
         networks: Object.keys(i.NetworkSettings?.Networks ?? {}),
         layerDir: layerDirOf(i.GraphDriver),
         mounts: (i.Mounts ?? []).map((m) => m.Destination),
+        sysctls: i.HostConfig?.Sysctls ?? {},
       };
     } catch (err) {
       if (statusCode(err) === 404) return null;
@@ -257,6 +260,7 @@ export class DockerEngine implements ContainerEngine {
       networks: [],
       layerDir: '',
       mounts: [],
+      sysctls: {},
     }));
   }
 
