@@ -1,4 +1,5 @@
-import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
+import { chmod, chown, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat, statfs, utimes } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { run } from '../command.js';
 import type { PoolUsage, StorageDriver, VolumeUsage } from './driver.js';
@@ -55,6 +56,41 @@ function parseSize(field: string): number | null {
   if (field === 'none' || field === '-') return null;
   const n = Number(field);
   return Number.isFinite(n) ? n : null;
+}
+
+/** What copySmallTree copies itself: a tree the engine made for a container that never ran. */
+const SMALL_TREE = { entries: 16, depth: 3, fileBytes: 64 * 1024 };
+
+/**
+ * Copies the entries of `from` into the existing directory `to` (modes, owners, times) when the tree is only
+ * directories and small regular files, few and shallow; returns false, copying nothing, for any other tree.
+ * Extended attributes are not copied: overlay2 sets none before a layer is first mounted.
+ */
+export async function copySmallTree(from: string, to: string): Promise<boolean> {
+  const entries: { rel: string; st: Stats }[] = [];
+  const walk = async (rel: string, depth: number): Promise<boolean> => {
+    for (const name of await readdir(join(from, rel))) {
+      const r = rel ? join(rel, name) : name;
+      const st = await lstat(join(from, r));
+      entries.push({ rel: r, st });
+      if (entries.length > SMALL_TREE.entries) return false;
+      if (st.isDirectory()) {
+        if (depth >= SMALL_TREE.depth || !(await walk(r, depth + 1))) return false;
+      } else if (!st.isFile() || st.size > SMALL_TREE.fileBytes || st.nlink !== 1) return false;
+    }
+    return true;
+  };
+  if (!(await walk('', 1))) return false;
+  for (const { rel, st } of entries) {
+    const target = join(to, rel);
+    if (st.isDirectory()) await mkdir(target);
+    else await copyFile(join(from, rel), target);
+    await chown(target, st.uid, st.gid);
+    await chmod(target, st.mode & 0o7777);
+  }
+  // Times last, children before parents: making an entry changes its parent's mtime.
+  for (const { rel, st } of entries.reverse()) await utimes(join(to, rel), st.atime, st.mtime);
+  return true;
 }
 
 /** The real storage driver: every container volume is a BTRFS subvolume with a qgroup. */
@@ -147,8 +183,9 @@ export class BtrfsDriver implements StorageDriver {
       await run('btrfs', ['subvolume', 'create', path]);
       await chown(path, st.uid, st.gid);
       await chmod(path, st.mode & 0o7777);
-      // A container's own layer is empty until it first starts (the usual case): no copy process then.
-      if ((await readdir(aside)).length > 0) await run('cp', ['-a', '--', `${aside}/.`, `${path}/`]);
+      // A container's layer before its first start (the usual case) is a few empty directories and two small
+      // files: copied here, no cp process. Anything else (links, big files, deeper trees) goes to cp -a.
+      if (!(await copySmallTree(aside, path))) await run('cp', ['-a', '--', `${aside}/.`, `${path}/`]);
     } catch (err) {
       if (await this.isVolume(path)) await run('btrfs', ['subvolume', 'delete', path]).catch(() => undefined);
       await rename(aside, path).catch(() => undefined);
