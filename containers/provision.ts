@@ -10,6 +10,7 @@ import { engineFailure, storageFailure } from './failures.js';
 import { checkName } from './names.js';
 import { boundRootLayer, removeEngineContainer } from './rootfs.js';
 import type { ContainerRow } from './store.js';
+import { withNormalSync } from './statements.js';
 import { issueOwnerToken } from './token-service.js';
 import { Undo } from './undo.js';
 
@@ -147,7 +148,9 @@ async function provision(ctx: ContainerContext, base: Omit<ContainerRow, 'phase'
     await using undo = new Undo((label, error) => ctx.log.error({ err: error, step: label, container: base.name }, 'undo step failed'));
     // Chosen and inserted in one turn of the event loop: the row counts towards its group at once.
     const row: ContainerRow = { ...base, shimGroup: ctx.shims.choose(), phase: 'creating', createdAt: new Date().toISOString() };
-    ctx.store.insert(row);
+    // No fsync of its own: kill -9 keeps it (WAL), the next durable write (engine id) syncs it, and a power loss
+    // before that leaves only a volume no row owns, which reconcile() removes.
+    withNormalSync(ctx.store.db, () => ctx.store.insert(row));
     undo.push('row', () => ctx.store.delete(row.name));
 
     try {
@@ -170,13 +173,17 @@ async function provision(ctx: ContainerContext, base: Omit<ContainerRow, 'phase'
       throw engineFailure(err, row.image);
     }
 
-    const token = issueOwnerToken(ctx.store, row.name);
     const ready: ContainerRow = { ...row, engineId };
     for (const hook of ctx.hooks) {
       await hook.open(ready);
       undo.push('namespace', () => hook.close(ready));
     }
-    ctx.store.setPhase(row.name, 'ready');
+    // The token and the ready phase in one transaction: one fsync, and no ready container without its token.
+    const token = ctx.store.db.transaction(() => {
+      const issued = issueOwnerToken(ctx.store, row.name);
+      ctx.store.setPhase(row.name, 'ready');
+      return issued;
+    })();
     undo.done();
     ctx.log.info({ container: row.name, engineId, image: row.image, clonedFrom: row.clonedFrom }, 'container created');
     return { row: { ...ready, phase: 'ready' }, token };
