@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { connect, createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { egressNames, hostEgressRules } from '../host/egress.js';
-import { netnsRules } from '../host/netns.js';
+import { execa } from 'execa';
+import { applyNetnsRules, missingJumps, netnsRules } from '../host/netns.js';
 import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
 
 interface Ports {
@@ -53,6 +54,15 @@ describe('containers are a boundary', () => {
     assert.ok(names.bridge.length <= 15, 'fits IFNAMSIZ');
   });
 
+  test('the rules file adds only the jumps a namespace lacks, in the same transaction', () => {
+    const saved = '*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT\n-A OUTPUT -j HOODY-LO\nCOMMIT';
+    assert.deepEqual(missingJumps(saved), { output: false, postrouting: true });
+    const text = netnsRules([], missingJumps(saved));
+    assert.match(text, /^-I POSTROUTING 1 -j HOODY-LO-SNAT\nCOMMIT\n$/m);
+    assert.doesNotMatch(text, /-j HOODY-LO\n/);
+    assert.deepEqual(missingJumps(''), { output: true, postrouting: true });
+  });
+
   for (const egress of ['restricted', 'open'] as const) {
     describe(`egress ${egress}`, () => {
       let d: TestDaemon;
@@ -77,6 +87,19 @@ describe('containers are a boundary', () => {
       after(async () => {
         hostServer.close();
         await d.destroy();
+      });
+
+      test('loopback redirects: route_localnet from the engine, one jump per chain however often they are applied', async () => {
+        assert.equal((await dockerExec(a.engineId, ['cat', '/proc/sys/net/ipv4/conf/all/route_localnet'])).output.trim(), '1');
+        const pid = Number((await execa('docker', ['inspect', '-f', '{{.State.Pid}}', a.engineId])).stdout);
+        const { gateway } = await ipOf(a.engineId);
+        const redirects = [{ fromPort: ports.http, toHost: gateway, toPort: ports.http }];
+        // The daemon applied them at create; twice more at once (a create and a start event can race).
+        await Promise.all([applyNetnsRules(pid, redirects, true), applyNetnsRules(pid, redirects, true)]);
+        const saved = (await execa('nsenter', [`--net=/proc/${pid}/ns/net`, 'iptables-save', '-t', 'nat'])).stdout.split('\n');
+        assert.equal(saved.filter((l) => l === '-A OUTPUT -j HOODY-LO').length, 1, saved.join('\n'));
+        assert.equal(saved.filter((l) => l === '-A POSTROUTING -j HOODY-LO-SNAT').length, 1, saved.join('\n'));
+        assert.equal(saved.filter((l) => l.startsWith('-A HOODY-LO ')).length, 1, 'the chain replaced whole, not appended to');
       });
 
       test('no Docker socket and no admin socket inside', async () => {

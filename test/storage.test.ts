@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { CommandError } from '../host/command.js';
-import { BtrfsDriver } from '../host/storage/btrfs.js';
+import { BtrfsDriver, copySmallTree } from '../host/storage/btrfs.js';
 import { DirDriver } from '../host/storage/dir.js';
 import type { StorageDriver } from '../host/storage/index.js';
 import { tempStateDir } from './support/host.js';
@@ -96,6 +96,43 @@ describe('btrfs driver specifics', async () => {
     assert.deepEqual(await readdir(empty), []);
     assert.deepEqual((await readdir(root)).filter((n) => n.endsWith('.hoody-adopt')), [], 'no aside copy left');
     for (const v of [full, empty]) await driver.deleteVolume(v);
+  });
+
+  test('a fresh overlay2 layer is copied in process (owners, modes, times); a tree with a link goes to cp -a', async () => {
+    const layer = join(root, 'layer');
+    await mkdir(join(layer, 'diff'), { recursive: true });
+    await mkdir(join(layer, 'work', 'work'), { recursive: true });
+    await writeFile(join(layer, 'link'), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ');
+    await writeFile(join(layer, 'lower'), 'l/AAAA:l/BBBB');
+    await chown(join(layer, 'diff'), 100000, 100000);
+    await chown(join(layer, 'work'), 100000, 100000);
+    await chmod(join(layer, 'work', 'work'), 0o000);
+    const old = new Date('2020-01-02T03:04:05Z');
+    await utimes(join(layer, 'lower'), old, old);
+    const to = join(root, 'layer-copy');
+    await mkdir(to);
+    assert.equal(await copySmallTree(layer, to), true);
+    for (const rel of ['diff', 'work', join('work', 'work'), 'link', 'lower']) {
+      const [a, b] = [await stat(join(layer, rel)), await stat(join(to, rel))];
+      assert.deepEqual([b.uid, b.gid, b.mode], [a.uid, a.gid, a.mode], rel);
+      assert.ok(Math.abs(b.mtimeMs - a.mtimeMs) < 0.01, `${rel}: mtime ${b.mtimeMs} vs ${a.mtimeMs}`); // µs: a double of seconds
+    }
+    assert.equal(await readFile(join(to, 'lower'), 'utf8'), 'l/AAAA:l/BBBB');
+    await driver.adoptDirectory(layer);
+    assert.ok(await driver.isVolume(layer));
+    assert.equal((await stat(join(layer, 'work', 'work'))).mode & 0o7777, 0);
+    await driver.deleteVolume(layer);
+
+    const linked = join(root, 'linked');
+    await mkdir(linked);
+    await symlink('/etc/passwd', join(linked, 'l'));
+    const empty = join(root, 'linked-copy');
+    await mkdir(empty);
+    assert.equal(await copySmallTree(linked, empty), false, 'not a tree it copies');
+    assert.deepEqual(await readdir(empty), [], 'and nothing copied');
+    await driver.adoptDirectory(linked);
+    assert.equal(await readlink(join(linked, 'l')), '/etc/passwd', 'cp -a kept the link');
+    await driver.deleteVolume(linked);
   });
 
   test('an adoption a kill cut short is put back: the moved-aside directory is the truth, a partial subvolume goes', async () => {

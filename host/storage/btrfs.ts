@@ -89,7 +89,7 @@ export async function copySmallTree(from: string, to: string): Promise<boolean> 
     await chmod(target, st.mode & 0o7777);
   }
   // Times last, children before parents: making an entry changes its parent's mtime.
-  for (const { rel, st } of entries.reverse()) await utimes(join(to, rel), st.atime, st.mtime);
+  for (const { rel, st } of entries.reverse()) await utimes(join(to, rel), st.atimeMs / 1000, st.mtimeMs / 1000);
   return true;
 }
 
