@@ -128,8 +128,6 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane, commands.commands, commands.bun, metrics.activity);
   proxy = ns.proxy;
 
-  // The engine's seccomp profile is read by running a probe container (about a second): now, not in the first create.
-  if (engine instanceof DockerEngine) engine.seccompProfile(config.image).catch((err: unknown) => log.warn({ err }, 'reading the seccomp profile failed; the first create retries'));
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
 
