@@ -256,7 +256,7 @@ export function goals(name: string, s: WorkloadSummary): { goal: string; value: 
   const pinned = s.pinned_mib_per_container[key] ?? null;
   const cache = s.page_cache_mib_per_container[key] ?? null;
   const bottomUp = pinned === null || cache === null ? null : round(pinned + cache, 3);
-  const limit = name === 'busybox' ? 1.0 : name === 'node-seeded' ? 3 : name.startsWith('node') ? 5 : null;
+  const limit = name === 'busybox' ? 1.0 : name === 'node-seeded' || name === 'node-merge' ? 3 : name.startsWith('node') ? 5 : null;
   const daemon = s.daemon_kib_per_container_past_first ?? s.daemon_kib_per_container;
   const rate = s.provision_rate_per_s;
   // Met only when both the issue's figure and the bottom-up one (immune to other users' churn) are under the limit.
