@@ -3,7 +3,7 @@
  * dropped soon (its heap is megabytes) and the next run's new isolate skips most of the compile. The cache holds
  * bytes, not live objects, bounded in total; the least recently used entries go first.
  */
-import ivm from 'isolated-vm';
+import type ivm from 'isolated-vm';
 
 /** What compileScript sets on its result with the cache options (isolated-vm's types leave it out). */
 type Compiled = ivm.Script & { cachedData?: ivm.ExternalCopy<ArrayBuffer>; cachedDataRejected?: boolean };
@@ -46,7 +46,10 @@ export class CodeCache {
 
   #remember(hash: string, data: ivm.ExternalCopy<ArrayBuffer>): void {
     const bytes = data.copy().byteLength; // once: the handle does not tell its size
-    if (bytes > this.maxBytes) return data.release();
+    if (bytes > this.maxBytes) {
+      data.release();
+      return;
+    }
     this.#entries.set(hash, { data, bytes });
     this.#bytes += bytes;
     while (this.#bytes > this.maxBytes) {
