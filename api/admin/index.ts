@@ -12,6 +12,7 @@ import { adminLogRoutes } from './logs.js';
 import type { LogSource } from '../../containers/logs.js';
 import { type HostRouteDeps, hostRoutes } from './host.js';
 import { documentOptions, ErrorBody } from '../openapi.js';
+import { type FleetApi, fleetRoutes } from './fleet.js';
 
 export interface AdminApiDeps extends HostRouteDeps {
   ctx: ContainerContext;
@@ -21,6 +22,8 @@ export interface AdminApiDeps extends HostRouteDeps {
   grants?: DomainGrants;
   /** Snapshots on a schedule; without it the schedule routes answer SNAPSHOT_SCHEDULE_INVALID. */
   snapshots?: SnapshotScheduler;
+  /** The fleet (issue 12); without it the /v1/fleet routes are absent. */
+  fleet?: FleetApi;
 }
 
 /** The admin API (served on the unix socket): containers, host, metrics and its own OpenAPI document. */
@@ -51,6 +54,7 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
         tags: [
           { name: 'containers', description: 'containers: lifecycle, snapshots, tokens, domains, logs' },
           { name: 'host', description: 'the host: pool, engine, KSM, listeners, stats, metrics' },
+          { name: 'fleet', description: 'the fleet: membership of this host and the directory of names and tokens' },
         ],
       },
     }),
@@ -63,6 +67,7 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
   await app.register(snapshotRoutes, { ctx: deps.ctx, scheduler: deps.snapshots });
   if (deps.grants) await app.register(domainRoutes, { ctx: deps.ctx, grants: deps.grants });
   await app.register(adminLogRoutes, { sources: deps.logSources, store: deps.ctx.store });
+  if (deps.fleet) await app.register(fleetRoutes, { fleet: deps.fleet });
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }
