@@ -171,16 +171,24 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
   });
 
   test('the prefix wiped: every host republishes and the directory comes back everywhere', async () => {
-    await store.delete().prefix(prefix);
+    const wiped = Number((await store.delete().prefix(prefix)).header.revision);
+    // Each cache must have seen the wipe (its revision past it) and hold everything again.
     for (const h of hosts) {
       await until(`${h.name}'s directory is back`, async () => {
+        const s = await h.d.client.call<{ directory: { revision: number } }>('GET', '/v1/fleet');
+        if (s.directory.revision <= wiped) return false;
         const [w, l, list] = await Promise.all([placement(h, 'web'), placement(h, 'late'), hostsOf(h)]);
         const t = await resolve(h, web.token);
         return w.host === 'a' && l.host === 'a' && t.name === 'web' && list.filter((x) => x.healthy).length === 3;
       }, { timeoutMs: 20_000, everyMs: 100 });
     }
-    const keys = await store.getAll().prefix(`${prefix}names/`).keys();
-    assert.deepEqual(keys.sort(), [`${prefix}names/late`, `${prefix}names/race`, `${prefix}names/web`]);
+    // And etcd itself holds it again, written after the wipe.
+    const all = await store.getAll().prefix(prefix).exec();
+    const kinds = (k: string) => all.kvs.filter((kv) => kv.key.toString().startsWith(`${prefix}${k}/`));
+    assert.deepEqual(kinds('names').map((kv) => kv.key.toString()).sort(), [`${prefix}names/late`, `${prefix}names/race`, `${prefix}names/web`]);
+    assert.equal(kinds('hosts').length, 3);
+    assert.equal(kinds('tokens').length, 3, 'one owner token per container');
+    for (const kv of all.kvs) assert.ok(Number(kv.create_revision) > wiped);
   });
 
   test("a killed host's lease expires: `fleet ls` shows it down, its names stay reserved", async () => {

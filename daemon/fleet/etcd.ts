@@ -20,7 +20,7 @@ type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBac
 export interface EtcdClients {
   /** Watches, leases and re-lists: waits out short outages (tuned to recover in ~1 s once etcd is back). */
   relaxed: Etcd3;
-  /** Reservations and directory writes: hasleader, a deadline per call, one retry; fails within ~callMs × 2. */
+  /** Reservations and directory writes: hasleader and a deadline per call; callers bound the whole with within(). */
   strict: Etcd3;
   close(): void;
 }
@@ -32,7 +32,9 @@ function options(endpoints: string[], callMs: number, strict: boolean): IOptions
     // The measured tuning: the default breaker (open 5 s) and watch backoff (up to 30 s) kept watches down 15 s.
     faultHandling: {
       host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 500, breaker: new ConsecutiveBreaker(3) }),
-      global: retry(handleWhen(isRecoverableError), { maxAttempts: strict ? 1 : 3 }),
+      // A failed call is not moved to another member by the pool (only an open breaker is skipped): the strict
+      // client retries once per member so a live one is reached; the caller's bound (within()) caps the total.
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: strict ? endpoints.length * 2 : 3 }),
       // etcd3 types this as a backoff but calls .next() on it first: a factory, as its own default is.
       watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) as unknown as WatchBackoff,
     },
