@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { ApiError } from '../daemon/client.js';
@@ -127,6 +129,15 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
     }
     console.log(`# web reached B's and C's caches in ${Date.now() - t0} ms`);
     await assert.rejects(resolve(hosts[1]!, 'hdy_not-a-token'), (e: ApiError) => e.status === 401);
+    await assert.rejects(placement(hosts[1]!, 'nope'), (e: ApiError) => e.status === 404 && e.code === 'HOODY_FLEET_NAME_UNKNOWN');
+    // A rotation is published too: the new token resolves elsewhere, the old one no longer does.
+    const rotated = await hosts[0]!.d.client.call<{ token: string }>('POST', '/v1/containers/web/tokens/rotate', { user: 'root' });
+    await until('b resolves the rotated token and forgets the old one', async () => {
+      const fresh = await resolve(hosts[1]!, rotated.token).catch(() => null);
+      const old = await resolve(hosts[1]!, web.token).catch((e: ApiError) => e.status);
+      return fresh?.name === 'web' && old === 401;
+    }, { timeoutMs: 10_000 });
+    web = { ...web, token: rotated.token };
   });
 
   test('two hosts racing for one name: exactly one 201, the other 409 HOODY_NAME_TAKEN', async () => {
@@ -153,7 +164,8 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
     assert.equal(answer.status, 200, answer.text);
     const r = await create(hosts[0]!, 'late');
     assert.equal(r.status, 503, JSON.stringify(r));
-    assert.match(r.code ?? '', /^HOODY_FLEET_(NO_LEADER|UNAVAILABLE)$/);
+    // NO_LEADER when the member reached says so, UNAVAILABLE when none answered in time (a killed one was tried).
+    assert.ok(['HOODY_FLEET_NO_LEADER', 'HOODY_FLEET_UNAVAILABLE'].includes(r.code ?? ''), r.code);
     assert.ok(r.ms < 5000, `the create took ${r.ms} ms`);
     console.log(`# create without quorum: ${r.status} ${r.code} in ${r.ms} ms`);
     // The failed create left nothing behind on A.
@@ -221,8 +233,16 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
     await until('a no longer lists b', async () => !(await hostsOf(hosts[0]!)).some((h) => h.host === 'b'));
     const status = await b.d.client.call<{ joined: boolean }>('GET', '/v1/fleet');
     assert.equal(status.joined, false);
+    await assert.rejects(hostsOf(b), (e: ApiError) => e.status === 409 && e.code === 'HOODY_FLEET_NOT_JOINED');
+    const bad = await b.d.hoody(['fleet', 'join', 'not an endpoint']);
+    assert.equal(bad.exitCode, 2);
+    assert.match(bad.stderr, /HOODY_FLEET_CONFIG_INVALID/);
     const joined = await b.d.hoody(['fleet', 'join', etcd.endpoints.join(','), '--host', 'b', '--fleet', fleetName]);
     assert.equal(joined.exitCode, 0, joined.stderr);
     await until('a lists b again', async () => (await hostsOf(hosts[0]!)).some((h) => h.host === 'b' && h.healthy));
+    // Saved for the next start (read when neither --fleet-etcd nor HOODY_FLEET_ETCD names a fleet).
+    const saved = JSON.parse(await readFile(join(b.d.stateDir, 'fleet.json'), 'utf8')) as { endpoints: string[]; host: string };
+    assert.equal(saved.host, 'b');
+    assert.equal(saved.endpoints.length, 3);
   });
 });
