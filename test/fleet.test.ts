@@ -157,6 +157,19 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
     assert.equal(again.code, 'HOODY_NAME_TAKEN');
   });
 
+  test('a create that fails after taking the name gives it back: another host may take it', async () => {
+    const t0 = Date.now();
+    const failed = await hosts[0]!.d.client.call('POST', '/v1/containers', { name: 'ghost', image: 'hoody-test/absent:none' }).catch((e: ApiError) => e);
+    assert.ok(failed instanceof ApiError && failed.code === 'HOODY_IMAGE_UNKNOWN', String(failed));
+    assert.equal((await store.get(`${prefix}names/ghost`).string()) ?? null, null, 'the reservation was released');
+    const r = await create(hosts[1]!, 'ghost');
+    assert.equal(r.status, 201, JSON.stringify(r));
+    await hosts[1]!.d.client.call('DELETE', '/v1/containers/ghost');
+    await until('ghost leaves the directory when deleted', async () => (await store.get(`${prefix}names/ghost`).string()) === null, { timeoutMs: 5000 });
+    await until('and leaves the caches', () => placement(hosts[0]!, 'ghost').then(() => false, (e: ApiError) => e.status === 404), { timeoutMs: 5000 });
+    console.log(`# failed create, release, create elsewhere, delete: ${Date.now() - t0} ms`);
+  });
+
   test('quorum lost: A still serves its container, creates fail fast with 503; quorum back: creates work', async () => {
     await etcd.kill(1);
     await etcd.kill(2);
