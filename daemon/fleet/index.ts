@@ -139,13 +139,24 @@ export class Fleet {
    */
   async leave(): Promise<{ left: string; withdrawn: number }> {
     const m = this.need();
-    m.publisher.close();
+    m.publisher.close(); // else it would put back what is being withdrawn
+    const { strict } = m.clients;
+    const mine = [
+      ...[...m.cache.view.names].filter(([, e]) => e.value.host === m.settings.host).map(([n, e]) => ({ key: m.keys.name(n), rev: e.rev })),
+      ...[...m.cache.view.tokens].filter(([, e]) => e.value.host === m.settings.host).map(([t, e]) => ({ key: m.keys.token(t), rev: e.rev })),
+    ];
     let withdrawn = 0;
-    const mine = [...[...m.cache.view.names].filter(([, e]) => e.value.host === m.settings.host).map(([n]) => m.keys.name(n)),
-      ...[...m.cache.view.tokens].filter(([, e]) => e.value.host === m.settings.host).map(([t]) => m.keys.token(t))];
-    for (const key of mine) {
-      await within(3000, 'leave', m.clients.strict.delete().key(key).exec());
-      withdrawn++;
+    try {
+      for (const { key, rev } of mine) {
+        // On the revision we saw: a name someone else took meanwhile is not ours to delete.
+        const res = await within(3000, 'leave', strict.if(key, 'Mod', '==', rev).then(strict.delete().key(key)).commit());
+        if (res.succeeded) withdrawn++;
+      }
+    } catch (err) {
+      // Undo: still in the fleet, publishing again (what was withdrawn comes back with the next reconcile).
+      await this.stop(false);
+      this.start(m.settings);
+      throw err;
     }
     await this.stop(true);
     await forgetFleet(this.deps.stateDir);
