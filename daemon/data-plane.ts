@@ -1,5 +1,5 @@
 /** Wires HAProxy in as the data plane: its ports, its process, hoodyd's listeners behind it, the first table. */
-import { createHash, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { PublicServer } from '../api/public/server.js';
@@ -9,6 +9,7 @@ import type { HostCa } from '../containers/tls/ca.js';
 import { haproxyLayout } from '../host/haproxy/config.js';
 import { choosePorts, type PublicPorts } from '../host/haproxy/ports.js';
 import { Haproxy, runningPid } from '../host/haproxy/process.js';
+import { writeAtomic } from '../host/atomic-file.js';
 import type { Config } from './config.js';
 
 export interface StartedDataPlane {
@@ -34,8 +35,6 @@ export function makeHaproxy(config: Config, ports: PublicPorts): Haproxy {
     httpsPort: ports.https,
     headersTimeoutMs: config.headersTimeoutMs,
     upstreamTimeoutMs: config.proxyUpstreamTimeoutMs,
-    // Abstract sockets are per network namespace, not per directory: one name per instance.
-    loopName: `hoody-${createHash('sha256').update(config.stateDir).digest('hex').slice(0, 12)}-tls`,
   });
 }
 
@@ -59,7 +58,9 @@ async function defaultCertificate(file: string, ca: HostCa, domain: string): Pro
 export async function startDataPlane(config: Config, ports: PublicPorts, ca: HostCa, pub: PublicServer, proxy: ProxyNamespace, log: Logger): Promise<StartedDataPlane> {
   const haproxy = makeHaproxy(config, ports);
   const defaultPem = await defaultCertificate(haproxy.layout.defaultCert, ca, config.domain);
-  await pub.listenBehind({ http: haproxy.layout.daemonHttpSocket, tls: haproxy.layout.daemonTlsSocket });
+  // Read by HAProxy at start (it signs the certificates of names no crt-list line covers); root only, like ca.key.
+  await writeAtomic(haproxy.layout.caSignFile, await ca.signingPem(), 0o600);
+  await pub.listenBehind({ http: haproxy.layout.daemonHttpSocket });
   const plane = new HaproxyPlane(haproxy, defaultPem, (container) => proxy.address(container), log.child({ ns: 'dataplane' }), () => proxy.service.table());
   await plane.start();
   return { ports, plane, haproxy };

@@ -1,31 +1,13 @@
 /**
- * hoodyd's public listeners behind the data plane: unix sockets where every connection starts with a PROXY
- * protocol v1 line (HAProxy's `send-proxy`) naming the real client, then HTTP or TLS.
+ * hoodyd's public listener behind the data plane: a unix socket where every connection starts with a PROXY
+ * protocol v1 line (HAProxy's `send-proxy`) naming the real client, then HTTP (HAProxy ends all TLS).
  */
 import { existsSync } from 'node:fs';
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { Duplex } from 'node:stream';
-import { type SecureContext, TLSSocket } from 'node:tls';
+import type { Duplex } from 'node:stream';
 
 const clients = new WeakMap<object, string>();
-/** TLS connections whose first request has not arrived yet, with the timer that cuts them off. */
-const waiting = new WeakMap<object, NodeJS.Timeout>();
-
-/** The HTTP server saw a request on this connection: the first-request deadline is met. */
-export function requestArrived(socket: object): void {
-  const t = waiting.get(socket);
-  if (t) {
-    clearTimeout(t);
-    waiting.delete(socket);
-  }
-}
-
-const TIMEOUT_408 = (() => {
-  const body = JSON.stringify({ error: { code: 'HOODY_REQUEST_TIMEOUT', message: 'request timeout' } });
-  return `HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
-})();
-
 /** The client's address: from the PROXY line when the connection came through the data plane. */
 export function clientAddress(socket: { remoteAddress?: string }): string | undefined {
   return clients.get(socket) ?? socket.remoteAddress;
@@ -85,46 +67,5 @@ export function acceptHttp(emit: (socket: Duplex) => void): (socket: Socket, cli
   return (socket, client) => {
     if (client) clients.set(socket, client);
     emit(socket);
-  };
-}
-
-export interface TlsAcceptOptions {
-  secureContext: SecureContext;
-  SNICallback(servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void;
-  handshakeTimeoutMs: number;
-}
-
-/**
- * Terminates TLS on a proxied connection, then hands the decrypted stream to the HTTP server. The bytes after
- * the PROXY line sit in the socket's JS buffer, so TLS reads through a stream wrapper, not the raw handle.
- */
-export function acceptTls(opts: TlsAcceptOptions, emit: (socket: Duplex) => void): (socket: Socket, client: string | null) => void {
-  return (socket, client) => {
-    const stream = Duplex.from({ readable: socket, writable: socket });
-    socket.on('close', () => stream.destroy());
-    stream.on('error', () => socket.destroy());
-    const tls = new TLSSocket(stream, { isServer: true, secureContext: opts.secureContext, SNICallback: opts.SNICallback, ALPNProtocols: ['http/1.1'] });
-    if (client) clients.set(tls, client);
-    const timer = setTimeout(() => tls.destroy(), opts.handshakeTimeoutMs);
-    tls.on('error', () => tls.destroy());
-    tls.on('close', () => {
-      clearTimeout(timer);
-      requestArrived(tls);
-      socket.destroy();
-    });
-    tls.once('secure', () => {
-      clearTimeout(timer);
-      // Node's header timeout does not cover a connection handed over by hand: a client that completes the
-      // handshake and then says nothing (or too little) gets a 408 here, as hoodyd's own listener gave.
-      waiting.set(
-        tls,
-        setTimeout(() => {
-          waiting.delete(tls);
-          tls.end(TIMEOUT_408);
-          setTimeout(() => tls.destroy(), 1_000).unref();
-        }, opts.handshakeTimeoutMs),
-      );
-      emit(tls);
-    });
   };
 }

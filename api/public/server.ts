@@ -11,7 +11,7 @@ import { answerClientError, frameworkErrors, installErrorHandling } from '../err
 import { schemaController } from '../validation.js';
 import { FailureLimiter } from './limiter.js';
 import { type CallAuthority, stripInternalHeaders } from './authority.js';
-import { acceptHttp, acceptTls, listenProxied, requestArrived } from './proxied.js';
+import { acceptHttp, listenProxied } from './proxied.js';
 
 export interface PublicServerOptions {
   ctx: ContainerContext;
@@ -40,8 +40,8 @@ export interface PublicServer {
   http: Server;
   https: HttpsServer;
   listen(httpPort: number, httpsPort: number): Promise<{ http: number; https: number }>;
-  /** Behind the data plane: unix sockets taking PROXY v1 then HTTP, and PROXY v1 then TLS (SNI as on the port). */
-  listenBehind(paths: { http: string; tls: string }): Promise<void>;
+  /** Behind the data plane: a unix socket taking PROXY v1 then HTTP (HAProxy terminates TLS for every name). */
+  listenBehind(paths: { http: string }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -152,11 +152,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     },
     async listenBehind(paths) {
       const emit = (socket: Duplex) => app.server.emit('connection', socket);
-      app.server.on('request', (req: IncomingMessage) => requestArrived(req.socket));
-      behind = [
-        await listenProxied(paths.http, acceptHttp(emit)),
-        await listenProxied(paths.tls, acceptTls({ secureContext: fallback, SNICallback: sniCallback, handshakeTimeoutMs: headersTimeout }, emit)),
-      ];
+      behind = [await listenProxied(paths.http, acceptHttp(emit))];
     },
     async close() {
       for (const s of behind) s.close();

@@ -17,6 +17,11 @@ import { sniTable } from './plane.js';
 /** A domain's file name (`*` cannot be in one that HAProxy's crt-list parses well). */
 const certFile = (dir: string, sni: string, own: boolean) => join(dir, `${own ? '' : '_default_for_'}${sni.replace('*', '_wildcard_')}.pem`);
 
+/** A tenant's crt-list line offers HTTP/2 (the bind's default, for hoody's own names, is HTTP/1.1 only). */
+const TENANT_SSL = '[alpn h2,http/1.1]';
+/** A crt-list line's options and filter as compared here (`show ssl crt-list` writes `[alpn h2,http/1.1 ]`). */
+const lineKey = (rest: string) => rest.replace(/\s+/g, ' ').replace(/\s*\]/, ']').trim();
+
 /** The SHA-1 of a PEM's first certificate, as HAProxy shows it (hex, upper case, no colons). */
 function sha1Of(pem: string): string {
   try {
@@ -37,7 +42,7 @@ export class HaproxyPlane implements DataPlane {
   readonly kind = 'haproxy' as const;
   /** Certificate stores HAProxy holds (by file), with the SHA-1 of the certificate committed in each. */
   #stores = new Map<string, string>();
-  /** Files in the crt-list, with their SNI filter. */
+  /** Files in the crt-list, with their options and SNI filter. */
   #listed = new Map<string, string>();
   /** The routes last handed to HAProxy (an address change republishes them). */
   #table: PlaneTable = { routes: [], certs: [] };
@@ -109,7 +114,7 @@ export class HaproxyPlane implements DataPlane {
     this.#listed = new Map();
     for (const line of (await this.haproxy.command(`show ssl crt-list -n ${l.crtList}`)).split('\n')) {
       const m = /^(\S+):\d+(?:\s+(.*))?$/.exec(line.trim());
-      if (m?.[1] && m[1] !== l.defaultCert && m[1].startsWith(l.certDir)) this.#listed.set(m[1], (m[2] ?? '').trim());
+      if (m?.[1] && m[1] !== l.defaultCert && m[1].startsWith(l.certDir)) this.#listed.set(m[1], lineKey(m[2] ?? ''));
     }
   }
 
@@ -164,10 +169,11 @@ export class HaproxyPlane implements DataPlane {
         await writeAtomic(file, pem);
         await this.putCert(file, pem, sni);
       }
-      if (this.#listed.get(file) !== sni) {
+      const line = lineKey(`${TENANT_SSL} ${sni}`);
+      if (this.#listed.get(file) !== line) {
         if (this.#listed.has(file)) await this.haproxy.command(`del ssl crt-list ${l.crtList} ${file}`);
-        expectOk(await this.haproxy.command(`add ssl crt-list ${l.crtList}`, `${file} ${sni}`), `add ssl crt-list ${sni}`);
-        this.#listed.set(file, sni);
+        expectOk(await this.haproxy.command(`add ssl crt-list ${l.crtList}`, `${file} ${line}`), `add ssl crt-list ${sni}`);
+        this.#listed.set(file, line);
         await this.saveCrtList();
       }
     }

@@ -92,6 +92,11 @@ export class HostCa {
     return { cert: `${cert.toString('pem').trimEnd()}\n`, key: await exportKeyPem(keys.privateKey) };
   }
 
+  /** The CA's certificate then its key, one PEM (what HAProxy's `ca-sign-file` reads). */
+  async signingPem(): Promise<string> {
+    return `${this.certPem.trimEnd()}\n${await exportKeyPem(this.key)}`;
+  }
+
   fingerprint(): string {
     return new NodeX509(this.certPem).fingerprint256;
   }

@@ -15,12 +15,15 @@ export interface HaproxyLayout {
   serversMap: string;
   crtList: string;
   certDir: string;
-  /** The host's own certificate (`*.<domain>`): served for unknown names on the tenant TLS frontend. */
+  /** The host's own certificate (`*.<domain>`): token hosts, clients without SNI, routed names with no bundle. */
   defaultCert: string;
   errorDir: string;
-  /** hoodyd's listeners behind HAProxy: plain HTTP and TLS passthrough, each preceded by a PROXY v1 line. */
+  /** The host CA's certificate and key: HAProxy signs a certificate for a name no crt-list line covers. */
+  caSignFile: string;
+  /** OpenSSL's configuration for HAProxy (OPENSSL_CONF): the defaults of a context HAProxy makes itself. */
+  opensslConf: string;
+  /** hoodyd's listener behind HAProxy: plain HTTP, each connection preceded by a PROXY v1 line. */
   daemonHttpSocket: string;
-  daemonTlsSocket: string;
   log: string;
 }
 
@@ -38,25 +41,24 @@ export function haproxyLayout(stateDir: string): HaproxyLayout {
     certDir: join(dir, 'certs'),
     defaultCert: join(dir, 'certs', '_default.pem'),
     errorDir: join(dir, 'errors'),
+    caSignFile: join(dir, 'ca-sign.pem'),
+    opensslConf: join(dir, 'openssl.cnf'),
     daemonHttpSocket: join(dir, 'hoodyd-http.sock'),
-    daemonTlsSocket: join(dir, 'hoodyd-tls.sock'),
     log: join(dir, 'haproxy.log'),
   };
 }
 
 export interface HaproxySettings {
   layout: HaproxyLayout;
-  /** hoody's domain: TLS for names in it goes to hoodyd untouched (its certificates are made on demand there). */
+  /** hoody's domain (its names are never in a tenant's crt-list line). */
   domain: string;
   bindHost: string;
   httpPort: number;
   httpsPort: number;
-  /** Clients must send their whole header block within this. */
+  /** Clients must send their whole header block (and a TLS client its handshake) within this. */
   headersTimeoutMs: number;
   /** A container may stay silent this long (response head or body). */
   upstreamTimeoutMs: number;
-  /** An abstract socket name unique to this instance (the hop from the SNI switch to TLS termination). */
-  loopName: string;
 }
 
 /** A JSON error page as HAProxy sends it (raw HTTP; the status line in the file is the one sent). */
@@ -85,6 +87,27 @@ export function errorPages(): Record<string, string> {
     'daemon-503.http': errorPage(503, 'Service Unavailable', 'HOODY_DAEMON_UNAVAILABLE', 'hoodyd is restarting; retry shortly'),
     'daemon-504.http': errorPage(504, 'Gateway Timeout', 'HOODY_DAEMON_UNAVAILABLE', 'hoodyd did not answer in time'),
   };
+}
+
+/**
+ * OpenSSL's defaults for HAProxy's process, which only a context HAProxy generates (a signed-on-the-spot
+ * certificate) takes; every crt-list context gets `ssl-default-bind-ciphers` instead. HAProxy 2.6.12 hands a
+ * generated context a 1024-bit DH group, which Debian's default security level 2 refuses; the refusal stays on
+ * OpenSSL's error queue and fails that handshake (the first connection to each new name). Level 1 with ECDHE
+ * ciphers only lets the context be made and never uses the DH group.
+ */
+export function opensslConfig(): string {
+  return [
+    'openssl_conf = hoody_conf',
+    '[hoody_conf]',
+    'ssl_conf = hoody_ssl',
+    '[hoody_ssl]',
+    'system_default = hoody_tls',
+    '[hoody_tls]',
+    'MinProtocol = TLSv1.2',
+    'CipherString = ECDHE+AESGCM:ECDHE+CHACHA20:@SECLEVEL=1',
+    '',
+  ].join('\n');
 }
 
 const ms = (n: number) => `${Math.max(1, Math.round(n))}ms`;
@@ -116,7 +139,6 @@ export const CONTAINER_KEY_LEN = 64;
 export function renderHaproxyConfig(s: HaproxySettings): string {
   const l = s.layout;
   const e = (name: string) => join(l.errorDir, name);
-  const domain = s.domain.toLowerCase();
   const lines = [
     '# Written by hoodyd; routes and certificates change at run time (admin socket) and are saved beside.',
     'global',
@@ -128,6 +150,8 @@ export function renderHaproxyConfig(s: HaproxySettings): string {
     // while a request is in flight.
     '  tune.bufsize 65536',
     '  ssl-default-bind-options ssl-min-ver TLSv1.2',
+    // Debian's own defaults, spelled out: the process's OPENSSL_CONF (opensslConfig) is for generated contexts only.
+    '  ssl-default-bind-ciphers DEFAULT:@SECLEVEL=2',
     'defaults',
     '  mode http',
     '  option http-keep-alive',
@@ -145,28 +169,16 @@ export function renderHaproxyConfig(s: HaproxySettings): string {
     `  errorfile 408 ${e('client-408.http')}`,
     `  errorfile 500 ${e('client-500.http')}`,
     '',
-    // TLS: names in hoody's domain pass through to hoodyd (service certificates are issued there, for any
-    // name, so a handshake never tells which containers exist); all other names end here, on HAProxy.
+    // TLS ends here for every name, in one accept: a tenant's own crt-list lines (h2 offered), the host's
+    // `*.<domain>` for token hosts, and for any other name (service hosts `<svc>.<ctr>.<domain>` of containers that
+    // exist or not, unrouted names) a certificate for exactly that name signed on the spot by the host CA, so a
+    // handshake never tells which containers exist. Those get no ALPN (HAProxy 2.6 gives a generated context
+    // none): HTTP/1.1, as hoodyd's API always spoke.
     'frontend tls-in',
-    '  mode tcp',
-    `  bind ${s.bindHost}:${s.httpsPort}`,
-    `  tcp-request inspect-delay ${ms(s.headersTimeoutMs)}`,
-    '  tcp-request content accept if { req.ssl_hello_type 1 }',
-    // No ClientHello within the header timeout (idle, or not TLS at all): closed, as hoodyd's listener did.
-    '  tcp-request content reject',
-    `  use_backend hoodyd-tls if { req.ssl_sni -i -m str ${domain} } || { req.ssl_sni -i -m end .${domain} }`,
-    '  default_backend tenant-tls',
-    '',
-    'backend hoodyd-tls',
-    '  mode tcp',
-    `  server hoodyd unix@${l.daemonTlsSocket} send-proxy`,
-    '',
-    'backend tenant-tls',
-    '  mode tcp',
-    `  server terminate abns@${s.loopName} send-proxy-v2`,
-    '',
-    'frontend tenant-https',
-    `  bind abns@${s.loopName} accept-proxy ssl crt-list ${l.crtList} alpn h2,http/1.1`,
+    `  bind ${s.bindHost}:${s.httpsPort} ssl crt-list ${l.crtList} alpn http/1.1 generate-certificates ca-sign-file ${l.caSignFile}`,
+    // HAProxy 2.6 has no handshake timeout of its own (`timeout client-hs` came in 2.8): an idle or silent TLS
+    // client is cut at the header timeout, as on the plain port.
+    `  timeout client ${ms(s.headersTimeoutMs)}`,
     ...routingRules(l, 'https').map((r) => `  ${r}`),
     '',
     'frontend http-in',

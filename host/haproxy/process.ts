@@ -6,7 +6,7 @@ import { writeAtomic } from '../atomic-file.js';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { pidAlive } from '../pid-alive.js';
-import { errorPages, type HaproxySettings, renderHaproxyConfig } from './config.js';
+import { errorPages, type HaproxySettings, opensslConfig, renderHaproxyConfig } from './config.js';
 
 export class HaproxyError extends Error {
   constructor(
@@ -86,6 +86,7 @@ export class Haproxy {
     await mkdir(l.errorDir, { recursive: true, mode: 0o700 });
     for (const [name, page] of Object.entries(errorPages())) await writeAtomic(join(l.errorDir, name), page, 0o644);
     for (const f of [l.routesMap, l.redirectMap, l.serversMap]) if (!existsSync(f)) await writeAtomic(f, '');
+    await writeAtomic(l.opensslConf, opensslConfig(), 0o644);
     const config = renderHaproxyConfig(this.settings);
     const before = await readFile(l.config, 'utf8').catch(() => '');
     if (before === config) return false;
@@ -101,7 +102,7 @@ export class Haproxy {
   private run(args: string[]): Promise<void> {
     return new Promise((resolve, reject) => {
       const out = openSync(this.layout.log, 'a');
-      const child = spawn(this.binary, args, { detached: true, stdio: ['ignore', out, 'pipe'] });
+      const child = spawn(this.binary, args, { detached: true, stdio: ['ignore', out, 'pipe'], env: { ...process.env, OPENSSL_CONF: this.layout.opensslConf } });
       let stderr = '';
       child.stderr?.setEncoding('utf8').on('data', (d: string) => {
         stderr += d;
