@@ -37,7 +37,10 @@ import { VERSION } from './version.js';
 import { buildCommands } from './commands.js';
 import { NAMESPACE_MIGRATIONS } from './migrations.js';
 import { Fleet } from './fleet/index.js';
-import { resolveFleet } from './fleet/config.js';
+import { fleetHopPort, resolveFleet } from './fleet/config.js';
+import type { HopRecord } from './fleet/keys.js';
+import { adminOverHop } from './fleet/remote.js';
+import { FleetForwarder } from '../api/public/forward.js';
 
 export interface Daemon {
   config: Config;
@@ -133,7 +136,23 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane, commands.commands, commands.bun, metrics.activity);
   proxy = ns.proxy;
   // Made after every namespace hook is in: its own hook (publish on create, delete, start) runs last.
-  const fleet = new Fleet({ ctx, stateDir: config.stateDir, version: VERSION, startedAt, ports: () => ports, env: process.env, log });
+  // The hop listener starts with the first fleet record (a host in no fleet opens no extra port).
+  let hop: Promise<HopRecord> | undefined;
+  const startHop = (): Promise<HopRecord> => {
+    hop ??= (async () => {
+      const servername = `hoodyd.${fleetSettings?.host ?? 'host'}.fleet.${config.domain}`;
+      const pem = await trust.ca.issue([servername]);
+      const port = await pub!.listenHop({ port: fleetHopPort(process.env), host: '0.0.0.0', cert: `${pem.cert}${trust.ca.certPem}`, key: pem.key, router: fleet });
+      log.info({ port, servername }, 'fleet: host-to-host hop listening');
+      return { port, caPem: trust.ca.certPem, servername };
+    })();
+    return hop;
+  };
+  const fleet = new Fleet({ ctx, stateDir: config.stateDir, version: VERSION, startedAt, ports: () => ports, env: process.env, log, hop: startHop, routes: () => ns.proxy.service.table().routes });
+  const forwarder = new FleetForwarder(fleet, config.domain, {
+    hasContainer: (name) => ctx.store.get(name) !== undefined,
+    hasToken: (hash) => ctx.store.tokenByHash(hash) !== undefined,
+  });
 
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
@@ -147,6 +166,10 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     calls: ns.calls,
     tokenFailureLimit: config.tokenFailureLimit,
     headersTimeoutMs: config.headersTimeoutMs,
+    fleet: () => (fleet.joined ? forwarder : null),
+    hopIntercept: (req, res) => ns.proxy.forwarder.handle(req, res),
+    hopAdmin: adminOverHop(config.adminSocket),
+    hopUpgrade: (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
     // Routed hostnames reach hoodyd only when it is the data plane itself.
     intercept: haproxy ? undefined : (req, res) => ns.proxy.forwarder.handle(req, res),
     upgrade: haproxy ? undefined : (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
@@ -213,6 +236,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
       await fleet.stop(false); // the host record expires with its lease: a restart does not flap the fleet
       await admin.close();
       await pub?.close();
+      forwarder.close();
       await dataPlane?.plane.close(); // HAProxy itself keeps serving: the data plane outlives hoodyd
       await ns.close();
       await commands.commands.close();

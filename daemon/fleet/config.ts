@@ -109,3 +109,10 @@ export async function saveFleet(stateDir: string, input: FleetInput, env: NodeJS
 export async function forgetFleet(stateDir: string): Promise<void> {
   await rm(fleetFile(stateDir), { force: true });
 }
+
+/** The hop listener's port (HOODY_FLEET_PORT; 0, the default, takes a free one: it is published in the host record). */
+export function fleetHopPort(env: NodeJS.ProcessEnv): number {
+  const n = Number(env.HOODY_FLEET_PORT ?? 0);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw fail('FLEET_CONFIG_INVALID', 'HOODY_FLEET_PORT must be a port number');
+  return n;
+}

@@ -1,7 +1,7 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { within } from './etcd.js';
-import { type FleetKeys, type HostRecord, type Kind, type NameRecord, parseKey, parseValue, type TokenRecord } from './keys.js';
+import { type FleetKeys, type HostRecord, type Kind, KINDS, type NameRecord, parseKey, parseValue, type RouteRecord, type TokenRecord } from './keys.js';
 
 interface Entry<T> {
   value: T;
@@ -14,9 +14,10 @@ export interface DirectoryView {
   hosts: ReadonlyMap<string, Entry<HostRecord>>;
   names: ReadonlyMap<string, Entry<NameRecord>>;
   tokens: ReadonlyMap<string, Entry<TokenRecord>>;
+  routes: ReadonlyMap<string, Entry<RouteRecord>>;
 }
 
-const EMPTY: DirectoryView = { hosts: new Map(), names: new Map(), tokens: new Map() };
+const EMPTY: DirectoryView = { hosts: new Map(), names: new Map(), tokens: new Map(), routes: new Map() };
 
 export interface DirectoryStatus {
   /** A full list has been read at least once. */
@@ -98,7 +99,7 @@ export class DirectoryCache {
     try {
       const res = await this.client.getAll().prefix(this.keys.prefix).exec();
       const listRev = Number(res.header.revision);
-      const next = { hosts: new Map(), names: new Map(), tokens: new Map() } as { [K in Kind]: Map<string, Entry<unknown>> };
+      const next = { hosts: new Map(), names: new Map(), tokens: new Map(), routes: new Map() } as { [K in Kind]: Map<string, Entry<unknown>> };
       for (const kv of res.kvs) {
         const k = parseKey(this.keys, kv.key.toString());
         const value = k && parseValue(kv.value);
@@ -109,7 +110,7 @@ export class DirectoryCache {
       }
       // Entries the watch delivered after the list's revision stay (the list cannot know them).
       let removed = false;
-      for (const kind of ['hosts', 'names', 'tokens'] as const) {
+      for (const kind of KINDS) {
         for (const [id, e] of this.view[kind] as ReadonlyMap<string, Entry<unknown>>) {
           if (e.rev > listRev && !next[kind].has(id)) next[kind].set(id, e);
           else if (!next[kind].has(id)) removed = true;
@@ -118,7 +119,7 @@ export class DirectoryCache {
       for (const [key, rev] of this.tombstones) if (rev <= listRev) this.tombstones.delete(key);
       this.view = next as unknown as DirectoryView;
       Object.assign(this.status, { synced: true, lastListAt: new Date().toISOString(), lastListError: null, revision: Math.max(this.status.revision, listRev) });
-      this.onChange(new Set(['hosts', 'names', 'tokens']), removed);
+      this.onChange(new Set(KINDS), removed);
     } catch (err) {
       this.status.lastListError = err instanceof Error ? err.message : String(err);
       throw err;
@@ -127,7 +128,7 @@ export class DirectoryCache {
 
   /** Applies watch events (or this host's own acknowledged writes) to a copy, then swaps it in. */
   apply(events: { kv: Pick<IKeyValue, 'key' | 'value' | 'mod_revision'>; deleted: boolean }[]): void {
-    const next = { hosts: new Map(this.view.hosts), names: new Map(this.view.names), tokens: new Map(this.view.tokens) } as {
+    const next = { hosts: new Map(this.view.hosts), names: new Map(this.view.names), tokens: new Map(this.view.tokens), routes: new Map(this.view.routes) } as {
       [K in Kind]: Map<string, Entry<unknown>>;
     };
     const kinds = new Set<Kind>();

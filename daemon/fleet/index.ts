@@ -1,12 +1,16 @@
 import { readFile, statfs } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
+import type { FleetRouter, Owner } from '../../api/public/forward.js';
 import type { ContainerContext, NamespaceHooks } from '../../containers/context.js';
 import { fail } from '../../containers/errors.js';
 import { hashToken } from '../../containers/tokens.js';
 import { type FleetInput, type FleetSettings, forgetFleet, saveFleet } from './config.js';
 import { DirectoryCache } from './directory.js';
 import { type EtcdClients, etcdClients, within } from './etcd.js';
-import { type FleetKeys, fleetKeys, type HostRecord } from './keys.js';
+import { HopAuth } from './hop.js';
+import { callHost, type FanOut, fanOut, isRefusal, type PlacementNeeds, placementOrder, remoteError } from './remote.js';
+import { type FleetKeys, fleetKeys, type HostRecord, type HopRecord } from './keys.js';
 import { Membership } from './membership.js';
 import { Publisher } from './publisher.js';
 
@@ -21,6 +25,10 @@ export interface FleetDeps {
   ports: () => { http: number; https: number };
   env: NodeJS.ProcessEnv;
   log: Logger;
+  /** Starts (once) the host-to-host hop listener and says where it is and which CA signs it. */
+  hop: () => Promise<HopRecord>;
+  /** This host's routed hostnames, published so a routed name reaches its container from any host. */
+  routes: () => readonly { hostname: string; container: string }[];
 }
 
 /** The running parts of one membership; made on join (or start), dropped whole on leave. */
@@ -31,6 +39,7 @@ interface Member {
   cache: DirectoryCache;
   membership: Membership;
   publisher: Publisher;
+  hop: HopAuth;
 }
 
 export interface FleetHost {
@@ -54,7 +63,7 @@ export interface FleetPlacement {
  * The process's part in a fleet (issue 12): membership under a lease, the directory cache and what this host
  * publishes into it. No fleet configured: every method says so and nothing else changes.
  */
-export class Fleet {
+export class Fleet implements FleetRouter {
   private member: Member | null = null;
 
   constructor(private readonly deps: FleetDeps) {
@@ -83,13 +92,15 @@ export class Fleet {
     const cache = new DirectoryCache(clients.relaxed, keys, settings.relistMs, flog, (kinds, deleted) => {
       if (!deleted) return;
       // Something went from the directory (a wipe, an expired lease): put back what is ours.
-      if (kinds.has('names') || kinds.has('tokens')) void publisher?.nudge();
+      if (kinds.has('names') || kinds.has('tokens') || kinds.has('routes')) void publisher?.nudge();
       if (kinds.has('hosts') && !this.member?.cache.view.hosts.has(settings.host)) membership?.nudge();
     });
-    publisher = new Publisher(clients, keys, settings.host, cache, ctx.store, ctx.busy, settings.publishMs, flog);
+    publisher = new Publisher(clients, keys, settings.host, cache, ctx.store, ctx.busy, settings.publishMs, flog, this.deps.routes);
     membership = new Membership(clients, keys, settings, () => this.record(settings), flog);
-    this.member = { settings, keys, clients, cache, membership, publisher };
+    const hop = new HopAuth(settings.host, clients, keys, flog);
+    this.member = { settings, keys, clients, cache, membership, publisher, hop };
     ctx.names = publisher;
+    hop.start();
     cache.start();
     membership.start();
     publisher.start();
@@ -107,6 +118,7 @@ export class Fleet {
       host: settings.host,
       addresses: settings.addresses,
       ports: this.deps.ports(),
+      hop: await this.deps.hop(),
       capacity: {
         poolFreeBytes: fs ? fs.bavail * fs.bsize : null,
         memoryAvailableBytes: avail ? Number(avail[1]) * 1024 : 0,
@@ -144,6 +156,7 @@ export class Fleet {
     const mine = [
       ...[...m.cache.view.names].filter(([, e]) => e.value.host === m.settings.host).map(([n, e]) => ({ key: m.keys.name(n), rev: e.rev })),
       ...[...m.cache.view.tokens].filter(([, e]) => e.value.host === m.settings.host).map(([t, e]) => ({ key: m.keys.token(t), rev: e.rev })),
+      ...[...m.cache.view.routes].filter(([, e]) => e.value.host === m.settings.host).map(([r, e]) => ({ key: m.keys.route(r), rev: e.rev })),
     ];
     let withdrawn = 0;
     try {
@@ -212,6 +225,86 @@ export class Fleet {
     };
   }
 
+  /** This host's name in the fleet. */
+  get self(): string {
+    return this.need().settings.host;
+  }
+
+  /** Hosts whose lease is alive, with their last record (cache only). */
+  liveHosts(): HostRecord[] {
+    return [...(this.member?.cache.view.hosts.values() ?? [])].map((e) => e.value);
+  }
+
+  hostOwner(host: string): Owner {
+    return this.owner(this.need(), host);
+  }
+
+  /**
+   * Creates a container on the host placement picks (`body.host` pins it): capacity filters, the better of two
+   * random candidates, and a host that refuses (5xx, unreachable) hands over to the next. Answers with the host.
+   */
+  async create<T extends object>(body: { host?: string } & Record<string, unknown>, needs: PlacementNeeds, local: () => Promise<T>): Promise<T & { host: string }> {
+    const m = this.need();
+    const self = m.settings.host;
+    const order = body.host ? [body.host] : placementOrder(this.liveHosts(), needs).map((h) => h.host);
+    if (!order.length) throw fail('FLEET_NO_CAPACITY', `no live host has ${Math.ceil(needs.memoryBytes / 2 ** 20)} MiB of memory and ${Math.ceil(needs.diskBytes / 2 ** 20)} MiB of pool free`);
+    let last: unknown;
+    for (const host of order) {
+      try {
+        if (host === self) return { ...(await local()), host };
+        const a = await callHost<T>(this, host, 'POST', '/v1/containers', { ...body, host }, 120_000);
+        if (a.status === 201) return { ...a.body, host };
+        throw remoteError(host, a);
+      } catch (err) {
+        if (body.host || !isRefusal(err)) throw err;
+        this.deps.log.warn({ err, host, container: body.name }, 'fleet placement: the host refused; trying the next one');
+        last = err;
+      }
+    }
+    throw last;
+  }
+
+  fanOut<T>(path: string, local: () => Promise<T>, timeoutMs: number): Promise<FanOut<T>> {
+    this.need();
+    return fanOut(this, path, local, timeoutMs);
+  }
+
+  /** A host as a forward sees it: up with its hop, or down (its lease expired) with why. */
+  private owner(m: Member, host: string): Owner {
+    const rec = m.cache.view.hosts.get(host)?.value;
+    if (!rec) return { host, up: false, why: 'no live record in the fleet: its lease expired (or no such host)' };
+    const address = rec.addresses[0];
+    if (!rec.hop || !address) return { host, up: false, why: 'its record names no host-to-host hop' };
+    return { host, up: true, address, port: rec.hop.port, ca: rec.hop.caPem, servername: rec.hop.servername };
+  }
+
+  /** The directory places it on another host (cache only: a request never waits on etcd). */
+  ownerOfName(name: string): Owner | null {
+    const m = this.member;
+    const e = m?.cache.view.names.get(name);
+    return m && e && e.value.host !== m.settings.host ? this.owner(m, e.value.host) : null;
+  }
+
+  ownerOfToken(hash: string): Owner | null {
+    const m = this.member;
+    const e = m?.cache.view.tokens.get(hash);
+    return m && e && e.value.host !== m.settings.host ? this.owner(m, e.value.host) : null;
+  }
+
+  ownerOfRoute(hostname: string): Owner | null {
+    const m = this.member;
+    const e = m?.cache.view.routes.get(hostname);
+    return m && e && e.value.host !== m.settings.host ? this.owner(m, e.value.host) : null;
+  }
+
+  sign(method: string, host: string, url: string, client: string): Record<string, string> | null {
+    return this.member?.hop.sign(method, host, url, client) ?? null;
+  }
+
+  verify(req: IncomingMessage): { from: string; client: string } | null {
+    return this.member?.hop.verify(req) ?? null;
+  }
+
   /** Stops taking part. `revoke`: the host record goes now (leave); else it expires with its lease (a stop). */
   async stop(revoke: boolean): Promise<void> {
     const m = this.member;
@@ -219,6 +312,7 @@ export class Fleet {
     this.member = null;
     if (this.deps.ctx.names === m.publisher) this.deps.ctx.names = undefined;
     m.publisher.close();
+    m.hop.close();
     await m.membership.close(revoke);
     await m.cache.close();
     m.clients.close();

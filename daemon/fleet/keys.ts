@@ -4,6 +4,7 @@ export interface FleetKeys {
   host(host: string): string;
   name(container: string): string;
   token(hash: string): string;
+  route(hostname: string): string;
 }
 
 export function fleetKeys(fleet: string): FleetKeys {
@@ -13,7 +14,15 @@ export function fleetKeys(fleet: string): FleetKeys {
     host: (h) => `${prefix}hosts/${h}`,
     name: (n) => `${prefix}names/${n}`,
     token: (t) => `${prefix}tokens/${t}`,
+    route: (r) => `${prefix}routes/${r}`,
   };
+}
+
+/** The host-to-host hop: HTTPS on `port` of the first address, certificate for `servername` signed by `caPem`. */
+export interface HopRecord {
+  port: number;
+  caPem: string;
+  servername: string;
 }
 
 /** What a host says about itself, under its lease (gone when the host stops refreshing it). */
@@ -21,6 +30,8 @@ export interface HostRecord {
   host: string;
   addresses: string[];
   ports: { http: number; https: number };
+  /** Where other hosts forward to (absent in records of hoodyd before routing). */
+  hop?: HopRecord;
   capacity: {
     poolFreeBytes: number | null;
     memoryAvailableBytes: number;
@@ -51,7 +62,14 @@ export interface TokenRecord {
   user: string;
 }
 
-export type Kind = 'hosts' | 'names' | 'tokens';
+/** A tenant's routed hostname (proxy route) -> the container and host that serve it; plain keys, like names. */
+export interface RouteRecord {
+  host: string;
+  container: string;
+}
+
+export type Kind = 'hosts' | 'names' | 'tokens' | 'routes';
+export const KINDS: readonly Kind[] = ['hosts', 'names', 'tokens', 'routes'];
 
 /** Splits a key of this fleet into its kind and id; null for anything else under the prefix. */
 export function parseKey(keys: FleetKeys, key: string): { kind: Kind; id: string } | null {
@@ -61,8 +79,8 @@ export function parseKey(keys: FleetKeys, key: string): { kind: Kind; id: string
   if (slash < 0) return null;
   const kind = rest.slice(0, slash);
   const id = rest.slice(slash + 1);
-  if ((kind !== 'hosts' && kind !== 'names' && kind !== 'tokens') || !id) return null;
-  return { kind, id };
+  if (!KINDS.includes(kind as Kind) || !id) return null;
+  return { kind: kind as Kind, id };
 }
 
 /** A value read from etcd: JSON of an object, or null (somebody else's garbage is ignored, not trusted). */

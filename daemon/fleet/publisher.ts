@@ -4,7 +4,7 @@ import { fail } from '../../containers/errors.js';
 import type { ContainerStore } from '../../containers/store.js';
 import type { DirectoryCache } from './directory.js';
 import { type EtcdClients, within } from './etcd.js';
-import { type FleetKeys, type NameRecord, parseValue, type TokenRecord } from './keys.js';
+import { type FleetKeys, type NameRecord, parseValue, type RouteRecord, type TokenRecord } from './keys.js';
 
 const CALL_MS = 3_000;
 
@@ -30,6 +30,8 @@ export class Publisher implements NameRegistry {
     private readonly busy: ReadonlySet<string>,
     private readonly everyMs: number,
     private readonly log: Logger,
+    /** This host's routed hostnames (proxy routes) -> container. */
+    private readonly routes: () => readonly { hostname: string; container: string }[] = () => [],
   ) {}
 
   start(): void {
@@ -135,6 +137,17 @@ export class Publisher implements NameRegistry {
       const have = view.tokens.get(hash);
       if (!have || have.value.container !== want.container || have.value.host !== want.host || have.value.user !== want.user)
         ops.push({ key: this.keys.token(hash), value: JSON.stringify(want), rev: have?.rev ?? 0 });
+    }
+    const wantedRoutes = new Map<string, RouteRecord>();
+    for (const r of this.routes()) if (rows.get(r.container)?.phase === 'ready') wantedRoutes.set(r.hostname, { host: this.host, container: r.container });
+    for (const [hostname, want] of wantedRoutes) {
+      const have = view.routes.get(hostname);
+      // Another host's route of that name is not overwritten (the first publisher holds it).
+      if (have && have.value.host !== this.host) continue;
+      if (!have || have.value.container !== want.container) ops.push({ key: this.keys.route(hostname), value: JSON.stringify(want), rev: have?.rev ?? 0 });
+    }
+    for (const [hostname, e] of view.routes) {
+      if (e.value.host === this.host && !wantedRoutes.has(hostname)) ops.push({ key: this.keys.route(hostname), value: null, rev: e.rev });
     }
     for (const [name, e] of view.names) {
       const row = rows.get(name);
