@@ -38,7 +38,8 @@ const prefix = `hoody/${fleetName}/`;
 async function create(h: Host, name: string): Promise<{ status: number; code?: string; body?: Created; ms: number }> {
   const t0 = Date.now();
   try {
-    const body = await h.d.client.call<Created>('POST', '/v1/containers', { name, memory: '32m' });
+    // Pinned to the host asked: these cases are about the directory, not placement (fleet-routing.test.ts).
+    const body = await h.d.client.call<Created>('POST', '/v1/containers', { name, memory: '32m', host: h.name });
     return { status: 201, body, ms: Date.now() - t0 };
   } catch (err) {
     if (err instanceof ApiError) return { status: err.status, code: err.code, ms: Date.now() - t0 };
@@ -159,7 +160,7 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
 
   test('a create that fails after taking the name gives it back: another host may take it', async () => {
     const t0 = Date.now();
-    const failed = await hosts[0]!.d.client.call('POST', '/v1/containers', { name: 'ghost', image: 'hoody-test/absent:none' }).catch((e: ApiError) => e);
+    const failed = await hosts[0]!.d.client.call('POST', '/v1/containers', { name: 'ghost', image: 'hoody-test/absent:none', host: 'a' }).catch((e: ApiError) => e);
     assert.ok(failed instanceof ApiError && failed.code === 'HOODY_IMAGE_UNKNOWN', String(failed));
     assert.equal((await store.get(`${prefix}names/ghost`).string()) ?? null, null, 'the reservation was released');
     const r = await create(hosts[1]!, 'ghost');

@@ -1,6 +1,7 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
+import type { Placer } from './containers.js';
 import { NameParam } from './schemas.js';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
@@ -58,8 +59,20 @@ export const JoinBody = Type.Object(
   { additionalProperties: false },
 );
 
+const FanOutView = Type.Object({
+  hosts: Type.Array(Type.Object({ host: Type.String(), result: Type.Unknown() })),
+  partial: Type.Boolean({ description: 'true when some live host did not answer in time (see failed)' }),
+  failed: Type.Array(Type.Object({ host: Type.String(), code: Type.String(), message: Type.String() })),
+});
+const FanOutQuery = Type.Object(
+  { timeout_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 60_000, description: 'per host (default 3000)' })) },
+  { additionalProperties: false },
+);
+
 /** The daemon's fleet (daemon/fleet/), as the admin API needs it: answers from the directory cache only. */
-export interface FleetApi {
+export interface FleetApi extends Placer {
+  /** The same admin GET on every live host (this one by `local`), each bounded by `timeoutMs`. */
+  fanOut<T>(path: string, local: () => Promise<T>, timeoutMs: number): Promise<Static<typeof FanOutView>>;
   status(): { joined: boolean };
   hosts(): Static<typeof FleetHostView>[];
   placement(name: string): Static<typeof Placement>;
@@ -69,7 +82,7 @@ export interface FleetApi {
 }
 
 /** `/v1/fleet/…`: membership and the directory (issue 12, phase 1). */
-export const fleetRoutes: FastifyPluginAsync<{ fleet: FleetApi }> = async (plain, { fleet }) => {
+export const fleetRoutes: FastifyPluginAsync<{ fleet: FleetApi; local: { containers(): Promise<unknown>; stats(): Promise<unknown> } }> = async (plain, { fleet, local }) => {
   const app = plain.withTypeProvider<TypeBoxTypeProvider>();
   const tags = ['fleet'];
   app.get('/v1/fleet', { schema: { tags, response: { 200: FleetStatusView } } }, async () => fleet.status());
@@ -82,6 +95,13 @@ export const fleetRoutes: FastifyPluginAsync<{ fleet: FleetApi }> = async (plain
     '/v1/fleet/resolve',
     { schema: { tags, body: Type.Object({ token: Type.String({ maxLength: 512 }) }, { additionalProperties: false }), response: { 200: TokenPlacement } } },
     async (req) => fleet.resolveToken(req.body.token),
+  );
+  // `hoody ls --fleet` / `stats --fleet`: gathered from live hosts; a host that does not answer in time is listed.
+  app.get('/v1/fleet/containers', { schema: { tags, querystring: FanOutQuery, response: { 200: FanOutView } } }, async (req) =>
+    fleet.fanOut('/v1/containers', local.containers, req.query.timeout_ms ?? 3000),
+  );
+  app.get('/v1/fleet/stats', { schema: { tags, querystring: FanOutQuery, response: { 200: FanOutView } } }, async (req) =>
+    fleet.fanOut('/v1/stats', local.stats, req.query.timeout_ms ?? 3000),
   );
   app.post('/v1/fleet/join', { schema: { tags, body: JoinBody, response: { 200: FleetStatusView } } }, async (req) => fleet.join(req.body));
   app.post(

@@ -5,6 +5,7 @@ import type { ContainerContext } from '../../containers/context.js';
 import { answerClientError, frameworkErrors, installErrorHandling } from '../errors.js';
 import { schemaController } from '../validation.js';
 import type { SnapshotScheduler } from '../../containers/snapshot-schedule.js';
+import { listContainers } from '../../containers/lifecycle.js';
 import { containerRoutes } from './containers.js';
 import { snapshotRoutes } from './snapshots.js';
 import { type DomainGrants, domainRoutes } from './domains.js';
@@ -63,11 +64,11 @@ export async function buildAdminApi(deps: AdminApiDeps): Promise<FastifyInstance
     req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'admin request');
   });
   await app.register(hostRoutes, { deps });
-  await app.register(containerRoutes, { ctx: deps.ctx, grants: deps.grants });
+  await app.register(containerRoutes, { ctx: deps.ctx, grants: deps.grants, placer: deps.fleet });
   await app.register(snapshotRoutes, { ctx: deps.ctx, scheduler: deps.snapshots });
   if (deps.grants) await app.register(domainRoutes, { ctx: deps.ctx, grants: deps.grants });
   await app.register(adminLogRoutes, { sources: deps.logSources, store: deps.ctx.store });
-  if (deps.fleet) await app.register(fleetRoutes, { fleet: deps.fleet });
+  if (deps.fleet) await app.register(fleetRoutes, { fleet: deps.fleet, local: { containers: () => listContainers(deps.ctx), stats: () => deps.stats() } });
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }
