@@ -215,6 +215,8 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
     assert.equal(kinds('hosts').length, 3);
     assert.equal(kinds('tokens').length, 3, 'one owner token per container');
     for (const kv of all.kvs) assert.ok(Number(kv.create_revision) > wiped);
+    // The hop's fleet secret is put back too (by whichever host checks first; they all hold the same one).
+    await until('the fleet secret is back', async () => (await store.get(`${prefix}secret`).string()) !== null, { timeoutMs: 15_000, everyMs: 200 });
   });
 
   test("a killed host's lease expires: `fleet ls` shows it down, its names stay reserved", async () => {

@@ -42,20 +42,28 @@ export class HopAuth {
     if (this.timer) clearTimeout(this.timer);
   }
 
+  /**
+   * Takes the fleet's secret (or makes it), then checks every 10 s that etcd still holds one: after a wipe of the
+   * prefix every host puts back the one it has (all the same, so whoever wins the create-if-absent, nothing changes).
+   */
   private async fetch(): Promise<void> {
-    if (this.closed || this.secret) return;
+    if (this.closed) return;
     const key = `${this.keys.prefix}secret`;
     const { strict } = this.clients;
+    let again = 10_000;
     try {
-      const fresh = randomBytes(32).toString('base64');
-      const res = await within(3000, 'fleet secret', strict.if(key, 'Create', '==', 0).then(strict.put(key).value(fresh)).else(strict.get(key)).commit());
-      const value = res.succeeded ? fresh : res.responses[0]?.response_range?.kvs[0]?.value.toString();
+      const mine = (this.secret ?? randomBytes(32)).toString('base64');
+      const res = await within(3000, 'fleet secret', strict.if(key, 'Create', '==', 0).then(strict.put(key).value(mine)).else(strict.get(key)).commit());
+      const value = res.succeeded ? mine : res.responses[0]?.response_range?.kvs[0]?.value.toString();
       if (!value) throw new Error('the fleet secret is empty');
-      this.secret = Buffer.from(value, 'base64');
+      const next = Buffer.from(value, 'base64');
+      if (this.secret && !this.secret.equals(next)) this.log.warn('fleet secret changed in etcd; using the new one (hosts still on the old one are refused until they re-read it)');
+      this.secret = next;
     } catch (err) {
       this.log.debug({ err }, 'fleet secret not read yet; retrying');
-      if (!this.closed) this.timer = setTimeout(() => void this.fetch(), 1000);
+      if (!this.secret) again = 1000;
     }
+    if (!this.closed) this.timer = setTimeout(() => void this.fetch(), again);
   }
 
   private mac(parts: string[]): Buffer {
