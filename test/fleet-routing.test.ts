@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startEtcdCluster, type EtcdCluster } from './support/etcd.js';
 import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
@@ -219,6 +220,47 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
     console.log(`# a new route answered on every host within ${Date.now() - t0} ms`);
     // A name nobody routes is still B's own 404.
     assert.equal((await send(b().http, { host: 'nobody.web.test', path: '/' })).status, 404);
+  });
+
+  test("an upgrade (a websocket's handshake, then both directions) to a routed name on A works through B", async () => {
+    const web = await a().d.client.call<{ engineId: string }>('GET', '/v1/containers/web');
+    // A minimal upgrade server: answers 101 to any request, then echoes every byte back.
+    const script = "#!/bin/sh\nwhile IFS= read -r l; do l=$(printf '%s' \"$l\" | tr -d '\\r'); [ -z \"$l\" ] && break; done\nprintf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: echo\\r\\nConnection: Upgrade\\r\\n\\r\\n'\nexec cat\n";
+    const put = await send(a().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/files/up.sh?token=${token}`, method: 'PUT', body: script, headers: { 'content-type': 'application/octet-stream' } });
+    assert.ok(put.status < 300, put.text);
+    const started = await dockerExec(web.engineId, ['sh', '-c', 'chmod +x /files/up.sh && (nc -ll -p 8081 -e /files/up.sh >/dev/null 2>&1 &)']);
+    assert.equal(started.exitCode, 0, started.output);
+    const route = await send(a().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/proxy/routes/echo.web.test?token=${token}`, method: 'PUT', body: '{"port":8081}', headers: { 'content-type': 'application/json' } });
+    assert.equal(route.status, 200, route.text);
+    const upgrade = (port: number) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = connect({ host: '127.0.0.1', port });
+        let got = '';
+        let sent = false;
+        const timer = setTimeout(() => {
+          sock.destroy();
+          resolve(got);
+        }, 3000);
+        sock.on('error', reject);
+        sock.on('data', (d: Buffer) => {
+          got += d.toString('latin1');
+          if (!sent && got.includes('\r\n\r\n') && got.startsWith('HTTP/1.1 101')) {
+            sent = true;
+            sock.write('ping-through-the-hop\n');
+          }
+          if (got.includes('ping-through-the-hop\n')) {
+            clearTimeout(timer);
+            sock.destroy();
+            resolve(got);
+          }
+        });
+        sock.write('GET /ws HTTP/1.1\r\nHost: echo.web.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
+      });
+    const through = await until('B passes the upgrade through to A', async () => {
+      const got = await upgrade(b().http);
+      return got.includes('ping-through-the-hop\n') && got;
+    }, { timeoutMs: 15_000, everyMs: 200 });
+    assert.match(through, /^HTTP\/1\.1 101/);
   });
 
   test('kill -9 of C: its container answers 503 HOODY_FLEET_HOST_DOWN on A and B, fast, before and after its lease expires', async () => {
