@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 # systemd: its systemd-analyze checks the unit `hoody service install` writes (test/service.test.ts).
 # prometheus: its promtool lints the daemon's /metrics (test/metrics.test.ts); the server itself is not used.
-PKGS=(docker.io jq btrfs-progs busybox-static debootstrap pebble iptables curl openssl util-linux gcc libc6-dev haproxy systemd prometheus)
+# etcd-server, etcd-client: the fleet directory's store; test/fleet.test.ts runs its own 3-member cluster and etcdctl.
+PKGS=(docker.io jq btrfs-progs busybox-static debootstrap pebble iptables curl openssl util-linux gcc libc6-dev haproxy systemd prometheus etcd-server etcd-client)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -17,6 +18,10 @@ if ((${#missing[@]})); then
   # Only promtool is wanted: a Prometheus (and node exporter) the package started under systemd is stopped.
   if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
     systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+  fi
+  # The distribution's etcd member is not hoody's: fleets point at their own cluster (HOODY_FLEET_ETCD).
+  if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
   fi
 fi
 # npm ci compiles isolated-vm from source here (minutes on two cores): the box keeps what it installed, keyed by

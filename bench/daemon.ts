@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LABEL_INSTANCE } from '../containers/context.js';
@@ -110,7 +110,8 @@ export async function startBenchDaemon(opts: StartDaemonOptions): Promise<BenchD
   try {
     const deadline = Date.now() + 60_000;
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`hoodyd exited with ${child.exitCode}; see ${stateDir}/hoodyd.log`);
+      // The clean-up removes the state dir: the log's tail goes into the error.
+      if (child.exitCode !== null) throw new Error(`hoodyd exited with ${child.exitCode}: ${(await readFile(logFile, 'utf8').catch(() => '')).slice(-1500)}`);
       if (await client.alive()) break;
       if (Date.now() > deadline) throw new Error(`hoodyd did not answer within 60 s; see ${stateDir}/hoodyd.log`);
       await sleep(100);

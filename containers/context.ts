@@ -33,6 +33,16 @@ export interface NamespaceHooks {
   started?(row: ContainerRow): Promise<void>;
 }
 
+/**
+ * Fleet-wide name reservations (daemon/fleet/): a create takes the name before anything is provisioned and gives
+ * it back when provisioning fails. Absent on a host in no fleet.
+ */
+export interface NameRegistry {
+  /** Throws HOODY_NAME_TAKEN when another host holds the name, HOODY_FLEET_… (503) when the store cannot say. */
+  reserve(name: string, id: string): Promise<void>;
+  release(name: string, id: string): Promise<void>;
+}
+
 /** Everything the container layer needs, passed explicitly (no singletons). */
 export interface ContainerContext {
   store: ContainerStore;
@@ -49,6 +59,8 @@ export interface ContainerContext {
   busy: Set<string>;
   /** Which shared shim a new container joins, and turns for its members' starts, stops and removals. */
   shims: ShimPlacement;
+  /** Set while the host is in a fleet (joined at start or live). */
+  names?: NameRegistry;
   /** Builds an image hoody makes itself (hoody/base, hoody/busybox) when the engine lost it; false: not hoody's. */
   ensureImage?: (image: string) => Promise<boolean>;
   log: Logger;

@@ -166,6 +166,16 @@ export const errors = {
   DAEMON_UNAVAILABLE: { status: 503, message: () => 'hoodyd is restarting; retry shortly' },
   DATA_PLANE_UNAVAILABLE: { status: 503, message: (d: string) => `the data plane (HAProxy) did not take the change: ${d}` },
 
+  // the fleet (issue 12)
+  FLEET_UNAVAILABLE: { status: 503, message: (d: string) => `the fleet directory (etcd) is unreachable: ${d}; containers already running are not affected` },
+  FLEET_NO_LEADER: { status: 503, message: (d: string) => `the fleet directory (etcd) has no leader (quorum lost): ${d}; containers already running are not affected` },
+  FLEET_NOT_JOINED: { status: 409, message: () => 'this host is not in a fleet (hoody fleet join <etcd endpoints>)' },
+  FLEET_CONFIG_INVALID: { status: 400, message: (d: string) => `invalid fleet setting: ${d}` },
+  FLEET_NAME_UNKNOWN: { status: 404, message: (n: string) => `no container ${n} in the fleet directory` },
+  FLEET_HOST_DOWN: { status: 503, message: (host: string, why: string) => `the container lives on host ${host}, which is down (${why}); nothing is rescheduled: it answers again when ${host} is back` },
+  FLEET_NO_CAPACITY: { status: 507, message: (d: string) => `no host of the fleet can take it: ${d}` },
+  FLEET_HOP_UNAUTHORIZED: { status: 401, message: () => 'this listener takes requests from hosts of the fleet only' },
+
 } as const;
 
 export type ErrorName = keyof typeof errors;

@@ -146,6 +146,12 @@ async function provision(ctx: ContainerContext, base: Omit<ContainerRow, 'phase'
   busy.add(base.name);
   try {
     await using undo = new Undo((label, error) => ctx.log.error({ err: error, step: label, container: base.name }, 'undo step failed'));
+    // In a fleet the name is taken fleet-wide first: of two hosts racing for it, one provisions, one gets a 409.
+    const names = ctx.names;
+    if (names) {
+      await names.reserve(base.name, base.id);
+      undo.push('name reservation', () => names.release(base.name, base.id));
+    }
     // Chosen and inserted in one turn of the event loop: the row counts towards its group at once.
     const row: ContainerRow = { ...base, shimGroup: ctx.shims.choose(), phase: 'creating', createdAt: new Date().toISOString() };
     // No fsync of its own: kill -9 keeps it (WAL), the next durable write (engine id) syncs it, and a power loss

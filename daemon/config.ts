@@ -65,6 +65,8 @@ export interface Config {
   /** Rotated files kept beside the live one (file.1 … file.N). */
   logKeep: number;
   exec: ExecConfig;
+  /** The fleet as flags named it (--fleet-etcd, --fleet-host, --fleet-address); env and fleet.json in daemon/fleet/config.ts. */
+  fleetFlags: { endpoints?: string; host?: string; address?: string };
 }
 
 /** Containers per shared shim unless HOODY_SHIM_GROUP_SIZE says otherwise (chosen from bench/density.ts runs). */
@@ -90,6 +92,9 @@ export type ConfigFlags = Partial<{
   image: string;
   logLevel: string;
   logFile: string;
+  fleetEtcd: string;
+  fleetHost: string;
+  fleetAddress: string;
 }>;
 
 /** Parses durations like 1500ms, 90s, 5m, 1h; a bare number is seconds. */
@@ -167,6 +172,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     logMaxBytes: parseBytes(env.HOODY_LOG_MAX_SIZE ?? '16m'),
     logKeep: Math.max(1, Number(env.HOODY_LOG_KEEP ?? '5') || 5),
     exec: loadExecConfig(env),
+    fleetFlags: { endpoints: flags.fleetEtcd, host: flags.fleetHost, address: flags.fleetAddress },
   };
 }
 

@@ -36,6 +36,11 @@ import { ServiceCertificates } from '../containers/tls/sni.js';
 import { VERSION } from './version.js';
 import { buildCommands } from './commands.js';
 import { NAMESPACE_MIGRATIONS } from './migrations.js';
+import { Fleet } from './fleet/index.js';
+import { fleetHopPort, resolveFleet } from './fleet/config.js';
+import type { HopRecord } from './fleet/keys.js';
+import { adminOverHop } from './fleet/remote.js';
+import { FleetForwarder } from '../api/public/forward.js';
 
 export interface Daemon {
   config: Config;
@@ -78,6 +83,9 @@ export function buildContainerContext(config: Config, db: Database.Database, log
  * then the admin API on its unix socket. Containers keep running when the daemon stops.
  */
 export async function startDaemon(config: Config, log: Logger = makeLogger(config.logLevel, config)): Promise<Daemon> {
+  const startedAt = new Date().toISOString();
+  // A bad fleet setting stops the start here; an unreachable etcd never does (membership retries in the background).
+  const fleetSettings = await resolveFleet(config.fleetFlags, process.env, config.stateDir);
   const setup = await setupHost(config, log);
   const db = openDatabase(config.dbPath, NAMESPACE_MIGRATIONS);
   const ctx = buildContainerContext(config, db, log);
@@ -127,6 +135,24 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   ctx.hooks.push({ open: async () => undefined, close: (row) => metrics.activity.forget(row.name) });
   const ns = buildNamespaces(config, db, ctx, () => ports.https, () => pub!.app, () => dataPlane?.plane, commands.commands, commands.bun, metrics.activity);
   proxy = ns.proxy;
+  // Made after every namespace hook is in: its own hook (publish on create, delete, start) runs last.
+  // The hop listener starts with the first fleet record (a host in no fleet opens no extra port).
+  let hop: Promise<HopRecord> | undefined;
+  const startHop = (): Promise<HopRecord> => {
+    hop ??= (async () => {
+      const servername = `hoodyd.${fleetSettings?.host ?? 'host'}.fleet.${config.domain}`;
+      const pem = await trust.ca.issue([servername]);
+      const port = await pub!.listenHop({ port: fleetHopPort(process.env), host: '0.0.0.0', cert: `${pem.cert}${trust.ca.certPem}`, key: pem.key, router: fleet });
+      log.info({ port, servername }, 'fleet: host-to-host hop listening');
+      return { port, caPem: trust.ca.certPem, servername };
+    })();
+    return hop;
+  };
+  const fleet = new Fleet({ ctx, stateDir: config.stateDir, version: VERSION, startedAt, ports: () => ports, env: process.env, log, hop: startHop, routes: () => ns.proxy.service.table().routes });
+  const forwarder = new FleetForwarder(fleet, config.domain, {
+    hasContainer: (name) => ctx.store.get(name) !== undefined,
+    hasToken: (hash) => ctx.store.tokenByHash(hash) !== undefined,
+  });
 
   const report = await reconcile(ctx);
   log.info(report, 'reconciled with the engine');
@@ -140,6 +166,10 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     calls: ns.calls,
     tokenFailureLimit: config.tokenFailureLimit,
     headersTimeoutMs: config.headersTimeoutMs,
+    fleet: () => (fleet.joined ? forwarder : null),
+    hopIntercept: (req, res) => ns.proxy.forwarder.handle(req, res),
+    hopAdmin: adminOverHop(config.adminSocket),
+    hopUpgrade: (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
     // Routed hostnames reach hoodyd only when it is the data plane itself.
     intercept: haproxy ? undefined : (req, res) => ns.proxy.forwarder.handle(req, res),
     upgrade: haproxy ? undefined : (req, socket, head) => ns.proxy.forwarder.upgrade(req, socket, head),
@@ -159,6 +189,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   for (const row of ctx.store.list()) {
     if (row.phase === 'ready') await network.apply(row).catch((err: unknown) => log.warn({ err, container: row.name }, 'network set-up failed'));
   }
+  fleet.start(fleetSettings);
   const stopEvents = watchStarts(ctx);
   await ns.cron.start();
 
@@ -182,6 +213,7 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     logSources: ns.logSources,
     grants: { get: (name) => ns.proxy.service.grants(name), set: (name, domains) => ns.proxy.service.setGrants(name, domains) },
     snapshots,
+    fleet,
   });
   await mkdir(dirname(config.adminSocket), { recursive: true });
   if (existsSync(config.adminSocket)) await rm(config.adminSocket); // stale from a killed daemon
@@ -201,8 +233,10 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
       closed = true;
       stopEvents();
       snapshots.close();
+      await fleet.stop(false); // the host record expires with its lease: a restart does not flap the fleet
       await admin.close();
       await pub?.close();
+      forwarder.close();
       await dataPlane?.plane.close(); // HAProxy itself keeps serving: the data plane outlives hoodyd
       await ns.close();
       await commands.commands.close();

@@ -12,6 +12,9 @@ export function daemonFlags(cmd: Command): Command {
     .option('--https-port <port>', 'public HTTPS port, 0 = any free (env HOODY_HTTPS_PORT)')
     .option('--image <image>', 'default image of new containers (env HOODY_IMAGE)')
     .option('--log-level <level>', 'pino log level (env HOODY_LOG_LEVEL)')
-    .option('--log-file <path>', 'write the log here, 0600, rotated by size (env HOODY_LOG_FILE; default stdout)');
+    .option('--log-file <path>', 'write the log here, 0600, rotated by size (env HOODY_LOG_FILE; default stdout)')
+    .option('--fleet-etcd <endpoints>', 'join the fleet on these etcd endpoints, host:port[,…] (env HOODY_FLEET_ETCD)')
+    .option('--fleet-host <name>', "this host's name in the fleet (env HOODY_FLEET_HOST, default the hostname)")
+    .option('--fleet-address <addr>', 'address(es) other hosts reach this one at (env HOODY_FLEET_ADDRESS)');
 }
 

@@ -48,7 +48,13 @@ function nanoCpus(value: string | number | undefined): number | undefined {
 }
 
 /** Admin routes for containers: thin, each one call into containers/. */
-export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext; grants?: DomainGrants }> = async (plain, { ctx, grants }) => {
+/** Placement in a fleet (daemon/fleet/): picks the host, creates there over the hop, or calls `local` here. */
+export interface Placer {
+  readonly joined: boolean;
+  create<T extends object>(body: NewContainer, needs: { memoryBytes: number; diskBytes: number }, local: () => Promise<T>): Promise<T & { host: string }>;
+}
+
+export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext; grants?: DomainGrants; placer?: Placer }> = async (plain, { ctx, grants, placer }) => {
   // A new container gets its grants before its token leaves the daemon; if they cannot be stored it goes again.
   const grantOrUndo = async (name: string, domains: string[] | undefined) => {
     if (!domains?.length || !grants) return;
@@ -74,16 +80,16 @@ export const containerRoutes: FastifyPluginAsync<{ ctx: ContainerContext; grants
       const b = req.body;
       const domains = b.domains === undefined ? undefined : normalizeGrants(b.domains);
       if (domains?.length && !grants) throw fail('BAD_REQUEST', 'domain grants are not available on this daemon');
-      const { row, token } = await createContainer(ctx, {
-        name: b.name,
-        image: b.image,
-        memoryBytes: bytes(b.memory) ?? undefined,
-        nanoCpus: nanoCpus(b.cpus),
-        diskBytes: b.disk === undefined ? undefined : bytes(b.disk),
-        pidsLimit: b.pids,
-      });
-      await grantOrUndo(row.name, domains);
-      return reply.code(201).send({ name: row.name, id: row.id, state: 'running', token });
+      const memoryBytes = bytes(b.memory) ?? undefined;
+      const diskBytes = b.disk === undefined ? undefined : bytes(b.disk);
+      const local = async () => {
+        const { row, token } = await createContainer(ctx, { name: b.name, image: b.image, memoryBytes, nanoCpus: nanoCpus(b.cpus), diskBytes, pidsLimit: b.pids });
+        await grantOrUndo(row.name, domains);
+        return { name: row.name, id: row.id, state: 'running', token };
+      };
+      if (placer?.joined) return reply.code(201).send(await placer.create(b, { memoryBytes: memoryBytes ?? 0, diskBytes: diskBytes ?? 0 }, local));
+      if (b.host !== undefined) throw fail('FLEET_NOT_JOINED');
+      return reply.code(201).send(await local());
     },
   );
 

@@ -30,6 +30,7 @@ export const NewContainer = Type.Object(
         description: 'names it may route, certify and order (example.org, *.example.org); absent: any non-reserved name',
       }),
     ),
+    host: Type.Optional(Type.String({ maxLength: 63, description: 'in a fleet: create it on this host (else placement picks one)' })),
   },
   { additionalProperties: false },
 );
@@ -61,6 +62,7 @@ export const CreatedContainer = Type.Object({
   id: Type.String(),
   state: Type.String(),
   token: Type.String({ description: 'shown once; only its hash is kept' }),
+  host: Type.Optional(Type.String({ description: 'in a fleet: the host it was created on' })),
 });
 
 export const NewSnapshot = Type.Object({ name: Type.String({ maxLength: 256 }) }, { additionalProperties: false });

@@ -1,4 +1,4 @@
-import { clientAddress } from './proxied.js';
+import { requestClient } from './forward.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ContainerContext } from '../../containers/context.js';
 import { fail } from '../../containers/errors.js';
@@ -19,7 +19,7 @@ export function presentedToken(req: FastifyRequest): string | null {
 
 function lookupToken(ctx: ContainerContext, token: string, req: FastifyRequest, limiter?: FailureLimiter): TokenRow {
   // A script's guesses count against its container, not against the loopback address every inject comes from.
-  const client = req.hoodyCall ? `exec:${req.hoodyCall.container}` : (clientAddress(req.socket) ?? 'unknown');
+  const client = req.hoodyCall ? `exec:${req.hoodyCall.container}` : (requestClient(req.raw) ?? 'unknown');
   if (limiter?.blocked(client)) throw fail('RATE_LIMITED', 'too many bad tokens from this address; try again later');
   // The hash is the lookup key: timing reveals nothing about the token itself.
   const row = ctx.store.tokenByHash(hashToken(token));

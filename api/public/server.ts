@@ -11,6 +11,8 @@ import { answerClientError, frameworkErrors, installErrorHandling } from '../err
 import { schemaController } from '../validation.js';
 import { FailureLimiter } from './limiter.js';
 import { type CallAuthority, stripInternalHeaders } from './authority.js';
+import { fail } from '../../containers/errors.js';
+import { type FleetForwarder, type FleetRouter, markHopped } from './forward.js';
 import { acceptHttp, listenProxied } from './proxied.js';
 
 export interface PublicServerOptions {
@@ -33,6 +35,22 @@ export interface PublicServerOptions {
   /** The whole header block must arrive within this (default 20 s); slower clients get a 408 and are cut off. */
   headersTimeoutMs?: number;
   host?: string;
+  /** In a fleet: requests for other hosts' containers are forwarded (made by the daemon once it joins). */
+  fleet?: () => FleetForwarder | null;
+  /** Over the hop: routed hostnames of this host's containers go straight to them (HAProxy is not on that path). */
+  hopIntercept?(req: IncomingMessage, res: ServerResponse): boolean;
+  hopUpgrade?(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
+  /** Over the hop: admin calls of other fleet hosts (placement, fan-out); returns false when not one. */
+  hopAdmin?(req: IncomingMessage, res: ServerResponse): boolean;
+}
+
+/** The host-to-host hop: HTTPS with this host's certificate, every request signed by a fleet host. */
+export interface HopListener {
+  port: number;
+  host: string;
+  cert: string;
+  key: string;
+  router: FleetRouter;
 }
 
 export interface PublicServer {
@@ -42,6 +60,8 @@ export interface PublicServer {
   listen(httpPort: number, httpsPort: number): Promise<{ http: number; https: number }>;
   /** Behind the data plane: a unix socket taking PROXY v1 then HTTP (HAProxy terminates TLS for every name). */
   listenBehind(paths: { http: string }): Promise<void>;
+  /** The hop other fleet hosts forward to; answers with the port it got. */
+  listenHop(hop: HopListener): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -70,6 +90,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
       handler = (req, res) => {
         // Nothing from outside speaks for the daemon: x-hoody-* reach neither the API nor the proxy's upstreams.
         stripInternalHeaders(req);
+        if (opts.fleet?.()?.handle(req, res)) return;
         if (opts.intercept && !req.url?.startsWith('/.well-known/acme-challenge/') && opts.intercept(req, res)) return;
         h(req, res);
       };
@@ -107,6 +128,7 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
     );
   };
   let behind: NetServer[] = [];
+  let hopServer: HttpsServer | undefined;
   const https = createHttpsServer(
     {
       maxHeaderSize: 16 * 1024,
@@ -128,14 +150,15 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
   for (const server of [app.server, https]) {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       stripInternalHeaders(req);
+      if (opts.fleet?.()?.upgrade(req, socket, head)) return;
       if (!opts.upgrade?.(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
     });
   }
 
-  const listenOne = (server: Server | HttpsServer, port: number) =>
+  const listenOne = (server: Server | HttpsServer, port: number, host = opts.host ?? '0.0.0.0') =>
     new Promise<number>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port, host: opts.host ?? '0.0.0.0' }, () => {
+      server.listen({ port, host }, () => {
         server.off('error', reject);
         resolve((server.address() as AddressInfo).port);
       });
@@ -154,8 +177,41 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
       const emit = (socket: Duplex) => app.server.emit('connection', socket);
       behind = [await listenProxied(paths.http, acceptHttp(emit))];
     },
+    async listenHop(hop) {
+      // Only a fleet host's signature lets a request in, and only then is its x-hoody-client believed.
+      const admit = (req: IncomingMessage): boolean => {
+        const who = hop.router.verify(req);
+        stripInternalHeaders(req);
+        if (who) markHopped(req, who.client);
+        return who !== null;
+      };
+      const refused = fail('FLEET_HOP_UNAUTHORIZED');
+      const body = JSON.stringify({ error: { code: refused.code, message: refused.message } });
+      const hopOptions = { cert: hop.cert, key: hop.key, maxHeaderSize: 16 * 1024, connectionsCheckingInterval, handshakeTimeout: headersTimeout };
+      hopServer = createHttpsServer(hopOptions as Parameters<typeof createHttpsServer>[0], (req: IncomingMessage, res: ServerResponse) => {
+        if (admit(req)) {
+          if (opts.hopAdmin?.(req, res)) return;
+          // http-01 answers are hoodyd's own, as on the public listener.
+          if (!req.url?.startsWith('/.well-known/acme-challenge/') && opts.hopIntercept?.(req, res)) return;
+          return handler?.(req, res);
+        }
+        res.writeHead(refused.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);
+      });
+      hopServer.keepAliveTimeout = 65_000;
+      hopServer.headersTimeout = headersTimeout;
+      hopServer.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket));
+      hopServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (!admit(req)) return void socket.end(`HTTP/1.1 401 Unauthorized\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        if (!(opts.hopUpgrade ?? opts.upgrade)?.(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      });
+      return listenOne(hopServer, hop.port, hop.host);
+    },
     async close() {
       for (const s of behind) s.close();
+      if (hopServer) {
+        hopServer.closeAllConnections();
+        await new Promise<void>((r) => hopServer!.close(() => r()));
+      }
       https.closeAllConnections?.();
       await new Promise<void>((r) => https.close(() => r()));
       await app.close();

@@ -32,11 +32,22 @@ function connectionNamed(headers: IncomingHttpHeaders): string[] {
     .filter(Boolean);
 }
 
+/** Requests whose client address a fleet host vouched for (the authenticated hop, issue 12.4). */
+const vouched = new WeakMap<IncomingMessage, string>();
+
+export function vouchClient(req: IncomingMessage, client: string): void {
+  vouched.set(req, client);
+}
+
+export function vouchedClient(req: IncomingMessage): string | undefined {
+  return vouched.get(req);
+}
+
 /** The client's request headers as the container gets them: hop-by-hop gone, X-Forwarded-* set. */
 export function forwardedHeaders(req: IncomingMessage, keepUpgrade: boolean): IncomingHttpHeaders {
   const headers: IncomingHttpHeaders = { ...req.headers };
   for (const h of [...HOP_BY_HOP, ...connectionNamed(req.headers)]) if (!(keepUpgrade && (h === 'upgrade' || h === 'connection'))) delete headers[h];
-  const remote = req.socket.remoteAddress ?? '';
+  const remote = vouched.get(req) ?? req.socket.remoteAddress ?? '';
   headers['x-forwarded-for'] = req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${remote}` : remote;
   headers['x-forwarded-proto'] = isSecure(req) ? 'https' : 'http';
   headers['x-forwarded-host'] = req.headers.host ?? '';

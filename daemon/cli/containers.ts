@@ -18,6 +18,7 @@ interface Created {
   id: string;
   state: string;
   token: string;
+  host?: string;
 }
 
 type ClientOf = (cmd: Command) => AdminClient;
@@ -28,6 +29,19 @@ async function runPool<T>(items: T[], concurrency: number, fn: (item: T) => Prom
     while (next < items.length) await fn(items[next++]!);
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+}
+
+interface FanOut<T> {
+  hosts: { host: string; result: T }[];
+  partial: boolean;
+  failed: { host: string; code: string; message: string }[];
+}
+
+/** A partial fleet answer: which hosts are missing, on stderr, and exit 1 (what is there was printed). */
+function reportPartial(all: FanOut<unknown>): void {
+  if (!all.partial) return;
+  for (const f of all.failed) process.stderr.write(`partial: host ${f.host} did not answer: ${f.code} ${f.message}\n`);
+  process.exitCode = 1;
 }
 
 /** create, ls, inspect, start/stop/restart, rm, snapshot, clone, token, stats. */
@@ -41,6 +55,7 @@ export function containerCommands(program: Command, client: ClientOf): void {
     .option('--cpus <n>', 'CPU limit, e.g. 0.5')
     .option('--disk <size>', 'disk quota of the data volume, e.g. 2g')
     .option('--domain <domain>', 'a domain it may route and certify (repeatable; example.org or *.example.org)', (d: string, all: string[]) => [...all, d], [] as string[])
+    .option('--host <host>', 'in a fleet: create it on this host (else placement picks one)')
     .option('--count <n>', 'create N containers named NAME-1..NAME-N, with a progress bar')
     .option('--parallel <n>', 'creates in flight with --count', '4')
     .option('--json', 'print JSON')
@@ -53,12 +68,13 @@ export function containerCommands(program: Command, client: ClientOf): void {
         ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
         ...(o.disk ? { disk: o.disk } : {}),
         ...(domains.length ? { domains } : {}),
+        ...(o.host ? { host: o.host } : {}),
       });
       const api = client(cmd);
       if (o.count === undefined) {
         const c = await api.call<Created>('POST', '/v1/containers', body(name));
         if (o.json) return printJson(c);
-        process.stdout.write(`created ${c.name} (${c.state})\ntoken: ${c.token}  (shown once)\n`);
+        process.stdout.write(`created ${c.name} (${c.state})${c.host ? ` on host ${c.host}` : ''}\ntoken: ${c.token}  (shown once)\n`);
         return;
       }
       const count = Number(o.count);
@@ -93,8 +109,17 @@ export function containerCommands(program: Command, client: ClientOf): void {
   program
     .command('ls')
     .description('list containers')
+    .option('--fleet', 'every live host of the fleet (a host that does not answer in time is reported, the rest listed)')
+    .option('--timeout <ms>', 'with --fleet: per host', '3000')
     .option('--json', 'print JSON')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean; fleet?: boolean; timeout: string }, cmd: Command) => {
+      if (o.fleet) {
+        const all = await client(cmd).call<FanOut<View[]>>('GET', `/v1/fleet/containers?timeout_ms=${Number(o.timeout) || 3000}`);
+        if (o.json) return printJson(all);
+        const rows = all.hosts.flatMap((h) => h.result.map((c) => [h.host, c.name, c.state, c.image, mib(c.memoryBytes), c.cpus, mib(c.diskBytes), c.createdAt]));
+        process.stdout.write(`${table(['HOST', 'NAME', 'STATE', 'IMAGE', 'MEMORY', 'CPUS', 'DISK', 'CREATED'], rows)}\n`);
+        return reportPartial(all);
+      }
       const list = await client(cmd).call<View[]>('GET', '/v1/containers');
       if (o.json) return printJson(list);
       process.stdout.write(
@@ -272,10 +297,20 @@ export function containerCommands(program: Command, client: ClientOf): void {
   program
     .command('stats')
     .description('per-container memory (RSS/PSS), KSM sharing and disk, with totals')
+    .option('--fleet', 'every live host of the fleet (a host that does not answer in time is reported, the rest listed)')
+    .option('--timeout <ms>', 'with --fleet: per host', '3000')
     .option('--json', 'print JSON')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (o: { json?: boolean; fleet?: boolean; timeout: string }, cmd: Command) => {
       type P = { script: string; user: string; state: string; pid: number | null; rssBytes: number | null; requests: number; restarts: number };
       type S = { name: string; state: string; rssBytes: number; pssBytes: number; shimPssBytes: number; ksmProfitBytes: number; diskExclusiveBytes: number; diskLimitBytes: number | null; mergeAny: boolean; persistent?: P[] };
+      if (o.fleet) {
+        const all = await client(cmd).call<FanOut<{ containers: S[]; totals: Record<string, number> }>>('GET', `/v1/fleet/stats?timeout_ms=${Number(o.timeout) || 3000}`);
+        if (o.json) return printJson(all);
+        const rows = all.hosts.flatMap((h) => h.result.containers.map((c) => [h.host, c.name, c.state, mib(c.rssBytes), mib(c.pssBytes), mib(c.ksmProfitBytes), mib(c.diskExclusiveBytes)]));
+        process.stdout.write(`${table(['HOST', 'NAME', 'STATE', 'RSS', 'PSS', 'KSM SAVED', 'DISK EXCL'], rows)}\n`);
+        for (const h of all.hosts) process.stdout.write(`${h.host}: RSS ${mib(h.result.totals.rssBytes)}, PSS ${mib(h.result.totals.pssBytes)}, disk ${mib(h.result.totals.diskExclusiveBytes)}\n`);
+        return reportPartial(all);
+      }
       const s = await client(cmd).call<{ containers: S[]; totals: Record<string, number>; ksm: { pagesSharing: number; generalProfitBytes: number; savedBytes: number } }>('GET', '/v1/stats');
       if (o.json) return printJson(s);
       process.stdout.write(

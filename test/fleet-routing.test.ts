@@ -1,0 +1,300 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { connect } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { startEtcdCluster, type EtcdCluster } from './support/etcd.js';
+import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
+import { until } from './support/wait.js';
+
+interface Host {
+  name: string;
+  d: TestDaemon;
+  http: number;
+}
+interface Reply {
+  status: number;
+  text: string;
+  code: string | undefined;
+  ms: number;
+}
+interface FleetHost {
+  host: string;
+  healthy: boolean;
+  record: { hop?: { port: number } } | null;
+}
+
+const fleetName = `r${randomBytes(3).toString('hex')}`;
+const DOMAIN = 'hoody.localhost';
+
+function codeOf(text: string): string | undefined {
+  try {
+    return (JSON.parse(text) as { error?: { code?: string } }).error?.code;
+  } catch {
+    return undefined;
+  }
+}
+
+/** One HTTP request to a host's public port (HAProxy), from a chosen loopback address (127.0.0.0/8). */
+function send(port: number, opts: { host: string; path: string; method?: string; body?: string; headers?: Record<string, string>; from?: string }): Promise<Reply> {
+  const t0 = Date.now();
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | number> = { host: opts.host, ...(opts.headers ?? {}) };
+    if (opts.body !== undefined) headers['content-length'] = Buffer.byteLength(opts.body);
+    const req = httpRequest(
+      { host: '127.0.0.1', port, path: opts.path, method: opts.method ?? 'GET', headers, agent: false, localAddress: opts.from ?? '127.0.0.1' },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text, code: codeOf(text), ms: Date.now() - t0 }));
+      },
+    );
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+describe('fleet routing: any host answers for any container (issue 12.4), dead hosts answer 503 (12.6)', { timeout: 180_000 }, () => {
+  let etcd: EtcdCluster;
+  const hosts: Host[] = [];
+  let token = '';
+  const a = () => hosts[0]!;
+  const b = () => hosts[1]!;
+  const c = () => hosts[2]!;
+
+  before(async () => {
+    etcd = await startEtcdCluster(3);
+    await etcd.healthy();
+    const env = {
+      HOODY_FLEET_ETCD: etcd.endpoints.join(','),
+      HOODY_FLEET_NAME: fleetName,
+      HOODY_FLEET_ADDRESS: '127.0.0.1',
+      HOODY_FLEET_TTL: '4',
+      HOODY_FLEET_RELIST_MS: '3000',
+      HOODY_FLEET_PUBLISH_MS: '500',
+      HOODY_TOKEN_FAILURE_LIMIT: '3',
+    };
+    const started = await Promise.allSettled(
+      ['a', 'b', 'c'].map(async (name) => {
+        const d = await startTestDaemon({ ...env, HOODY_FLEET_HOST: name });
+        hosts.push({ name, d, http: 0 });
+      }),
+    );
+    const failed = started.find((s) => s.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    hosts.sort((x, y) => x.name.localeCompare(y.name));
+    for (const h of hosts) h.http = (await h.d.client.call<{ listeners: { http: number } }>('GET', '/v1/host')).listeners.http;
+    token = (await a().d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'web', memory: '32m', host: 'a' })).token;
+    // Every host knows web, its token and every host's hop before the cases run.
+    for (const h of hosts) {
+      await until(`${h.name} knows the fleet`, async () => {
+        const list = await h.d.client.call<FleetHost[]>('GET', '/v1/fleet/hosts');
+        const p = await h.d.client.call<{ host: string; state: string }>('GET', '/v1/fleet/directory/web').catch(() => null);
+        const t = await h.d.client.call<{ name: string }>('POST', '/v1/fleet/resolve', { token }).catch(() => null);
+        return list.filter((x) => x.healthy && x.record?.hop).length === 3 && p?.state === 'ready' && t?.name === 'web';
+      }, { timeoutMs: 30_000, everyMs: 100 });
+    }
+  });
+
+  after(async () => {
+    await Promise.allSettled(hosts.map((h) => h.d.destroy()));
+    await etcd?.stop();
+  });
+
+  test('web (on A) is reached through B and C by service host, by /c/ path and by token-only host', async () => {
+    for (const h of [b(), c()]) {
+      const byHost = await send(h.http, { host: `api.web.${DOMAIN}`, path: `/api/v1/scripts?token=${token}` });
+      assert.equal(byHost.status, 200, `${h.name} by host: ${byHost.text}`);
+      const byPath = await send(h.http, { host: '127.0.0.1', path: '/c/web/api/v1/scripts', headers: { authorization: `Bearer ${token}` } });
+      assert.equal(byPath.status, 200, `${h.name} by path: ${byPath.text}`);
+      const byToken = await send(h.http, { host: `api.${DOMAIN}`, path: '/api/v1/scripts', headers: { authorization: `Bearer ${token}` } });
+      assert.equal(byToken.status, 200, `${h.name} by token: ${byToken.text}`);
+      // The owner still decides: a wrong token is its 401, a container nobody has is this host's 404.
+      const wrong = await send(h.http, { host: `api.web.${DOMAIN}`, path: '/api/v1/scripts?token=hdy_wrong', from: '127.0.0.9' });
+      assert.equal(wrong.status, 401, wrong.text);
+      // A container nobody has: this host answers as a lone host would (web's token is not one of its own).
+      const none = await send(h.http, { host: `api.nobody.${DOMAIN}`, path: `/api/v1/scripts?token=${token}`, from: '127.0.0.10' });
+      assert.equal(none.status, 401, none.text);
+    }
+    // Method, path and body go through: a file written through B is read back through C and on A itself.
+    const body = `hello ${randomBytes(8).toString('hex')}\n`.repeat(2000);
+    const put = await send(b().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/files/hello.txt?token=${token}`, method: 'PUT', body, headers: { 'content-type': 'application/octet-stream' } });
+    assert.ok(put.status >= 200 && put.status < 300, put.text);
+    for (const h of [c(), a()]) {
+      const got = await send(h.http, { host: `api.web.${DOMAIN}`, path: `/api/v1/files/hello.txt?token=${token}` });
+      assert.equal(got.status, 200);
+      assert.equal(got.text, body, `${h.name} reads what B wrote`);
+    }
+  });
+
+  test("the client's address reaches the owner through the hop, and a client cannot forge it", async () => {
+    const bad = (from: string, headers: Record<string, string> = {}) =>
+      send(b().http, { host: '127.0.0.1', path: '/c/web/api/v1/scripts', from, headers: { authorization: 'Bearer hdy_bad-token', ...headers } });
+    // A counts bad tokens per client: 127.0.0.3's three failures (forwarded by B) block 127.0.0.3 only.
+    for (let i = 0; i < 3; i++) assert.equal((await bad('127.0.0.3')).status, 401);
+    const blocked = await bad('127.0.0.3');
+    assert.equal(blocked.status, 429, blocked.text);
+    assert.equal(blocked.code, 'HOODY_RATE_LIMITED');
+    const other = await send(b().http, { host: '127.0.0.1', path: '/c/web/api/v1/scripts', from: '127.0.0.4', headers: { authorization: `Bearer ${token}` } });
+    assert.equal(other.status, 200, 'another client through the same host B is not blocked: A saw the client, not B');
+    // The blocked client claims another address in the hop's own headers: dropped at B's listener, still blocked.
+    const forged = await bad('127.0.0.3', { 'x-hoody-client': '127.0.0.77', 'x-hoody-hop': `v1 a ${Date.now()} n0nce AAAA`, 'x-forwarded-for': '127.0.0.78' });
+    assert.equal(forged.status, 429, forged.text);
+    // And a forged address in X-Forwarded-For never unblocks anyone either (A trusts nothing a client sends).
+    const viaXff = await send(a().http, { host: `api.web.${DOMAIN}`, path: '/api/v1/scripts', from: '127.0.0.3', headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': '127.0.0.4' } });
+    assert.equal(viaXff.status, 429, viaXff.text);
+  });
+
+  test('the hop itself refuses a tenant: no signature, or a forged one', async () => {
+    const list = await a().d.client.call<FleetHost[]>('GET', '/v1/fleet/hosts');
+    const hopPort = list.find((h) => h.host === 'a')!.record!.hop!.port;
+    const direct = (headers: Record<string, string>, path = '/c/web/api/v1/scripts') =>
+      new Promise<Reply>((resolve, reject) => {
+        const t0 = Date.now();
+        const req = httpsRequest({ host: '127.0.0.1', port: hopPort, path, rejectUnauthorized: false, agent: false, headers: { host: `api.web.${DOMAIN}`, authorization: `Bearer ${token}`, ...headers } }, (res) => {
+          let text = '';
+          res.on('data', (chunk: Buffer) => (text += chunk));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text, code: codeOf(text), ms: Date.now() - t0 }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const attempts: Record<string, string>[] = [{}, { 'x-hoody-client': '6.6.6.6' }, { 'x-hoody-client': '6.6.6.6', 'x-hoody-hop': `v1 b ${Date.now()} abc ${Buffer.alloc(32).toString('base64url')}` }];
+    for (const headers of attempts) {
+      const r = await direct(headers);
+      assert.equal(r.status, 401, r.text);
+      assert.equal(r.code, 'HOODY_FLEET_HOP_UNAUTHORIZED');
+      assert.doesNotMatch(r.text, /scripts/, 'nothing of the container leaks');
+    }
+  });
+
+  test('placement: `hoody create --host` pins, a plain create lands on some host and answers where; no capacity is 507', async () => {
+    const pinned = await a().d.hoody(['create', 'pinned', '--host', 'b', '--memory', '32m', '--json']);
+    assert.equal(pinned.exitCode, 0, pinned.stderr);
+    const p = JSON.parse(pinned.stdout) as { name: string; host: string; token: string };
+    assert.equal(p.host, 'b');
+    assert.equal((await b().d.client.call<{ name: string }>('GET', '/v1/containers/pinned')).name, 'pinned', 'it lives on B');
+    // Made on B from A, and reached through A at once (A learnt it from the directory).
+    await until('A reaches pinned', async () => (await send(a().http, { host: `api.pinned.${DOMAIN}`, path: `/api/v1/scripts?token=${p.token}` })).status === 200, { timeoutMs: 10_000, everyMs: 100 });
+    const text = await c().d.hoody(['create', 'placed', '--memory', '32m']);
+    assert.equal(text.exitCode, 0, text.stderr);
+    const where = /on host ([abc])\b/.exec(text.stdout)?.[1];
+    assert.ok(where, text.stdout);
+    assert.equal((await hosts.find((h) => h.name === where)!.d.client.call<{ name: string }>('GET', '/v1/containers/placed')).name, 'placed');
+    const huge = await a().d.client.call('POST', '/v1/containers', { name: 'huge', memory: '64t' }).catch((e: { status: number; code: string }) => e);
+    assert.deepEqual([(huge as { status: number }).status, (huge as { code: string }).code], [507, 'HOODY_FLEET_NO_CAPACITY']);
+    const nowhere = await a().d.client.call('POST', '/v1/containers', { name: 'nowhere', host: 'zz', memory: '32m' }).catch((e: { status: number; code: string }) => e);
+    assert.deepEqual([(nowhere as { status: number }).status, (nowhere as { code: string }).code], [503, 'HOODY_FLEET_HOST_DOWN']);
+    // Fan-out: every live host's containers, from any host.
+    const ls = await b().d.hoody(['ls', '--fleet', '--json']);
+    assert.equal(ls.exitCode, 0, ls.stderr);
+    const all = JSON.parse(ls.stdout) as { hosts: { host: string; result: { name: string }[] }[]; partial: boolean };
+    assert.equal(all.partial, false);
+    const names = Object.fromEntries(all.hosts.map((h) => [h.host, h.result.map((x) => x.name).sort()]));
+    assert.ok(names.a?.includes('web') && names.b?.includes('pinned') && names[where]?.includes('placed'), JSON.stringify(names));
+    const stats = await c().d.hoody(['stats', '--fleet', '--json']);
+    assert.equal(stats.exitCode, 0, stats.stderr);
+    const s = JSON.parse(stats.stdout) as { hosts: { host: string; result: { containers: { name: string }[] } }[]; partial: boolean };
+    assert.deepEqual(s.hosts.map((h) => h.host), ['a', 'b', 'c']);
+    assert.ok(s.hosts.find((h) => h.host === 'a')!.result.containers.some((x) => x.name === 'web'));
+    const human = await a().d.hoody(['ls', '--fleet']);
+    assert.match(human.stdout, /^b\s+pinned\s/m);
+  });
+
+  test("a tenant's routed hostname on A is reached through B and C (their HAProxy hands unknown names to hoodyd)", async () => {
+    const web = await a().d.client.call<{ engineId: string }>('GET', '/v1/containers/web');
+    await dockerExec(web.engineId, ['sh', '-c', 'mkdir -p /files/www && echo hello-from-web > /files/www/index.html']);
+    await dockerExec(web.engineId, ['busybox', 'httpd', '-p', '8080', '-h', '/files/www']);
+    const route = await send(a().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/proxy/routes/app.web.test?token=${token}`, method: 'PUT', body: '{"port":8080}', headers: { 'content-type': 'application/json' } });
+    assert.equal(route.status, 200, route.text);
+    const t0 = Date.now();
+    for (const h of hosts) {
+      const r = await until(`${h.name} serves app.web.test`, async () => {
+        const x = await send(h.http, { host: 'app.web.test', path: '/index.html' });
+        return x.status === 200 && x;
+      }, { timeoutMs: 15_000, everyMs: 100 });
+      assert.equal(r.text, 'hello-from-web\n');
+    }
+    console.log(`# a new route answered on every host within ${Date.now() - t0} ms`);
+    // A name nobody routes is still B's own 404.
+    assert.equal((await send(b().http, { host: 'nobody.web.test', path: '/' })).status, 404);
+  });
+
+  test("an upgrade (a websocket's handshake, then both directions) to a routed name on A works through B", async () => {
+    const web = await a().d.client.call<{ engineId: string }>('GET', '/v1/containers/web');
+    // A minimal upgrade server: answers 101 to any request, then echoes every byte back.
+    const script = "#!/bin/sh\nwhile IFS= read -r l; do l=$(printf '%s' \"$l\" | tr -d '\\r'); [ -z \"$l\" ] && break; done\nprintf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: echo\\r\\nConnection: Upgrade\\r\\n\\r\\n'\nexec cat\n";
+    const put = await send(a().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/files/up.sh?token=${token}`, method: 'PUT', body: script, headers: { 'content-type': 'application/octet-stream' } });
+    assert.ok(put.status < 300, put.text);
+    const started = await dockerExec(web.engineId, ['sh', '-c', 'chmod +x /files/up.sh && (nc -ll -p 8081 -e /files/up.sh >/dev/null 2>&1 &)']);
+    assert.equal(started.exitCode, 0, started.output);
+    const route = await send(a().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/proxy/routes/echo.web.test?token=${token}`, method: 'PUT', body: '{"port":8081}', headers: { 'content-type': 'application/json' } });
+    assert.equal(route.status, 200, route.text);
+    const upgrade = (port: number) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = connect({ host: '127.0.0.1', port });
+        let got = '';
+        let sent = false;
+        const timer = setTimeout(() => {
+          sock.destroy();
+          resolve(got);
+        }, 3000);
+        sock.on('error', reject);
+        sock.on('data', (d: Buffer) => {
+          got += d.toString('latin1');
+          if (!sent && got.includes('\r\n\r\n') && got.startsWith('HTTP/1.1 101')) {
+            sent = true;
+            sock.write('ping-through-the-hop\n');
+          }
+          if (got.includes('ping-through-the-hop\n')) {
+            clearTimeout(timer);
+            sock.destroy();
+            resolve(got);
+          }
+        });
+        sock.write('GET /ws HTTP/1.1\r\nHost: echo.web.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
+      });
+    const through = await until('B passes the upgrade through to A', async () => {
+      const got = await upgrade(b().http);
+      return got.includes('ping-through-the-hop\n') && got;
+    }, { timeoutMs: 15_000, everyMs: 200 });
+    assert.match(through, /^HTTP\/1\.1 101/);
+  });
+
+  test('kill -9 of C: its container answers 503 HOODY_FLEET_HOST_DOWN on A and B, fast, before and after its lease expires', async () => {
+    const made = await c().d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'doomed', memory: '32m', host: 'c' });
+    for (const h of [a(), b()])
+      await until(`${h.name} reaches doomed`, async () => (await send(h.http, { host: `api.doomed.${DOMAIN}`, path: `/api/v1/scripts?token=${made.token}` })).status === 200, { timeoutMs: 15_000, everyMs: 100 });
+    await c().d.stop('SIGKILL');
+    // Before the lease expires: the connect fails (refused) and the answer is a quick 503 naming the host.
+    const early = await send(a().http, { host: `api.doomed.${DOMAIN}`, path: `/api/v1/scripts?token=${made.token}` });
+    assert.equal(early.status, 503, early.text);
+    assert.equal(early.code, 'HOODY_FLEET_HOST_DOWN');
+    assert.match(early.text, /host c\b/);
+    assert.ok(early.ms < 3000, `${early.ms} ms`);
+    // Fan-out while C is still listed: the others answer, C is reported, the answer is marked partial.
+    const partial = await a().d.client.call<{ hosts: { host: string }[]; partial: boolean; failed: { host: string; code: string }[] }>('GET', '/v1/fleet/containers?timeout_ms=1000');
+    assert.equal(partial.partial, true, JSON.stringify(partial));
+    assert.deepEqual(partial.failed.map((f) => [f.host, f.code]), [['c', 'HOODY_FLEET_HOST_DOWN']]);
+    assert.deepEqual(partial.hosts.map((h) => h.host), ['a', 'b']);
+    const t0 = Date.now();
+    await until('a sees c down', async () => !(await a().d.client.call<FleetHost[]>('GET', '/v1/fleet/hosts')).find((h) => h.host === 'c')?.healthy, { timeoutMs: 20_000, everyMs: 200 });
+    console.log(`# c's lease expired ${Date.now() - t0} ms after its kill -9`);
+    for (const h of [a(), b()]) {
+      for (const r of [
+        await send(h.http, { host: `api.doomed.${DOMAIN}`, path: `/api/v1/scripts?token=${made.token}` }),
+        await send(h.http, { host: '127.0.0.1', path: '/c/doomed/api/v1/scripts', headers: { authorization: `Bearer ${made.token}` } }),
+        await send(h.http, { host: `api.${DOMAIN}`, path: '/api/v1/scripts', headers: { authorization: `Bearer ${made.token}` } }),
+      ]) {
+        assert.equal(r.status, 503, r.text);
+        assert.equal(r.code, 'HOODY_FLEET_HOST_DOWN');
+        assert.match(r.text, /host c\b.*lease expired/);
+        assert.ok(r.ms < 1000, `${r.ms} ms`);
+      }
+    }
+    // A's own container is not affected.
+    assert.equal((await send(b().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/scripts?token=${token}` })).status, 200);
+  });
+});
