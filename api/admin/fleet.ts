@@ -79,6 +79,7 @@ export interface FleetApi extends Placer {
   resolveToken(token: string): Static<typeof TokenPlacement>;
   join(input: Static<typeof JoinBody>): Promise<{ joined: boolean }>;
   leave(): Promise<{ left: string; withdrawn: number }>;
+  drain(on: boolean): Promise<{ host: string; draining: boolean }>;
 }
 
 /** `/v1/fleet/…`: membership and the directory (issue 12, phase 1). */
@@ -104,6 +105,18 @@ export const fleetRoutes: FastifyPluginAsync<{ fleet: FleetApi; local: { contain
     fleet.fanOut('/v1/stats', local.stats, req.query.timeout_ms ?? 3000),
   );
   app.post('/v1/fleet/join', { schema: { tags, body: JoinBody, response: { 200: FleetStatusView } } }, async (req) => fleet.join(req.body));
+  // Placement skips a draining host; `--host` pins still land on it (an operator's explicit choice).
+  app.post(
+    '/v1/fleet/drain',
+    {
+      schema: {
+        tags,
+        body: Type.Object({ on: Type.Boolean({ description: 'true: drain (placement skips this host); false: open it again' }) }, { additionalProperties: false }),
+        response: { 200: Type.Object({ host: Type.String(), draining: Type.Boolean() }) },
+      },
+    },
+    async (req) => fleet.drain(req.body.on),
+  );
   app.post(
     '/v1/fleet/leave',
     { schema: { tags, response: { 200: Type.Object({ left: Type.String(), withdrawn: Type.Integer() }) } } },

@@ -17,7 +17,7 @@ interface HostView {
 
 /** `hoody fleet join|ls|leave|status`. */
 export function fleetCommands(program: Command, client: (cmd: Command) => AdminClient): void {
-  const fleet = program.command('fleet').description('this host in a fleet of hoodyd on etcd (preview: membership and directory)');
+  const fleet = program.command('fleet').description('this host in a fleet of hoodyd on etcd (preview: membership, directory, routing, placement, drain)');
   fleet
     .command('join')
     .description("join a fleet: saved in the daemon's state dir (used at every start) and joined now, no restart")
@@ -58,6 +58,16 @@ export function fleetCommands(program: Command, client: (cmd: Command) => AdminC
     .command('status')
     .description("this host's membership and directory cache")
     .action(async (_o: unknown, cmd: Command) => printJson(await client(cmd).call('GET', '/v1/fleet')));
+  fleet
+    .command('drain')
+    .description('placement skips this host (a `--host` pin still lands here); kept across restarts; --off opens it again')
+    .option('--off', 'stop draining')
+    .option('--json', 'print JSON')
+    .action(async (o: { off?: boolean; json?: boolean }, cmd: Command) => {
+      const r = await client(cmd).call<{ host: string; draining: boolean }>('POST', '/v1/fleet/drain', { on: !o.off });
+      if (o.json) return printJson(r);
+      process.stdout.write(r.draining ? `host ${r.host} is draining: new containers are placed elsewhere\n` : `host ${r.host} takes new containers again\n`);
+    });
   fleet
     .command('leave')
     .description("leave the fleet: this host's names and tokens leave the directory, fleet.json is removed")

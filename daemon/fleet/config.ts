@@ -1,4 +1,4 @@
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { hostname, networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { fail } from '../../containers/errors.js';
@@ -108,6 +108,24 @@ export async function saveFleet(stateDir: string, input: FleetInput, env: NodeJS
 
 export async function forgetFleet(stateDir: string): Promise<void> {
   await rm(fleetFile(stateDir), { force: true });
+  await rm(drainFile(stateDir), { force: true });
+}
+
+/** `hoody fleet drain`: a marker in the state dir, so a restart does not open a host being emptied to placement again. */
+export function drainFile(stateDir: string): string {
+  return join(stateDir, 'fleet-draining');
+}
+
+export async function isDraining(stateDir: string): Promise<boolean> {
+  return access(drainFile(stateDir)).then(
+    () => true,
+    () => false,
+  );
+}
+
+export async function setDraining(stateDir: string, on: boolean): Promise<void> {
+  if (on) await writeFile(drainFile(stateDir), `${new Date().toISOString()}\n`, { mode: 0o600 });
+  else await rm(drainFile(stateDir), { force: true });
 }
 
 /** The hop listener's port (HOODY_FLEET_PORT; 0, the default, takes a free one: it is published in the host record). */

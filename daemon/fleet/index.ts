@@ -5,7 +5,7 @@ import type { FleetRouter, Owner } from '../../api/public/forward.js';
 import type { ContainerContext, NamespaceHooks } from '../../containers/context.js';
 import { fail } from '../../containers/errors.js';
 import { hashToken } from '../../containers/tokens.js';
-import { type FleetInput, type FleetSettings, forgetFleet, saveFleet } from './config.js';
+import { type FleetInput, type FleetSettings, forgetFleet, isDraining, saveFleet, setDraining } from './config.js';
 import { DirectoryCache } from './directory.js';
 import { type EtcdClients, etcdClients, within } from './etcd.js';
 import { HopAuth } from './hop.js';
@@ -124,7 +124,7 @@ export class Fleet implements FleetRouter {
         memoryAvailableBytes: avail ? Number(avail[1]) * 1024 : 0,
         ksmSavedBytes: sharing === null ? null : Number(sharing.trim()) * 4096,
         containers: ctx.store.list().length,
-        draining: false,
+        draining: await isDraining(this.deps.stateDir),
       },
       version: this.deps.version,
       startedAt: this.deps.startedAt,
@@ -174,6 +174,23 @@ export class Fleet implements FleetRouter {
     await this.stop(true);
     await forgetFleet(this.deps.stateDir);
     return { left: m.settings.fleet, withdrawn };
+  }
+
+  /**
+   * `hoody fleet drain [--off]`: placement on other hosts skips this one once their caches have the record (an
+   * explicit `--host` still lands here). Answers once etcd has the new record; if it cannot, the flag is put back.
+   */
+  async drain(on: boolean): Promise<{ host: string; draining: boolean }> {
+    const m = this.need();
+    const before = await isDraining(this.deps.stateDir);
+    await setDraining(this.deps.stateDir, on);
+    try {
+      await m.membership.refreshNow();
+    } catch (err) {
+      await setDraining(this.deps.stateDir, before); // undo: the record etcd holds still says `before`
+      throw err;
+    }
+    return { host: m.settings.host, draining: on };
   }
 
   status(): FleetStatus {

@@ -1,5 +1,6 @@
 import type { Lease } from 'etcd3';
 import type { Logger } from 'pino';
+import { fail } from '../../containers/errors.js';
 import { type EtcdClients, within } from './etcd.js';
 import type { FleetKeys, HostRecord } from './keys.js';
 
@@ -19,6 +20,7 @@ export class Membership {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private failing = false;
+  private queue: Promise<void> = Promise.resolve();
   readonly status: MembershipStatus = { registered: false, leaseId: null, lastError: null, lastRefreshAt: null };
 
   constructor(
@@ -40,6 +42,14 @@ export class Membership {
     this.timer = setTimeout(() => void this.loop(), 50);
   }
 
+  /** Puts the record now and waits for etcd's answer (a drain must be in the directory when it returns). */
+  async refreshNow(): Promise<void> {
+    // No lease yet: the background loop is granting one; a second grant here would race it.
+    if (!this.lease || !this.status.leaseId) throw fail('FLEET_UNAVAILABLE', `host ${this.opts.host} is not registered yet (${this.status.lastError ?? 'no lease'})`);
+    await this.refresh();
+    this.status.lastError = null;
+  }
+
   private async loop(): Promise<void> {
     if (this.closed) return;
     try {
@@ -57,7 +67,14 @@ export class Membership {
     if (!this.closed) this.timer = setTimeout(() => void this.loop(), this.failing ? Math.min(2000, this.opts.refreshMs) : this.opts.refreshMs);
   }
 
-  private async refresh(): Promise<void> {
+  /** One put at a time: a refresh that read the old capacity must not land after one that read the new. */
+  private refresh(): Promise<void> {
+    const next = this.queue.then(() => this.put());
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async put(): Promise<void> {
     if (!this.lease) {
       const lease = this.clients.relaxed.lease(this.opts.ttlS);
       try {
