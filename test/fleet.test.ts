@@ -6,15 +6,11 @@ import { after, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { ApiError } from '../daemon/client.js';
 import { startEtcdCluster, type EtcdCluster } from './support/etcd.js';
-import { startTestDaemon, type TestDaemon } from './support/host.js';
+import { type FleetTestHost, startFleetHosts } from './support/fleet.js';
 import { call } from './support/http.js';
 import { until } from './support/wait.js';
 
-interface Host {
-  name: string;
-  d: TestDaemon;
-  http: number;
-}
+type Host = FleetTestHost;
 interface FleetHost {
   host: string;
   healthy: boolean;
@@ -61,25 +57,7 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
     // etcd is not running yet: the daemons must start and serve anyway, and join once it is there.
     etcd = await startEtcdCluster(3, { start: false });
     store = new Etcd3({ hosts: etcd.endpoints });
-    const env = {
-      HOODY_FLEET_ETCD: etcd.endpoints.join(','),
-      HOODY_FLEET_NAME: fleetName,
-      HOODY_FLEET_ADDRESS: '127.0.0.1',
-      HOODY_FLEET_TTL: '4',
-      HOODY_FLEET_RELIST_MS: '3000',
-      HOODY_FLEET_PUBLISH_MS: '1000',
-    };
-    const started = await Promise.allSettled(
-      ['a', 'b', 'c'].map(async (name) => {
-        const d = await startTestDaemon({ ...env, HOODY_FLEET_HOST: name });
-        hosts.push({ name, d, http: 0 });
-        return d;
-      }),
-    );
-    const failed = started.find((s) => s.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    hosts.sort((x, y) => x.name.localeCompare(y.name));
-    for (const h of hosts) h.http = (await h.d.client.call<{ listeners: { http: number } }>('GET', '/v1/host')).listeners.http;
+    hosts.push(...(await startFleetHosts(etcd.endpoints, fleetName)));
     const status = await hosts[0]!.d.client.call<{ joined: boolean; membership: { registered: boolean } }>('GET', '/v1/fleet');
     assert.equal(status.joined, true);
     assert.equal(status.membership.registered, false, 'registered with no etcd running?');
