@@ -5,14 +5,11 @@ import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startEtcdCluster, type EtcdCluster } from './support/etcd.js';
-import { dockerExec, startTestDaemon, type TestDaemon } from './support/host.js';
+import { type FleetTestHost, startFleetHosts } from './support/fleet.js';
+import { dockerExec } from './support/host.js';
 import { until } from './support/wait.js';
 
-interface Host {
-  name: string;
-  d: TestDaemon;
-  http: number;
-}
+type Host = FleetTestHost;
 interface Reply {
   status: number;
   text: string;
@@ -22,7 +19,7 @@ interface Reply {
 interface FleetHost {
   host: string;
   healthy: boolean;
-  record: { hop?: { port: number } } | null;
+  record: { hop?: { port: number }; capacity?: { draining: boolean } } | null;
 }
 
 const fleetName = `r${randomBytes(3).toString('hex')}`;
@@ -67,25 +64,8 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
   before(async () => {
     etcd = await startEtcdCluster(3);
     await etcd.healthy();
-    const env = {
-      HOODY_FLEET_ETCD: etcd.endpoints.join(','),
-      HOODY_FLEET_NAME: fleetName,
-      HOODY_FLEET_ADDRESS: '127.0.0.1',
-      HOODY_FLEET_TTL: '4',
-      HOODY_FLEET_RELIST_MS: '3000',
-      HOODY_FLEET_PUBLISH_MS: '500',
-      HOODY_TOKEN_FAILURE_LIMIT: '3',
-    };
-    const started = await Promise.allSettled(
-      ['a', 'b', 'c'].map(async (name) => {
-        const d = await startTestDaemon({ ...env, HOODY_FLEET_HOST: name });
-        hosts.push({ name, d, http: 0 });
-      }),
-    );
-    const failed = started.find((s) => s.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    hosts.sort((x, y) => x.name.localeCompare(y.name));
-    for (const h of hosts) h.http = (await h.d.client.call<{ listeners: { http: number } }>('GET', '/v1/host')).listeners.http;
+    // HOODY_TOKEN_FAILURE_LIMIT: three bad tokens from one client are enough to see the limiter count it.
+    hosts.push(...(await startFleetHosts(etcd.endpoints, fleetName, { HOODY_FLEET_PUBLISH_MS: '500', HOODY_TOKEN_FAILURE_LIMIT: '3' })));
     token = (await a().d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'web', memory: '32m', host: 'a' })).token;
     // Every host knows web, its token and every host's hop before the cases run.
     for (const h of hosts) {
@@ -201,6 +181,33 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
     assert.ok(s.hosts.find((h) => h.host === 'a')!.result.containers.some((x) => x.name === 'web'));
     const human = await a().d.hoody(['ls', '--fleet']);
     assert.match(human.stdout, /^b\s+pinned\s/m);
+  });
+
+  test('drain: with A draining, ten plain creates (from A, B and C) never land on A; `--host a` still does; --off opens it', async () => {
+    const drainedOn = (h: Host, on: boolean) =>
+      until(`${h.name} sees a ${on ? 'draining' : 'open'}`, async () => (await h.d.client.call<FleetHost[]>('GET', '/v1/fleet/hosts')).find((x) => x.host === 'a')?.record?.capacity?.draining === on, { timeoutMs: 10_000, everyMs: 100 });
+    const on = await a().d.hoody(['fleet', 'drain', '--json']);
+    assert.equal(on.exitCode, 0, on.stderr);
+    assert.deepEqual(JSON.parse(on.stdout), { host: 'a', draining: true });
+    const t0 = Date.now();
+    for (const h of hosts) await drainedOn(h, true);
+    console.log(`# every cache had A draining ${Date.now() - t0} ms after the drain answered`);
+    assert.match((await b().d.hoody(['fleet', 'ls'])).stdout, /^a\s+draining\s/m);
+    const landed: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const made = await hosts[i % 3]!.d.client.call<{ host: string }>('POST', '/v1/containers', { name: `drained${i}`, memory: '32m' });
+      landed.push(made.host);
+    }
+    console.log(`# ten plain creates with A draining landed on ${landed.join(',')}`);
+    assert.ok(!landed.includes('a'), landed.join(','));
+    // An explicit pin is the operator's choice: it lands on the draining host.
+    const pinned = await b().d.hoody(['create', 'pinned-a', '--host', 'a', '--memory', '32m', '--json']);
+    assert.equal(pinned.exitCode, 0, pinned.stderr);
+    assert.equal((JSON.parse(pinned.stdout) as { host: string }).host, 'a');
+    const off = await a().d.hoody(['fleet', 'drain', '--off']);
+    assert.equal(off.exitCode, 0, off.stderr);
+    assert.match(off.stdout, /host a takes new containers again/);
+    for (const h of hosts) await drainedOn(h, false);
   });
 
   test("a tenant's routed hostname on A is reached through B and C (their HAProxy hands unknown names to hoodyd)", async () => {
