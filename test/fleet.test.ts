@@ -222,6 +222,8 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
 
   test('leave and join again, live (hoody fleet leave / join)', async () => {
     const b = hosts[1]!;
+    // A drain ends with the membership: b joins again open to placement.
+    assert.equal((await b.d.hoody(['fleet', 'drain'])).exitCode, 0);
     const left = await b.d.hoody(['fleet', 'leave']);
     assert.equal(left.exitCode, 0, left.stderr);
     await until('a no longer lists b', async () => !(await hostsOf(hosts[0]!)).some((h) => h.host === 'b'));
@@ -233,10 +235,30 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
     assert.match(bad.stderr, /HOODY_FLEET_CONFIG_INVALID/);
     const joined = await b.d.hoody(['fleet', 'join', etcd.endpoints.join(','), '--host', 'b', '--fleet', fleetName]);
     assert.equal(joined.exitCode, 0, joined.stderr);
-    await until('a lists b again', async () => (await hostsOf(hosts[0]!)).some((h) => h.host === 'b' && h.healthy));
+    await until('a lists b again', async () => (await hostsOf(hosts[0]!)).some((h) => h.host === 'b' && h.healthy && h.record?.capacity.draining === false));
     // Saved for the next start (read when neither --fleet-etcd nor HOODY_FLEET_ETCD names a fleet).
     const saved = JSON.parse(await readFile(join(b.d.stateDir, 'fleet.json'), 'utf8')) as { endpoints: string[]; host: string };
     assert.equal(saved.host, 'b');
     assert.equal(saved.endpoints.length, 3);
+  });
+
+  test('a drain outlives a restart (a marker in the state dir) until `fleet drain --off`', async () => {
+    const a = hosts[0]!;
+    const startedAt = async () => ((await hostsOf(hosts[1]!)).find((h) => h.host === 'a')?.record as { startedAt?: string } | null)?.startedAt;
+    const draining = (on: boolean, since?: string) =>
+      until(`b sees a ${on ? 'draining' : 'open'}`, async () => {
+        const x = (await hostsOf(hosts[1]!)).find((h) => h.host === 'a');
+        return x?.healthy === true && x.record?.capacity.draining === on && (since === undefined || (x.record as { startedAt?: string }).startedAt !== since);
+      }, { timeoutMs: 20_000, everyMs: 100 });
+    assert.equal((await a.d.hoody(['fleet', 'drain'])).exitCode, 0);
+    await draining(true);
+    const before = await startedAt();
+    await a.d.restart('SIGTERM');
+    // The record of the new process (another startedAt) says draining: the flag came from the state dir.
+    await draining(true, before);
+    const off = await a.d.hoody(['fleet', 'drain', '--off', '--json']);
+    assert.equal(off.exitCode, 0, off.stderr);
+    assert.deepEqual(JSON.parse(off.stdout), { host: 'a', draining: false });
+    await draining(false);
   });
 });
