@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { CommandError } from '../host/command.js';
 import { BtrfsDriver, copySmallTree } from '../host/storage/btrfs.js';
@@ -59,6 +60,43 @@ for (const [label, make] of [
       await driver.deleteVolume(join(root, 'v2'));
       assert.deepEqual(await driver.listVolumes(root), [join(root, 'v1')]);
       await driver.deleteVolume(join(root, 'v2'));
+    });
+
+    test('send | receive: a read-only snapshot arrives as a volume elsewhere, files, modes and owners kept', async () => {
+      const src = join(root, 'sendsrc');
+      await driver.createVolume(src);
+      await mkdir(join(src, 'files'));
+      await writeFile(join(src, 'files', 'moved.txt'), 'it moved\n');
+      await chmod(join(src, 'files', 'moved.txt'), 0o640);
+      await chown(join(src, 'files', 'moved.txt'), 100123, 100124);
+      const ro = join(root, 'sendro');
+      await driver.snapshot(src, ro, { readonly: true });
+      const into = join(root, 'received');
+      const pipe = new PassThrough();
+      await Promise.all([driver.send(ro, pipe), driver.receive(into, 'sendro', pipe)]);
+      try {
+        assert.ok(await driver.isVolume(join(into, 'sendro')));
+        assert.equal(await readFile(join(into, 'sendro', 'files', 'moved.txt'), 'utf8'), 'it moved\n');
+        const st = await stat(join(into, 'sendro', 'files', 'moved.txt'));
+        assert.deepEqual([st.mode & 0o7777, st.uid, st.gid], [0o640, 100123, 100124]);
+      } finally {
+        await driver.deleteVolume(join(into, 'sendro'));
+        await driver.deleteVolume(ro);
+        await driver.deleteVolume(src);
+      }
+    });
+
+    test('receive of a broken stream fails with CommandError (command, args, stderr) and leaves no volume', async () => {
+      const into = join(root, 'received-bad');
+      const err = await driver.receive(into, 'nothing', Readable.from([Buffer.from('not a send stream '.repeat(64))])).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof CommandError, String(err));
+      assert.equal(err.command, label === 'btrfs' ? 'btrfs' : 'tar');
+      assert.ok(err.args.includes(label === 'btrfs' ? 'receive' : '-xpf'), err.args.join(' '));
+      assert.ok(err.stderr.length > 0, 'stderr kept');
+      assert.deepEqual(await driver.listVolumes(into), []);
     });
   });
 }

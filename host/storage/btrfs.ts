@@ -1,7 +1,8 @@
 import { chmod, chown, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat, statfs, utimes } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { run } from '../command.js';
+import type { Readable, Writable } from 'node:stream';
+import { run, runStream } from '../command.js';
 import type { PoolUsage, StorageDriver, VolumeUsage } from './driver.js';
 
 export const BTRFS_MAGIC = 0x9123683e;
@@ -130,6 +131,22 @@ export class BtrfsDriver implements StorageDriver {
     for (const n of nested) await run('btrfs', ['subvolume', 'delete', '--subvolid', String(n), path]);
     await run('btrfs', ['subvolume', 'delete', '--commit-after', path]);
     for (const n of [...nested, id]) await this.destroyQgroup(dirname(path), n);
+  }
+
+  async send(path: string, out: Writable): Promise<void> {
+    await runStream('btrfs', ['send', '--quiet', path], { stdout: out });
+  }
+
+  async receive(parent: string, name: string, input: Readable): Promise<void> {
+    await mkdir(parent, { recursive: true });
+    try {
+      await runStream('btrfs', ['receive', parent], { stdin: input });
+      if (!(await this.isVolume(join(parent, name)))) throw new Error(`btrfs receive into ${parent} made no ${name}`);
+    } catch (err) {
+      // Undo: receive leaves what it had made so far (a partial subvolume) on a failure.
+      await this.deleteVolume(join(parent, name)).catch(() => undefined);
+      throw err;
+    }
   }
 
   async forgetVolume(parent: string, id: number): Promise<void> {

@@ -1,3 +1,5 @@
+import type { Readable, Writable } from 'node:stream';
+
 /** Disk usage of one volume, as the quota accounting sees it. */
 export interface VolumeUsage {
   exclusiveBytes: number;
@@ -33,6 +35,13 @@ export interface StorageDriver {
   /** Usage of many volumes at once, as of the last commit (metrics scrapes): cheap, absent ones left out. */
   usageOf(paths: readonly string[]): Promise<Map<string, VolumeUsage>>;
   poolUsage(path: string): Promise<PoolUsage>;
+  /** Writes a read-only snapshot (`snapshot(…, {readonly: true})`) as one stream (`btrfs send`) to `out`. */
+  send(path: string, out: Writable): Promise<void>;
+  /**
+   * Makes volume `parent/name` from what send() wrote (`btrfs receive`; read-only there); `name` is the sent
+   * snapshot's own name. A failed receive leaves no volume behind.
+   */
+  receive(parent: string, name: string, input: Readable): Promise<void>;
 }
 
 export type StorageDriverFactory = () => StorageDriver;
