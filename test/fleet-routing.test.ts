@@ -272,8 +272,11 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
 
   test('kill -9 of C: its container answers 503 HOODY_FLEET_HOST_DOWN on A and B, fast, before and after its lease expires', async () => {
     const made = await c().d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'doomed', memory: '32m', host: 'c' });
-    for (const h of [a(), b()])
+    // By name and by the token alone: the token's hash is published by C's reconcile, which may come after its name.
+    for (const h of [a(), b()]) {
       await until(`${h.name} reaches doomed`, async () => (await send(h.http, { host: `api.doomed.${DOMAIN}`, path: `/api/v1/scripts?token=${made.token}` })).status === 200, { timeoutMs: 15_000, everyMs: 100 });
+      await until(`${h.name} resolves doomed's token`, async () => (await send(h.http, { host: `api.${DOMAIN}`, path: '/api/v1/scripts', headers: { authorization: `Bearer ${made.token}` } })).status === 200, { timeoutMs: 15_000, everyMs: 100 });
+    }
     await c().d.stop('SIGKILL');
     // Before the lease expires: the connect fails (refused) and the answer is a quick 503 naming the host.
     const early = await send(a().http, { host: `api.doomed.${DOMAIN}`, path: `/api/v1/scripts?token=${made.token}` });
