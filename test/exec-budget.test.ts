@@ -43,4 +43,23 @@ describe('exec budget: CPU per container', () => {
     (await budget.acquire('a', 64))(0);
     assert.ok(performance.now() - t0 < 50);
   });
+
+});
+
+describe('exec budget: queue per container', () => {
+  test('a container that arrives while the host is full may queue its unused run slots too, and no more', async () => {
+    const budget = new ExecBudget({ ...limits, containerCpu: 0, hostRuns: 4, containerRuns: 4, containerQueue: 8 });
+    const held = await Promise.all([0, 1, 2, 3].map(() => budget.acquire('a', 64)));
+    // each of b's runs ends as soon as it is let in, so its queue drains four at a time
+    const late = Array.from({ length: 12 }, () => budget.acquire('b', 64).then((release) => setImmediate(() => release(0))));
+    await assert.rejects(budget.acquire('b', 64), (err: unknown) => {
+      assert.ok(err instanceof HoodyError);
+      assert.match(err.message, /queue full/);
+      return true;
+    });
+    for (const release of held) release(0);
+    assert.equal((await Promise.all(late)).length, 12, 'all twelve of b ran once a freed the host');
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(budget.inUse(), { runs: 0, memoryMb: 0 });
+  });
 });

@@ -11,7 +11,7 @@ export interface ExecBudgetLimits {
   containerRuns: number;
   /** Sum of the `@memory` of one container's runs executing at once (MB). */
   containerMemoryMb: number;
-  /** Runs of one container waiting for a slot; one more is refused HOODY_EXEC_BUSY at once. */
+  /** Runs of one container waiting for a slot (plus its run slots the busy host could not give yet); one more is refused at once. */
   containerQueue: number;
   /** Runs executing at once on the host: each holds one isolate, so this is the cap of live busy isolates. */
   hostRuns: number;
@@ -111,7 +111,10 @@ export class ExecBudget {
     }
     if (!this.queues.has(container) && this.fits(container, memoryMb)) return Promise.resolve(this.take(container, memoryMb));
     const queue = this.queues.get(container) ?? [];
-    if (queue.length >= this.limits.containerQueue) return Promise.reject(this.refusal(container, memoryMb, 'queue full'));
+    // Run slots the host could not give yet wait too: a container's share is its runs plus its queue, however busy
+    // the host, so one whose requests arrive while the others fill the host is not refused before it ran any.
+    const unused = Math.max(0, this.limits.containerRuns - (this.usage.get(container)?.runs ?? 0));
+    if (queue.length >= this.limits.containerQueue + unused) return Promise.reject(this.refusal(container, memoryMb, 'queue full'));
     return new Promise((resolve, reject) => {
       const w: Waiter = {
         memoryMb,
