@@ -10,7 +10,7 @@ export const errors = {
   },
   NAME_TAKEN: { status: 409, message: (n: string) => `container ${n} already exists` },
   CONTAINER_UNKNOWN: { status: 404, message: (n: string) => `no container ${n}` },
-  CONTAINER_BUSY: { status: 409, message: (n: string) => `container ${n} is being created or deleted; try again` },
+  CONTAINER_BUSY: { status: 409, message: (n: string) => `container ${n} is being created, moved or deleted; try again` },
   CONTAINER_MISSING: {
     status: 409,
     message: (n: string) => `container ${n} is missing from the engine (removed behind hoody's back): \`hoody recover ${n}\` rebuilds it from its volume, \`hoody rm ${n}\` deletes it`,
@@ -175,6 +175,8 @@ export const errors = {
   FLEET_HOST_DOWN: { status: 503, message: (host: string, why: string) => `the container lives on host ${host}, which is down (${why}); nothing is rescheduled: it answers again when ${host} is back` },
   FLEET_NO_CAPACITY: { status: 507, message: (d: string) => `no host of the fleet can take it: ${d}` },
   FLEET_HOP_UNAUTHORIZED: { status: 401, message: () => 'this listener takes requests from hosts of the fleet only' },
+  CONTAINER_RUNNING: { status: 409, message: (n: string) => `container ${n} is running; only a stopped container moves (\`hoody stop ${n}\` first)` },
+  MOVE_REFUSED: { status: 409, message: (d: string) => `the move was refused: ${d}` },
 
 } as const;
 

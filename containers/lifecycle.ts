@@ -87,6 +87,7 @@ async function liveRow(ctx: ContainerContext, name: string): Promise<ContainerRo
 }
 
 export async function startContainer(ctx: ContainerContext, name: string): Promise<ContainerView> {
+  if (ctx.busy.has(name)) throw fail('CONTAINER_BUSY', name); // a move copies it stopped: no start meanwhile
   const row = await liveRow(ctx, name);
   await ctx.shims.within(row.shimGroup, () => ctx.engine.start(row.engineId), { start: true }).catch((e) => Promise.reject(engineFailure(e)));
   ctx.store.setDesired(name, 'running');
@@ -101,6 +102,7 @@ export async function stopContainer(ctx: ContainerContext, name: string): Promis
 }
 
 export async function restartContainer(ctx: ContainerContext, name: string): Promise<ContainerView> {
+  if (ctx.busy.has(name)) throw fail('CONTAINER_BUSY', name);
   const row = await liveRow(ctx, name);
   await ctx.shims.within(row.shimGroup, () => ctx.engine.restart(row.engineId), { start: true }).catch((e) => Promise.reject(engineFailure(e)));
   ctx.store.setDesired(name, 'running');

@@ -150,8 +150,12 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
   };
   const fleet = new Fleet({ ctx, stateDir: config.stateDir, version: VERSION, startedAt, ports: () => ports, env: process.env, log, hop: startHop, routes: () => ns.proxy.service.table().routes });
   const forwarder = new FleetForwarder(fleet, config.domain, {
-    hasContainer: (name) => ctx.store.get(name) !== undefined,
-    hasToken: (hash) => ctx.store.tokenByHash(hash) !== undefined,
+    // A container received from another host is not this host's to answer for until its move commits.
+    hasContainer: (name) => ctx.store.get(name) !== undefined && !fleet.receiving(name),
+    tokenContainer: (hash) => {
+      const t = ctx.store.tokenByHash(hash);
+      return t && !fleet.receiving(t.container) ? t.container : undefined;
+    },
   });
 
   const report = await reconcile(ctx);

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startEtcdCluster, type EtcdCluster } from './support/etcd.js';
 import { type FleetTestHost, startFleetHosts } from './support/fleet.js';
@@ -268,6 +270,84 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
       return got.includes('ping-through-the-hop\n') && got;
     }, { timeoutMs: 15_000, everyMs: 200 });
     assert.match(through, /^HTTP\/1\.1 101/);
+  });
+
+  test('hoody move: a stopped web goes from A to B whole, asked of C; requests through every host never fail, before, during or after the flip', async () => {
+    const moveOn = (h: Host, host: string) => h.d.client.call<{ name: string; from: string; to: string; bytes: number; ms: number }>('POST', '/v1/containers/web/move', { host });
+    const refused = async (p: Promise<unknown>, code: string, re: RegExp) =>
+      assert.rejects(p, (err: { code?: string; message?: string }) => {
+        assert.equal(err.code, code, String(err.message));
+        assert.match(String(err.message), re);
+        return true;
+      });
+    // Running: refused (asked of C, answered by A, the owner).
+    await refused(moveOn(c(), 'b'), 'HOODY_CONTAINER_RUNNING', /hoody stop web/);
+    const cron = await send(a().http, { host: `cron.web.${DOMAIN}`, path: `/users/root/entries?token=${token}`, method: 'POST', body: '{"schedule":"@daily","command":"echo moved-along"}', headers: { 'content-type': 'application/json' } });
+    assert.equal(cron.status, 201, cron.text);
+    assert.equal((await a().d.client.call<{ state: string }>('POST', '/v1/containers/web/stop')).state, 'stopped');
+    await refused(moveOn(a(), 'a'), 'HOODY_MOVE_REFUSED', /on host a already/);
+    await refused(moveOn(a(), 'nowhere'), 'HOODY_MOVE_REFUSED', /not a live host/);
+    // A snapshot does not move: refused until it is deleted.
+    await a().d.client.call('POST', '/v1/containers/web/snapshots', { name: 'keep' });
+    await refused(moveOn(a(), 'b'), 'HOODY_MOVE_REFUSED', /snapshot.*keep/);
+    await a().d.client.call('DELETE', '/v1/containers/web/snapshots/keep');
+    const hello = (await send(a().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/files/hello.txt?token=${token}` })).text;
+    assert.ok(hello.length > 1000);
+
+    // Clients keep reading a file through every host, by service host, by path and by token alone.
+    const seen: { host: string; how: string; at: number; status: number; ok: boolean; text: string }[] = [];
+    let stop = false;
+    const loop = async (h: Host) => {
+      const ways: [string, { host: string; path: string; headers?: Record<string, string> }][] = [
+        ['host', { host: `api.web.${DOMAIN}`, path: `/api/v1/files/hello.txt?token=${token}` }],
+        ['path', { host: '127.0.0.1', path: '/c/web/api/v1/files/hello.txt', headers: { authorization: `Bearer ${token}` } }],
+        ['token', { host: `api.${DOMAIN}`, path: '/api/v1/files/hello.txt', headers: { authorization: `Bearer ${token}` } }],
+      ];
+      for (let i = 0; !stop; i++) {
+        const [how, req] = ways[i % ways.length]!;
+        const at = Date.now();
+        const r = await send(h.http, req).catch((err: Error) => ({ status: 0, text: err.message }));
+        seen.push({ host: h.name, how, at, status: r.status, ok: r.status === 200 && r.text === hello, text: r.text.slice(0, 200) });
+      }
+    };
+    const loops = hosts.map(loop);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    const moved = await moveOn(c(), 'b');
+    const answered = Date.now();
+    assert.deepEqual([moved.name, moved.from, moved.to], ['web', 'a', 'b']);
+    assert.ok(moved.bytes > hello.length, `${moved.bytes} bytes sent`);
+    await new Promise((r) => setTimeout(r, 1500));
+    stop = true;
+    await Promise.all(loops);
+    const during = seen.filter((s) => s.at >= t0 && s.at < answered);
+    const after = seen.filter((s) => s.at >= answered);
+    const failed = seen.filter((s) => !s.ok);
+    console.log(`# move of web a -> b: ${moved.bytes} bytes in ${moved.ms} ms (asked of c: ${answered - t0} ms); ${seen.length} reads, ${during.length} during the move, ${after.length} after, ${failed.length} failed`);
+    assert.ok(during.length > 0 && after.length > 30, 'reads ran during and after the move');
+    assert.deepEqual(failed, [], 'no read failed');
+
+    // B has it (stopped, its rows with it); A has nothing left of it; every host's directory says b.
+    assert.equal((await b().d.client.call<{ state: string }>('GET', '/v1/containers/web')).state, 'stopped');
+    await refused(a().d.client.call('GET', '/v1/containers/web'), 'HOODY_CONTAINER_UNKNOWN', /web/);
+    assert.equal(existsSync(join(a().d.stateDir, 'pool', 'containers', 'web')), false, "A's volume is gone");
+    for (const h of hosts) {
+      await until(`${h.name} places web on b`, async () => (await h.d.client.call<{ host: string }>('GET', '/v1/fleet/directory/web')).host === 'b', { timeoutMs: 10_000, everyMs: 100 });
+    }
+    const entries = await send(c().http, { host: `cron.web.${DOMAIN}`, path: `/users/root/entries?token=${token}` });
+    assert.equal(entries.status, 200, entries.text);
+    assert.match(entries.text, /moved-along/);
+    // Started on B, its routed name answers again on every host (the route moved with it).
+    const started = await b().d.client.call<{ state: string; engineId: string }>('POST', '/v1/containers/web/start');
+    assert.equal(started.state, 'running');
+    await dockerExec(started.engineId, ['busybox', 'httpd', '-p', '8080', '-h', '/files/www']);
+    for (const h of hosts) {
+      const r = await until(`${h.name} serves app.web.test from b`, async () => {
+        const x = await send(h.http, { host: 'app.web.test', path: '/index.html' });
+        return x.status === 200 && x;
+      }, { timeoutMs: 15_000, everyMs: 100 });
+      assert.equal(r.text, 'hello-from-web\n');
+    }
   });
 
   test('kill -9 of C: its container answers 503 HOODY_FLEET_HOST_DOWN on A and B, fast, before and after its lease expires', async () => {

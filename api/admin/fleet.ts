@@ -1,5 +1,6 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
+import type { Readable } from 'node:stream';
 import type { FastifyPluginAsync } from 'fastify';
 import type { Placer } from './containers.js';
 import { NameParam } from './schemas.js';
@@ -80,7 +81,20 @@ export interface FleetApi extends Placer {
   join(input: Static<typeof JoinBody>): Promise<{ joined: boolean }>;
   leave(): Promise<{ left: string; withdrawn: number }>;
   drain(on: boolean): Promise<{ host: string; draining: boolean }>;
+  move(name: string, host: string): Promise<Static<typeof MovedView>>;
+  receiveMove(q: { name: string; id: string; from: string; bundleBytes: number }, input: Readable): Promise<{ name: string; volume: string }>;
+  commitMove(name: string, id: string, revision: number): Promise<{ name: string; committed: boolean }>;
+  abortMove(name: string, id: string): Promise<{ name: string; aborted: boolean }>;
 }
+
+const MovedView = Type.Object({
+  name: Type.String(),
+  from: Type.String(),
+  to: Type.String(),
+  bytes: Type.Integer({ description: "bytes of the volume's stream (btrfs send)" }),
+  ms: Type.Integer(),
+});
+const MoveId = Type.String({ pattern: '^[0-9a-f-]{36}$' });
 
 /** `/v1/fleet/…`: membership and the directory (issue 12, phase 1). */
 export const fleetRoutes: FastifyPluginAsync<{ fleet: FleetApi; local: { containers(): Promise<unknown>; stats(): Promise<unknown> } }> = async (plain, { fleet, local }) => {
@@ -116,6 +130,52 @@ export const fleetRoutes: FastifyPluginAsync<{ fleet: FleetApi; local: { contain
       },
     },
     async (req) => fleet.drain(req.body.on),
+  );
+  // `hoody move NAME HOST`: asked of any host, done by the container's own (a stopped container only).
+  app.post(
+    '/v1/containers/:name/move',
+    {
+      schema: {
+        tags,
+        params: NameParam,
+        body: Type.Object({ host: Type.String({ minLength: 1, maxLength: 63, description: 'the host of the fleet it goes to' }) }, { additionalProperties: false }),
+        response: { 200: MovedView },
+      },
+    },
+    async (req) => fleet.move(req.params.name, req.body.host),
+  );
+  // The new host's side of a move (from the old host, over the signed hop): the rows, then the volume's stream.
+  await app.register(async (moves) => {
+    moves.addContentTypeParser('application/x-hoody-move', (_req, payload, done) => done(null, payload));
+    const typed = moves.withTypeProvider<TypeBoxTypeProvider>();
+    typed.post(
+      '/v1/fleet/moves',
+      {
+        schema: {
+          tags,
+          hide: true,
+          querystring: Type.Object(
+            { name: Type.String({ maxLength: 63 }), id: MoveId, from: Type.String({ maxLength: 63 }), bundle_bytes: Type.Integer({ minimum: 1 }) },
+            { additionalProperties: false },
+          ),
+        },
+      },
+      async (req, reply) => {
+        const q = req.query;
+        const out = await fleet.receiveMove({ name: q.name, id: q.id, from: q.from, bundleBytes: q.bundle_bytes }, req.body as Readable);
+        return reply.code(201).send(out);
+      },
+    );
+  });
+  app.post(
+    '/v1/fleet/moves/:name/commit',
+    { schema: { tags, hide: true, params: NameParam, body: Type.Object({ id: MoveId, revision: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }) } },
+    async (req) => fleet.commitMove(req.params.name, req.body.id, req.body.revision),
+  );
+  app.delete(
+    '/v1/fleet/moves/:name',
+    { schema: { tags, hide: true, params: NameParam, querystring: Type.Object({ id: MoveId }, { additionalProperties: false }) } },
+    async (req) => fleet.abortMove(req.params.name, req.query.id),
   );
   app.post(
     '/v1/fleet/leave',

@@ -1,7 +1,8 @@
 /**
  * Routing to other hosts of a fleet (issue 12.4): a request for a container this host does not have is looked up
  * in the fleet directory's cache (never etcd) and streamed to the owner's hop listener, or answered 503 when the
- * owner is down. A request that came over the hop is never forwarded again (no loops).
+ * owner is down. A request that came over the hop is forwarded once more only when this host no longer has the
+ * container (it moved away and the sender's cache was behind), never a third time: no loops.
  */
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
@@ -23,6 +24,8 @@ export interface FleetRouter {
   ownerOfName(name: string): Owner | null;
   ownerOfToken(hash: string): Owner | null;
   ownerOfRoute(hostname: string): Owner | null;
+  /** A move of the container away from this host is under way: resolves when it ends (requests wait for it). */
+  movingWait(name: string): Promise<void> | undefined;
   /** Headers that authenticate one hop request; null while the fleet secret is not known. */
   sign(method: string, host: string, url: string, client: string): Record<string, string> | null;
   /** The client a hop request speaks for, or null when its signature does not hold. */
@@ -32,12 +35,23 @@ export interface FleetRouter {
 /** What this host serves itself (checked first: a local container is never forwarded). */
 export interface LocalLookup {
   hasContainer(name: string): boolean;
-  hasToken(hash: string): boolean;
+  /** The local container a token belongs to. */
+  tokenContainer(hash: string): string | undefined;
 }
 
+/** Hop requests, and whether each had been forwarded once already before it came. */
+const hops = new WeakMap<IncomingMessage, { again: boolean }>();
+const REHOP_HEADER = 'x-hoody-rehop';
+
 /** A request that arrived over the authenticated hop: its client is the one the sending host vouched for. */
-export function markHopped(req: IncomingMessage, client: string): void {
+export function markHopped(req: IncomingMessage, client: string, again: boolean): void {
   vouchClient(req, client);
+  hops.set(req, { again });
+}
+
+/** Read before the hop strips x-hoody-*: the sender says this request had been forwarded once already. */
+export function isRehop(req: IncomingMessage): boolean {
+  return req.headers[REHOP_HEADER] === '1';
 }
 
 /** The client's address: vouched for by a fleet host (hop), else the PROXY line, else the socket's peer. */
@@ -46,6 +60,8 @@ export function requestClient(req: IncomingMessage): string | undefined {
 }
 
 const CONNECT_MS = 2_000;
+/** Requests for a container moving away from this host wait at most this long (then a 409 CONTAINER_BUSY). */
+const MOVE_WAIT_MS = 30_000;
 
 function sendError(res: ServerResponse, err: HoodyError): void {
   if (res.headersSent || res.destroyed) return void res.destroy();
@@ -76,21 +92,46 @@ export class FleetForwarder {
     private readonly local: LocalLookup,
   ) {}
 
-  /** The owner when this request is another host's; null: answer it here (as before the fleet). */
-  ownerOf(req: IncomingMessage): Owner | null {
-    if (vouchedClient(req) !== undefined) return null; // forwarded once already: the owner answers, whatever it knows
+  /** Which container the request names (by path or host), or the token it presents on a token-only host. */
+  private subject(req: IncomingMessage): { name: string } | { hash: string } | { hostname: string } | null {
     const path = /^\/c\/([^/?]+)/.exec(req.url ?? '');
     const target = parseHost(req.headers.host, this.domain);
-    const name = path ? decodeURIComponent(path[1]!) : target.kind === 'container-service' ? target.container : null;
-    if (name !== null) return this.local.hasContainer(name) ? null : this.router.ownerOfName(name);
+    if (path) {
+      try {
+        return { name: decodeURIComponent(path[1]!) };
+      } catch {
+        return null; // a malformed escape: the API answers it
+      }
+    }
+    if (target.kind === 'container-service') return { name: target.container };
     if (target.kind === 'token-service') {
       const token = presented(req);
-      if (!token) return null;
-      const hash = hashToken(token);
-      return this.local.hasToken(hash) ? null : this.router.ownerOfToken(hash);
+      return token ? { hash: hashToken(token) } : null;
     }
     const hostname = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
-    return hostname ? this.router.ownerOfRoute(hostname) : null;
+    return hostname ? { hostname } : null;
+  }
+
+  /** The owner when this request is another host's; null: answer it here (as before the fleet). */
+  ownerOf(req: IncomingMessage): Owner | null {
+    const hop = hops.get(req);
+    if (hop?.again) return null; // forwarded twice already: answered here, whatever this host knows
+    const s = this.subject(req);
+    let owner: Owner | null = null;
+    if (!s) return null;
+    if ('name' in s) owner = this.local.hasContainer(s.name) ? null : this.router.ownerOfName(s.name);
+    else if ('hash' in s) owner = this.local.tokenContainer(s.hash) !== undefined ? null : this.router.ownerOfToken(s.hash);
+    else owner = this.router.ownerOfRoute(s.hostname);
+    // Back to its sender too: a host that had just received a moved container sent it here before its commit.
+    return owner;
+  }
+
+  /** The move under way of the container this request is for, if it is moving away from this host. */
+  private moving(req: IncomingMessage): { name: string; done: Promise<void> } | null {
+    const s = this.subject(req);
+    const name = !s ? undefined : 'name' in s ? s.name : 'hash' in s ? this.local.tokenContainer(s.hash) : undefined;
+    const done = name === undefined ? undefined : this.router.movingWait(name);
+    return name !== undefined && done ? { name, done } : null;
   }
 
   private agent(owner: Extract<Owner, { up: true }>): Agent {
@@ -117,7 +158,7 @@ export class FleetForwarder {
       port: owner.port,
       method: req.method,
       path: req.url,
-      headers: { ...headers, ...auth } as OutgoingHttpHeaders,
+      headers: { ...headers, ...auth, ...(hops.has(req) ? { [REHOP_HEADER]: '1' } : {}) } as OutgoingHttpHeaders,
       agent: keepUpgrade ? false : this.agent(owner),
       ...(keepUpgrade ? { ca: owner.ca, servername: owner.servername } : {}),
     });
@@ -132,8 +173,22 @@ export class FleetForwarder {
     return up;
   }
 
-  /** Forwards the request when it is another host's; returns false when it is to be answered here. */
-  handle(req: IncomingMessage, res: ServerResponse): boolean {
+  /**
+   * Forwards the request when it is another host's; returns false when it is to be answered here. A request for a
+   * container moving away from this host waits for the move to end, then goes wherever it lives (`next`: here).
+   */
+  handle(req: IncomingMessage, res: ServerResponse, next: () => void): boolean {
+    const moving = this.moving(req);
+    if (moving) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), MOVE_WAIT_MS)));
+      void Promise.race([moving.done, late]).then((how) => {
+        clearTimeout(timer);
+        if (how === 'late') return sendError(res, fail('CONTAINER_BUSY', moving.name));
+        if (!this.handle(req, res, next)) next();
+      });
+      return true;
+    }
     const owner = this.ownerOf(req);
     if (!owner) return false;
     const up = this.open(req, owner, false, (err) => sendError(res, err));

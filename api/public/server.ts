@@ -12,7 +12,7 @@ import { schemaController } from '../validation.js';
 import { FailureLimiter } from './limiter.js';
 import { type CallAuthority, stripInternalHeaders } from './authority.js';
 import { fail } from '../../containers/errors.js';
-import { type FleetForwarder, type FleetRouter, markHopped } from './forward.js';
+import { type FleetForwarder, type FleetRouter, isRehop, markHopped } from './forward.js';
 import { acceptHttp, listenProxied } from './proxied.js';
 
 export interface PublicServerOptions {
@@ -90,9 +90,12 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
       handler = (req, res) => {
         // Nothing from outside speaks for the daemon: x-hoody-* reach neither the API nor the proxy's upstreams.
         stripInternalHeaders(req);
-        if (opts.fleet?.()?.handle(req, res)) return;
-        if (opts.intercept && !req.url?.startsWith('/.well-known/acme-challenge/') && opts.intercept(req, res)) return;
-        h(req, res);
+        const here = () => {
+          if (opts.intercept && !req.url?.startsWith('/.well-known/acme-challenge/') && opts.intercept(req, res)) return;
+          h(req, res);
+        };
+        if (opts.fleet?.()?.handle(req, res, here)) return;
+        here();
       };
       return createHttpServer({ maxHeaderSize: 16 * 1024, connectionsCheckingInterval }, handler);
     },
@@ -181,8 +184,9 @@ export async function buildPublicServer(opts: PublicServerOptions): Promise<Publ
       // Only a fleet host's signature lets a request in, and only then is its x-hoody-client believed.
       const admit = (req: IncomingMessage): boolean => {
         const who = hop.router.verify(req);
+        const again = isRehop(req);
         stripInternalHeaders(req);
-        if (who) markHopped(req, who.client);
+        if (who) markHopped(req, who.client, again);
         return who !== null;
       };
       const refused = fail('FLEET_HOP_UNAUTHORIZED');

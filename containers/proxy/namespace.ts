@@ -65,7 +65,10 @@ export class ProxyNamespace implements NamespaceHooks {
     this.service.load();
   }
 
-  async open(): Promise<void> {}
+  /** A new container has no routes; a moved one brings its own (rows already in SQLite). */
+  async open(row: ContainerRow): Promise<void> {
+    await this.service.adopt(row.name);
+  }
   async close(row: ContainerRow): Promise<void> {
     await this.service.forget(row.name);
     this.forwarder.invalidate(row.name);

@@ -93,13 +93,31 @@ export class ProxyService {
    * for names that are reserved now (written before issue 10.4, or the host's names changed) are not served.
    */
   load(): void {
+    const { routes, certs } = this.readTables();
+    this.#routes = routes;
+    this.#certs = certs;
+  }
+
+  /**
+   * A container whose rows arrived in SQLite from elsewhere (a move from another host): the tables are read again
+   * and published whole, then swapped in. A container with no routes and no certificates changes nothing.
+   */
+  async adopt(container: string): Promise<void> {
+    const { routes, certs } = this.readTables();
+    const mine = (m: ReadonlyMap<string, { container: string }>) => [...m.values()].filter((e) => e.container === container).length;
+    if (mine(routes) + mine(certs) === 0) return;
+    await this.publish(routes, certs);
+    this.#routes = routes;
+    this.#certs = certs;
+  }
+
+  private readTables(): { routes: ReadonlyMap<string, Upstream>; certs: Map<string, CertEntry> } {
     const claims = this.deps.claims;
     const routes = this.deps.store.routes().filter((r) => {
       const reserved = claims.isReserved(r.hostname);
       if (reserved) this.deps.log.warn({ hostname: r.hostname, container: r.container }, 'stored route for a reserved name; not served');
       return !reserved;
     });
-    this.#routes = buildRoutes(routes);
     const certs = new Map<string, CertEntry>();
     for (const row of this.deps.store.certs()) {
       if (claims.isReserved(row.domain)) {
@@ -113,7 +131,7 @@ export class ProxyService {
         this.deps.log.warn({ err, domain: row.domain }, 'stored certificate no longer valid; not served');
       }
     }
-    this.#certs = certs;
+    return { routes: buildRoutes(routes), certs };
   }
 
   /** The table a data plane serves: routes and certificates as they are now. */

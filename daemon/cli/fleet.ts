@@ -78,3 +78,20 @@ export function fleetCommands(program: Command, client: (cmd: Command) => AdminC
       process.stdout.write(`left fleet ${r.left} (${r.withdrawn} directory entries withdrawn)\n`);
     });
 }
+
+/** `hoody move NAME HOST`: a stopped container to another host of the fleet. */
+export function moveCommand(program: Command, client: (cmd: Command) => AdminClient): void {
+  program
+    .command('move')
+    .description(
+      'move a stopped container to another host of the fleet: its volume (btrfs send | receive), tokens, cron entries, routes and certificates; its name, URLs and tokens stay the same. Snapshots do not move (delete them first); run history stays on the old host',
+    )
+    .argument('<name>')
+    .argument('<host>', 'the host it goes to (`hoody fleet ls`)')
+    .option('--json', 'print JSON')
+    .action(async (name: string, host: string, o: { json?: boolean }, cmd: Command) => {
+      const r = await client(cmd).call<{ name: string; from: string; to: string; bytes: number; ms: number }>('POST', `/v1/containers/${encodeURIComponent(name)}/move`, { host });
+      if (o.json) return printJson(r);
+      process.stdout.write(`moved ${r.name} from ${r.from} to ${r.to} (${mib(r.bytes)} sent in ${(r.ms / 1000).toFixed(1)} s); start it on ${r.to}: hoody start ${r.name}\n`);
+    });
+}

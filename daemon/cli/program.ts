@@ -7,7 +7,7 @@ import { serviceCommands } from './service.js';
 import { containerCommands } from './containers.js';
 import { hostCommands } from './host.js';
 import { logCommands } from './logs.js';
-import { fleetCommands } from './fleet.js';
+import { fleetCommands, moveCommand } from './fleet.js';
 
 export function buildProgram(): Command {
   const program = new Command('hoody')
@@ -24,6 +24,7 @@ export function buildProgram(): Command {
   containerCommands(program, client);
   logCommands(program, client);
   fleetCommands(program, client);
+  moveCommand(program, client);
   benchCommands(program);
   serviceCommands(program);
   completionCommands(program); // last: it lists every command

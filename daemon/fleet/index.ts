@@ -1,5 +1,6 @@
 import { readFile, statfs } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { FleetRouter, Owner } from '../../api/public/forward.js';
 import type { ContainerContext, NamespaceHooks } from '../../containers/context.js';
@@ -12,6 +13,7 @@ import { HopAuth } from './hop.js';
 import { callHost, type FanOut, fanOut, isRefusal, type PlacementNeeds, placementOrder, remoteError } from './remote.js';
 import { type FleetKeys, fleetKeys, type HostRecord, type HopRecord } from './keys.js';
 import { Membership } from './membership.js';
+import { type Moved, type MoveMember, Mover } from './move.js';
 import { Publisher } from './publisher.js';
 
 export type { FleetSettings } from './config.js';
@@ -65,8 +67,10 @@ export interface FleetPlacement {
  */
 export class Fleet implements FleetRouter {
   private member: Member | null = null;
+  private readonly mover: Mover;
 
   constructor(private readonly deps: FleetDeps) {
+    this.mover = new Mover(deps.ctx, deps.log.child({ fleet: 'move' }));
     // Creates, deletes and starts republish at once; the periodic reconcile covers whatever else changed (tokens).
     const later = () => {
       // After the hook returns, provision() issues the token in the same turn: publish once that is done.
@@ -279,6 +283,47 @@ export class Fleet implements FleetRouter {
       }
     }
     throw last;
+  }
+
+  private moveMember(): MoveMember {
+    const m = this.need();
+    return { self: m.settings.host, keys: m.keys, clients: m.clients, cache: m.cache, publisher: m.publisher, peers: this };
+  }
+
+  /** `hoody move NAME HOST`, asked of any host: the container's own host moves it. */
+  async move(name: string, to: string): Promise<Moved> {
+    const mm = this.moveMember();
+    if (!this.deps.ctx.store.get(name)) {
+      const e = mm.cache.view.names.get(name);
+      if (e && e.value.host !== mm.self) {
+        const a = await callHost<Moved>(this, e.value.host, 'POST', `/v1/containers/${encodeURIComponent(name)}/move`, { host: to }, 600_000);
+        if (a.status !== 200) throw remoteError(e.value.host, a);
+        return a.body;
+      }
+    }
+    return this.mover.move(mm, name, to);
+  }
+
+  receiveMove(q: { name: string; id: string; from: string; bundleBytes: number }, input: Readable): Promise<{ name: string; volume: string }> {
+    return this.mover.receive(this.moveMember(), q, input);
+  }
+
+  commitMove(name: string, id: string, revision: number): Promise<{ name: string; committed: boolean }> {
+    return this.mover.commit(this.moveMember(), name, id, revision);
+  }
+
+  abortMove(name: string, id: string): Promise<{ name: string; aborted: boolean }> {
+    return this.mover.abort(this.moveMember(), name, id);
+  }
+
+  /** A move of `name` away from this host is under way: resolves when it ends. */
+  movingWait(name: string): Promise<void> | undefined {
+    return this.mover.waitFor(name);
+  }
+
+  /** Received from another host and not committed yet: not this host's to answer for. */
+  receiving(name: string): boolean {
+    return this.mover.receiving(name);
   }
 
   fanOut<T>(path: string, local: () => Promise<T>, timeoutMs: number): Promise<FanOut<T>> {

@@ -19,6 +19,8 @@ export class Publisher implements NameRegistry {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly conflicts = new Set<string>();
+  /** Containers being handed over to or from another host (a move): their entries are the move's to write. */
+  private readonly held = new Set<string>();
   lastError: string | null = null;
 
   constructor(
@@ -53,6 +55,14 @@ export class Publisher implements NameRegistry {
     this.timer = setTimeout(() => {
       void this.nudge().finally(() => this.tick());
     }, this.everyMs);
+  }
+
+  hold(name: string): void {
+    this.held.add(name);
+  }
+
+  unhold(name: string): void {
+    this.held.delete(name);
   }
 
   /** Runs a reconcile now (or right after the one running). */
@@ -120,7 +130,7 @@ export class Publisher implements NameRegistry {
     const ops: { key: string; value: string | null; rev: number }[] = []; // rev 0: must not exist yet
     const wantedTokens = new Map<string, TokenRecord>();
     for (const row of rows.values()) {
-      if (row.phase !== 'ready') continue;
+      if (row.phase !== 'ready' || this.held.has(row.name)) continue;
       const want: NameRecord = { host: this.host, id: row.id, state: 'ready' };
       const have = view.names.get(row.name);
       if (have && have.value.host !== this.host) {
@@ -139,7 +149,8 @@ export class Publisher implements NameRegistry {
         ops.push({ key: this.keys.token(hash), value: JSON.stringify(want), rev: have?.rev ?? 0 });
     }
     const wantedRoutes = new Map<string, RouteRecord>();
-    for (const r of this.routes()) if (rows.get(r.container)?.phase === 'ready') wantedRoutes.set(r.hostname, { host: this.host, container: r.container });
+    const publishable = (c: string) => rows.get(c)?.phase === 'ready' && !this.held.has(c) && !this.conflicts.has(c);
+    for (const r of this.routes()) if (publishable(r.container)) wantedRoutes.set(r.hostname, { host: this.host, container: r.container });
     for (const [hostname, want] of wantedRoutes) {
       const have = view.routes.get(hostname);
       // Another host's route of that name is not overwritten (the first publisher holds it).
@@ -147,16 +158,16 @@ export class Publisher implements NameRegistry {
       if (!have || have.value.container !== want.container) ops.push({ key: this.keys.route(hostname), value: JSON.stringify(want), rev: have?.rev ?? 0 });
     }
     for (const [hostname, e] of view.routes) {
-      if (e.value.host === this.host && !wantedRoutes.has(hostname)) ops.push({ key: this.keys.route(hostname), value: null, rev: e.rev });
+      if (e.value.host === this.host && !wantedRoutes.has(hostname) && !this.held.has(e.value.container)) ops.push({ key: this.keys.route(hostname), value: null, rev: e.rev });
     }
     for (const [name, e] of view.names) {
       const row = rows.get(name);
       const ours = e.value.host === this.host;
       // A reservation stays while its create runs (busy) or its row exists; a deleted or deleting container goes.
-      if (ours && !this.busy.has(name) && (!row || row.phase === 'deleting')) ops.push({ key: this.keys.name(name), value: null, rev: e.rev });
+      if (ours && !this.busy.has(name) && !this.held.has(name) && (!row || row.phase === 'deleting')) ops.push({ key: this.keys.name(name), value: null, rev: e.rev });
     }
     for (const [hash, e] of view.tokens) {
-      if (e.value.host === this.host && !wantedTokens.has(hash)) ops.push({ key: this.keys.token(hash), value: null, rev: e.rev });
+      if (e.value.host === this.host && !wantedTokens.has(hash) && !this.held.has(e.value.container)) ops.push({ key: this.keys.token(hash), value: null, rev: e.rev });
     }
     for (const op of ops) {
       if (this.closed) return;
