@@ -41,6 +41,8 @@ export interface NameRegistry {
   /** Throws HOODY_NAME_TAKEN when another host holds the name, HOODY_FLEET_… (503) when the store cannot say. */
   reserve(name: string, id: string): Promise<void>;
   release(name: string, id: string): Promise<void>;
+  /** A routed hostname is the fleet's to hand out: HOODY_PROXY_HOSTNAME_TAKEN when another host routes it. */
+  claimRoute(hostname: string, container: string): Promise<void>;
 }
 
 /** Everything the container layer needs, passed explicitly (no singletons). */

@@ -229,6 +229,13 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
     console.log(`# a new route answered on every host within ${Date.now() - t0} ms`);
     // A name nobody routes is still B's own 404.
     assert.equal((await send(b().http, { host: 'nobody.web.test', path: '/' })).status, 404);
+    // Routed names are the fleet's: a tenant on B cannot take app.web.test, which A routes.
+    const rival = await b().d.client.call<{ token: string }>('POST', '/v1/containers', { name: 'rival', memory: '32m', host: 'b' });
+    const taken = await send(b().http, { host: `api.rival.${DOMAIN}`, path: `/api/v1/proxy/routes/app.web.test?token=${rival.token}`, method: 'PUT', body: '{"port":8080}', headers: { 'content-type': 'application/json' } });
+    assert.equal(taken.status, 409, taken.text);
+    assert.equal(taken.code, 'HOODY_PROXY_HOSTNAME_TAKEN');
+    assert.match(taken.text, /on host a\b/);
+    assert.equal((await send(c().http, { host: 'app.web.test', path: '/index.html' })).text, 'hello-from-web\n', 'still routed to web on A');
   });
 
   test("an upgrade (a websocket's handshake, then both directions) to a routed name on A works through B", async () => {

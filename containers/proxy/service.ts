@@ -215,6 +215,8 @@ export class ProxyService {
     if (certOwner && certOwner !== container) throw fail('PROXY_HOSTNAME_TAKEN', h);
     const maxRoutes = this.deps.limits?.routes ?? 50;
     if (!existing && this.deps.store.countRoutes(container) >= maxRoutes) throw fail('PROXY_ROUTE_LIMIT', maxRoutes);
+    // In a fleet, a hostname routed on another host is taken too (its HAProxy would otherwise answer for it).
+    if (!existing) await this.deps.containers.names?.claimRoute(h, container);
     const row: RouteRow = { hostname: h, container, port: body.port, httpsRedirect: body.https_redirect ?? false, createdAt: existing?.createdAt ?? new Date().toISOString() };
     const kept = this.deps.store.routes().filter((r) => r.hostname !== h && !this.deps.claims.isReserved(r.hostname));
     const next = buildRoutes([...kept, row]);

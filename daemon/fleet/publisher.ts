@@ -117,6 +117,19 @@ export class Publisher implements NameRegistry {
     }
   }
 
+  async claimRoute(hostname: string, container: string): Promise<void> {
+    const key = this.keys.route(hostname);
+    const value = JSON.stringify({ host: this.host, container } satisfies RouteRecord);
+    const { strict } = this.clients;
+    const res = await within(CALL_MS, 'route claim', strict.if(key, 'Create', '==', 0).then(strict.put(key).value(value)).else(strict.get(key)).commit());
+    if (res.succeeded) return this.learn(key, value, res.header.revision);
+    const kv = res.responses[0]?.response_range?.kvs[0];
+    const have = kv ? parseValue<RouteRecord>(kv.value) : null;
+    // Ours already (another container of this host, or a reconcile's leftover): SQLite decides, the reconcile follows.
+    if (!have || have.host === this.host) return;
+    throw fail('PROXY_HOSTNAME_TAKEN', `${hostname} (on host ${have.host})`);
+  }
+
   /** Our own acknowledged write goes into the cache at once (the watch brings the same revision later). */
   private learn(key: string, value: string, revision: string): void {
     this.cache.apply([{ kv: { key: Buffer.from(key), value: Buffer.from(value), mod_revision: revision }, deleted: false }]);
