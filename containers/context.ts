@@ -43,6 +43,8 @@ export interface NameRegistry {
   release(name: string, id: string): Promise<void>;
   /** A routed hostname is the fleet's to hand out: HOODY_PROXY_HOSTNAME_TAKEN when another host routes it. */
   claimRoute(hostname: string, container: string): Promise<void>;
+  /** A certificate may not name another host's tenant's domain, nor wildcard over its routes (the directory says). */
+  checkCert(domain: string, container: string): void;
 }
 
 /** Everything the container layer needs, passed explicitly (no singletons). */

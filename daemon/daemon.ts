@@ -148,7 +148,11 @@ export async function startDaemon(config: Config, log: Logger = makeLogger(confi
     })();
     return hop;
   };
-  const fleet = new Fleet({ ctx, stateDir: config.stateDir, version: VERSION, startedAt, ports: () => ports, env: process.env, log, hop: startHop, routes: () => ns.proxy.service.table().routes });
+  const fleet = new Fleet({ ctx, stateDir: config.stateDir, version: VERSION, startedAt, ports: () => ports, env: process.env, log, hop: startHop, routes: () => ns.proxy.service.table().routes,
+    certs: () => ns.proxy.service.localCerts(),
+    certBundle: (domain) => ns.proxy.service.localBundle(domain),
+    serveRemoteCerts: (certs) => ns.proxy.service.setRemoteCerts(certs),
+  });
   const forwarder = new FleetForwarder(fleet, config.domain, {
     // A container received from another host is not this host's to answer for until its move commits.
     hasContainer: (name) => ctx.store.get(name) !== undefined && !fleet.receiving(name),

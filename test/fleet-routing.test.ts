@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { HostCa } from '../containers/tls/ca.js';
 import { startEtcdCluster, type EtcdCluster } from './support/etcd.js';
 import { type FleetTestHost, startFleetHosts } from './support/fleet.js';
 import { dockerExec } from './support/host.js';
+import { servedCertificate } from './support/http.js';
 import { until } from './support/wait.js';
 
 type Host = FleetTestHost;
@@ -55,10 +57,31 @@ function send(port: number, opts: { host: string; path: string; method?: string;
   });
 }
 
+const httpsPorts = new Map<string, number>();
+async function httpsPort(h: Host): Promise<number> {
+  if (!httpsPorts.has(h.name)) httpsPorts.set(h.name, (await h.d.client.call<{ listeners: { https: number } }>('GET', '/v1/host')).listeners.https);
+  return httpsPorts.get(h.name)!;
+}
+
+/** A GET over HTTPS to a host's public port, trusting only `ca` for `servername`. */
+function httpsGet(port: number, servername: string, path: string, ca: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port, path, servername, ca, agent: false, headers: { host: servername } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve(text));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 describe('fleet routing: any host answers for any container (issue 12.4), dead hosts answer 503 (12.6)', { timeout: 180_000 }, () => {
   let etcd: EtcdCluster;
   const hosts: Host[] = [];
   let token = '';
+  let tenantFp = '';
   const a = () => hosts[0]!;
   const b = () => hosts[1]!;
   const c = () => hosts[2]!;
@@ -236,6 +259,28 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
     assert.equal(taken.code, 'HOODY_PROXY_HOSTNAME_TAKEN');
     assert.match(taken.text, /on host a\b/);
     assert.equal((await send(c().http, { host: 'app.web.test', path: '/index.html' })).text, 'hello-from-web\n', 'still routed to web on A');
+
+    // web's own certificate for app.web.test (on A) is served by B and C too, fetched over the hop; HTTPS works there.
+    const ca = await HostCa.loadOrCreate(join(a().d.stateDir, 'tenant-ca'));
+    const pem = await ca.issue(['app.web.test']);
+    tenantFp = new X509Certificate(pem.cert).fingerprint256;
+    const bundle = await send(a().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/proxy/cert/bundle?token=${token}`, method: 'PATCH', body: JSON.stringify({ domain: 'app.web.test', cert: pem.cert, key: pem.key }), headers: { 'content-type': 'application/json' } });
+    assert.equal(bundle.status, 200, bundle.text);
+    const t1 = Date.now();
+    for (const h of [b(), c()]) {
+      await until(`${h.name} serves web's certificate`, async () => (await servedCertificate(await httpsPort(h), 'app.web.test')).fingerprint256 === tenantFp, { timeoutMs: 15_000, everyMs: 100 });
+      const got = await httpsGet(await httpsPort(h), 'app.web.test', '/index.html', ca.certPem);
+      assert.equal(got, 'hello-from-web\n', `${h.name} over HTTPS`);
+    }
+    console.log(`# web's certificate was served by B and C ${Date.now() - t1} ms after its PATCH on A`);
+    // A tenant on B can neither put a certificate for web's name nor a wildcard over it (as on one host).
+    const stolen = await ca.issue(['app.web.test']);
+    const steal = await send(b().http, { host: `api.rival.${DOMAIN}`, path: `/api/v1/proxy/cert/bundle?token=${rival.token}`, method: 'PATCH', body: JSON.stringify({ domain: 'app.web.test', cert: stolen.cert, key: stolen.key }), headers: { 'content-type': 'application/json' } });
+    assert.equal(steal.code, 'HOODY_CERT_UNKNOWN', steal.text);
+    const wild = await ca.issue(['*.web.test']);
+    const over = await send(b().http, { host: `api.rival.${DOMAIN}`, path: `/api/v1/proxy/cert/bundle?token=${rival.token}`, method: 'PATCH', body: JSON.stringify({ domain: '*.web.test', cert: wild.cert, key: wild.key }), headers: { 'content-type': 'application/json' } });
+    assert.equal(over.code, 'HOODY_CERT_WILDCARD_CONFLICT', over.text);
+    assert.equal((await servedCertificate(await httpsPort(c()), 'app.web.test')).fingerprint256, tenantFp);
   });
 
   test("an upgrade (a websocket's handshake, then both directions) to a routed name on A works through B", async () => {
@@ -355,6 +400,8 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
       }, { timeoutMs: 15_000, everyMs: 100 });
       assert.equal(r.text, 'hello-from-web\n');
     }
+    // Its certificate moved with it: A, which held it, now fetches it from B and still serves it.
+    await until("A serves web's certificate from B", async () => (await servedCertificate(await httpsPort(a()), 'app.web.test')).fingerprint256 === tenantFp, { timeoutMs: 15_000, everyMs: 100 });
   });
 
   test('kill -9 of C: its container answers 503 HOODY_FLEET_HOST_DOWN on A and B, fast, before and after its lease expires', async () => {

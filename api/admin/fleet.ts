@@ -85,6 +85,7 @@ export interface FleetApi extends Placer {
   receiveMove(q: { name: string; id: string; from: string; bundleBytes: number }, input: Readable): Promise<{ name: string; volume: string }>;
   commitMove(name: string, id: string, revision: number): Promise<{ name: string; committed: boolean }>;
   abortMove(name: string, id: string): Promise<{ name: string; aborted: boolean }>;
+  certBundle(domain: string): { domain: string; container: string; pem: string; fingerprint: string };
 }
 
 const MovedView = Type.Object({
@@ -176,6 +177,10 @@ export const fleetRoutes: FastifyPluginAsync<{ fleet: FleetApi; local: { contain
     '/v1/fleet/moves/:name',
     { schema: { tags, hide: true, params: NameParam, querystring: Type.Object({ id: MoveId }, { additionalProperties: false }) } },
     async (req) => fleet.abortMove(req.params.name, req.query.id),
+  );
+  // Another host fetches a tenant's certificate (with its key) to serve that tenant's routed name over HTTPS too.
+  app.get('/v1/fleet/certs/:domain', { schema: { tags, hide: true, params: Type.Object({ domain: Type.String({ maxLength: 253 }) }) } }, async (req) =>
+    fleet.certBundle(req.params.domain),
   );
   app.post(
     '/v1/fleet/leave',

@@ -5,7 +5,7 @@ import { fail } from '../errors.js';
 import { grantCovers, normalizeGrants } from '../grants.js';
 import { normalizeBundle, validateBundle } from './bundle.js';
 import { canonicalName, type NameClaims } from './claims.js';
-import type { PlaneTable } from './plane.js';
+import type { PlaneCert, PlaneTable } from './plane.js';
 import type { ProxyStore, RouteRow } from './store.js';
 
 export interface Upstream {
@@ -83,6 +83,8 @@ function parentOf(name: string): string | null {
 export class ProxyService {
   #routes: ReadonlyMap<string, Upstream> = new Map();
   #certs: ReadonlyMap<string, CertEntry> = new Map();
+  /** Other fleet hosts' tenants' certificates, served here too (their routes forward to them); local ones win. */
+  #remote: readonly PlaneCert[] = [];
   // Built on a name's first handshake here, not kept per certificate: ~35 KiB of OpenSSL memory each, never used behind HAProxy.
   readonly #contexts = new WeakMap<CertEntry, SecureContext>();
 
@@ -136,7 +138,30 @@ export class ProxyService {
 
   /** The table a data plane serves: routes and certificates as they are now. */
   table(): PlaneTable {
-    return planeTable(this.#routes, this.#certs);
+    return this.#plane(this.#routes, this.#certs);
+  }
+
+  /** What the data plane serves: this host's routes and certificates, and other hosts' certificates. */
+  #plane(routes: ReadonlyMap<string, Upstream>, certs: ReadonlyMap<string, CertEntry>, remote = this.#remote): PlaneTable {
+    const local = planeTable(routes, certs);
+    return { routes: local.routes, certs: [...local.certs, ...remote.filter((c) => !certs.has(c.domain))] };
+  }
+
+  /** This host's tenants' certificates, without keys (the fleet directory publishes these). */
+  localCerts(): { domain: string; container: string; fingerprint: string }[] {
+    return [...this.#certs.values()].map((c) => ({ domain: c.domain, container: c.container, fingerprint: c.fingerprint }));
+  }
+
+  /** One of this host's tenants' bundles, for another fleet host to serve (asked over the signed hop only). */
+  localBundle(domain: string): PlaneCert | undefined {
+    const c = this.#certs.get(domain);
+    return c && { domain: c.domain, container: c.container, pem: c.pem, fingerprint: c.fingerprint };
+  }
+
+  /** Other hosts' certificates, whole: the data plane takes them first (or refuses: nothing changes). */
+  async setRemoteCerts(remote: readonly PlaneCert[]): Promise<void> {
+    await this.publish(this.#routes, this.#certs, remote);
+    this.#remote = remote;
   }
 
   /** Every certificate held and when it expires (metrics read this at each scrape: memory only). */
@@ -145,10 +170,10 @@ export class ProxyService {
   }
 
   /** The data plane takes the next tables first (it may refuse: then nothing changes), then they are ours. */
-  private async publish(routes: ReadonlyMap<string, Upstream>, certs: ReadonlyMap<string, CertEntry>): Promise<void> {
+  private async publish(routes: ReadonlyMap<string, Upstream>, certs: ReadonlyMap<string, CertEntry>, remote = this.#remote): Promise<void> {
     if (!this.deps.publish) return;
     try {
-      await this.deps.publish(planeTable(routes, certs));
+      await this.deps.publish(this.#plane(routes, certs, remote));
     } catch (err) {
       this.deps.log.error({ err }, 'the data plane refused the new table; the change is not applied');
       throw fail('DATA_PLANE_UNAVAILABLE', (err as Error).message);
@@ -266,6 +291,7 @@ export class ProxyService {
     // Another container's domain: answer as if it did not exist.
     if (owner && owner !== container) throw fail('CERT_UNKNOWN', bundle.domain);
     this.checkWildcard(container, bundle.domain);
+    this.deps.containers.names?.checkCert(bundle.domain, container); // the same two rules, fleet-wide
     const maxCerts = this.deps.limits?.certs ?? 50;
     if (!this.deps.store.cert(bundle.domain) && this.deps.store.countCerts(container) >= maxCerts) throw fail('CERT_LIMIT', maxCerts);
     const updatedAt = new Date().toISOString();
@@ -324,7 +350,7 @@ export class ProxyService {
   async forget(container: string): Promise<void> {
     this.#routes = new Map([...this.#routes].filter(([, r]) => r.container !== container));
     this.#certs = new Map([...this.#certs].filter(([, c]) => c.container !== container));
-    await this.deps.publish?.(planeTable(this.#routes, this.#certs)).catch((err: unknown) => this.deps.log.error({ err, container }, 'data plane: dropping a deleted container failed'));
+    await this.deps.publish?.(this.#plane(this.#routes, this.#certs)).catch((err: unknown) => this.deps.log.error({ err, container }, 'data plane: dropping a deleted container failed'));
   }
 }
 

@@ -1,7 +1,7 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { within } from './etcd.js';
-import { type FleetKeys, type HostRecord, type Kind, KINDS, type NameRecord, parseKey, parseValue, type RouteRecord, type TokenRecord } from './keys.js';
+import { type CertRecord, type FleetKeys, type HostRecord, type Kind, KINDS, type NameRecord, parseKey, parseValue, type RouteRecord, type TokenRecord } from './keys.js';
 
 interface Entry<T> {
   value: T;
@@ -15,9 +15,10 @@ export interface DirectoryView {
   names: ReadonlyMap<string, Entry<NameRecord>>;
   tokens: ReadonlyMap<string, Entry<TokenRecord>>;
   routes: ReadonlyMap<string, Entry<RouteRecord>>;
+  certs: ReadonlyMap<string, Entry<CertRecord>>;
 }
 
-const EMPTY: DirectoryView = { hosts: new Map(), names: new Map(), tokens: new Map(), routes: new Map() };
+const EMPTY: DirectoryView = { hosts: new Map(), names: new Map(), tokens: new Map(), routes: new Map(), certs: new Map() };
 
 export interface DirectoryStatus {
   /** A full list has been read at least once. */
@@ -99,7 +100,7 @@ export class DirectoryCache {
     try {
       const res = await this.client.getAll().prefix(this.keys.prefix).exec();
       const listRev = Number(res.header.revision);
-      const next = { hosts: new Map(), names: new Map(), tokens: new Map(), routes: new Map() } as { [K in Kind]: Map<string, Entry<unknown>> };
+      const next = { hosts: new Map(), names: new Map(), tokens: new Map(), routes: new Map(), certs: new Map() } as { [K in Kind]: Map<string, Entry<unknown>> };
       for (const kv of res.kvs) {
         const k = parseKey(this.keys, kv.key.toString());
         const value = k && parseValue(kv.value);
@@ -128,7 +129,13 @@ export class DirectoryCache {
 
   /** Applies watch events (or this host's own acknowledged writes) to a copy, then swaps it in. */
   apply(events: { kv: Pick<IKeyValue, 'key' | 'value' | 'mod_revision'>; deleted: boolean }[]): void {
-    const next = { hosts: new Map(this.view.hosts), names: new Map(this.view.names), tokens: new Map(this.view.tokens), routes: new Map(this.view.routes) } as {
+    const next = {
+      hosts: new Map(this.view.hosts),
+      names: new Map(this.view.names),
+      tokens: new Map(this.view.tokens),
+      routes: new Map(this.view.routes),
+      certs: new Map(this.view.certs),
+    } as {
       [K in Kind]: Map<string, Entry<unknown>>;
     };
     const kinds = new Set<Kind>();

@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { FleetRouter, Owner } from '../../api/public/forward.js';
 import type { ContainerContext, NamespaceHooks } from '../../containers/context.js';
+import type { PlaneCert } from '../../containers/proxy/plane.js';
 import { fail } from '../../containers/errors.js';
 import { hashToken } from '../../containers/tokens.js';
 import { type FleetInput, type FleetSettings, forgetFleet, isDraining, saveFleet, setDraining } from './config.js';
@@ -15,6 +16,7 @@ import { type FleetKeys, fleetKeys, type HostRecord, type HopRecord } from './ke
 import { Membership } from './membership.js';
 import { type Moved, type MoveMember, Mover } from './move.js';
 import { Publisher } from './publisher.js';
+import { RemoteCerts } from './remote-certs.js';
 
 export type { FleetSettings } from './config.js';
 
@@ -31,6 +33,12 @@ export interface FleetDeps {
   hop: () => Promise<HopRecord>;
   /** This host's routed hostnames, published so a routed name reaches its container from any host. */
   routes: () => readonly { hostname: string; container: string }[];
+  /** This host's tenants' certificates, published (no keys) so other hosts fetch them and serve HTTPS too. */
+  certs: () => readonly { domain: string; container: string; fingerprint: string }[];
+  /** One of this host's tenants' bundles (PEM with its key), for another host asking over the hop. */
+  certBundle: (domain: string) => PlaneCert | undefined;
+  /** Other hosts' certificates, whole, to the data plane. */
+  serveRemoteCerts: (certs: readonly PlaneCert[]) => Promise<void>;
 }
 
 /** The running parts of one membership; made on join (or start), dropped whole on leave. */
@@ -42,6 +50,7 @@ interface Member {
   membership: Membership;
   publisher: Publisher;
   hop: HopAuth;
+  remoteCerts: RemoteCerts;
 }
 
 export interface FleetHost {
@@ -94,15 +103,18 @@ export class Fleet implements FleetRouter {
     let publisher: Publisher | null = null;
     let membership: Membership | null = null;
     const cache = new DirectoryCache(clients.relaxed, keys, settings.relistMs, flog, (kinds, deleted) => {
+      // Certificates of other hosts to fetch (or drop); a host coming back may now answer for one.
+      if (kinds.has('certs') || kinds.has('hosts')) this.member?.remoteCerts.sync();
       if (!deleted) return;
       // Something went from the directory (a wipe, an expired lease): put back what is ours.
-      if (kinds.has('names') || kinds.has('tokens') || kinds.has('routes')) void publisher?.nudge();
+      if (kinds.has('names') || kinds.has('tokens') || kinds.has('routes') || kinds.has('certs')) void publisher?.nudge();
       if (kinds.has('hosts') && !this.member?.cache.view.hosts.has(settings.host)) membership?.nudge();
     });
-    publisher = new Publisher(clients, keys, settings.host, cache, ctx.store, ctx.busy, settings.publishMs, flog, this.deps.routes);
+    publisher = new Publisher(clients, keys, settings.host, cache, ctx.store, ctx.busy, settings.publishMs, flog, this.deps.routes, this.deps.certs);
     membership = new Membership(clients, keys, settings, () => this.record(settings), flog);
     const hop = new HopAuth(settings.host, clients, keys, flog);
-    this.member = { settings, keys, clients, cache, membership, publisher, hop };
+    const remoteCerts = new RemoteCerts(this, () => this.member?.cache.view ?? null, this.deps.serveRemoteCerts, flog);
+    this.member = { settings, keys, clients, cache, membership, publisher, hop, remoteCerts };
     ctx.names = publisher;
     hop.start();
     cache.start();
@@ -161,6 +173,7 @@ export class Fleet implements FleetRouter {
       ...[...m.cache.view.names].filter(([, e]) => e.value.host === m.settings.host).map(([n, e]) => ({ key: m.keys.name(n), rev: e.rev })),
       ...[...m.cache.view.tokens].filter(([, e]) => e.value.host === m.settings.host).map(([t, e]) => ({ key: m.keys.token(t), rev: e.rev })),
       ...[...m.cache.view.routes].filter(([, e]) => e.value.host === m.settings.host).map(([r, e]) => ({ key: m.keys.route(r), rev: e.rev })),
+      ...[...m.cache.view.certs].filter(([, e]) => e.value.host === m.settings.host).map(([d, e]) => ({ key: m.keys.cert(d), rev: e.rev })),
     ];
     let withdrawn = 0;
     try {
@@ -176,6 +189,7 @@ export class Fleet implements FleetRouter {
       throw err;
     }
     await this.stop(true);
+    await m.remoteCerts.clear().catch((err: unknown) => this.deps.log.warn({ err }, 'fleet: other hosts\' certificates are still served'));
     await forgetFleet(this.deps.stateDir);
     return { left: m.settings.fleet, withdrawn };
   }
@@ -314,6 +328,14 @@ export class Fleet implements FleetRouter {
 
   abortMove(name: string, id: string): Promise<{ name: string; aborted: boolean }> {
     return this.mover.abort(this.moveMember(), name, id);
+  }
+
+  /** A tenant's bundle for another fleet host (asked over the hop): this host's holder only. */
+  certBundle(domain: string): PlaneCert {
+    this.need();
+    const c = this.deps.certBundle(domain);
+    if (!c) throw fail('CERT_UNKNOWN', domain);
+    return c;
   }
 
   /** A move of `name` away from this host is under way: resolves when it ends. */

@@ -5,6 +5,7 @@ export interface FleetKeys {
   name(container: string): string;
   token(hash: string): string;
   route(hostname: string): string;
+  cert(domain: string): string;
 }
 
 export function fleetKeys(fleet: string): FleetKeys {
@@ -15,6 +16,7 @@ export function fleetKeys(fleet: string): FleetKeys {
     name: (n) => `${prefix}names/${n}`,
     token: (t) => `${prefix}tokens/${t}`,
     route: (r) => `${prefix}routes/${r}`,
+    cert: (d) => `${prefix}certs/${d}`,
   };
 }
 
@@ -68,8 +70,18 @@ export interface RouteRecord {
   container: string;
 }
 
-export type Kind = 'hosts' | 'names' | 'tokens' | 'routes';
-export const KINDS: readonly Kind[] = ['hosts', 'names', 'tokens', 'routes'];
+/**
+ * A tenant's certificate (by its domain) -> who holds it and which one (SHA-256 fingerprint). Never the key: other
+ * hosts fetch the bundle from its holder over the hop, so HTTPS for a routed name works on every host.
+ */
+export interface CertRecord {
+  host: string;
+  container: string;
+  fingerprint: string;
+}
+
+export type Kind = 'hosts' | 'names' | 'tokens' | 'routes' | 'certs';
+export const KINDS: readonly Kind[] = ['hosts', 'names', 'tokens', 'routes', 'certs'];
 
 /** Splits a key of this fleet into its kind and id; null for anything else under the prefix. */
 export function parseKey(keys: FleetKeys, key: string): { kind: Kind; id: string } | null {

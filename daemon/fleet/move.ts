@@ -159,11 +159,12 @@ export class Mover {
           if (a.status !== 200) throw remoteError(to, a);
         });
 
-        // The flip: name, token hashes and routes to the new host, in one transaction on the name's revision.
+        // The flip: name, token hashes, routes and certificates to the new host, in one transaction on the name's revision.
         const view = m.cache.view;
         const puts: { key: string; value: string }[] = [{ key, value: JSON.stringify({ host: to, id: row.id, state: 'ready' } satisfies NameRecord) }];
         for (const [hash, e] of view.tokens) if (e.value.container === name && e.value.host === m.self) puts.push({ key: m.keys.token(hash), value: JSON.stringify({ ...e.value, host: to }) });
         for (const [hostname, e] of view.routes) if (e.value.container === name && e.value.host === m.self) puts.push({ key: m.keys.route(hostname), value: JSON.stringify({ ...e.value, host: to }) });
+        for (const [domain, e] of view.certs) if (e.value.container === name && e.value.host === m.self) puts.push({ key: m.keys.cert(domain), value: JSON.stringify({ ...e.value, host: to }) });
         const { strict } = m.clients;
         const res = await within(5000, 'move', strict.if(key, 'Mod', '==', Number(kv.mod_revision)).then(...puts.map((p) => strict.put(p.key).value(p.value))).commit());
         if (!res.succeeded) throw fail('MOVE_REFUSED', `the directory entry of ${name} changed during the move`);

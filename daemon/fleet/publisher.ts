@@ -4,7 +4,7 @@ import { fail } from '../../containers/errors.js';
 import type { ContainerStore } from '../../containers/store.js';
 import type { DirectoryCache } from './directory.js';
 import { type EtcdClients, within } from './etcd.js';
-import { type FleetKeys, type NameRecord, parseValue, type RouteRecord, type TokenRecord } from './keys.js';
+import { type CertRecord, type FleetKeys, type NameRecord, parseValue, type RouteRecord, type TokenRecord } from './keys.js';
 
 const CALL_MS = 3_000;
 
@@ -34,6 +34,8 @@ export class Publisher implements NameRegistry {
     private readonly log: Logger,
     /** This host's routed hostnames (proxy routes) -> container. */
     private readonly routes: () => readonly { hostname: string; container: string }[] = () => [],
+    /** This host's tenants' certificates (domain -> container, fingerprint): other hosts fetch them over the hop. */
+    private readonly certs: () => readonly { domain: string; container: string; fingerprint: string }[] = () => [],
   ) {}
 
   start(): void {
@@ -118,6 +120,9 @@ export class Publisher implements NameRegistry {
   }
 
   async claimRoute(hostname: string, container: string): Promise<void> {
+    // A certificate of another tenant (on any host) that covers the name would be served for it there.
+    const cert = [...this.cache.view.certs].find(([d, c]) => c.value.container !== container && coveredBy(d, hostname));
+    if (cert) throw fail('PROXY_HOSTNAME_TAKEN', `${hostname} (another tenant's certificate ${cert[0]} on host ${cert[1].value.host} covers it)`);
     const key = this.keys.route(hostname);
     const value = JSON.stringify({ host: this.host, container } satisfies RouteRecord);
     const { strict } = this.clients;
@@ -128,6 +133,17 @@ export class Publisher implements NameRegistry {
     // Ours already (another container of this host, or a reconcile's leftover): SQLite decides, the reconcile follows.
     if (!have || have.host === this.host) return;
     throw fail('PROXY_HOSTNAME_TAKEN', `${hostname} (on host ${have.host})`);
+  }
+
+  checkCert(domain: string, container: string): void {
+    const view = this.cache.view;
+    const other = (c: string) => c !== container;
+    const route = view.routes.get(domain)?.value;
+    const cert = view.certs.get(domain)?.value;
+    // Another tenant's name, here or on another host: as if it did not exist (as on one host).
+    if ((route && other(route.container)) || (cert && other(cert.container))) throw fail('CERT_UNKNOWN', domain);
+    if (!domain.startsWith('*.')) return;
+    for (const [hostname, r] of view.routes) if (other(r.value.container) && coveredBy(domain, hostname)) throw fail('CERT_WILDCARD_CONFLICT', domain, hostname);
   }
 
   /** Our own acknowledged write goes into the cache at once (the watch brings the same revision later). */
@@ -173,6 +189,17 @@ export class Publisher implements NameRegistry {
     for (const [hostname, e] of view.routes) {
       if (e.value.host === this.host && !wantedRoutes.has(hostname) && !this.held.has(e.value.container)) ops.push({ key: this.keys.route(hostname), value: null, rev: e.rev });
     }
+    const wantedCerts = new Map<string, CertRecord>();
+    for (const c of this.certs()) if (publishable(c.container)) wantedCerts.set(c.domain, { host: this.host, container: c.container, fingerprint: c.fingerprint });
+    for (const [domain, want] of wantedCerts) {
+      const have = view.certs.get(domain);
+      if (have && have.value.host !== this.host) continue; // the first holder keeps it, as with routes
+      if (!have || have.value.container !== want.container || have.value.fingerprint !== want.fingerprint)
+        ops.push({ key: this.keys.cert(domain), value: JSON.stringify(want), rev: have?.rev ?? 0 });
+    }
+    for (const [domain, e] of view.certs) {
+      if (e.value.host === this.host && !wantedCerts.has(domain) && !this.held.has(e.value.container)) ops.push({ key: this.keys.cert(domain), value: null, rev: e.rev });
+    }
     for (const [name, e] of view.names) {
       const row = rows.get(name);
       const ours = e.value.host === this.host;
@@ -193,4 +220,12 @@ export class Publisher implements NameRegistry {
     if (ops.length) this.log.debug({ writes: ops.length }, 'fleet directory: published');
     this.lastError = null;
   }
+}
+
+/** A certificate's domain covers a hostname: the same name, or `*.parent` over one label of it. */
+export function coveredBy(domain: string, hostname: string): boolean {
+  if (domain === hostname) return true;
+  if (!domain.startsWith('*.')) return false;
+  const dot = hostname.indexOf('.');
+  return dot > 0 && hostname.slice(dot + 1) === domain.slice(2);
 }
