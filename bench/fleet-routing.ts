@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { startEtcdCluster } from '../test/support/etcd.js';
 import { type BenchDaemon, startBenchDaemon } from './daemon.js';
 import { disturbedNote, runBench, watchOthers } from './harness.js';
+import { chartSvg, type Panel } from './ns-chart.js';
 import { numberOption } from './options.js';
 import { fmt, mdTable, notesSection, runLines } from './results.js';
 import { dist, sleep } from './stats.js';
@@ -142,13 +143,14 @@ runBench({ name: 'fleet-routing', description: 'forwarded vs local request laten
   const result = { ...(await b.header(o)), runs, reachable_ms: dist(reach, 1), reachable_by_token_ms: dist(reachToken, 1), notes: b.notes };
   const [runLine, optLine] = runLines(result);
   const [local, fwd] = [runs.find((r) => r.path === 'local'), runs.find((r) => r.path === 'forwarded')];
-  const md = () =>
+  const md = (svgName: string | null) =>
     [
       '# fleet routing: forwarded vs local',
       '',
       runLine,
       optLine,
       '',
+      ...(svgName ? [`![forwarded vs local, and reachability](${svgName})`, ''] : []),
       mdTable(
         ['path', 'requests', 'errors', 'req/s', 'p50 ms', 'p99 ms', 'max ms'],
         runs.map((r) => [r.path, r.requests, r.errors, r.rps, fmt(r.latency_ms.p50), fmt(r.latency_ms.p99), fmt(r.latency_ms.max)]),
@@ -160,5 +162,25 @@ runBench({ name: 'fleet-routing', description: 'forwarded vs local request laten
       ...notesSection(b.notes),
       '',
     ].join('\n');
-  await b.write(result, md, null);
+  const bars = (title: string, yLabel: string, groups: [string, [string, number | null | undefined][]][]): Panel => ({
+    kind: 'bar',
+    title,
+    yLabel,
+    groups: groups.map(([label, values]) => ({ label, values: values.map(([name, value]) => ({ name, value: value ?? null })) })),
+  });
+  const svg = chartSvg(
+    [
+      bars('latency', 'ms', [
+        ['p50', runs.map((r) => [r.path, r.latency_ms.p50])],
+        ['p99', runs.map((r) => [r.path, r.latency_ms.p99])],
+      ]),
+      bars('throughput', 'req/s', [['req/s', runs.map((r) => [r.path, r.rps])]]),
+      bars('reachable from every host', 'ms after the create', [
+        ['p50', [['by name', result.reachable_ms.p50], ['by token', result.reachable_by_token_ms.p50]]],
+        ['max', [['by name', result.reachable_ms.max], ['by token', result.reachable_by_token_ms.max]]],
+      ]),
+    ],
+    `fleet routing, ${o.hosts} hosts on one box, ${o.connections} connections`,
+  );
+  await b.write(result, md, svg);
 });
