@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Etcd3 } from 'etcd3';
 import { HostCa } from '../containers/tls/ca.js';
 import { startEtcdCluster, type EtcdCluster } from './support/etcd.js';
 import { type FleetTestHost, startFleetHosts } from './support/fleet.js';
@@ -233,6 +235,31 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
     assert.equal(off.exitCode, 0, off.stderr);
     assert.match(off.stdout, /host a takes new containers again/);
     for (const h of hosts) await drainedOn(h, false);
+  });
+
+  test('placement: a chosen host that refuses hands the create over to the next candidate', async () => {
+    // B and C drain; a host `zz` registers with far more room than A but no hop yet (as a host still starting would):
+    // placement ranks zz first, its refusal (503 HOODY_FLEET_HOST_DOWN) hands the create over to A.
+    for (const h of [b(), c()]) assert.equal((await h.d.hoody(['fleet', 'drain'])).exitCode, 0);
+    const store = new Etcd3({ hosts: etcd.endpoints });
+    const zz = `hoody/${fleetName}/hosts/zz`;
+    try {
+      const now = new Date().toISOString();
+      const capacity = { poolFreeBytes: 2 ** 50, memoryAvailableBytes: 2 ** 50, ksmSavedBytes: 0, containers: 0, draining: false };
+      await store.put(zz).value(JSON.stringify({ host: 'zz', addresses: ['127.0.0.1'], ports: { http: 1, https: 1 }, capacity, version: 'test', startedAt: now, updatedAt: now }));
+      await until('b sees zz and the drains', async () => {
+        const list = await b().d.client.call<FleetHost[]>('GET', '/v1/fleet/hosts');
+        return list.some((x) => x.host === 'zz') && list.filter((x) => x.record?.capacity?.draining).length === 2;
+      }, { timeoutMs: 10_000, everyMs: 100 });
+      const made = await b().d.client.call<{ host: string }>('POST', '/v1/containers', { name: 'handed', memory: '32m' });
+      assert.equal(made.host, 'a');
+      const log = await readFile(join(b().d.stateDir, 'hoodyd.log'), 'utf8');
+      assert.match(log, /"host":"zz".*the host refused; trying the next one/);
+    } finally {
+      await store.delete().key(zz);
+      store.close();
+      for (const h of [b(), c()]) await h.d.hoody(['fleet', 'drain', '--off']);
+    }
   });
 
   test("a tenant's routed hostname on A is reached through B and C (their HAProxy hands unknown names to hoodyd)", async () => {
