@@ -140,7 +140,8 @@ export class BtrfsDriver implements StorageDriver {
   async receive(parent: string, name: string, input: Readable): Promise<void> {
     await mkdir(parent, { recursive: true });
     try {
-      await runStream('btrfs', ['receive', parent], { stdin: input });
+      // chroot: the stream's paths cannot reach outside the parent, whatever a sender put in them.
+      await runStream('btrfs', ['receive', '--chroot', parent], { stdin: input });
       if (!(await this.isVolume(join(parent, name)))) throw new Error(`btrfs receive into ${parent} made no ${name}`);
     } catch (err) {
       // Undo: receive leaves what it had made so far (a partial subvolume) on a failure.
