@@ -149,7 +149,10 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
     console.log(`# failed create, release, create elsewhere, delete: ${Date.now() - t0} ms`);
   });
 
-  test('quorum lost: A still serves its container, creates fail fast with 503; quorum back: creates work', async () => {
+  test('quorum lost: A still serves its container, creates and moves fail fast with 503; quorum back: creates work', async () => {
+    // A stopped container to move while etcd has no quorum (made while it has).
+    assert.equal((await create(hosts[0]!, 'parked')).status, 201);
+    await hosts[0]!.d.client.call('POST', '/v1/containers/parked/stop');
     await etcd.kill(1);
     await etcd.kill(2);
     const answer = await call({ port: hosts[0]!.http, host: '127.0.0.1', path: '/c/web/api/v1/scripts', headers: { authorization: `Bearer ${web.token}` } });
@@ -162,6 +165,17 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
     console.log(`# create without quorum: ${r.status} ${r.code} in ${r.ms} ms`);
     // The failed create left nothing behind on A.
     await assert.rejects(hosts[0]!.d.client.call('GET', '/v1/containers/late'), (e: ApiError) => e.status === 404);
+    // A move needs the directory's word: refused fast, the container untouched where it was.
+    const t0 = Date.now();
+    await assert.rejects(hosts[0]!.d.client.call('POST', '/v1/containers/parked/move', { host: 'b' }), (e: ApiError) => {
+      assert.equal(e.status, 503, e.message);
+      assert.ok(['HOODY_FLEET_NO_LEADER', 'HOODY_FLEET_UNAVAILABLE'].includes(e.code), e.code);
+      return true;
+    });
+    assert.ok(Date.now() - t0 < 5000, `the move took ${Date.now() - t0} ms`);
+    console.log(`# move without quorum refused in ${Date.now() - t0} ms`);
+    assert.equal((await hosts[0]!.d.client.call<{ state: string }>('GET', '/v1/containers/parked')).state, 'stopped');
+    await assert.rejects(hosts[1]!.d.client.call('GET', '/v1/containers/parked'), (e: ApiError) => e.status === 404);
     // Still cached: lookups never wait on etcd.
     assert.equal((await placement(hosts[2]!, 'web')).host, 'a');
     await etcd.start(1);
@@ -172,6 +186,7 @@ describe('fleet: membership and the directory on a 3-member etcd (3 hoodyd on on
       return x.status === 201 && x;
     }, { timeoutMs: 30_000, everyMs: 200 });
     assert.equal(ok.body!.name, 'late');
+    await hosts[0]!.d.client.call('DELETE', '/v1/containers/parked');
   });
 
   test('the prefix wiped: every host republishes and the directory comes back everywhere', async () => {
