@@ -26,6 +26,8 @@ import { callHost, type FleetPeers, HOP_ADMIN_PREFIX, remoteError } from './remo
 
 /** The bundle of rows ahead of the volume stream may not be larger than this. */
 const MAX_BUNDLE = 16 * 1024 * 1024;
+/** A move's stream that makes no progress (no bytes taken, no answer) for this long is given up. */
+const MOVE_IDLE_MS = 120_000;
 /** A received container whose flip never came (the sender died) is checked against etcd after this long. */
 const PENDING_MS = 120_000;
 
@@ -194,17 +196,20 @@ export class Mover {
   }
 
   /** The bundle's length, the bundle, then the volume stream, to the new host's hop (signed like any hop request). */
-  private send(m: MoveMember, to: string, name: string, id: string, bundle: MoveBundle, staged: string): Promise<number> {
+  private async send(m: MoveMember, to: string, name: string, id: string, bundle: MoveBundle, staged: string): Promise<number> {
     const owner = m.peers.hostOwner(to);
-    if (!owner.up) return Promise.reject(fail('MOVE_REFUSED', `host ${to} is down (${owner.why})`));
+    if (!owner.up) throw fail('MOVE_REFUSED', `host ${to} is down (${owner.why})`);
     const head = Buffer.from(JSON.stringify(bundle));
     const url = `${HOP_ADMIN_PREFIX}/v1/fleet/moves?name=${encodeURIComponent(name)}&id=${encodeURIComponent(id)}&from=${encodeURIComponent(m.self)}&bundle_bytes=${head.length}`;
     const hostHeader = `admin.${to}`;
     const auth = m.peers.sign('POST', hostHeader, url, `fleet:${m.self}`);
-    if (!auth) return Promise.reject(fail('FLEET_UNAVAILABLE', 'the fleet secret is not known yet'));
+    if (!auth) throw fail('FLEET_UNAVAILABLE', 'the fleet secret is not known yet');
     let bytes = 0;
-    return new Promise((resolve, reject) => {
-      const req = httpsRequest(
+    const counted = new PassThrough();
+    counted.on('data', (c: Buffer) => (bytes += c.length)); // also keeps it flowing once the request is gone
+    let req: ReturnType<typeof httpsRequest> | undefined;
+    const answered = new Promise<void>((resolve, reject) => {
+      req = httpsRequest(
         {
           host: owner.address,
           port: owner.port,
@@ -213,6 +218,8 @@ export class Mover {
           ca: owner.ca,
           servername: owner.servername,
           agent: false,
+          // A new host that stops reading or answering for this long is given up on (the undo runs).
+          timeout: MOVE_IDLE_MS,
           headers: { ...auth, host: hostHeader, 'content-type': 'application/x-hoody-move', 'transfer-encoding': 'chunked' },
         },
         (res) => {
@@ -220,7 +227,7 @@ export class Mover {
           res.setEncoding('utf8');
           res.on('data', (c: string) => (text += c));
           res.on('end', () => {
-            if (res.statusCode === 201) return resolve(bytes);
+            if (res.statusCode === 201) return resolve();
             let body: unknown = null;
             try {
               body = JSON.parse(text);
@@ -231,16 +238,22 @@ export class Mover {
           });
         },
       );
+      req.on('timeout', () => req?.destroy(Object.assign(new Error(`no progress for ${MOVE_IDLE_MS} ms`), { code: 'ETIMEDOUT' })));
       req.on('error', (err: NodeJS.ErrnoException) => reject(fail('MOVE_REFUSED', `sending to host ${to} failed: ${err.code ?? err.message}`)));
       req.write(head);
-      const counted = new PassThrough();
-      counted.on('data', (c: Buffer) => (bytes += c.length));
       counted.pipe(req);
-      this.ctx.storage.send(staged, counted).catch((err: unknown) => {
-        req.destroy();
-        reject(storageFailure(err));
-      });
     });
+    const sent = this.ctx.storage.send(staged, counted);
+    // An early answer (a refusal) or a broken connection: the rest of the stream is read and dropped, so the send
+    // ends and its snapshot can go before the undo deletes it.
+    answered.catch(() => {
+      if (req) counted.unpipe(req);
+      counted.resume();
+    });
+    const [a, b] = await Promise.allSettled([answered, sent]);
+    if (a.status === 'rejected') throw a.reason;
+    if (b.status === 'rejected') throw storageFailure(b.reason);
+    return bytes;
   }
 
   // ---- the new host
