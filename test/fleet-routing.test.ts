@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { HostCa } from '../containers/tls/ca.js';
@@ -28,6 +30,7 @@ interface FleetHost {
   record: { hop?: { port: number }; capacity?: { draining: boolean } } | null;
 }
 
+const execFileP = promisify(execFile);
 const fleetName = `r${randomBytes(3).toString('hex')}`;
 const DOMAIN = 'hoody.localhost';
 
@@ -351,7 +354,7 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
     assert.match(through, /^HTTP\/1\.1 101/);
   });
 
-  test('hoody move: a stopped web goes from A to B whole, asked of C; requests through every host never fail, before, during or after the flip', async () => {
+  test('hoody move: refused while running, with snapshots, to itself; a disk that refuses undoes it all; then web goes from A to B whole, asked of C, and reads through every host never fail', async () => {
     const moveOn = (h: Host, host: string) => h.d.client.call<{ name: string; from: string; to: string; bytes: number; ms: number }>('POST', '/v1/containers/web/move', { host });
     const refused = async (p: Promise<unknown>, code: string, re: RegExp) =>
       assert.rejects(p, (err: { code?: string; message?: string }) => {
@@ -372,6 +375,20 @@ describe('fleet routing: any host answers for any container (issue 12.4), dead h
     await a().d.client.call('DELETE', '/v1/containers/web/snapshots/keep');
     const hello = (await send(a().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/files/hello.txt?token=${token}` })).text;
     assert.ok(hello.length > 1000);
+    // B's disk refuses the stream (its staging directory made immutable): every step is undone, web stays on A.
+    const bStaging = join(b().d.stateDir, 'pool', 'moving');
+    await mkdir(bStaging, { recursive: true });
+    await execFileP('chattr', ['+i', bStaging]);
+    try {
+      await refused(moveOn(c(), 'b'), 'HOODY_STORAGE_FAILED', /host b: [\s\S]*btrfs receive[\s\S]*Operation not permitted/);
+    } finally {
+      await execFileP('chattr', ['-i', bStaging]);
+    }
+    assert.equal((await a().d.client.call<{ state: string }>('GET', '/v1/containers/web')).state, 'stopped');
+    await refused(b().d.client.call('GET', '/v1/containers/web'), 'HOODY_CONTAINER_UNKNOWN', /web/);
+    assert.deepEqual(await readdir(join(a().d.stateDir, 'pool', 'moving')), [], "A's staged snapshot is gone");
+    for (const h of hosts) assert.equal((await h.d.client.call<{ host: string }>('GET', '/v1/fleet/directory/web')).host, 'a');
+    assert.equal((await send(b().http, { host: `api.web.${DOMAIN}`, path: `/api/v1/files/hello.txt?token=${token}` })).text, hello);
 
     // Clients keep reading a file through every host, by service host, by path and by token alone.
     const seen: { host: string; how: string; at: number; status: number; ok: boolean; text: string }[] = [];
