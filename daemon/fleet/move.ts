@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ContainerContext } from '../../containers/context.js';
-import { fail } from '../../containers/errors.js';
+import { fail, isHoodyError } from '../../containers/errors.js';
 import { engineFailure, storageFailure } from '../../containers/failures.js';
 import { exportBundle, importBundle, type MoveBundle } from '../../containers/move-bundle.js';
 import { checkName } from '../../containers/names.js';
@@ -156,7 +156,10 @@ export class Mover {
         undo.push('staged snapshot', () => ctx.storage.deleteVolume(staged));
 
         bytes = await this.send(m, to, name, row.id, exportBundle(ctx.store.db, name), staged);
+        let flipUnknown = false;
         undo.push('copy on the new host', async () => {
+          // Whether the flip took is not known: the new host asks etcd itself and keeps or drops its copy.
+          if (flipUnknown) return;
           const a = await callHost(m.peers, to, 'DELETE', `/v1/fleet/moves/${encodeURIComponent(name)}?id=${row.id}`, undefined, 60_000);
           if (a.status !== 200) throw remoteError(to, a);
         });
@@ -168,15 +171,26 @@ export class Mover {
         for (const [hostname, e] of view.routes) if (e.value.container === name && e.value.host === m.self) puts.push({ key: m.keys.route(hostname), value: JSON.stringify({ ...e.value, host: to }) });
         for (const [domain, e] of view.certs) if (e.value.container === name && e.value.host === m.self) puts.push({ key: m.keys.cert(domain), value: JSON.stringify({ ...e.value, host: to }) });
         const { strict } = m.clients;
-        const res = await within(5000, 'move', strict.if(key, 'Mod', '==', Number(kv.mod_revision)).then(...puts.map((p) => strict.put(p.key).value(p.value))).commit());
-        if (!res.succeeded) throw fail('MOVE_REFUSED', `the directory entry of ${name} changed during the move`);
-        m.cache.apply(puts.map((p) => ({ kv: { key: Buffer.from(p.key), value: Buffer.from(p.value), mod_revision: res.header.revision }, deleted: false })));
+        let revision: number;
+        try {
+          const res = await within(5000, 'move', strict.if(key, 'Mod', '==', Number(kv.mod_revision)).then(...puts.map((p) => strict.put(p.key).value(p.value))).commit());
+          if (!res.succeeded) throw fail('MOVE_REFUSED', `the directory entry of ${name} changed during the move`);
+          revision = Number(res.header.revision);
+        } catch (err) {
+          if (isHoodyError(err) && err.code === 'HOODY_MOVE_REFUSED') throw err;
+          // No answer is not a no: the transaction may have taken. Read the entry until etcd says which.
+          const took = await this.flipTook(m, key, to, row.id);
+          if (took === null) flipUnknown = true;
+          if (!took) throw err;
+          revision = took;
+        }
+        m.cache.apply(puts.map((p) => ({ kv: { key: Buffer.from(p.key), value: Buffer.from(p.value), mod_revision: String(revision) }, deleted: false })));
         undo.done();
         // Past the flip nothing is undone: the new host holds the container for the whole fleet.
-        const commit = await callHost(m.peers, to, 'POST', `/v1/fleet/moves/${encodeURIComponent(name)}/commit`, { id: row.id, revision: Number(res.header.revision) }, 30_000).catch(
+        const commit = await callHost(m.peers, to, 'POST', `/v1/fleet/moves/${encodeURIComponent(name)}/commit`, { id: row.id, revision }, 30_000).catch(
           (err: unknown) => ({ status: 0, body: String(err) }),
         );
-        // It commits by itself once its cache (or etcd) shows the flip: a lost answer costs a little time, no data.
+        // It asks etcd by itself within PENDING_MS and commits: a lost answer costs time, no data.
         if (commit.status !== 200) this.log.warn({ container: name, to, answer: commit.body }, 'move: the new host did not confirm the commit; it commits when it sees the flip');
       }
       ctx.store.setPhase(name, 'deleting'); // a crash from here on is finished by reconcile()
@@ -193,6 +207,21 @@ export class Mover {
       end();
       ctx.busy.delete(name);
     }
+  }
+
+  /** After a flip without an answer: its revision if it took, 0 if it did not, null if etcd says nothing for 30 s. */
+  private async flipTook(m: MoveMember, key: string, to: string, id: string): Promise<number | null> {
+    for (let i = 0; i < 10; i++) {
+      try {
+        const kv = (await within(3000, 'move', m.clients.strict.get(key).exec())).kvs[0];
+        const have = kv ? parseValue<NameRecord>(kv.value) : null;
+        return have?.host === to && have.id === id ? Number(kv!.mod_revision) : 0;
+      } catch {
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+    this.log.error({ key, to }, 'move: etcd did not say whether the flip took; the new host settles it by etcd, this copy stays');
+    return null;
   }
 
   /** The bundle's length, the bundle, then the volume stream, to the new host's hop (signed like any hop request). */
