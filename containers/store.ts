@@ -72,6 +72,8 @@ function toToken(r: Raw): TokenRow {
 
 /** Containers, tokens and snapshots in the state database. Every write is one committed transaction. */
 export class ContainerStore {
+  readonly #tokenListeners = new Set<(container: string) => void>();
+
   constructor(
     readonly db: Database,
     /** Revoked tokens kept per container (an audit trail of ids); every rotation adds one. */
@@ -123,6 +125,20 @@ export class ContainerStore {
         'INSERT INTO tokens (id, container, user, scopes, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)',
       )
       .run(t.id, t.container, t.user, t.scopes.join(','), t.hash, t.createdAt);
+    this.#tokensChanged(t.container);
+  }
+
+  /** Called after a container's tokens changed (issued, rotated); returns the unsubscribe. */
+  onTokens(listener: (container: string) => void): () => void {
+    this.#tokenListeners.add(listener);
+    return () => this.#tokenListeners.delete(listener);
+  }
+
+  /** After the current synchronous step: a transaction around the write has committed by then. */
+  #tokensChanged(container: string): void {
+    if (this.#tokenListeners.size) queueMicrotask(() => {
+      for (const l of this.#tokenListeners) l(container);
+    });
   }
 
   /** Drops a container's oldest revoked tokens beyond `revokedTokensKept`. */

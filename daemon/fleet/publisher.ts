@@ -21,6 +21,7 @@ export class Publisher implements NameRegistry {
   private readonly conflicts = new Set<string>();
   /** Containers being handed over to or from another host (a move): their entries are the move's to write. */
   private readonly held = new Set<string>();
+  private unsubscribe: () => void = () => undefined;
   lastError: string | null = null;
 
   constructor(
@@ -39,11 +40,15 @@ export class Publisher implements NameRegistry {
   ) {}
 
   start(): void {
+    // A token issued or rotated is published at once (the periodic reconcile is the safety net).
+    this.unsubscribe = this.store.onTokens(() => void this.nudge());
+    void this.nudge();
     this.tick();
   }
 
   close(): void {
     this.closed = true;
+    this.unsubscribe();
     if (this.timer) clearTimeout(this.timer);
   }
 
@@ -152,7 +157,11 @@ export class Publisher implements NameRegistry {
   }
 
   private async reconcile(): Promise<void> {
-    if (!this.cache.status.synced) return; // without a first list we cannot tell missing from unknown
+    if (!this.cache.status.synced) {
+      // Without a first list we cannot tell missing from unknown: again shortly, not only at the next period.
+      if (!this.closed) setTimeout(() => void this.nudge(), 200).unref();
+      return;
+    }
     const view = this.cache.view;
     const { strict } = this.clients;
     const rows = new Map(this.store.list().map((r) => [r.name, r]));
