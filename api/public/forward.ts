@@ -82,6 +82,8 @@ function presented(req: IncomingMessage): string | null {
   return auth?.startsWith('Bearer ') ? auth.slice(7).trim() || null : null;
 }
 
+type Subject = { name: string } | { hash: string; local: string | undefined } | { hostname: string };
+
 export class FleetForwarder {
   /** One keep-alive pool per owner (address, port and its CA): hop connections are reused. */
   readonly #agents = new Map<string, Agent>();
@@ -92,8 +94,11 @@ export class FleetForwarder {
     private readonly local: LocalLookup,
   ) {}
 
-  /** Which container the request names (by path or host), or the token it presents on a token-only host. */
-  private subject(req: IncomingMessage): { name: string } | { hash: string } | { hostname: string } | null {
+  /**
+   * Which container the request names (by path or host), or the token it presents on a token-only host (with the
+   * local container it belongs to, if any), or a routed hostname. Worked out once per pass of a request.
+   */
+  private subject(req: IncomingMessage): Subject | null {
     const path = /^\/c\/([^/?]+)/.exec(req.url ?? '');
     const target = parseHost(req.headers.host, this.domain);
     if (path) {
@@ -106,30 +111,28 @@ export class FleetForwarder {
     if (target.kind === 'container-service') return { name: target.container };
     if (target.kind === 'token-service') {
       const token = presented(req);
-      return token ? { hash: hashToken(token) } : null;
+      if (!token) return null;
+      const hash = hashToken(token);
+      return { hash, local: this.local.tokenContainer(hash) };
     }
     const hostname = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
     return hostname ? { hostname } : null;
   }
 
-  /** The owner when this request is another host's; null: answer it here (as before the fleet). */
-  ownerOf(req: IncomingMessage): Owner | null {
-    const hop = hops.get(req);
-    if (hop?.again) return null; // forwarded twice already: answered here, whatever this host knows
-    const s = this.subject(req);
-    let owner: Owner | null = null;
-    if (!s) return null;
-    if ('name' in s) owner = this.local.hasContainer(s.name) ? null : this.router.ownerOfName(s.name);
-    else if ('hash' in s) owner = this.local.tokenContainer(s.hash) !== undefined ? null : this.router.ownerOfToken(s.hash);
-    else owner = this.router.ownerOfRoute(s.hostname);
-    // Back to its sender too: a host that had just received a moved container sent it here before its commit.
-    return owner;
+  /**
+   * The owner when this request is another host's; null: answer it here (as before the fleet). A hopped request
+   * may go back to its sender: a host that had just received a moved container sent it here before its commit.
+   */
+  ownerOf(req: IncomingMessage, s = this.subject(req)): Owner | null {
+    if (hops.get(req)?.again || !s) return null; // forwarded twice already: answered here, whatever this host knows
+    if ('name' in s) return this.local.hasContainer(s.name) ? null : this.router.ownerOfName(s.name);
+    if ('hash' in s) return s.local !== undefined ? null : this.router.ownerOfToken(s.hash);
+    return this.router.ownerOfRoute(s.hostname);
   }
 
   /** The move under way of the container this request is for, if it is moving away from this host. */
-  private moving(req: IncomingMessage): { name: string; done: Promise<void> } | null {
-    const s = this.subject(req);
-    const name = !s ? undefined : 'name' in s ? s.name : 'hash' in s ? this.local.tokenContainer(s.hash) : undefined;
+  private moving(s: Subject | null): { name: string; done: Promise<void> } | null {
+    const name = !s ? undefined : 'name' in s ? s.name : 'hash' in s ? s.local : undefined;
     const done = name === undefined ? undefined : this.router.movingWait(name);
     return name !== undefined && done ? { name, done } : null;
   }
@@ -178,7 +181,8 @@ export class FleetForwarder {
    * container moving away from this host waits for the move to end, then goes wherever it lives (`next`: here).
    */
   handle(req: IncomingMessage, res: ServerResponse, next: () => void): boolean {
-    const moving = this.moving(req);
+    const s = this.subject(req);
+    const moving = this.moving(s);
     if (moving) {
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), MOVE_WAIT_MS)));
@@ -189,7 +193,7 @@ export class FleetForwarder {
       });
       return true;
     }
-    const owner = this.ownerOf(req);
+    const owner = this.ownerOf(req, s);
     if (!owner) return false;
     const up = this.open(req, owner, false, (err) => sendError(res, err));
     if (!up) return true;

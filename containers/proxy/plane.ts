@@ -39,9 +39,15 @@ export interface SniEntry {
   certDomain: string | null;
 }
 
-function parentOf(name: string): string | null {
+/** The parent a TLS wildcard `*.<parent>` would match a hostname under (one label up). */
+export function parentOf(name: string): string | null {
   const dot = name.indexOf('.');
   return dot > 0 ? name.slice(dot + 1) : null;
+}
+
+/** A certificate's domain covers a hostname: the same name, or `*.<parent>` over one label of it. */
+export function coveredBy(domain: string, hostname: string): boolean {
+  return domain === hostname || (domain.startsWith('*.') && parentOf(hostname) === domain.slice(2));
 }
 
 /**

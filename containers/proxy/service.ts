@@ -5,7 +5,7 @@ import { fail } from '../errors.js';
 import { grantCovers, normalizeGrants } from '../grants.js';
 import { normalizeBundle, validateBundle } from './bundle.js';
 import { canonicalName, type NameClaims } from './claims.js';
-import type { PlaneCert, PlaneTable } from './plane.js';
+import { type PlaneCert, type PlaneTable, parentOf } from './plane.js';
 import type { ProxyStore, RouteRow } from './store.js';
 
 export interface Upstream {
@@ -68,12 +68,6 @@ export interface ProxyDeps {
 export interface ProxyLimits {
   routes: number;
   certs: number;
-}
-
-/** The parent a TLS wildcard `*.<parent>` would match a hostname under (one label up). */
-function parentOf(name: string): string | null {
-  const dot = name.indexOf('.');
-  return dot > 0 ? name.slice(dot + 1) : null;
 }
 
 /**

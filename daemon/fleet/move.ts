@@ -6,7 +6,6 @@
  * are forwarded to the new one after (the old host forwards for as long as any cache still points at it).
  */
 import { mkdir } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -22,7 +21,7 @@ import type { DirectoryCache } from './directory.js';
 import { type EtcdClients, within } from './etcd.js';
 import { type FleetKeys, type NameRecord, parseValue } from './keys.js';
 import type { Publisher } from './publisher.js';
-import { callHost, type FleetPeers, HOP_ADMIN_PREFIX, remoteError } from './remote.js';
+import { callHost, type FleetPeers, openHostCall, remoteError } from './remote.js';
 
 /** The bundle of rows ahead of the volume stream may not be larger than this. */
 const MAX_BUNDLE = 16 * 1024 * 1024;
@@ -226,57 +225,27 @@ export class Mover {
 
   /** The bundle's length, the bundle, then the volume stream, to the new host's hop (signed like any hop request). */
   private async send(m: MoveMember, to: string, name: string, id: string, bundle: MoveBundle, staged: string): Promise<number> {
-    const owner = m.peers.hostOwner(to);
-    if (!owner.up) throw fail('MOVE_REFUSED', `host ${to} is down (${owner.why})`);
     const head = Buffer.from(JSON.stringify(bundle));
-    const url = `${HOP_ADMIN_PREFIX}/v1/fleet/moves?name=${encodeURIComponent(name)}&id=${encodeURIComponent(id)}&from=${encodeURIComponent(m.self)}&bundle_bytes=${head.length}`;
-    const hostHeader = `admin.${to}`;
-    const auth = m.peers.sign('POST', hostHeader, url, `fleet:${m.self}`);
-    if (!auth) throw fail('FLEET_UNAVAILABLE', 'the fleet secret is not known yet');
+    const path = `/v1/fleet/moves?name=${encodeURIComponent(name)}&id=${encodeURIComponent(id)}&from=${encodeURIComponent(m.self)}&bundle_bytes=${head.length}`;
+    const { req, answer } = openHostCall(m.peers, to, 'POST', path, {
+      headers: { 'content-type': 'application/x-hoody-move', 'transfer-encoding': 'chunked' },
+      // A new host that stops reading or answering for this long is given up on (the undo runs).
+      timeoutMs: MOVE_IDLE_MS,
+      transportError: (why) => fail('MOVE_REFUSED', `sending to host ${to} failed: ${why}`),
+    });
     let bytes = 0;
     const counted = new PassThrough();
     counted.on('data', (c: Buffer) => (bytes += c.length)); // also keeps it flowing once the request is gone
-    let req: ReturnType<typeof httpsRequest> | undefined;
-    const answered = new Promise<void>((resolve, reject) => {
-      req = httpsRequest(
-        {
-          host: owner.address,
-          port: owner.port,
-          method: 'POST',
-          path: url,
-          ca: owner.ca,
-          servername: owner.servername,
-          agent: false,
-          // A new host that stops reading or answering for this long is given up on (the undo runs).
-          timeout: MOVE_IDLE_MS,
-          headers: { ...auth, host: hostHeader, 'content-type': 'application/x-hoody-move', 'transfer-encoding': 'chunked' },
-        },
-        (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => (text += c));
-          res.on('end', () => {
-            if (res.statusCode === 201) return resolve();
-            let body: unknown = null;
-            try {
-              body = JSON.parse(text);
-            } catch {
-              // not JSON: remoteError names the status
-            }
-            reject(remoteError(to, { status: res.statusCode ?? 0, body }));
-          });
-        },
-      );
-      req.on('timeout', () => req?.destroy(Object.assign(new Error(`no progress for ${MOVE_IDLE_MS} ms`), { code: 'ETIMEDOUT' })));
-      req.on('error', (err: NodeJS.ErrnoException) => reject(fail('MOVE_REFUSED', `sending to host ${to} failed: ${err.code ?? err.message}`)));
-      req.write(head);
-      counted.pipe(req);
-    });
+    req.write(head);
+    counted.pipe(req);
     const sent = this.ctx.storage.send(staged, counted);
+    const answered = answer.then((a) => {
+      if (a.status !== 201) throw remoteError(to, a);
+    });
     // An early answer (a refusal) or a broken connection: the rest of the stream is read and dropped, so the send
     // ends and its snapshot can go before the undo deletes it.
     answered.catch(() => {
-      if (req) counted.unpipe(req);
+      counted.unpipe(req);
       counted.resume();
     });
     const [a, b] = await Promise.allSettled([answered, sent]);

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { NameRegistry } from '../../containers/context.js';
 import { fail } from '../../containers/errors.js';
+import { coveredBy } from '../../containers/proxy/plane.js';
 import type { ContainerStore } from '../../containers/store.js';
 import type { DirectoryCache } from './directory.js';
 import { type EtcdClients, within } from './etcd.js';
@@ -229,12 +230,4 @@ export class Publisher implements NameRegistry {
     if (ops.length) this.log.debug({ writes: ops.length }, 'fleet directory: published');
     this.lastError = null;
   }
-}
-
-/** A certificate's domain covers a hostname: the same name, or `*.parent` over one label of it. */
-export function coveredBy(domain: string, hostname: string): boolean {
-  if (domain === hostname) return true;
-  if (!domain.startsWith('*.')) return false;
-  const dot = hostname.indexOf('.');
-  return dot > 0 && hostname.slice(dot + 1) === domain.slice(2);
 }

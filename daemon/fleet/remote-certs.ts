@@ -1,7 +1,6 @@
 import type { Logger } from 'pino';
-import type { PlaneCert } from '../../containers/proxy/plane.js';
+import { coveredBy, type PlaneCert } from '../../containers/proxy/plane.js';
 import type { DirectoryView } from './directory.js';
-import { coveredBy } from './publisher.js';
 import { callHost, type FleetPeers } from './remote.js';
 
 /**

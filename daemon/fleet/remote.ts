@@ -3,7 +3,7 @@
  * `/_hoody/admin/<path>` from a signed fleet host only and hands it to that host's admin socket: a fleet host is
  * trusted like root on every other (the fleet secret is that trust).
  */
-import { type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
+import { type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, request as httpRequest, type ServerResponse } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { FleetRouter, Owner } from '../../api/public/forward.js';
 import { type ErrorCode, fail, HoodyError, isHoodyError } from '../../containers/errors.js';
@@ -26,15 +26,39 @@ export interface FleetPeers extends Pick<FleetRouter, 'sign'> {
 
 /** One admin call on another host; a transport failure or a timeout is FLEET_HOST_DOWN naming the host. */
 export function callHost<T>(peers: FleetPeers, host: string, method: string, path: string, body?: unknown, timeoutMs = 5_000): Promise<RemoteAnswer<T>> {
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  try {
+    const headers: OutgoingHttpHeaders = payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {};
+    const { req, answer } = openHostCall<T>(peers, host, method, path, { headers, timeoutMs });
+    req.end(payload);
+    return answer;
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/**
+ * A signed admin request to another host's hop whose body the caller writes (`req`; a stream may be piped in);
+ * `answer` settles with the status and JSON body. `timeoutMs` is idle time: no bytes taken or given for that long.
+ * Throws at once when the host is down or the fleet secret is not known yet.
+ */
+export function openHostCall<T>(
+  peers: FleetPeers,
+  host: string,
+  method: string,
+  path: string,
+  opts: { headers: OutgoingHttpHeaders; timeoutMs: number; transportError?: (why: string) => HoodyError },
+): { req: ClientRequest; answer: Promise<RemoteAnswer<T>> } {
   const owner = peers.hostOwner(host);
-  if (!owner.up) return Promise.reject(fail('FLEET_HOST_DOWN', host, owner.why));
+  if (!owner.up) throw fail('FLEET_HOST_DOWN', host, owner.why);
   const url = `${HOP_ADMIN_PREFIX}${path}`;
   const hostHeader = `admin.${host}`;
   const auth = peers.sign(method, hostHeader, url, `fleet:${peers.self}`);
-  if (!auth) return Promise.reject(fail('FLEET_UNAVAILABLE', 'the fleet secret is not known yet'));
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
+  if (!auth) throw fail('FLEET_UNAVAILABLE', 'the fleet secret is not known yet');
+  const transportError = opts.transportError ?? ((why: string) => fail('FLEET_HOST_DOWN', host, `it does not answer: ${why}`));
+  let req!: ClientRequest;
+  const answer = new Promise<RemoteAnswer<T>>((resolve, reject) => {
+    req = httpsRequest(
       {
         host: owner.address,
         port: owner.port,
@@ -43,8 +67,8 @@ export function callHost<T>(peers: FleetPeers, host: string, method: string, pat
         ca: owner.ca,
         servername: owner.servername,
         agent: false,
-        timeout: timeoutMs,
-        headers: { ...auth, host: hostHeader, ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}) },
+        timeout: opts.timeoutMs,
+        headers: { ...auth, host: hostHeader, ...opts.headers },
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -60,10 +84,10 @@ export function callHost<T>(peers: FleetPeers, host: string, method: string, pat
         res.on('error', (err) => reject(fail('FLEET_HOST_DOWN', host, err.message)));
       },
     );
-    req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })));
-    req.on('error', (err: NodeJS.ErrnoException) => reject(fail('FLEET_HOST_DOWN', host, `it does not answer: ${err.code === 'ETIMEDOUT' ? err.message : (err.code ?? err.message)}`)));
-    req.end(payload);
+    req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${opts.timeoutMs} ms`), { code: 'ETIMEDOUT' })));
+    req.on('error', (err: NodeJS.ErrnoException) => reject(transportError(err.code === 'ETIMEDOUT' ? err.message : (err.code ?? err.message))));
   });
+  return { req, answer };
 }
 
 /** A remote error answer as ours (same code and status): the caller sees what the other host said. */
