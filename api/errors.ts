@@ -34,6 +34,9 @@ export function installErrorHandling(app: FastifyInstance): void {
     const known = isHoodyError(err) ? err : fromFastify(err);
     if (known) {
       if (known.status >= 500) req.log.error({ err, code: known.code }, known.message);
+      // fastify closes the connection on a body it will not read; the unread bytes then reset it, and a proxy in
+      // front (HAProxy) may drop the 413 with it. Node reads and drops the rest of a well-framed body instead.
+      if (known.code === 'HOODY_BODY_TOO_LARGE') reply.removeHeader('connection');
       return sendError(reply, known);
     }
     req.log.error({ err }, 'unhandled error');

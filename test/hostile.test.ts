@@ -35,11 +35,14 @@ describe('hostile input on the public listeners', () => {
   });
   after(() => d.destroy());
 
-  test('an oversize body is a 413 with the catalogue shape, and nothing is written', async () => {
+  test('an oversize body is a 413 with the catalogue shape, every time, and nothing is written', async () => {
     const big = 'x'.repeat(17 * 1024 * 1024);
-    const r = await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/files/big?token=${tokA}`, method: 'PUT', body: big, headers: { 'content-type': 'text/plain' } });
-    assert.equal(r.status, 413);
-    assert.equal(r.json<{ error: { code: string } }>().error.code, 'HOODY_BODY_TOO_LARGE');
+    // Twenty times: when hoodyd closed at once, about one in seven of these lost its 413 to a reset behind HAProxy.
+    for (let i = 0; i < 20; i++) {
+      const r = await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/files/big?token=${tokA}`, method: 'PUT', body: big, headers: { 'content-type': 'text/plain' } });
+      assert.equal(r.status, 413);
+      assert.equal(r.json<{ error: { code: string } }>().error.code, 'HOODY_BODY_TOO_LARGE');
+    }
     const after = await call({ port: ports.http, host: 'api.a.hoody.localhost', path: `/api/v1/files/big?token=${tokA}` });
     assert.equal(after.status, 404);
   });
